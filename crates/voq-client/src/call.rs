@@ -1,0 +1,563 @@
+//! One call: connect, send the user's turns, play the replies by timestamp on a simulated audio
+//! device (a 10 ms render clock, like a sound card's), optionally barge in, report.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
+use voq_proto::server::StreamId;
+use voq_proto::{Code, Codec, SAMPLE_RATE};
+use voq_transport::quic as carrier;
+use voq_transport::{Inbound, Writer};
+
+use crate::report::{CallReport, InterruptReport, PromptReport, ReplyReport, TurnReport};
+use crate::tls::{Trust, client_config};
+
+/// Where to call: `https://HOST:PORT` (the path is ignored for raw QUIC).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub server_name: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("https://")
+            .with_context(|| format!("\"{url}\": the URL must start with https://"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        anyhow::ensure!(!authority.is_empty(), "\"{url}\": no host");
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(']') || p.is_empty())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:443")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .with_context(|| format!("\"{url}\": cannot resolve {with_port}"))?
+            .next()
+            .with_context(|| format!("\"{url}\": {with_port} has no address"))?;
+        let host = with_port
+            .rsplit_once(':')
+            .map_or(with_port.as_str(), |(h, _)| h);
+        let server_name = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(Self { addr, server_name })
+    }
+}
+
+/// What to do in a call.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Codec for both directions.
+    pub codec: Codec,
+    /// The user's turns, 24 kHz mono pcm16; each is sent, then its reply is awaited and played.
+    pub turns: Vec<Vec<i16>>,
+    /// How fast the user's audio is captured: 1 = real time (a microphone), 0 = all at once.
+    pub input_speed: f64,
+    /// Barge in this long after the reply starts playing.
+    pub interrupt_after: Option<Duration>,
+    /// Ask the server for this send-ahead lead.
+    pub send_ahead_ms: Option<u64>,
+    pub start_threshold_ms: u32,
+    /// The audio device's render quantum.
+    pub quantum: Duration,
+    /// The whole call may take at most this long.
+    pub timeout: Duration,
+    /// Show progress on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            codec: Codec::Pcm16,
+            turns: Vec::new(),
+            input_speed: 1.0,
+            interrupt_after: None,
+            send_ahead_ms: None,
+            start_threshold_ms: 100,
+            quantum: Duration::from_millis(10),
+            timeout: Duration::from_secs(300),
+            progress: false,
+        }
+    }
+}
+
+/// A finished call: the report and the audio.
+#[derive(Debug, Clone, Default)]
+pub struct CallOutcome {
+    pub report: CallReport,
+    /// Reply audio as received, placed by timestamp (what the agent said), turns concatenated.
+    pub reply_received: Vec<i16>,
+    /// What the device rendered from the first reply sample on, with silence where it
+    /// underran, turns concatenated.
+    pub reply_played: Vec<i16>,
+}
+
+/// A QUIC client endpoint; reuse it for several calls to resume sessions with 0-RTT.
+#[derive(Debug)]
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+}
+
+impl Client {
+    /// A client on `bind` (use `0.0.0.0:0` or `[::]:0`) trusting servers per `trust`.
+    pub fn new(trust: &Trust, bind: SocketAddr) -> anyhow::Result<Self> {
+        let tls = client_config(trust, voq_proto_alpn())?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        transport.max_concurrent_uni_streams(16u32.into());
+        config.transport_config(Arc::new(transport));
+        let endpoint =
+            quinn::Endpoint::client(bind).with_context(|| format!("cannot bind udp {bind}"))?;
+        Ok(Self { endpoint, config })
+    }
+
+    /// The endpoint (e.g. to `rebind` it to a new socket: connection migration).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// Makes one call.
+    pub async fn call(&self, target: &Target, opts: CallOptions) -> anyhow::Result<CallOutcome> {
+        tokio::time::timeout(opts.timeout, self.call_inner(target, opts.clone()))
+            .await
+            .with_context(|| format!("the call did not finish within {:?}", opts.timeout))?
+    }
+
+    async fn call_inner(&self, target: &Target, opts: CallOptions) -> anyhow::Result<CallOutcome> {
+        anyhow::ensure!(!opts.turns.is_empty(), "nothing to say: no input turns");
+        let started = Instant::now();
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), target.addr, &target.server_name)
+            .with_context(|| format!("cannot connect to {}", target.addr))?;
+        let (conn, zero_rtt) = match connecting.into_0rtt() {
+            Ok((conn, _accepted)) => (conn, true),
+            Err(connecting) => (
+                connecting.await.with_context(|| {
+                    format!("cannot connect to {} ({})", target.addr, target.server_name)
+                })?,
+                false,
+            ),
+        };
+        let setup = started.elapsed();
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .context("cannot open the control stream")?;
+        let mut call = Call::new(conn.clone(), send, recv, &opts, zero_rtt, setup, target);
+        let result = call.run(&opts).await;
+        conn.close(carrier::code(Code::NoError), b"bye");
+        result?;
+        Ok(call.finish())
+    }
+}
+
+fn voq_proto_alpn() -> &'static [u8] {
+    b"voq/1"
+}
+
+struct Call {
+    conn: quinn::Connection,
+    session: ClientSession,
+    inbound_tx: mpsc::UnboundedSender<Inbound>,
+    inbound_rx: mpsc::UnboundedReceiver<Inbound>,
+    control: Writer,
+    writers: HashMap<voq_proto::server::OutStream, Writer>,
+    readers: HashMap<StreamId, oneshot::Sender<Code>>,
+    decoders: HashMap<String, voq_audio::Decoder>,
+    encoder: voq_audio::Encoder,
+    codec: Codec,
+    report: CallReport,
+    received: Vec<i16>,
+    played: Vec<i16>,
+    /// Where the current response starts in `received` / whether it started playing.
+    received_base: usize,
+    playing: bool,
+    progress: bool,
+}
+
+impl Call {
+    fn new(
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        opts: &CallOptions,
+        zero_rtt: bool,
+        setup: Duration,
+        target: &Target,
+    ) -> Self {
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        carrier::spawn_control_reader(recv, inbound_tx.clone());
+        let control = carrier::spawn_writer(send, inbound_tx.clone());
+        carrier::spawn_uni_acceptor(conn.clone(), inbound_tx.clone());
+        let config = ClientConfig {
+            input_codec: opts.codec,
+            output_codec: opts.codec,
+            start_threshold_ms: opts.start_threshold_ms,
+            send_ahead_ms: opts.send_ahead_ms,
+            server_vad: false,
+        };
+        let session = ClientSession::new(config, Instant::now().into_std());
+        let report = CallReport {
+            transport: "quic".into(),
+            server: target.addr.to_string(),
+            setup_ms: ms(setup),
+            zero_rtt,
+            ..Default::default()
+        };
+        Self {
+            conn,
+            session,
+            inbound_tx,
+            inbound_rx,
+            control,
+            writers: HashMap::new(),
+            readers: HashMap::new(),
+            decoders: HashMap::new(),
+            // pcm16 and Opus encoders cannot fail to initialize with fixed, valid settings;
+            // if libopus refuses, the error surfaces on the first encode.
+            encoder: voq_audio::Encoder::new(audio_codec(opts.codec))
+                .unwrap_or_else(|_| pcm_encoder()),
+            codec: opts.codec,
+            report,
+            received: Vec::new(),
+            played: Vec::new(),
+            received_base: 0,
+            playing: false,
+            progress: opts.progress && std::io::stderr().is_terminal(),
+        }
+    }
+
+    async fn run(&mut self, opts: &CallOptions) -> anyhow::Result<()> {
+        for (index, turn) in opts.turns.iter().enumerate() {
+            self.turn(index, turn, opts).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one turn, then plays its reply (or interrupts it) until done.
+    async fn turn(&mut self, index: usize, pcm: &[i16], opts: &CallOptions) -> anyhow::Result<()> {
+        let mut device = tokio::time::interval(opts.quantum);
+        device.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let quantum_samples = (SAMPLE_RATE as u128 * opts.quantum.as_millis() / 1000) as usize;
+        let frame = voq_audio::FRAME_SAMPLES;
+        let frame_time = Duration::from_millis(voq_audio::FRAME_MS as u64);
+        let capture_start = Instant::now();
+        let mut next_frame = 0usize;
+        let responses_before = self.session.responses().count();
+        self.session.start_turn(capture_start.into_std());
+        let mut turn_ended = false;
+        let mut interrupted = false;
+        self.received_base = self.received.len();
+        self.playing = false;
+        loop {
+            // Capture: frames become available at the input speed (a microphone delivers them
+            // in real time).
+            let now = Instant::now();
+            while !turn_ended && next_frame * frame < pcm.len() {
+                let due = if opts.input_speed > 0.0 {
+                    capture_start + frame_time.mul_f64(next_frame as f64 / opts.input_speed)
+                } else {
+                    now
+                };
+                if due > now {
+                    break;
+                }
+                let chunk = &pcm[next_frame * frame..((next_frame + 1) * frame).min(pcm.len())];
+                let mut payload = Vec::new();
+                self.encoder
+                    .encode(chunk, &mut payload)
+                    .context("cannot encode the prompt")?;
+                self.session
+                    .send_audio(now.into_std(), &payload, chunk.len() as u32)?;
+                next_frame += 1;
+            }
+            if !turn_ended && next_frame * frame >= pcm.len() {
+                self.session.end_turn(now.into_std());
+                turn_ended = true;
+            }
+            self.drain()?;
+            // Done when this turn's reply has played to its end (or was interrupted and the
+            // server confirmed the truncation).
+            let reply = self.session.responses().nth(responses_before).cloned();
+            if let Some(r) = &reply {
+                let confirmed = r
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|i| i.truncated_audio_end_ms.is_some() && i.silenced_at.is_some());
+                if (self.session.playback_done() && r.status.is_some() && r.interrupt.is_none())
+                    || confirmed
+                {
+                    break;
+                }
+            }
+            let next_capture = (!turn_ended).then(|| {
+                capture_start + frame_time.mul_f64(next_frame as f64 / opts.input_speed.max(1e-9))
+            });
+            let wake = self.session.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                _ = device.tick() => {
+                    let now = Instant::now();
+                    let mut q = vec![0i16; quantum_samples];
+                    let r = self.session.render(now.into_std(), &mut q);
+                    if r.audio > 0 || self.playing {
+                        self.playing = true;
+                        self.played.extend_from_slice(&q);
+                    }
+                    if let (Some(after), false) = (opts.interrupt_after, interrupted)
+                        && let Some(first) = reply.as_ref().and_then(|r| r.first_audio_at)
+                        && now.into_std() >= first + after
+                    {
+                        interrupted = self.session.interrupt(now.into_std()).is_some();
+                    }
+                    self.show_progress(index, pcm.len(), next_frame * frame);
+                }
+                msg = self.inbound_rx.recv() => {
+                    let Some(msg) = msg else { anyhow::bail!("the connection ended") };
+                    self.on_inbound(msg)?;
+                }
+                _ = sleep_until(next_capture.or(wake)), if next_capture.is_some() || wake.is_some() => {
+                    self.session.handle_timeout(Instant::now().into_std());
+                }
+                reason = self.conn.closed() => anyhow::bail!("the server closed the connection: {reason}"),
+            }
+        }
+        // Trim the device timeline's trailing silence after the reply ended.
+        if self.progress {
+            eprint!("\r\x1b[2K");
+        }
+        Ok(())
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) -> anyhow::Result<()> {
+        let now = Instant::now().into_std();
+        match msg {
+            Inbound::Control(bytes) => self.session.handle_control(now, &bytes),
+            Inbound::ControlClosed => anyhow::bail!("the server closed the control stream"),
+            Inbound::Opened(id, stop) => {
+                self.readers.insert(id, stop);
+            }
+            Inbound::Data(id, bytes) => self.session.handle_stream_data(now, id, &bytes),
+            Inbound::Fin(id) => {
+                self.readers.remove(&id);
+                self.session.handle_stream_fin(now, id);
+            }
+            Inbound::Reset(id, code) => {
+                self.readers.remove(&id);
+                self.session.handle_stream_reset(now, id, code);
+            }
+            Inbound::Stopped(stream, code) => {
+                warn!(?stream, code, "the server stopped one of our streams");
+            }
+        }
+        self.drain()
+    }
+
+    fn drain(&mut self) -> anyhow::Result<()> {
+        while let Some(out) = self.session.poll_output() {
+            match out {
+                ClientOutput::Control(bytes) => self.control.write(bytes),
+                ClientOutput::OpenStream { stream, bytes } => {
+                    let w = carrier::spawn_uni_writer(
+                        self.conn.clone(),
+                        stream,
+                        self.inbound_tx.clone(),
+                    );
+                    w.write(bytes);
+                    self.writers.insert(stream, w);
+                }
+                ClientOutput::StreamData { stream, bytes } => {
+                    if let Some(w) = self.writers.get(&stream) {
+                        w.write(bytes);
+                    }
+                }
+                ClientOutput::FinishStream { stream } => {
+                    if let Some(w) = self.writers.remove(&stream) {
+                        w.finish();
+                    }
+                }
+                ClientOutput::ResetStream { stream, code } => {
+                    if let Some(w) = self.writers.remove(&stream) {
+                        w.reset(code);
+                    }
+                }
+                ClientOutput::StopSending { stream, code } => {
+                    if let Some(stop) = self.readers.remove(&stream) {
+                        let _ = stop.send(code);
+                    }
+                }
+                ClientOutput::ReplyFrame {
+                    response_id,
+                    codec,
+                    pts,
+                    payload,
+                } => {
+                    let decoder = match self.decoders.entry(response_id.clone()) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(voq_audio::Decoder::new(audio_codec(codec))?)
+                        }
+                    };
+                    let mut pcm = Vec::new();
+                    if let Err(e) = decoder.decode(&payload, &mut pcm) {
+                        warn!("undecodable reply frame: {e}");
+                        decoder.conceal(&mut pcm)?;
+                    }
+                    // Place by timestamp: what the agent said, independent of playback.
+                    let at = self.received_base + pts as usize;
+                    if self.received.len() < at + pcm.len() {
+                        self.received.resize(at + pcm.len(), 0);
+                    }
+                    self.received[at..at + pcm.len()].copy_from_slice(&pcm);
+                    self.session.push_reply_audio(&response_id, pts, &pcm);
+                }
+                ClientOutput::Event(e) => debug!(kind = e.kind(), "server event"),
+                ClientOutput::Warning(w) => warn!("{w}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn show_progress(&self, turn: usize, total: usize, sent: usize) {
+        if !self.progress {
+            return;
+        }
+        let secs = |n: usize| n as f64 / SAMPLE_RATE as f64;
+        let reply = self.session.current_response();
+        eprint!(
+            "\r\x1b[2Kturn {}: sent {:.1}/{:.1} s | reply played {:.1} s, buffered {:.1} s",
+            turn + 1,
+            secs(sent.min(total)),
+            secs(total),
+            reply.map_or(0.0, |r| r.played_ms as f64 / 1000.0),
+            self.session.buffered_ms() as f64 / 1000.0,
+        );
+    }
+
+    fn finish(mut self) -> CallOutcome {
+        let rtt = self.conn.rtt();
+        let r = &mut self.report;
+        r.rtt_ms = ms(rtt);
+        r.setup_rtts = if rtt.is_zero() {
+            0.0
+        } else {
+            r.setup_ms / r.rtt_ms
+        };
+        let turns = self.session.turns().to_vec();
+        let responses: Vec<_> = self.session.responses().cloned().collect();
+        let mut prompt = PromptReport::default();
+        for t in &turns {
+            prompt.frames_sent += t.frames_sent;
+            prompt.frames_confirmed += t.frames_confirmed.unwrap_or(0);
+            prompt.audio_ms_sent += t.audio_ms_sent;
+            prompt.audio_ms_confirmed += t.audio_ms_confirmed.unwrap_or(0);
+            prompt.bytes_sent += t.bytes_sent;
+            prompt.bytes_confirmed += t.bytes_confirmed.unwrap_or(0);
+        }
+        let last_turn = turns.last();
+        prompt.confirm_ms = last_turn
+            .and_then(|t| Some(ms(t.confirmed_at?.saturating_duration_since(t.ended_at?))));
+        r.prompt = prompt;
+        let last = responses.last();
+        let mut reply = ReplyReport {
+            received_ms: self.received.len() as u64 * 1000 / SAMPLE_RATE as u64,
+            ..Default::default()
+        };
+        for resp in &responses {
+            reply.duration_ms += resp.played_ms;
+            reply.underruns += resp.underruns;
+            reply.stall_ms += resp.stall_ms;
+            reply.bytes_received += resp.bytes_received;
+        }
+        if let (Some(t), Some(resp)) = (last_turn, last) {
+            reply.first_audio_ms = t
+                .ended_at
+                .and_then(|end| Some(ms(resp.first_audio_at?.saturating_duration_since(end))));
+            reply.status = resp.status.clone();
+        }
+        r.reply = reply;
+        r.interrupt = responses
+            .iter()
+            .find_map(|resp| resp.interrupt.clone())
+            .map(|i| {
+                let at = i.at;
+                let since =
+                    |t: Option<std::time::Instant>| Some(ms(t?.saturating_duration_since(at?)));
+                let confirm = since(i.truncated_at);
+                InterruptReport {
+                    silence_ms: since(i.silenced_at),
+                    played_ms: i.played_ms,
+                    truncated_audio_end_ms: i.truncated_audio_end_ms,
+                    unplayed_bytes: i.unplayed_bytes,
+                    confirm_ms: confirm,
+                    server_stop_ms: confirm.map(|c| (c - ms(rtt) / 2.0).max(0.0)),
+                }
+            });
+        r.turns = turns
+            .iter()
+            .zip(responses.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(t, resp)| TurnReport {
+                item_id: t.item_id.clone(),
+                frames_sent: t.frames_sent,
+                frames_confirmed: t.frames_confirmed,
+                reply_played_ms: resp.map_or(0, |r| r.played_ms),
+                reply_status: resp.and_then(|r| r.status.clone()),
+            })
+            .collect();
+        let _ = self.codec;
+        // The played timeline ends with the reply: drop the trailing silence of the last quanta.
+        let end = self
+            .played
+            .iter()
+            .rposition(|&s| s != 0)
+            .map_or(0, |i| i + 1);
+        self.played.truncate(end);
+        CallOutcome {
+            report: self.report,
+            reply_received: self.received,
+            reply_played: self.played,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn audio_codec(codec: Codec) -> voq_audio::Codec {
+    match codec {
+        Codec::Pcm16 => voq_audio::Codec::Pcm16,
+        Codec::Opus => voq_audio::Codec::Opus,
+    }
+}
+
+fn pcm_encoder() -> voq_audio::Encoder {
+    #[allow(clippy::expect_used)]
+    voq_audio::Encoder::new(voq_audio::Codec::Pcm16).expect("pcm16 needs no initialization")
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,124 @@
+//! What `voq call` reports: one JSON object (`--json`) or a human summary.
+
+use serde::Serialize;
+
+/// The report of one call. Times are milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallReport {
+    /// `quic`, `webtransport` or `ws`.
+    pub transport: String,
+    pub server: String,
+    /// Connect start until the client could send prompt audio.
+    pub setup_ms: f64,
+    /// Smoothed RTT at the end of the call.
+    pub rtt_ms: f64,
+    /// `setup_ms / rtt_ms`.
+    pub setup_rtts: f64,
+    /// Whether the connection resumed a session and sent 0-RTT data.
+    pub zero_rtt: bool,
+    pub prompt: PromptReport,
+    pub reply: ReplyReport,
+    pub interrupt: Option<InterruptReport>,
+    /// Per turn, when there were several.
+    pub turns: Vec<TurnReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PromptReport {
+    pub frames_sent: u64,
+    pub frames_confirmed: u64,
+    pub audio_ms_sent: u64,
+    pub audio_ms_confirmed: u64,
+    pub bytes_sent: u64,
+    pub bytes_confirmed: u64,
+    /// From the end of the last turn until the server confirmed holding it.
+    pub confirm_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplyReport {
+    /// From the end of the user's turn until the first reply sample played.
+    pub first_audio_ms: Option<f64>,
+    /// Reply audio played.
+    pub duration_ms: u64,
+    /// Reply audio received (placed by timestamp; what the agent said).
+    pub received_ms: u64,
+    pub underruns: u32,
+    pub stall_ms: u64,
+    pub bytes_received: u64,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InterruptReport {
+    /// From the interrupt until the first silent quantum was rendered.
+    pub silence_ms: Option<f64>,
+    /// The user's position in the reply when it was silenced.
+    pub played_ms: u64,
+    /// `audio_end_ms` of the server's `conversation.item.truncated`.
+    pub truncated_audio_end_ms: Option<u64>,
+    /// Received (before or after the interrupt) and never played.
+    pub unplayed_bytes: u64,
+    /// From the interrupt until the truncation confirmation arrived.
+    pub confirm_ms: Option<f64>,
+    /// Estimated time from the interrupt until the server stopped: confirmation minus half an RTT.
+    pub server_stop_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TurnReport {
+    pub item_id: String,
+    pub frames_sent: u64,
+    pub frames_confirmed: Option<u64>,
+    pub reply_played_ms: u64,
+    pub reply_status: Option<String>,
+}
+
+impl CallReport {
+    /// The human summary.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let p = &self.prompt;
+        let r = &self.reply;
+        let ok = |b: bool| if b { "ok" } else { "MISMATCH" };
+        s += &format!(
+            "transport   {} to {}  (rtt {:.1} ms)\n",
+            self.transport, self.server, self.rtt_ms
+        );
+        s += &format!(
+            "setup       {:.1} ms = {:.2} RTT{}\n",
+            self.setup_ms,
+            self.setup_rtts,
+            if self.zero_rtt { " (0-RTT)" } else { "" }
+        );
+        s += &format!(
+            "prompt      {} frames / {} ms sent, {} frames / {} ms confirmed: {}\n",
+            p.frames_sent,
+            p.audio_ms_sent,
+            p.frames_confirmed,
+            p.audio_ms_confirmed,
+            ok(p.frames_sent == p.frames_confirmed && p.bytes_sent == p.bytes_confirmed)
+        );
+        s += &format!(
+            "reply       {} ms played of {} ms received, first audio {} after the turn, {} underruns ({} ms stalled), {}\n",
+            r.duration_ms,
+            r.received_ms,
+            r.first_audio_ms
+                .map_or("-".into(), |v| format!("{v:.0} ms")),
+            r.underruns,
+            r.stall_ms,
+            r.status.as_deref().unwrap_or("no response.done")
+        );
+        if let Some(i) = &self.interrupt {
+            s += &format!(
+                "barge-in    silent after {}, heard {} ms, server truncated at {}, {} bytes sent ahead and unplayed\n",
+                i.silence_ms.map_or("-".into(), |v| format!("{v:.1} ms")),
+                i.played_ms,
+                i.truncated_audio_end_ms
+                    .map_or("-".into(), |v| format!("{v} ms")),
+                i.unplayed_bytes
+            );
+        }
+        s
+    }
+}

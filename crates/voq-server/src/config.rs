@@ -1,0 +1,164 @@
+//! `voq serve` settings: one struct that is both the command line and the TOML file. Every field
+//! is optional so that flags override the file without clobbering what they do not name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Settings of `voq serve` (flags, or keys of the `--config` TOML file with the same names).
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeConfig {
+    /// TOML file with any of these settings; flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// UDP address for QUIC [default: 127.0.0.1:4443].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// The agent: echo, speak, file:PATH.wav or exec:COMMAND [default: echo].
+    #[arg(long, value_name = "SPEC")]
+    pub agent: Option<String>,
+    /// Speed of the file: agent as a multiple of real time (0 = as fast as possible) [default: 4].
+    #[arg(long, value_name = "X")]
+    pub agent_speed: Option<f64>,
+    /// PEM certificate chain (production). Without it a development certificate is generated.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// How far ahead of the client's playback agent audio may be sent, in ms (0 = just in time)
+    /// [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub send_ahead_ms: Option<u64>,
+    /// Write every user turn and agent response as WAV + JSON into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// Sessions served at once; more connections are refused [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// On shutdown, how long sessions may finish their current response, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// Settings with every default applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub agent: String,
+    pub agent_speed: f64,
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub send_ahead_ms: u64,
+    pub record: Option<PathBuf>,
+    pub max_sessions: usize,
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4443)),
+            agent: "echo".into(),
+            agent_speed: 4.0,
+            cert: None,
+            send_ahead_ms: 2000,
+            record: None,
+            max_sessions: 1000,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// `self` (the command line) over `file`.
+    pub fn over(self, file: ServeConfig) -> Self {
+        Self {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            agent: self.agent.or(file.agent),
+            agent_speed: self.agent_speed.or(file.agent_speed),
+            cert: self.cert.or(file.cert),
+            key: self.key.or(file.key),
+            send_ahead_ms: self.send_ahead_ms.or(file.send_ahead_ms),
+            record: self.record.or(file.record),
+            max_sessions: self.max_sessions.or(file.max_sessions),
+            drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
+        }
+    }
+
+    /// Loads `--config` if given, applies it under the flags, then the defaults.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let merged = match &self.config {
+            Some(path) => {
+                let file = Self::from_file(path)?;
+                self.over(file)
+            }
+            None => self,
+        };
+        let d = Settings::default();
+        let cert = match (merged.cert, merged.key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("cert and key must be given together"),
+        };
+        Ok(Settings {
+            listen: merged.listen.unwrap_or(d.listen),
+            agent: merged.agent.unwrap_or(d.agent),
+            agent_speed: merged.agent_speed.unwrap_or(d.agent_speed),
+            cert,
+            send_ahead_ms: merged.send_ahead_ms.unwrap_or(d.send_ahead_ms),
+            record: merged.record,
+            max_sessions: merged.max_sessions.unwrap_or(d.max_sessions),
+            drain_timeout: merged
+                .drain_timeout_ms
+                .map_or(d.drain_timeout, Duration::from_millis),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_without_clobbering_it() -> anyhow::Result<()> {
+        let file: ServeConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nagent = \"speak\"\nsend-ahead-ms = 500\n",
+        )?;
+        let cli = ServeConfig {
+            agent: Some("echo".into()),
+            ..Default::default()
+        };
+        let s = ServeConfig {
+            config: None,
+            ..cli.over(file)
+        }
+        .resolve()?;
+        assert_eq!(s.listen, "127.0.0.1:9000".parse()?);
+        assert_eq!(s.agent, "echo");
+        assert_eq!(s.send_ahead_ms, 500);
+        assert_eq!(s.max_sessions, 1000);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = toml::from_str::<ServeConfig>("lissen = \"x\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("lissen"), "{err}");
+    }
+}

@@ -1,0 +1,218 @@
+//! The voq server: accepts QUIC connections (ALPN `voq/1`), runs one voq/1 session per
+//! connection with its own agent, and shuts down gracefully.
+//!
+//! `voq serve` is a thin wrapper around [`run`]; tests and benchmarks use [`Server`] in-process.
+
+pub mod agent;
+pub mod config;
+mod record;
+mod session;
+pub mod stats;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use config::{ServeConfig, Settings};
+pub use record::Recorder;
+pub use stats::Stats;
+pub use tls::Identity;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    identity_sha256: String,
+    identity_pem: String,
+    dev_cert: bool,
+    stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    /// Binds and starts serving.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let agent = agent::from_spec(&settings.agent, settings.agent_speed)?;
+        Self::start_with_agent(settings, agent).await
+    }
+
+    /// Starts with an agent of your own (see [`agent::Agent`]).
+    pub async fn start_with_agent(
+        settings: Settings,
+        agent_factory: Arc<dyn agent::AgentFactory>,
+    ) -> anyhow::Result<Self> {
+        let identity = match &settings.cert {
+            Some((cert, key)) => Identity::load(cert, key)?,
+            None => Identity::generate_dev(&[])?,
+        };
+        let tls = tls::server_config(&identity, &[tls::ALPN_VOQ])?;
+        let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .context("TLS configuration unusable for QUIC")?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_uni_streams(16u32.into());
+        transport.max_concurrent_bidi_streams(1u32.into());
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
+        server_config.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(server_config, settings.listen)
+            .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
+        let recorder = settings.record.as_deref().map(Recorder::new).transpose()?;
+        let stats = Arc::new(Stats::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let proto = voq_proto::server::ServerConfig {
+            transport: "quic".into(),
+            send_ahead: voq_proto::pacing::Lead::from_ms(settings.send_ahead_ms),
+            ..Default::default()
+        };
+        let ctx = session::SessionContext {
+            agent_factory,
+            proto,
+            recorder,
+            stats: stats.clone(),
+            shutdown: shutdown_rx,
+        };
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, settings.max_sessions));
+        info!(addr = %endpoint.local_addr()?, agent = %settings.agent, "voq server listening");
+        Ok(Self {
+            endpoint,
+            identity_sha256: identity.sha256_hex(),
+            identity_pem: identity.cert_pem(),
+            dev_cert: identity.dev,
+            stats,
+            shutdown,
+            accept,
+            drain_timeout: settings.drain_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// SHA-256 of the server certificate, lowercase hex (for `voq call --cert-hash`).
+    pub fn cert_sha256(&self) -> &str {
+        &self.identity_sha256
+    }
+
+    /// The server certificate as PEM (for `voq call --ca`).
+    pub fn cert_pem(&self) -> &str {
+        &self.identity_pem
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// How a client connects, for the start-up banner.
+    pub fn connect_hint(&self) -> String {
+        let addr = self.local_addr();
+        if self.dev_cert {
+            format!(
+                "voq call https://{addr} --input prompt.wav --output reply.wav --cert-hash {}\n  \
+                 (development certificate, valid 13 days; or use --insecure)",
+                self.cert_sha256()
+            )
+        } else {
+            format!("voq call https://{addr} --input prompt.wav --output reply.wav")
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let sessions finish their current response (up to the
+    /// drain timeout), then close every connection.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.accept.abort();
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while self.stats.sessions_started.get() > self.stats.sessions_ended.get() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("drain timeout: closing the remaining sessions");
+        }
+        self.endpoint.close(
+            quinn::VarInt::from_u32(voq_proto::Code::GoingAway.to_u32()),
+            b"going away",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        for (name, _, value) in self.stats.snapshot() {
+            info!(target: "voq::stats", "{name} {value}");
+        }
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, max_sessions: usize) {
+    static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+    let mut sessions = JoinSet::new();
+    while let Some(incoming) = endpoint.accept().await {
+        while sessions.try_join_next().is_some() {}
+        if sessions.len() >= max_sessions {
+            ctx.stats.connections_refused.inc();
+            incoming.refuse();
+            continue;
+        }
+        let mut ctx = ctx.clone();
+        let stats = ctx.stats.clone();
+        sessions.spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    stats.connections_refused.inc();
+                    tracing::debug!("handshake failed: {e}");
+                    return;
+                }
+            };
+            stats.connections_accepted.inc();
+            let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+            ctx.proto.session_id = format!("sess_{n}");
+            session::run(conn, ctx).await;
+        });
+    }
+    sessions.shutdown().await;
+}
+
+/// `voq serve`: start, print how to connect, serve until Ctrl-C or SIGTERM, drain, stop.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let settings = config.resolve()?;
+    let server = Server::start(settings).await?;
+    #[allow(clippy::print_stdout)] // the banner is this command's output
+    {
+        println!("voq serving voq/1 on udp {}", server.local_addr());
+        println!("connect with:\n  {}", server.connect_hint());
+    }
+    wait_for_signal().await;
+    info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

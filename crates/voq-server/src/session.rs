@@ -1,0 +1,485 @@
+//! The async shell around [`voq_proto::server::ServerSession`] for one QUIC connection: stream
+//! readers and writers, codecs, server VAD, the agent task, and recording. All protocol decisions
+//! are in the sans-IO core; this file moves bytes and runs tasks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use voq_proto::server::{OutStream, ServerConfig, ServerOutput, ServerSession, StreamId};
+use voq_proto::{Code, Codec};
+use voq_transport::quic as carrier;
+use voq_transport::{Inbound, Writer};
+
+use crate::agent::{Agent, AgentMsg, ReplySink, Turn};
+use crate::record::Recorder;
+use crate::stats::Stats;
+
+/// How often the RTT estimate is fed to the pacer.
+const RTT_INTERVAL: Duration = Duration::from_millis(100);
+/// A session whose client opens no control stream within this time is closed.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-turn audio as the shell holds it: decoder and decoded samples.
+struct TurnAudio {
+    decoder: voq_audio::Decoder,
+    pcm: Vec<i16>,
+}
+
+/// Per-response state of the shell: the agent task and the encoder.
+struct ActiveResponse {
+    id: String,
+    task: JoinHandle<()>,
+    encoder: voq_audio::Encoder,
+    /// Samples not yet making a whole frame.
+    pending: Vec<i16>,
+    /// Everything the agent generated (for recordings).
+    generated: Vec<i16>,
+}
+
+/// Everything a session needs from its server.
+#[derive(Clone)]
+pub(crate) struct SessionContext {
+    pub agent_factory: Arc<dyn crate::agent::AgentFactory>,
+    pub proto: ServerConfig,
+    pub recorder: Option<Recorder>,
+    pub stats: Arc<Stats>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Runs one session to its end. Never panics on client input; every error is logged and, where
+/// the client can act on it, reported to it.
+pub(crate) async fn run(conn: Connection, mut ctx: SessionContext) {
+    let remote = conn.remote_address();
+    let session_id = ctx.proto.session_id.clone();
+    let span = tracing::info_span!("session", id = %session_id, %remote);
+    let _enter = span.enter();
+    ctx.stats.sessions_started.inc();
+    let agent = match ctx.agent_factory.session() {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("agent could not start: {e:#}");
+            conn.close(
+                VarInt::from_u32(Code::AgentFailed.to_u32()),
+                b"agent could not start",
+            );
+            return;
+        }
+    };
+    let control = match tokio::time::timeout(CONTROL_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            debug!("closed before opening a control stream: {e}");
+            return;
+        }
+        Err(_) => {
+            conn.close(
+                VarInt::from_u32(Code::ProtocolViolation.to_u32()),
+                b"no control stream",
+            );
+            return;
+        }
+    };
+    let mut shell = Shell::new(conn.clone(), agent, &mut ctx, control);
+    shell.run(&mut ctx).await;
+    ctx.stats.sessions_ended.inc();
+    info!("session ended");
+}
+
+struct Shell {
+    conn: Connection,
+    core: ServerSession,
+    agent: Arc<dyn Agent>,
+    inbound_tx: mpsc::UnboundedSender<Inbound>,
+    inbound_rx: mpsc::UnboundedReceiver<Inbound>,
+    agent_tx: mpsc::Sender<AgentMsg>,
+    agent_rx: mpsc::Receiver<AgentMsg>,
+    control: Writer,
+    writers: HashMap<OutStream, Writer>,
+    /// Stop signals for the readers of client streams.
+    readers: HashMap<StreamId, oneshot::Sender<Code>>,
+    turns: HashMap<String, TurnAudio>,
+    committed: HashMap<String, Vec<i16>>,
+    response: Option<ActiveResponse>,
+    vad: Option<voq_audio::Vad>,
+}
+
+impl Shell {
+    fn new(
+        conn: Connection,
+        agent: Arc<dyn Agent>,
+        ctx: &mut SessionContext,
+        (send, recv): (SendStream, RecvStream),
+    ) -> Self {
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let (agent_tx, agent_rx) = mpsc::channel(16);
+        let epoch = Instant::now();
+        let core = ServerSession::new(ctx.proto.clone(), epoch.into_std());
+        carrier::spawn_control_reader(recv, inbound_tx.clone());
+        let control = carrier::spawn_writer(send, inbound_tx.clone());
+        carrier::spawn_uni_acceptor(conn.clone(), inbound_tx.clone());
+        Self {
+            conn,
+            core,
+            agent,
+            inbound_tx,
+            inbound_rx,
+            agent_tx,
+            agent_rx,
+            control,
+            writers: HashMap::new(),
+            readers: HashMap::new(),
+            turns: HashMap::new(),
+            committed: HashMap::new(),
+            response: None,
+            vad: None,
+        }
+    }
+
+    async fn run(&mut self, ctx: &mut SessionContext) {
+        let mut rtt_tick = tokio::time::interval(RTT_INTERVAL);
+        let mut draining = false;
+        loop {
+            self.drain(ctx);
+            if self.core.is_closed() || (draining && self.core.is_idle()) {
+                break;
+            }
+            let wake = self.core.poll_timeout().map(Instant::from_std);
+            let wants_audio = self.core.wants_agent_audio();
+            tokio::select! {
+                msg = self.inbound_rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_inbound(msg);
+                }
+                msg = self.agent_rx.recv(), if wants_audio => {
+                    if let Some(msg) = msg { self.on_agent(ctx, msg) }
+                }
+                _ = sleep_until(wake), if wake.is_some() => {
+                    self.core.handle_timeout(Instant::now().into_std());
+                }
+                _ = rtt_tick.tick() => self.core.handle_rtt(self.conn.rtt()),
+                _ = ctx.shutdown.changed(), if !draining => {
+                    // Graceful shutdown: let the current response finish, accept nothing new.
+                    draining = true;
+                    info!("draining: the session ends after its current response");
+                }
+                reason = self.conn.closed() => {
+                    debug!("connection closed: {reason}");
+                    self.core.handle_control_closed(Instant::now().into_std());
+                    self.drain(ctx);
+                    break;
+                }
+            }
+        }
+        if let Some(r) = self.response.take() {
+            r.task.abort();
+        }
+        let code = if draining {
+            Code::GoingAway
+        } else {
+            Code::NoError
+        };
+        self.conn
+            .close(VarInt::from_u32(code.to_u32()), code.as_str().as_bytes());
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) {
+        let now = Instant::now().into_std();
+        match msg {
+            Inbound::Control(bytes) => self.core.handle_control(now, &bytes),
+            Inbound::ControlClosed => self.core.handle_control_closed(now),
+            Inbound::Opened(id, stop) => {
+                self.readers.insert(id, stop);
+            }
+            Inbound::Data(id, bytes) => self.core.handle_stream_data(now, id, &bytes),
+            Inbound::Fin(id) => {
+                self.readers.remove(&id);
+                self.core.handle_stream_fin(now, id);
+            }
+            Inbound::Reset(id, code) => {
+                self.readers.remove(&id);
+                self.core.handle_stream_reset(now, id, code);
+            }
+            Inbound::Stopped(stream, code) => self.core.handle_stream_stopped(now, stream, code),
+        }
+    }
+
+    fn on_agent(&mut self, ctx: &SessionContext, msg: AgentMsg) {
+        let now = Instant::now().into_std();
+        let Some(r) = self.response.as_mut() else {
+            return;
+        };
+        match msg {
+            AgentMsg::Audio { response_id, pcm } if response_id == r.id => {
+                r.generated.extend_from_slice(&pcm);
+                r.pending.extend_from_slice(&pcm);
+                let frame = voq_audio::FRAME_SAMPLES;
+                let whole = r.pending.len() / frame * frame;
+                let chunk: Vec<i16> = r.pending.drain(..whole).collect();
+                for f in chunk.chunks(frame) {
+                    encode_into_core(&mut self.core, r, now, f);
+                }
+            }
+            AgentMsg::Done {
+                response_id,
+                result,
+            } if response_id == r.id => {
+                let rest = std::mem::take(&mut r.pending);
+                if !rest.is_empty() {
+                    encode_into_core(&mut self.core, r, now, &rest);
+                }
+                match result {
+                    Ok(()) => self.core.handle_agent_done(now, &response_id),
+                    Err(e) => {
+                        warn!(%response_id, "agent failed: {e}");
+                        ctx.stats.agent_failures.inc();
+                        self.core.handle_agent_failed(now, &response_id, &e);
+                    }
+                }
+            }
+            _ => {} // a cancelled response's leftovers
+        }
+    }
+
+    /// Carries out everything the core asks for. Never awaits: writes go to writer tasks.
+    fn drain(&mut self, ctx: &SessionContext) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                ServerOutput::Control(bytes) => self.control.write(bytes),
+                ServerOutput::OpenStream { stream, bytes } => {
+                    let writer = carrier::spawn_uni_writer(
+                        self.conn.clone(),
+                        stream,
+                        self.inbound_tx.clone(),
+                    );
+                    writer.write(bytes);
+                    self.writers.insert(stream, writer);
+                }
+                ServerOutput::StreamData { stream, bytes } => {
+                    ctx.stats.agent_bytes_sent.add(bytes.len() as u64);
+                    if let Some(w) = self.writers.get(&stream) {
+                        w.write(bytes);
+                    }
+                }
+                ServerOutput::FinishStream { stream } => {
+                    if let Some(w) = self.writers.remove(&stream) {
+                        w.finish();
+                    }
+                }
+                ServerOutput::ResetStream { stream, code } => {
+                    if let Some(w) = self.writers.remove(&stream) {
+                        w.reset(code);
+                    }
+                }
+                ServerOutput::StopSending { stream, code } => {
+                    if let Some(stop) = self.readers.remove(&stream) {
+                        let _ = stop.send(code);
+                    }
+                }
+                ServerOutput::TurnAudio {
+                    item_id,
+                    codec,
+                    pts: _,
+                    payload,
+                } => {
+                    ctx.stats.prompt_frames.inc();
+                    self.on_turn_audio(item_id, codec, &payload);
+                }
+                ServerOutput::TurnCommitted {
+                    item_id,
+                    frames,
+                    audio_ms,
+                } => {
+                    ctx.stats.turns_committed.inc();
+                    let pcm = self
+                        .turns
+                        .remove(&item_id)
+                        .map(|t| t.pcm)
+                        .unwrap_or_default();
+                    info!(%item_id, frames, audio_ms, "user turn committed");
+                    if let Some(rec) = &ctx.recorder {
+                        rec.user_turn(&ctx.proto.session_id, &item_id, &pcm, frames, audio_ms);
+                    }
+                    self.committed.insert(item_id, pcm);
+                }
+                ServerOutput::TurnDiscarded { item_id, reason } => {
+                    debug!(%item_id, "user turn discarded: {reason}");
+                    self.turns.remove(&item_id);
+                }
+                ServerOutput::StartResponse {
+                    response_id,
+                    input_item_id,
+                    codec,
+                } => {
+                    self.start_response(ctx, response_id, input_item_id, codec);
+                }
+                ServerOutput::CancelResponse { response_id } => {
+                    if let Some(r) = self.response.take_if(|r| r.id == response_id) {
+                        r.task.abort();
+                        let agent = self.agent.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = agent.cancel(&response_id).await {
+                                warn!(%response_id, "agent cancel failed: {e:#}");
+                            }
+                        });
+                        self.response = Some(r); // keep the audio for the recording
+                    }
+                }
+                ServerOutput::ResponseEnded {
+                    response_id,
+                    status,
+                    stats,
+                } => {
+                    ctx.stats.responses_ended.inc();
+                    info!(%response_id, ?status, ms_sent = stats.audio_ms_sent, "response ended");
+                    if let Some(r) = self.response.take_if(|r| r.id == response_id) {
+                        r.task.abort();
+                        if let Some(rec) = &ctx.recorder {
+                            rec.response(
+                                &ctx.proto.session_id,
+                                &response_id,
+                                &r.generated,
+                                status,
+                                &stats,
+                            );
+                        }
+                    }
+                }
+                ServerOutput::Warning(w) => {
+                    ctx.stats.client_errors.inc();
+                    warn!("{w}");
+                }
+            }
+        }
+    }
+
+    fn on_turn_audio(&mut self, item_id: String, codec: Codec, payload: &[u8]) {
+        let codec = audio_codec(codec);
+        let turn = match self.turns.entry(item_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match voq_audio::Decoder::new(codec) {
+                Ok(decoder) => e.insert(TurnAudio {
+                    decoder,
+                    pcm: Vec::new(),
+                }),
+                Err(err) => {
+                    warn!("cannot create a {codec} decoder: {err}");
+                    return;
+                }
+            },
+        };
+        let start = turn.pcm.len();
+        if let Err(e) = turn.decoder.decode(payload, &mut turn.pcm) {
+            // The frame still counts as received (the client gets it confirmed); its audio is
+            // concealed so the turn keeps its length.
+            warn!("undecodable {codec} frame: {e}");
+            let _ = turn.decoder.conceal(&mut turn.pcm);
+        }
+        if self.core.server_vad() {
+            let vad = self.vad.get_or_insert_with(voq_audio::Vad::default);
+            for frame in turn.pcm[start..].chunks(voq_audio::FRAME_SAMPLES) {
+                if let Some(event) = vad.push(frame) {
+                    let now = Instant::now().into_std();
+                    match event {
+                        voq_audio::VadEvent::SpeechStarted { at_ms } => {
+                            self.core.handle_vad(now, true, at_ms)
+                        }
+                        voq_audio::VadEvent::SpeechStopped { at_ms } => {
+                            self.core.handle_vad(now, false, at_ms)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_response(
+        &mut self,
+        ctx: &SessionContext,
+        response_id: String,
+        input_item_id: Option<String>,
+        codec: Codec,
+    ) {
+        let encoder = match voq_audio::Encoder::new(audio_codec(codec)) {
+            Ok(e) => e,
+            Err(e) => {
+                self.core.handle_agent_failed(
+                    Instant::now().into_std(),
+                    &response_id,
+                    &e.to_string(),
+                );
+                return;
+            }
+        };
+        let audio = input_item_id
+            .as_ref()
+            .and_then(|id| self.committed.remove(id))
+            .unwrap_or_default();
+        let turn = Turn {
+            item_id: input_item_id.unwrap_or_default(),
+            response_id: response_id.clone(),
+            audio,
+        };
+        let sink = ReplySink {
+            response_id: response_id.clone(),
+            tx: self.agent_tx.clone(),
+        };
+        let agent = self.agent.clone();
+        let tx = self.agent_tx.clone();
+        let id = response_id.clone();
+        ctx.stats.responses_started.inc();
+        let task = tokio::spawn(async move {
+            let result = agent
+                .respond(turn, sink)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let _ = tx
+                .send(AgentMsg::Done {
+                    response_id: id,
+                    result,
+                })
+                .await;
+        });
+        self.response = Some(ActiveResponse {
+            id: response_id,
+            task,
+            encoder,
+            pending: Vec::new(),
+            generated: Vec::new(),
+        });
+    }
+}
+
+fn encode_into_core(
+    core: &mut ServerSession,
+    r: &mut ActiveResponse,
+    now: std::time::Instant,
+    pcm: &[i16],
+) {
+    let mut payload = Vec::new();
+    match r.encoder.encode(pcm, &mut payload) {
+        Ok(_) => core.handle_agent_frame(now, &r.id, payload, pcm.len() as u32),
+        Err(e) => core.handle_agent_failed(now, &r.id, &format!("cannot encode agent audio: {e}")),
+    }
+}
+
+/// Maps a wire codec to its implementation.
+pub(crate) fn audio_codec(codec: Codec) -> voq_audio::Codec {
+    match codec {
+        Codec::Pcm16 => voq_audio::Codec::Pcm16,
+        Codec::Opus => voq_audio::Codec::Opus,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

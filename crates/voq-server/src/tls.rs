@@ -1,0 +1,175 @@
+//! Certificates and rustls configuration.
+//!
+//! Dev mode generates a self-signed ECDSA P-256 certificate at start-up, valid for 13 days:
+//! browsers accept such a certificate by its SHA-256 hash (`serverCertificateHashes` requires
+//! ECDSA and at most 14 days of validity), and `voq call --cert-hash` pins the same hash.
+//! Production takes PEM certificate and key files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// ALPN of raw-QUIC voq sessions.
+pub const ALPN_VOQ: &[u8] = b"voq/1";
+
+/// How long a dev certificate is valid (browsers allow at most 14 days for hash pinning).
+pub const DEV_CERT_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+
+/// A certificate chain and its key.
+#[derive(Debug)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the end-entity certificate (what `serverCertificateHashes` pins).
+    pub sha256: [u8; 32],
+    /// Whether this is a generated development certificate.
+    pub dev: bool,
+}
+
+impl Identity {
+    /// A fresh self-signed ECDSA P-256 certificate for localhost and the loopback addresses.
+    pub fn generate_dev(extra_names: &[String]) -> anyhow::Result<Self> {
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        names.extend(extra_names.iter().cloned());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = rcgen::CertificateParams::new(names)?;
+        let today = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 86_400;
+        // Dates have day precision: from yesterday (clock skew) to 12 days ahead, 13 days in all.
+        let days = DEV_CERT_VALIDITY.as_secs() / 86_400;
+        let (y, m, d) = civil_date(today.saturating_sub(1));
+        params.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = civil_date(today - 1 + days);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "voq dev certificate");
+        let cert = params.self_signed(&key)?;
+        let der = cert.der().clone();
+        Ok(Self {
+            sha256: sha256(&der),
+            chain: vec![der],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            dev: true,
+        })
+    }
+
+    /// Loads a PEM certificate chain and private key.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_file_iter(cert)
+            .with_context(|| format!("cannot read certificate file {}", cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("malformed PEM in {}", cert.display()))?;
+        anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("cannot read a private key from {}", key.display()))?;
+        Ok(Self {
+            sha256: sha256(&chain[0]),
+            chain,
+            key,
+            dev: false,
+        })
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
+    }
+
+    /// The certificate as PEM (for `voq call --ca`).
+    pub fn cert_pem(&self) -> String {
+        let b64 =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &self.chain[0]);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+}
+
+/// rustls server configuration for QUIC: TLS 1.3, the given ALPNs, 0-RTT enabled.
+pub fn server_config(identity: &Identity, alpns: &[&[u8]]) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .context("certificate and key do not match")?;
+    config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
+    // quinn requires u32::MAX to accept 0-RTT data (RFC 9001 §4.6.1).
+    config.max_early_data_size = u32::MAX;
+    Ok(config)
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The calendar date (year, month, day) `days` after 1970-01-01 (Hinnant's civil_from_days).
+fn civil_date(days: u64) -> (i32, u8, u8) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificate_is_p256_and_short_lived() -> anyhow::Result<()> {
+        let id = Identity::generate_dev(&[])?;
+        let (_, cert) = x509_parser_free_check(&id.chain[0]);
+        assert!(cert, "ecdsa-with-SHA256 / P-256 OIDs present");
+        assert_eq!(id.sha256_hex().len(), 64);
+        assert!(id.cert_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
+        server_config(&id, &[ALPN_VOQ])?;
+        Ok(())
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(20_513), (2026, 3, 1));
+        assert_eq!(civil_date(20_512), (2026, 2, 28));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+    }
+
+    /// Finds the P-256 curve OID (1.2.840.10045.3.1.7) and ecdsa-with-SHA256 OID
+    /// (1.2.840.10045.4.3.2) in the DER, without an X.509 parser dependency.
+    fn x509_parser_free_check(der: &[u8]) -> ((), bool) {
+        let p256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let ecdsa_sha256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+        let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+        ((), has(&p256) && has(&ecdsa_sha256))
+    }
+}

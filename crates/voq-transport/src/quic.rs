@@ -1,0 +1,173 @@
+//! Reader and writer tasks over quinn streams.
+
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, oneshot};
+use voq_proto::Code;
+use voq_proto::server::{OutStream, StreamId};
+
+use crate::{Inbound, WriteCmd, Writer};
+
+/// Bytes read from a stream per chunk.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub fn stream_id(id: quinn::StreamId) -> StreamId {
+    VarInt::from(id).into_inner()
+}
+
+pub fn code(code: Code) -> VarInt {
+    VarInt::from_u32(code.to_u32())
+}
+
+/// Forwards the control stream to the session loop.
+pub fn spawn_control_reader(mut recv: RecvStream, tx: mpsc::UnboundedSender<Inbound>) {
+    tokio::spawn(async move {
+        loop {
+            match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Inbound::Control(chunk.bytes.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let _ = tx.send(Inbound::ControlClosed);
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Accepts the peer's unidirectional streams and starts a reader for each.
+pub fn spawn_uni_acceptor(conn: Connection, tx: mpsc::UnboundedSender<Inbound>) {
+    tokio::spawn(async move {
+        while let Ok(recv) = conn.accept_uni().await {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            if tx
+                .send(Inbound::Opened(stream_id(recv.id()), stop_tx))
+                .is_err()
+            {
+                return;
+            }
+            spawn_reader(recv, stop_rx, tx.clone());
+        }
+    });
+}
+
+fn spawn_reader(
+    mut recv: RecvStream,
+    mut stop: oneshot::Receiver<Code>,
+    tx: mpsc::UnboundedSender<Inbound>,
+) {
+    let id = stream_id(recv.id());
+    tokio::spawn(async move {
+        loop {
+            let read = tokio::select! {
+                biased;
+                c = &mut stop => {
+                    if let Ok(c) = c { let _ = recv.stop(code(c)); }
+                    return;
+                }
+                r = recv.read_chunk(READ_CHUNK, true) => r,
+            };
+            let msg = match read {
+                Ok(Some(chunk)) => Inbound::Data(id, chunk.bytes.to_vec()),
+                Ok(None) => Inbound::Fin(id),
+                Err(quinn::ReadError::Reset(c)) => Inbound::Reset(id, c.into_inner()),
+                Err(_) => Inbound::Reset(id, Code::Internal as u64),
+            };
+            let last = !matches!(msg, Inbound::Data(..));
+            if tx.send(msg).is_err() || last {
+                return;
+            }
+        }
+    });
+}
+
+/// A writer for a stream that is opened first: opening may wait for stream credit, and the
+/// session loop must not.
+pub fn spawn_uni_writer(
+    conn: Connection,
+    stream: OutStream,
+    tx: mpsc::UnboundedSender<Inbound>,
+) -> Writer {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (reset_tx, reset_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let Ok(send) = conn.open_uni().await else {
+            return;
+        };
+        write_loop(send, Some(stream), cmd_rx, reset_rx, tx).await;
+    });
+    Writer::new(cmd_tx, reset_tx)
+}
+
+/// A writer for a stream already open (the control stream).
+pub fn spawn_writer(send: SendStream, tx: mpsc::UnboundedSender<Inbound>) -> Writer {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (reset_tx, reset_rx) = oneshot::channel();
+    tokio::spawn(write_loop(send, None, cmd_rx, reset_rx, tx));
+    Writer::new(cmd_tx, reset_tx)
+}
+
+async fn write_loop(
+    mut send: SendStream,
+    stream: Option<OutStream>,
+    mut cmds: mpsc::UnboundedReceiver<WriteCmd>,
+    reset: oneshot::Receiver<Code>,
+    tx: mpsc::UnboundedSender<Inbound>,
+) {
+    // A dropped reset sender (the handle was finished or dropped) is not a reset: only a code
+    // aborts, so queued data is never lost when the handle goes away.
+    let reset = async move { reset.await.ok() };
+    let reset = async move {
+        match reset.await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(reset);
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            c = &mut reset => {
+                let _ = send.reset(code(c));
+                return;
+            }
+            cmd = cmds.recv() => cmd,
+        };
+        match cmd {
+            Some(WriteCmd::Data(bytes)) => {
+                let result = tokio::select! {
+                    biased;
+                    c = &mut reset => {
+                        let _ = send.reset(code(c));
+                        return;
+                    }
+                    r = send.write_all(&bytes) => r,
+                };
+                if let Err(e) = result {
+                    if let (Some(stream), quinn::WriteError::Stopped(c)) = (stream, &e) {
+                        let _ = tx.send(Inbound::Stopped(stream, c.into_inner()));
+                    }
+                    return;
+                }
+            }
+            Some(WriteCmd::Finish) => {
+                let _ = send.finish();
+                // Stay until the peer has everything, stops us, or we reset.
+                tokio::select! {
+                    r = send.stopped() => {
+                        if let (Some(stream), Ok(Some(c))) = (stream, r) {
+                            let _ = tx.send(Inbound::Stopped(stream, c.into_inner()));
+                        }
+                    }
+                    c = &mut reset => {
+                        let _ = send.reset(code(c));
+                    }
+                }
+                return;
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `voq call URL --input FILE.wav …`: one call from the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use voq_client::{CallOptions, Client, Target, Trust};
+
+/// Call a voq server: send a WAV file as the user's turn, play the reply by timestamp, report.
+#[derive(Debug, clap::Args)]
+pub struct CallArgs {
+    /// The server, like https://127.0.0.1:4443
+    pub url: String,
+    /// The user's audio (WAV; converted to 24 kHz mono).
+    #[arg(long, value_name = "FILE.wav")]
+    pub input: PathBuf,
+    /// Write the reply as received, placed by its timestamps (what the agent said).
+    #[arg(long, value_name = "FILE.wav")]
+    pub output: Option<PathBuf>,
+    /// Write the rendered playback timeline (silence where it underran).
+    #[arg(long, value_name = "FILE.wav")]
+    pub output_played: Option<PathBuf>,
+    /// Audio codec for both directions.
+    #[arg(long, default_value = "pcm16", value_parser = ["pcm16", "opus"])]
+    pub codec: String,
+    /// Barge in this long after the reply starts playing (e.g. 1s, 750ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interrupt_after: Option<Duration>,
+    /// Send the input this many times, one turn each, playing each reply before the next.
+    #[arg(long, default_value_t = 1)]
+    pub turns: usize,
+    /// Capture speed of the input: 1 = real time like a microphone, 0 = all at once.
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub input_speed: f64,
+    /// Ask the server for this send-ahead lead in ms (0 = just in time).
+    #[arg(long, value_name = "MS")]
+    pub send_ahead_ms: Option<u64>,
+    /// Playout start threshold in ms.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub start_threshold_ms: u32,
+    /// Trust the server certificate with this SHA-256 (what `voq serve` prints in dev mode).
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["ca", "insecure"])]
+    pub cert_hash: Option<String>,
+    /// Trust this PEM CA certificate.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+pub async fn run(args: CallArgs) -> anyhow::Result<()> {
+    let trust = match (&args.cert_hash, &args.ca, args.insecure) {
+        (Some(hash), _, _) => Trust::cert_hash(hash)?,
+        (_, Some(ca), _) => Trust::CaFile(ca.clone()),
+        (_, _, true) => Trust::Insecure,
+        _ => anyhow::bail!(
+            "how should the server's certificate be trusted? Pass --cert-hash HEX (printed by \
+             `voq serve`), --ca FILE, or --insecure for testing"
+        ),
+    };
+    anyhow::ensure!(args.turns >= 1, "--turns must be at least 1");
+    anyhow::ensure!(args.input_speed >= 0.0, "--input-speed must be >= 0");
+    let target = Target::parse(&args.url)?;
+    let wav = voq_audio::read_wav_file(&args.input)
+        .with_context(|| format!("cannot read --input {}", args.input.display()))?;
+    let pcm = wav
+        .to_mono_24k()
+        .with_context(|| format!("cannot convert {}", args.input.display()))?;
+    anyhow::ensure!(!pcm.is_empty(), "{} holds no audio", args.input.display());
+    let bind = if target.addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let client = Client::new(&trust, bind.parse()?)?;
+    let opts = CallOptions {
+        codec: args.codec.parse()?,
+        turns: vec![pcm; args.turns],
+        input_speed: args.input_speed,
+        interrupt_after: args.interrupt_after,
+        send_ahead_ms: args.send_ahead_ms,
+        start_threshold_ms: args.start_threshold_ms,
+        timeout: args.timeout,
+        progress: !args.json,
+        ..Default::default()
+    };
+    let outcome = client.call(&target, opts).await?;
+    if let Some(path) = &args.output {
+        voq_audio::write_wav_file(path, &outcome.reply_received, voq_audio::SAMPLE_RATE)
+            .with_context(|| format!("cannot write --output {}", path.display()))?;
+    }
+    if let Some(path) = &args.output_played {
+        voq_audio::write_wav_file(path, &outcome.reply_played, voq_audio::SAMPLE_RATE)
+            .with_context(|| format!("cannot write --output-played {}", path.display()))?;
+    }
+    #[allow(clippy::print_stdout)] // the report is this command's output
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome.report)?);
+    } else {
+        print!("{}", outcome.report.human());
+    }
+    Ok(())
+}
+
+/// Parses `1s`, `1.5s`, `750ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration like 1s or 750ms"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("\"{s}\": unknown unit \"{unit}\" (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("\"{s}\" is not a valid duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("750ms"), Ok(Duration::from_millis(750)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

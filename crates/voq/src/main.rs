@@ -1,0 +1,71 @@
+//! `voq`: the one binary. Thin: parse the command line, call into the libraries.
+
+use clap::{Parser, Subcommand};
+
+mod call;
+mod cid;
+
+/// voq: voice over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "voq", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Encode or decode QUIC-LB routable connection IDs (operators, interop checks).
+    #[command(subcommand)]
+    Cid(cid::CidCommand),
+    /// Serve voq sessions (QUIC, ALPN voq/1) with an agent.
+    Serve(voq_server::ServeConfig),
+    /// Call a voq server with a WAV file as the user's turn.
+    Call(call::CallArgs),
+    /// The main job: servers, agents and calls on loopback, end to end, with a summary.
+    Demo(voq_bench::demo::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Servers log what they do; clients and the demo print reports, so they log only problems.
+    // RUST_LOG overrides.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Cid(cmd) => cid::run(cmd),
+        Command::Serve(config) => run_async(voq_server::run(config)),
+        Command::Call(args) => run_async(call::run(args)),
+        Command::Demo(args) => run_async(voq_bench::demo::run(args)),
+    }
+}
+
+/// Runs an async command on a multi-threaded runtime; errors print as one `voq: …` line.
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("voq: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("voq: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
