@@ -79,6 +79,8 @@ pub struct CallOptions {
     pub timeout: Duration,
     /// Show progress on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Server-side VAD decides where turns end (instead of push-to-talk).
+    pub server_vad: bool,
 }
 
 impl Default for CallOptions {
@@ -93,6 +95,7 @@ impl Default for CallOptions {
             quantum: Duration::from_millis(10),
             timeout: Duration::from_secs(300),
             progress: false,
+            server_vad: false,
         }
     }
 }
@@ -185,7 +188,6 @@ struct Call {
     readers: HashMap<StreamId, oneshot::Sender<Code>>,
     decoders: HashMap<String, voq_audio::Decoder>,
     encoder: voq_audio::Encoder,
-    codec: Codec,
     report: CallReport,
     received: Vec<i16>,
     played: Vec<i16>,
@@ -214,7 +216,7 @@ impl Call {
             output_codec: opts.codec,
             start_threshold_ms: opts.start_threshold_ms,
             send_ahead_ms: opts.send_ahead_ms,
-            server_vad: false,
+            server_vad: opts.server_vad,
         };
         let session = ClientSession::new(config, Instant::now().into_std());
         let report = CallReport {
@@ -237,7 +239,6 @@ impl Call {
             // if libopus refuses, the error surfaces on the first encode.
             encoder: voq_audio::Encoder::new(audio_codec(opts.codec))
                 .unwrap_or_else(|_| pcm_encoder()),
-            codec: opts.codec,
             report,
             received: Vec::new(),
             played: Vec::new(),
@@ -319,9 +320,12 @@ impl Call {
                     let now = Instant::now();
                     let mut q = vec![0i16; quantum_samples];
                     let r = self.session.render(now.into_std(), &mut q);
-                    if r.audio > 0 || self.playing {
+                    // The played timeline, exactly: whole quanta while the reply is active
+                    // (stalls render silence), only the audio of the quantum in which it ends.
+                    let active = self.session.current_response().is_some();
+                    if r.audio > 0 || (self.playing && active) {
                         self.playing = true;
-                        self.played.extend_from_slice(&q);
+                        self.played.extend_from_slice(if active { &q[..] } else { &q[..r.audio] });
                     }
                     if let (Some(after), false) = (opts.interrupt_after, interrupted)
                         && let Some(first) = reply.as_ref().and_then(|r| r.first_audio_at)
@@ -341,7 +345,6 @@ impl Call {
                 reason = self.conn.closed() => anyhow::bail!("the server closed the connection: {reason}"),
             }
         }
-        // Trim the device timeline's trailing silence after the reply ended.
         if self.progress {
             eprint!("\r\x1b[2K");
         }
@@ -472,6 +475,7 @@ impl Call {
             prompt.audio_ms_confirmed += t.audio_ms_confirmed.unwrap_or(0);
             prompt.bytes_sent += t.bytes_sent;
             prompt.bytes_confirmed += t.bytes_confirmed.unwrap_or(0);
+            prompt.items_committed += u64::from(t.frames_confirmed.is_some());
         }
         let last_turn = turns.last();
         prompt.confirm_ms = last_turn
@@ -523,14 +527,6 @@ impl Call {
                 reply_status: resp.and_then(|r| r.status.clone()),
             })
             .collect();
-        let _ = self.codec;
-        // The played timeline ends with the reply: drop the trailing silence of the last quanta.
-        let end = self
-            .played
-            .iter()
-            .rposition(|&s| s != 0)
-            .map_or(0, |i| i + 1);
-        self.played.truncate(end);
         CallOutcome {
             report: self.report,
             reply_received: self.received,

@@ -31,6 +31,8 @@ pub struct PromptReport {
     pub audio_ms_confirmed: u64,
     pub bytes_sent: u64,
     pub bytes_confirmed: u64,
+    /// User turns the server committed (with server VAD, the speech segments it found).
+    pub items_committed: u64,
     /// From the end of the last turn until the server confirmed holding it.
     pub confirm_ms: Option<f64>,
 }

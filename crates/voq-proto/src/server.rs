@@ -108,11 +108,15 @@ pub enum ServerOutput {
         pts: u32,
         payload: Vec<u8>,
     },
-    /// The server holds the whole user turn; `input_audio_buffer.committed` was sent.
+    /// The server holds the whole user turn; `input_audio_buffer.committed` was sent. Its audio
+    /// is `samples` (by pts) of the stream whose header named `source_item_id`: the same item in
+    /// push-to-talk mode, a segment of the one input stream with server VAD.
     TurnCommitted {
         item_id: String,
         frames: u64,
         audio_ms: u64,
+        source_item_id: String,
+        samples: std::ops::Range<u64>,
     },
     /// A user turn ended without being committed (cleared, aborted or malformed): forget its
     /// audio.
@@ -181,10 +185,23 @@ struct Response {
     stats: VoqResponseStats,
 }
 
+/// A user turn the server now holds, as `commit` announces it.
+#[derive(Debug)]
+struct CommittedTurn {
+    item_id: String,
+    frames: u64,
+    audio_ms: u64,
+    bytes: u64,
+    source_item_id: String,
+    samples: std::ops::Range<u64>,
+}
+
 /// Server VAD state: the current segment's item id and what it holds so far.
 #[derive(Debug, Default)]
 struct VadSegment {
     item_id: Option<String>,
+    /// The input stream's item id (from its header).
+    source: Option<String>,
     frames: u64,
     bytes: u64,
     start_sample: u64,
@@ -212,6 +229,7 @@ pub struct ServerSession {
     next_stream: u64,
     out: VecDeque<ServerOutput>,
     closed: bool,
+    going_away: bool,
 }
 
 impl ServerSession {
@@ -235,6 +253,7 @@ impl ServerSession {
             next_stream: 0,
             out: VecDeque::new(),
             closed: false,
+            going_away: false,
         };
         let session = s.info();
         s.send(ServerEvent::SessionCreated { session });
@@ -249,6 +268,22 @@ impl ServerSession {
     /// calls [`ServerSession::handle_vad`]).
     pub fn server_vad(&self) -> bool {
         self.server_vad.is_some()
+    }
+
+    /// The server is shutting down: the response in progress and turns already open finish;
+    /// new turns are refused with `going_away`, and the client is told to reconnect elsewhere
+    /// once it is done. The shell closes the connection when the client does, or at its drain
+    /// timeout.
+    pub fn handle_going_away(&mut self, _now: Instant) {
+        if self.going_away {
+            return;
+        }
+        self.going_away = true;
+        self.send(ServerEvent::error(
+            "server_error",
+            Code::GoingAway.as_str(),
+            "the server is shutting down: finish this response, then reconnect",
+        ));
     }
 
     /// Updates the smoothed RTT the pacer adapts to (from the carrier's estimator).
@@ -284,6 +319,14 @@ impl ServerSession {
     /// Bytes on a unidirectional stream the client opened (the first call opens it).
     pub fn handle_stream_data(&mut self, _now: Instant, stream: StreamId, bytes: &[u8]) {
         if !self.turns.contains_key(&stream) {
+            if self.going_away {
+                self.out.push_back(ServerOutput::StopSending {
+                    stream,
+                    code: Code::GoingAway,
+                });
+                self.turns.insert(stream, Turn::failed());
+                return;
+            }
             if self.turns.values().filter(|t| !t.failed).count() >= self.config.max_open_turns {
                 self.out.push_back(ServerOutput::StopSending {
                     stream,
@@ -349,14 +392,24 @@ impl ServerSession {
             return;
         };
         if self.server_vad.is_some() {
-            // Server VAD: the stream's end commits what is left of the current segment.
-            if self.vad.frames > 0 {
+            // Server VAD: the stream's end commits a segment whose speech has started but not
+            // yet stopped. Audio after the last `speech_stopped` is silence, not a turn.
+            if self.vad.item_id.is_some() && self.vad.frames > 0 {
                 self.commit_vad_segment(now);
+            } else {
+                self.vad = VadSegment::default();
             }
             return;
         }
-        let audio_ms = turn.end * 1000 / codec.sample_rate() as u64;
-        self.commit(now, header.item_id, turn.frames, audio_ms, turn.bytes);
+        let committed = CommittedTurn {
+            audio_ms: turn.end * 1000 / codec.sample_rate() as u64,
+            source_item_id: header.item_id.clone(),
+            item_id: header.item_id,
+            frames: turn.frames,
+            bytes: turn.bytes,
+            samples: 0..turn.end,
+        };
+        self.commit(now, committed);
     }
 
     /// The client reset a turn stream: the turn is abandoned (nothing was confirmed).
@@ -724,6 +777,7 @@ impl ServerSession {
         if self.server_vad.is_some() {
             if self.vad.frames == 0 {
                 self.vad.start_sample = pts as u64;
+                self.vad.source = Some(header.item_id.clone());
             }
             self.vad.frames += 1;
             self.vad.bytes += payload.len() as u64;
@@ -755,7 +809,15 @@ impl ServerSession {
         self.client_error(None, code.as_str(), message);
     }
 
-    fn commit(&mut self, now: Instant, item_id: String, frames: u64, audio_ms: u64, bytes: u64) {
+    fn commit(&mut self, now: Instant, turn: CommittedTurn) {
+        let CommittedTurn {
+            item_id,
+            frames,
+            audio_ms,
+            bytes,
+            source_item_id,
+            samples,
+        } = turn;
         let previous_item_id = self.last_committed.replace(item_id.clone());
         self.send(ServerEvent::InputAudioBufferCommitted {
             item_id: item_id.clone(),
@@ -768,6 +830,8 @@ impl ServerSession {
             item_id: item_id.clone(),
             frames,
             audio_ms,
+            source_item_id,
+            samples,
         });
         if self.config.auto_response {
             self.create_response(now, Some(item_id));
@@ -776,10 +840,16 @@ impl ServerSession {
 
     fn commit_vad_segment(&mut self, now: Instant) {
         let seg = std::mem::take(&mut self.vad);
-        let item_id = seg.item_id.unwrap_or_else(|| self.new_id("item"));
-        let audio_ms =
-            (seg.end_sample - seg.start_sample) * 1000 / self.input_codec.sample_rate() as u64;
-        self.commit(now, item_id, seg.frames, audio_ms, seg.bytes);
+        let rate = self.input_codec.sample_rate() as u64;
+        let turn = CommittedTurn {
+            item_id: seg.item_id.unwrap_or_else(|| self.new_id("item")),
+            frames: seg.frames,
+            audio_ms: (seg.end_sample - seg.start_sample) * 1000 / rate,
+            bytes: seg.bytes,
+            source_item_id: seg.source.unwrap_or_default(),
+            samples: seg.start_sample..seg.end_sample,
+        };
+        self.commit(now, turn);
     }
 
     fn create_response(&mut self, now: Instant, input_item_id: Option<String>) {

@@ -129,24 +129,26 @@ impl Server {
         }
     }
 
-    /// Graceful shutdown: stop accepting, let sessions finish their current response (up to the
-    /// drain timeout), then close every connection.
-    pub async fn shutdown(self) {
+    /// Graceful shutdown: stop accepting, refuse new turns, let sessions finish what they are
+    /// saying and their clients close (up to the drain timeout), then close what is left.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.accept.abort();
-        let drained = tokio::time::timeout(self.drain_timeout, async {
-            while self.stats.sessions_started.get() > self.stats.sessions_ended.get() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if drained.is_err() {
+        // Refuse new connections at once (rather than leaving their handshakes unanswered).
+        self.endpoint.set_server_config(None);
+        if tokio::time::timeout(self.drain_timeout, &mut self.accept)
+            .await
+            .is_err()
+        {
             warn!("drain timeout: closing the remaining sessions");
+            let code = quinn::VarInt::from_u32(voq_proto::Code::GoingAway.to_u32());
+            self.endpoint.close(code, b"going away");
+            if tokio::time::timeout(Duration::from_secs(1), &mut self.accept)
+                .await
+                .is_err()
+            {
+                self.accept.abort();
+            }
         }
-        self.endpoint.close(
-            quinn::VarInt::from_u32(voq_proto::Code::GoingAway.to_u32()),
-            b"going away",
-        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         for (name, _, value) in self.stats.snapshot() {
             info!(target: "voq::stats", "{name} {value}");
@@ -154,10 +156,17 @@ impl Server {
     }
 }
 
+/// Accepts connections until shutdown, then waits for its sessions to end.
 async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, max_sessions: usize) {
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
     let mut sessions = JoinSet::new();
-    while let Some(incoming) = endpoint.accept().await {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
         while sessions.try_join_next().is_some() {}
         if sessions.len() >= max_sessions {
             ctx.stats.connections_refused.inc();
@@ -181,7 +190,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, ma
             session::run(conn, ctx).await;
         });
     }
-    sessions.shutdown().await;
+    while sessions.join_next().await.is_some() {}
 }
 
 /// `voq serve`: start, print how to connect, serve until Ctrl-C or SIGTERM, drain, stop.

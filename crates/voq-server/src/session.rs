@@ -25,10 +25,12 @@ const RTT_INTERVAL: Duration = Duration::from_millis(100);
 /// A session whose client opens no control stream within this time is closed.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Per-turn audio as the shell holds it: decoder and decoded samples.
+/// Per-stream user audio as the shell holds it: decoder and decoded samples not yet committed.
 struct TurnAudio {
     decoder: voq_audio::Decoder,
     pcm: Vec<i16>,
+    /// Sample position (pts) of `pcm[0]`: committed audio is drained from the front.
+    base: u64,
 }
 
 /// Per-response state of the shell: the agent task and the encoder.
@@ -146,7 +148,7 @@ impl Shell {
         let mut draining = false;
         loop {
             self.drain(ctx);
-            if self.core.is_closed() || (draining && self.core.is_idle()) {
+            if self.core.is_closed() {
                 break;
             }
             let wake = self.core.poll_timeout().map(Instant::from_std);
@@ -164,9 +166,12 @@ impl Shell {
                 }
                 _ = rtt_tick.tick() => self.core.handle_rtt(self.conn.rtt()),
                 _ = ctx.shutdown.changed(), if !draining => {
-                    // Graceful shutdown: let the current response finish, accept nothing new.
+                    // Graceful shutdown: the current response and open turns finish, new turns
+                    // are refused; the client closes when it is done (or the server's drain
+                    // timeout closes the connection).
                     draining = true;
-                    info!("draining: the session ends after its current response");
+                    self.core.handle_going_away(Instant::now().into_std());
+                    info!("draining: refusing new turns, waiting for the client to finish");
                 }
                 reason = self.conn.closed() => {
                     debug!("connection closed: {reason}");
@@ -294,13 +299,11 @@ impl Shell {
                     item_id,
                     frames,
                     audio_ms,
+                    source_item_id,
+                    samples,
                 } => {
                     ctx.stats.turns_committed.inc();
-                    let pcm = self
-                        .turns
-                        .remove(&item_id)
-                        .map(|t| t.pcm)
-                        .unwrap_or_default();
+                    let pcm = self.take_committed(&source_item_id, &item_id, samples);
                     info!(%item_id, frames, audio_ms, "user turn committed");
                     if let Some(rec) = &ctx.recorder {
                         rec.user_turn(&ctx.proto.session_id, &item_id, &pcm, frames, audio_ms);
@@ -366,6 +369,7 @@ impl Shell {
                 Ok(decoder) => e.insert(TurnAudio {
                     decoder,
                     pcm: Vec::new(),
+                    base: 0,
                 }),
                 Err(err) => {
                     warn!("cannot create a {codec} decoder: {err}");
@@ -397,6 +401,30 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// The audio of a committed turn: `samples` of the stream `source`. In push-to-talk mode that
+    /// is the whole stream (forgotten now); with server VAD a segment, drained from the front of
+    /// the still-open input stream.
+    fn take_committed(
+        &mut self,
+        source: &str,
+        item_id: &str,
+        samples: std::ops::Range<u64>,
+    ) -> Vec<i16> {
+        let Some(turn) = self.turns.get_mut(source) else {
+            return Vec::new();
+        };
+        let end = (samples.end.saturating_sub(turn.base) as usize).min(turn.pcm.len());
+        let start = (samples.start.saturating_sub(turn.base) as usize).min(end);
+        let pcm = turn.pcm[start..end].to_vec();
+        if source == item_id {
+            self.turns.remove(source);
+        } else {
+            turn.pcm.drain(..end);
+            turn.base += end as u64;
+        }
+        pcm
     }
 
     fn start_response(

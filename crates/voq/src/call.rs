@@ -26,6 +26,10 @@ pub struct CallArgs {
     /// Barge in this long after the reply starts playing (e.g. 1s, 750ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub interrupt_after: Option<Duration>,
+    /// Let the server's voice activity detection end turns (default: push-to-talk, the end of
+    /// the input ends the turn).
+    #[arg(long)]
+    pub vad: bool,
     /// Send the input this many times, one turn each, playing each reply before the next.
     #[arg(long, default_value_t = 1)]
     pub turns: usize,
@@ -89,6 +93,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         start_threshold_ms: args.start_threshold_ms,
         timeout: args.timeout,
         progress: !args.json,
+        server_vad: args.vad,
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await?;
