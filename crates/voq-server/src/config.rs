@@ -44,6 +44,20 @@ pub struct ServeConfig {
     /// On shutdown, how long sessions may finish their current response, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// QUIC-LB server id (hex, e.g. 0a01): issue routable connection IDs so a stateless
+    /// `voq lb` can route to this server. Its length is the config's server-id length.
+    #[arg(long, value_name = "HEX")]
+    pub server_id: Option<String>,
+    /// QUIC-LB config id (0..=6; the config rotation bits) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub lb_config_id: Option<u8>,
+    /// QUIC-LB nonce length in octets (4..) [default: 8].
+    #[arg(long, value_name = "OCTETS")]
+    pub lb_nonce_len: Option<usize>,
+    /// QUIC-LB AES-128 key (32 hex digits), shared with the balancer; without it CIDs are
+    /// plaintext (the server id is visible on the wire).
+    #[arg(long, value_name = "HEX")]
+    pub lb_key: Option<String>,
 }
 
 /// Settings with every default applied.
@@ -57,6 +71,45 @@ pub struct Settings {
     pub record: Option<PathBuf>,
     pub max_sessions: usize,
     pub drain_timeout: Duration,
+    /// Routable connection IDs (QUIC-LB), when behind `voq lb`.
+    pub quic_lb: Option<QuicLbSettings>,
+}
+
+/// This server's QUIC-LB identity: which server id its connection IDs carry, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicLbSettings {
+    pub config_id: u8,
+    pub server_id: Vec<u8>,
+    pub nonce_len: usize,
+    pub key: Option<[u8; 16]>,
+}
+
+impl QuicLbSettings {
+    /// The QUIC-LB configuration (validated: lengths and config id).
+    pub fn config(&self) -> anyhow::Result<voq_quic_lb::Config> {
+        let config = voq_quic_lb::Config::new(self.config_id, self.server_id.len(), self.nonce_len)
+            .context("invalid QUIC-LB settings")?;
+        Ok(match self.key {
+            Some(key) => config.with_key(key),
+            None => config,
+        })
+    }
+}
+
+/// Parses hex with an optional `0x` prefix.
+pub fn parse_hex(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    anyhow::ensure!(
+        !digits.is_empty() && digits.len().is_multiple_of(2),
+        "{field}: \"{text}\" is not an even number of hex digits"
+    );
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&digits[i..i + 2], 16)
+                .with_context(|| format!("{field}: \"{text}\" is not hex"))
+        })
+        .collect()
 }
 
 impl Default for Settings {
@@ -70,6 +123,7 @@ impl Default for Settings {
             record: None,
             max_sessions: 1000,
             drain_timeout: Duration::from_secs(5),
+            quic_lb: None,
         }
     }
 }
@@ -95,6 +149,10 @@ impl ServeConfig {
             record: self.record.or(file.record),
             max_sessions: self.max_sessions.or(file.max_sessions),
             drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
+            server_id: self.server_id.or(file.server_id),
+            lb_config_id: self.lb_config_id.or(file.lb_config_id),
+            lb_nonce_len: self.lb_nonce_len.or(file.lb_nonce_len),
+            lb_key: self.lb_key.or(file.lb_key),
         }
     }
 
@@ -113,7 +171,37 @@ impl ServeConfig {
             (None, None) => None,
             _ => anyhow::bail!("cert and key must be given together"),
         };
+        let quic_lb = match &merged.server_id {
+            None => {
+                anyhow::ensure!(
+                    merged.lb_key.is_none()
+                        && merged.lb_config_id.is_none()
+                        && merged.lb_nonce_len.is_none(),
+                    "the lb-* settings need server-id"
+                );
+                None
+            }
+            Some(sid) => {
+                let key = match &merged.lb_key {
+                    None => None,
+                    Some(k) => {
+                        Some(<[u8; 16]>::try_from(parse_hex("lb-key", k)?).map_err(|_| {
+                            anyhow::anyhow!("lb-key: needs 32 hex digits (AES-128)")
+                        })?)
+                    }
+                };
+                let lb = QuicLbSettings {
+                    config_id: merged.lb_config_id.unwrap_or(0),
+                    server_id: parse_hex("server-id", sid)?,
+                    nonce_len: merged.lb_nonce_len.unwrap_or(8),
+                    key,
+                };
+                lb.config()?;
+                Some(lb)
+            }
+        };
         Ok(Settings {
+            quic_lb,
             listen: merged.listen.unwrap_or(d.listen),
             agent: merged.agent.unwrap_or(d.agent),
             agent_speed: merged.agent_speed.unwrap_or(d.agent_speed),
@@ -150,6 +238,54 @@ mod tests {
         assert_eq!(s.agent, "echo");
         assert_eq!(s.send_ahead_ms, 500);
         assert_eq!(s.max_sessions, 1000);
+        Ok(())
+    }
+
+    #[test]
+    fn quic_lb_settings_are_validated() -> anyhow::Result<()> {
+        let ok = ServeConfig {
+            server_id: Some("0x0a01".into()),
+            lb_key: Some("8f".repeat(16)),
+            ..Default::default()
+        };
+        let lb = ok.resolve()?.quic_lb.expect("set");
+        assert_eq!(
+            (lb.server_id, lb.nonce_len, lb.key.is_some()),
+            (vec![0x0a, 0x01], 8, true)
+        );
+        let bad = |c: ServeConfig| {
+            c.resolve()
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        assert!(
+            bad(ServeConfig {
+                server_id: Some("xyz".into()),
+                ..Default::default()
+            })
+            .contains("server-id")
+        );
+        assert!(
+            bad(ServeConfig {
+                server_id: Some("01".into()),
+                lb_key: Some("00".into()),
+                ..Default::default()
+            })
+            .contains("lb-key")
+        );
+        assert!(
+            bad(ServeConfig {
+                lb_key: Some("00".into()),
+                ..Default::default()
+            })
+            .contains("need server-id")
+        );
+        let long = ServeConfig {
+            server_id: Some("01".repeat(16)),
+            ..Default::default()
+        };
+        assert!(bad(long).contains("QUIC-LB"), "sid + nonce over 19 octets");
         Ok(())
     }
 

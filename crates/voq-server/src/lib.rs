@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use config::{ServeConfig, Settings};
+pub use config::{QuicLbSettings, ServeConfig, Settings};
 pub use record::Recorder;
 pub use stats::Stats;
 pub use tls::Identity;
@@ -64,7 +64,25 @@ impl Server {
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
         transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
         server_config.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server_config, settings.listen)
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        if let Some(lb) = &settings.quic_lb {
+            let config = lb.config()?;
+            let server_id = lb.server_id.clone();
+            // Validate once here so that the factory below cannot fail.
+            voq_quic_lb::Encoder::new(config.clone(), &server_id, random_seed()?)?;
+            endpoint_config.cid_generator(move || {
+                // Each endpoint gets a fresh random nonce start (draft-21 §5.3).
+                let seed = random_seed().unwrap_or_default();
+                match voq_quic_lb::Encoder::new(config.clone(), &server_id, seed) {
+                    Ok(encoder) => Box::new(voq_quic_lb::CidGenerator::new(encoder)),
+                    Err(_) => unreachable!("validated above with the same config and server id"),
+                }
+            });
+        }
+        let socket = std::net::UdpSocket::bind(settings.listen)
+            .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
+        let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
             .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
         let recorder = settings.record.as_deref().map(Recorder::new).transpose()?;
         let stats = Arc::new(Stats::default());
@@ -154,6 +172,16 @@ impl Server {
             info!(target: "voq::stats", "{name} {value}");
         }
     }
+}
+
+/// 32 bytes from the operating system's CSPRNG.
+fn random_seed() -> anyhow::Result<[u8; 32]> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
+    Ok(seed)
 }
 
 /// Accepts connections until shutdown, then waits for its sessions to end.

@@ -564,3 +564,89 @@ async fn a_client_that_never_reads_does_not_hold_up_anyone_else() {
     ended(2).await.unwrap();
     server.shutdown().await;
 }
+
+/// A UDP relay in front of `server` that records what the client sends.
+async fn recording_relay(
+    server: SocketAddr,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let (mut a, mut b) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut a) => {
+                    client = Some(from);
+                    record.lock().unwrap().push(a[..n].to_vec());
+                    let _ = back.send(&a[..n]).await;
+                }
+                Ok(n) = back.recv(&mut b) => {
+                    if let Some(c) = client { let _ = front.send_to(&b[..n], c).await; }
+                }
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn with_a_server_id_every_connection_id_routes_to_this_server() {
+    let lb = voq_server::QuicLbSettings {
+        config_id: 2,
+        server_id: vec![0x0a, 0x01],
+        nonce_len: 6,
+        key: Some([0x5c; 16]),
+    };
+    let settings = Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        agent: "echo".into(),
+        quic_lb: Some(lb.clone()),
+        drain_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let server = Server::start(settings).await.unwrap();
+    let (relay, seen) = recording_relay(server.local_addr()).await;
+    let (client, _) = client(&server);
+    let target = Target {
+        addr: relay,
+        server_name: "localhost".into(),
+    };
+    let short: Vec<i16> = prompt()[..9_600].to_vec();
+    let opts = CallOptions {
+        turns: vec![short.clone()],
+        input_speed: 0.0,
+        ..Default::default()
+    };
+    let out = client.call(&target, opts).await.unwrap();
+    assert_eq!(out.reply_received, short);
+    let router = voq_quic_lb::Router::new().with_config(lb.config().unwrap());
+    let packets = seen.lock().unwrap().clone();
+    let short_header: Vec<_> = packets
+        .iter()
+        .filter(|p| !voq_quic_lb::is_long_header(p))
+        .collect();
+    assert!(
+        short_header.len() > 10,
+        "{} short-header packets",
+        short_header.len()
+    );
+    for p in short_header {
+        match router.route(p) {
+            voq_quic_lb::Route::Server {
+                server_id,
+                config_id,
+            } => {
+                assert_eq!((config_id, server_id.as_bytes()), (2, &[0x0a, 0x01][..]));
+            }
+            voq_quic_lb::Route::Unroutable(why) => {
+                panic!("a server-issued CID did not route: {why}")
+            }
+        }
+    }
+    server.shutdown().await;
+}
