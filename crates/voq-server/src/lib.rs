@@ -225,10 +225,14 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, ma
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let settings = config.resolve()?;
     let server = Server::start(settings).await?;
-    #[allow(clippy::print_stdout)] // the banner is this command's output
+    // The banner is this command's output. A closed stdout (`voq serve | head -1`) must not
+    // stop the server, so write errors are ignored rather than panicking like println!.
     {
-        println!("voq serving voq/1 on udp {}", server.local_addr());
-        println!("connect with:\n  {}", server.connect_hint());
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "voq serving voq/1 on udp {}", server.local_addr());
+        let _ = writeln!(out, "connect with:\n  {}", server.connect_hint());
+        let _ = out.flush();
     }
     wait_for_signal().await;
     info!("shutting down");

@@ -1,0 +1,99 @@
+//! The binaries as a user runs them: `voq serve` in one process, `voq call` in another.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn voq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_voq"))
+}
+
+fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio").join(name)
+}
+
+/// `voq serve` on an OS-chosen port; returns the process and the URL it printed.
+struct Serve(Child);
+
+impl Serve {
+    fn start(agent: &str) -> (Self, String, String) {
+        let mut child = voq()
+            .args(["serve", "--listen", "127.0.0.1:0", "--agent", agent])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let banner = lines.next().unwrap().unwrap();
+        let addr = banner.rsplit(' ').next().unwrap().to_string();
+        let hint = (0..3).filter_map(|_| lines.next()?.ok()).find(|l| l.contains("--cert-hash")).unwrap();
+        let hash = hint.split("--cert-hash ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        (Self(child), format!("https://{addr}"), hash)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_and_call_echo_give_back_the_prompt_bit_exact() {
+    let (_serve, url, _) = Serve::start("echo");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let status = voq()
+        .args(["call", &url, "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--codec", "pcm16", "--insecure", "--input-speed", "0"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav")).unwrap();
+    let got = voq_audio::read_wav_file(&out).unwrap();
+    assert_eq!(got.samples, sent.samples, "bit-exact");
+}
+
+#[test]
+fn interrupt_after_reports_a_truncation_at_the_played_position_as_json() {
+    let agent = format!("file:{}", asset("reply-carwash-24k.wav").display());
+    let (_serve, url, hash) = Serve::start(&agent);
+    let out = voq()
+        .args(["call", &url, "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .args(["--interrupt-after", "1s", "--cert-hash", &hash, "--json", "--input-speed", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["transport", "setup_ms", "prompt", "reply", "interrupt"] {
+        assert!(report.get(key).is_some(), "missing {key}: {report}");
+    }
+    let i = &report["interrupt"];
+    let played = i["played_ms"].as_u64().unwrap();
+    assert!((1000..1200).contains(&played), "{report}");
+    assert_eq!(i["truncated_audio_end_ms"].as_u64(), Some(played));
+    assert!(i["unplayed_bytes"].as_u64().unwrap() > 0);
+    assert!(report["reply"]["underruns"].is_u64() && report["reply"]["stall_ms"].is_u64());
+    assert_eq!(report["prompt"]["frames_sent"], report["prompt"]["frames_confirmed"]);
+}
+
+#[test]
+fn call_errors_are_one_clear_line() {
+    let out = voq()
+        .args(["call", "https://127.0.0.1:9", "--input", "/no/such.wav", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/no/such.wav"), "{err}");
+    let out = voq().args(["call", "https://127.0.0.1:9", "--input"]).arg(asset("prompt-carwash-24k.wav")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cert-hash"), "says how to trust the server");
+}
