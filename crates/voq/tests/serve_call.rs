@@ -10,7 +10,9 @@ fn voq() -> Command {
 }
 
 fn asset(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/audio")
+        .join(name)
 }
 
 /// `voq serve` on an OS-chosen port; returns the process and the URL it printed.
@@ -27,8 +29,18 @@ impl Serve {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let banner = lines.next().unwrap().unwrap();
         let addr = banner.rsplit(' ').next().unwrap().to_string();
-        let hint = (0..3).filter_map(|_| lines.next()?.ok()).find(|l| l.contains("--cert-hash")).unwrap();
-        let hash = hint.split("--cert-hash ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        let hint = (0..3)
+            .filter_map(|_| lines.next()?.ok())
+            .find(|l| l.contains("--cert-hash"))
+            .unwrap();
+        let hash = hint
+            .split("--cert-hash ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
         (Self(child), format!("https://{addr}"), hash)
     }
 }
@@ -67,10 +79,22 @@ fn interrupt_after_reports_a_truncation_at_the_played_position_as_json() {
     let out = voq()
         .args(["call", &url, "--input"])
         .arg(asset("prompt-carwash-24k.wav"))
-        .args(["--interrupt-after", "1s", "--cert-hash", &hash, "--json", "--input-speed", "0"])
+        .args([
+            "--interrupt-after",
+            "1s",
+            "--cert-hash",
+            &hash,
+            "--json",
+            "--input-speed",
+            "0",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in ["transport", "setup_ms", "prompt", "reply", "interrupt"] {
         assert!(report.get(key).is_some(), "missing {key}: {report}");
@@ -81,19 +105,35 @@ fn interrupt_after_reports_a_truncation_at_the_played_position_as_json() {
     assert_eq!(i["truncated_audio_end_ms"].as_u64(), Some(played));
     assert!(i["unplayed_bytes"].as_u64().unwrap() > 0);
     assert!(report["reply"]["underruns"].is_u64() && report["reply"]["stall_ms"].is_u64());
-    assert_eq!(report["prompt"]["frames_sent"], report["prompt"]["frames_confirmed"]);
+    assert_eq!(
+        report["prompt"]["frames_sent"],
+        report["prompt"]["frames_confirmed"]
+    );
 }
 
 #[test]
 fn call_errors_are_one_clear_line() {
     let out = voq()
-        .args(["call", "https://127.0.0.1:9", "--input", "/no/such.wav", "--insecure"])
+        .args([
+            "call",
+            "https://127.0.0.1:9",
+            "--input",
+            "/no/such.wav",
+            "--insecure",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("/no/such.wav"), "{err}");
-    let out = voq().args(["call", "https://127.0.0.1:9", "--input"]).arg(asset("prompt-carwash-24k.wav")).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cert-hash"), "says how to trust the server");
+    let out = voq()
+        .args(["call", "https://127.0.0.1:9", "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cert-hash"),
+        "says how to trust the server"
+    );
 }
