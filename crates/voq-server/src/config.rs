@@ -46,8 +46,18 @@ pub struct ServeConfig {
     pub drain_timeout_ms: Option<u64>,
     /// QUIC-LB server id (hex, e.g. 0a01): issue routable connection IDs so a stateless
     /// `voq lb` can route to this server. Its length is the config's server-id length.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", env = "VOQ_SERVER_ID")]
     pub server_id: Option<String>,
+    /// Behind an AWS Network Load Balancer with QUIC passthrough: take the server id from
+    /// AWS_LBC_QUIC_SERVER_ID (injected by the AWS Load Balancer Controller) or --server-id
+    /// (`0x` + 16 hex digits), and issue the NLB's plaintext CIDs of --nlb-cid-len octets.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(conflicts_with_all = ["lb_config_id", "lb_nonce_len", "lb_key"])]
+    pub nlb: Option<bool>,
+    /// CID length for --nlb: AWS's documentation and field reports disagree (16 vs 19-20);
+    /// see docs/QUIC-LB.md [default: 16].
+    #[arg(long, value_name = "OCTETS")]
+    pub nlb_cid_len: Option<usize>,
     /// QUIC-LB config id (0..=6; the config rotation bits) [default: 0].
     #[arg(long, value_name = "N")]
     pub lb_config_id: Option<u8>,
@@ -55,8 +65,9 @@ pub struct ServeConfig {
     #[arg(long, value_name = "OCTETS")]
     pub lb_nonce_len: Option<usize>,
     /// QUIC-LB AES-128 key (32 hex digits), shared with the balancer; without it CIDs are
-    /// plaintext (the server id is visible on the wire).
-    #[arg(long, value_name = "HEX")]
+    /// plaintext (the server id is visible on the wire). Prefer the environment variable to
+    /// keep the key off the command line.
+    #[arg(long, value_name = "HEX", env = "VOQ_LB_KEY", hide_env_values = true)]
     pub lb_key: Option<String>,
 }
 
@@ -94,6 +105,28 @@ impl QuicLbSettings {
             None => config,
         })
     }
+}
+
+/// The AWS NLB preset: server id from `--server-id` or the controller's environment variable.
+fn nlb_settings(server_id: Option<&str>, cid_len: usize) -> anyhow::Result<QuicLbSettings> {
+    use voq_quic_lb::nlb;
+    let text = match server_id {
+        Some(s) => s.to_string(),
+        None => std::env::var(nlb::SERVER_ID_ENV).with_context(|| {
+            format!(
+                "--nlb needs a server id: {} is not set (and no --server-id)",
+                nlb::SERVER_ID_ENV
+            )
+        })?,
+    };
+    let sid = nlb::parse_server_id(&text).with_context(|| format!("NLB server id \"{text}\""))?;
+    let config = nlb::config(cid_len).context("--nlb-cid-len")?;
+    Ok(QuicLbSettings {
+        config_id: config.id(),
+        server_id: sid.to_vec(),
+        nonce_len: config.nonce_len(),
+        key: None,
+    })
 }
 
 /// Parses hex with an optional `0x` prefix.
@@ -150,6 +183,8 @@ impl ServeConfig {
             max_sessions: self.max_sessions.or(file.max_sessions),
             drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
             server_id: self.server_id.or(file.server_id),
+            nlb: self.nlb.or(file.nlb),
+            nlb_cid_len: self.nlb_cid_len.or(file.nlb_cid_len),
             lb_config_id: self.lb_config_id.or(file.lb_config_id),
             lb_nonce_len: self.lb_nonce_len.or(file.lb_nonce_len),
             lb_key: self.lb_key.or(file.lb_key),
@@ -172,6 +207,12 @@ impl ServeConfig {
             _ => anyhow::bail!("cert and key must be given together"),
         };
         let quic_lb = match &merged.server_id {
+            _ if merged.nlb.unwrap_or(false) => Some(nlb_settings(
+                merged.server_id.as_deref(),
+                merged
+                    .nlb_cid_len
+                    .unwrap_or(voq_quic_lb::nlb::DEFAULT_CID_LEN),
+            )?),
             None => {
                 anyhow::ensure!(
                     merged.lb_key.is_none()
@@ -286,6 +327,38 @@ mod tests {
             ..Default::default()
         };
         assert!(bad(long).contains("QUIC-LB"), "sid + nonce over 19 octets");
+        Ok(())
+    }
+
+    #[test]
+    fn nlb_preset_takes_the_controllers_base64_server_id() -> anyhow::Result<()> {
+        let c = ServeConfig {
+            nlb: Some(true),
+            server_id: Some("LWV1oW+gjqQ=".into()),
+            ..Default::default()
+        };
+        let lb = c.resolve()?.quic_lb.expect("set");
+        assert_eq!(
+            lb.server_id,
+            [0x2d, 0x65, 0x75, 0xa1, 0x6f, 0xa0, 0x8e, 0xa4]
+        );
+        assert_eq!(
+            (lb.config_id, lb.key, lb.config()?.cid_len()),
+            (0, None, 16)
+        );
+        let c = ServeConfig {
+            nlb: Some(true),
+            server_id: Some("0x2d6575a16fa08ea4".into()),
+            nlb_cid_len: Some(20),
+            ..Default::default()
+        };
+        assert_eq!(c.resolve()?.quic_lb.expect("set").config()?.cid_len(), 20);
+        let bad = ServeConfig {
+            nlb: Some(true),
+            server_id: Some("nope".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", bad.resolve().expect_err("error")).contains("NLB server id"));
         Ok(())
     }
 
