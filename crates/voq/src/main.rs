@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod call;
 mod cid;
+mod netem;
 
 /// voq: voice over QUIC.
 #[derive(Debug, Parser)]
@@ -22,6 +23,8 @@ enum Command {
     Serve(voq_server::ServeConfig),
     /// Call a voq server with a WAV file as the user's turn.
     Call(call::CallArgs),
+    /// An impaired UDP path (delay, jitter, loss, bursts, blackouts, rate) on this machine.
+    Netem(netem::NetemArgs),
     /// The main job: servers, agents and calls on loopback, end to end, with a summary.
     Demo(voq_bench::demo::DemoArgs),
 }
@@ -46,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Cid(cmd) => cid::run(cmd),
         Command::Serve(config) => run_async(voq_server::run(config)),
         Command::Call(args) => run_async(call::run(args)),
+        Command::Netem(args) => run_async(netem::run(args)),
         Command::Demo(args) => run_async(voq_bench::demo::run(args)),
     }
 }

@@ -137,3 +137,53 @@ fn call_errors_are_one_clear_line() {
         "says how to trust the server"
     );
 }
+
+/// `voq netem` between `voq call` and `voq serve`: 10 % loss both ways, jitter and an uplink
+/// blackout from a scenario file, and the echo is still the prompt, bit-exact.
+#[test]
+fn a_call_through_voq_netem_with_loss_is_still_bit_exact() {
+    let (_serve, url, _) = Serve::start("echo");
+    let target = url.trim_start_matches("https://").to_string();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/netem/lossy.toml");
+    let mut netem = voq()
+        .args([
+            "netem",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &target,
+            "--seed",
+            "3",
+            "--scenario",
+        ])
+        .arg(&scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(netem.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let proxy = line.split_whitespace().nth(3).unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    let status = voq()
+        .args(["call", &format!("https://{proxy}"), "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--insecure", "--input-speed", "0", "--timeout", "60s"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let _ = netem.kill();
+    let _ = netem.wait();
+    assert!(status.success());
+    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav")).unwrap();
+    assert_eq!(
+        voq_audio::read_wav_file(&out).unwrap().samples,
+        sent.samples
+    );
+}
