@@ -44,6 +44,9 @@ pub struct ServeConfig {
     /// On shutdown, how long sessions may finish their current response, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (TCP).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
     /// QUIC-LB server id (hex, e.g. 0a01): issue routable connection IDs so a stateless
     /// `voq lb` can route to this server. Its length is the config's server-id length.
     #[arg(long, value_name = "HEX", env = "VOQ_SERVER_ID")]
@@ -84,6 +87,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Routable connection IDs (QUIC-LB), when behind `voq lb`.
     pub quic_lb: Option<QuicLbSettings>,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// This server's QUIC-LB identity: which server id its connection IDs carry, and how.
@@ -157,6 +162,7 @@ impl Default for Settings {
             max_sessions: 1000,
             drain_timeout: Duration::from_secs(5),
             quic_lb: None,
+            metrics: None,
         }
     }
 }
@@ -182,6 +188,7 @@ impl ServeConfig {
             record: self.record.or(file.record),
             max_sessions: self.max_sessions.or(file.max_sessions),
             drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
+            metrics: self.metrics.or(file.metrics),
             server_id: self.server_id.or(file.server_id),
             nlb: self.nlb.or(file.nlb),
             nlb_cid_len: self.nlb_cid_len.or(file.nlb_cid_len),
@@ -243,6 +250,7 @@ impl ServeConfig {
         };
         Ok(Settings {
             quic_lb,
+            metrics: merged.metrics,
             listen: merged.listen.unwrap_or(d.listen),
             agent: merged.agent.unwrap_or(d.agent),
             agent_speed: merged.agent_speed.unwrap_or(d.agent_speed),

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod metrics;
 mod record;
 mod session;
 pub mod stats;
@@ -36,6 +37,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
+    metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -99,6 +101,14 @@ impl Server {
             stats: stats.clone(),
             shutdown: shutdown_rx,
         };
+        let metrics = match settings.metrics {
+            Some(addr) => {
+                let (bound, task) = metrics::serve(addr, stats.clone()).await?;
+                info!(addr = %bound, "metrics at http://{bound}/metrics");
+                Some(task)
+            }
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, settings.max_sessions));
         info!(addr = %endpoint.local_addr()?, agent = %settings.agent, "voq server listening");
         Ok(Self {
@@ -110,6 +120,7 @@ impl Server {
             shutdown,
             accept,
             drain_timeout: settings.drain_timeout,
+            metrics,
         })
     }
 
@@ -168,6 +179,9 @@ impl Server {
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(m) = self.metrics.take() {
+            m.abort();
+        }
         for (name, _, value) in self.stats.snapshot() {
             info!(target: "voq::stats", "{name} {value}");
         }
