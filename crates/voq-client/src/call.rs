@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
-use voq_proto::server::StreamId;
 use voq_proto::{Code, Codec, SAMPLE_RATE};
-use voq_transport::quic as carrier;
-use voq_transport::{Inbound, Writer};
+use voq_transport::Inbound;
+use voq_transport::quic::{self as carrier, Streams};
 
 use crate::report::{CallReport, InterruptReport, PromptReport, ReplyReport, TurnReport};
 use crate::tls::{Trust, client_config};
@@ -109,6 +108,13 @@ pub struct CallOutcome {
     /// What the device rendered from the first reply sample on, with silence where it
     /// underran, turns concatenated.
     pub reply_played: Vec<i16>,
+    /// When the call started connecting (the origin of `report.setup_ms`).
+    pub started: Option<std::time::Instant>,
+    /// The session's own per-turn and per-response records, with their instants (turn end,
+    /// confirmation, first audio, interrupt…): for measurements that compare them with
+    /// instants observed elsewhere in the same process (`voq bench`).
+    pub turns: Vec<voq_proto::client::TurnStats>,
+    pub responses: Vec<voq_proto::client::ResponseStats>,
 }
 
 /// A QUIC client endpoint; reuse it for several calls to resume sessions with 0-RTT.
@@ -170,7 +176,9 @@ impl Client {
         let result = call.run(&opts).await;
         conn.close(carrier::code(Code::NoError), b"bye");
         result?;
-        Ok(call.finish())
+        let mut outcome = call.finish();
+        outcome.started = Some(started.into_std());
+        Ok(outcome)
     }
 }
 
@@ -181,11 +189,8 @@ fn voq_proto_alpn() -> &'static [u8] {
 struct Call {
     conn: quinn::Connection,
     session: ClientSession,
-    inbound_tx: mpsc::UnboundedSender<Inbound>,
+    streams: Streams,
     inbound_rx: mpsc::UnboundedReceiver<Inbound>,
-    control: Writer,
-    writers: HashMap<voq_proto::server::OutStream, Writer>,
-    readers: HashMap<StreamId, oneshot::Sender<Code>>,
     decoders: HashMap<String, voq_audio::Decoder>,
     encoder: voq_audio::Encoder,
     report: CallReport,
@@ -207,10 +212,7 @@ impl Call {
         setup: Duration,
         target: &Target,
     ) -> Self {
-        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
-        carrier::spawn_control_reader(recv, inbound_tx.clone());
-        let control = carrier::spawn_writer(send, inbound_tx.clone());
-        carrier::spawn_uni_acceptor(conn.clone(), inbound_tx.clone());
+        let (streams, inbound_rx) = Streams::start(conn.clone(), (send, recv));
         let config = ClientConfig {
             input_codec: opts.codec,
             output_codec: opts.codec,
@@ -229,11 +231,8 @@ impl Call {
         Self {
             conn,
             session,
-            inbound_tx,
+            streams,
             inbound_rx,
-            control,
-            writers: HashMap::new(),
-            readers: HashMap::new(),
             decoders: HashMap::new(),
             // pcm16 and Opus encoders cannot fail to initialize with fixed, valid settings;
             // if libopus refuses, the error surfaces on the first encode.
@@ -353,21 +352,16 @@ impl Call {
 
     fn on_inbound(&mut self, msg: Inbound) -> anyhow::Result<()> {
         let now = Instant::now().into_std();
+        let Some(msg) = self.streams.track(msg) else {
+            return Ok(());
+        };
         match msg {
             Inbound::Control(bytes) => self.session.handle_control(now, &bytes),
             Inbound::ControlClosed => anyhow::bail!("the server closed the control stream"),
-            Inbound::Opened(id, stop) => {
-                self.readers.insert(id, stop);
-            }
+            Inbound::Opened(..) => {}
             Inbound::Data(id, bytes) => self.session.handle_stream_data(now, id, &bytes),
-            Inbound::Fin(id) => {
-                self.readers.remove(&id);
-                self.session.handle_stream_fin(now, id);
-            }
-            Inbound::Reset(id, code) => {
-                self.readers.remove(&id);
-                self.session.handle_stream_reset(now, id, code);
-            }
+            Inbound::Fin(id) => self.session.handle_stream_fin(now, id),
+            Inbound::Reset(id, code) => self.session.handle_stream_reset(now, id, code),
             Inbound::Stopped(stream, code) => {
                 warn!(?stream, code, "the server stopped one of our streams");
             }
@@ -378,36 +372,12 @@ impl Call {
     fn drain(&mut self) -> anyhow::Result<()> {
         while let Some(out) = self.session.poll_output() {
             match out {
-                ClientOutput::Control(bytes) => self.control.write(bytes),
-                ClientOutput::OpenStream { stream, bytes } => {
-                    let w = carrier::spawn_uni_writer(
-                        self.conn.clone(),
-                        stream,
-                        self.inbound_tx.clone(),
-                    );
-                    w.write(bytes);
-                    self.writers.insert(stream, w);
-                }
-                ClientOutput::StreamData { stream, bytes } => {
-                    if let Some(w) = self.writers.get(&stream) {
-                        w.write(bytes);
-                    }
-                }
-                ClientOutput::FinishStream { stream } => {
-                    if let Some(w) = self.writers.remove(&stream) {
-                        w.finish();
-                    }
-                }
-                ClientOutput::ResetStream { stream, code } => {
-                    if let Some(w) = self.writers.remove(&stream) {
-                        w.reset(code);
-                    }
-                }
-                ClientOutput::StopSending { stream, code } => {
-                    if let Some(stop) = self.readers.remove(&stream) {
-                        let _ = stop.send(code);
-                    }
-                }
+                ClientOutput::Control(bytes) => self.streams.control(bytes),
+                ClientOutput::OpenStream { stream, bytes } => self.streams.open(stream, bytes),
+                ClientOutput::StreamData { stream, bytes } => self.streams.write(stream, bytes),
+                ClientOutput::FinishStream { stream } => self.streams.finish(stream),
+                ClientOutput::ResetStream { stream, code } => self.streams.reset(stream, code),
+                ClientOutput::StopSending { stream, code } => self.streams.stop(stream, code),
                 ClientOutput::ReplyFrame {
                     response_id,
                     codec,
@@ -531,6 +501,9 @@ impl Call {
             report: self.report,
             reply_received: self.received,
             reply_played: self.played,
+            started: None,
+            turns,
+            responses,
         }
     }
 }

@@ -171,3 +171,91 @@ async fn write_loop(
         }
     }
 }
+
+/// The streams of one connection as a session shell tracks them: the control stream, the
+/// writers of streams this side opened, and the stop signals of the peer's streams. Both the
+/// server's session shell and the client's call loop drive their session through it.
+#[derive(Debug)]
+pub struct Streams {
+    conn: Connection,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    control: Writer,
+    writers: std::collections::HashMap<OutStream, Writer>,
+    readers: std::collections::HashMap<StreamId, oneshot::Sender<Code>>,
+}
+
+impl Streams {
+    /// Starts the control stream's reader and writer and the acceptor of the peer's
+    /// unidirectional streams. Everything they see arrives on the returned receiver; pass each
+    /// message through [`Streams::track`] before handing it to the session.
+    pub fn start(
+        conn: Connection,
+        (send, recv): (SendStream, RecvStream),
+    ) -> (Self, mpsc::UnboundedReceiver<Inbound>) {
+        let (inbound, rx) = mpsc::unbounded_channel();
+        spawn_control_reader(recv, inbound.clone());
+        let control = spawn_writer(send, inbound.clone());
+        spawn_uni_acceptor(conn.clone(), inbound.clone());
+        let streams = Self {
+            conn,
+            inbound,
+            control,
+            writers: Default::default(),
+            readers: Default::default(),
+        };
+        (streams, rx)
+    }
+
+    /// Keeps the stop signals of the peer's streams; returns the message for the session, or
+    /// `None` if it was only bookkeeping.
+    pub fn track(&mut self, msg: Inbound) -> Option<Inbound> {
+        match msg {
+            Inbound::Opened(id, stop) => {
+                self.readers.insert(id, stop);
+                None
+            }
+            Inbound::Fin(id) | Inbound::Reset(id, _) => {
+                self.readers.remove(&id);
+                Some(msg)
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Bytes for the control stream.
+    pub fn control(&self, bytes: Vec<u8>) {
+        self.control.write(bytes);
+    }
+
+    /// Opens a unidirectional stream named `stream` and writes `bytes` on it.
+    pub fn open(&mut self, stream: OutStream, bytes: Vec<u8>) {
+        let writer = spawn_uni_writer(self.conn.clone(), stream, self.inbound.clone());
+        writer.write(bytes);
+        self.writers.insert(stream, writer);
+    }
+
+    pub fn write(&self, stream: OutStream, bytes: Vec<u8>) {
+        if let Some(w) = self.writers.get(&stream) {
+            w.write(bytes);
+        }
+    }
+
+    pub fn finish(&mut self, stream: OutStream) {
+        if let Some(w) = self.writers.remove(&stream) {
+            w.finish();
+        }
+    }
+
+    pub fn reset(&mut self, stream: OutStream, code: Code) {
+        if let Some(w) = self.writers.remove(&stream) {
+            w.reset(code);
+        }
+    }
+
+    /// Asks the peer to stop sending on one of its streams.
+    pub fn stop(&mut self, stream: StreamId, code: Code) {
+        if let Some(stop) = self.readers.remove(&stream) {
+            let _ = stop.send(code);
+        }
+    }
+}
