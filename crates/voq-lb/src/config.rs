@@ -35,6 +35,9 @@ use crate::balancer::{BalancerConfig, HealthConfig};
 use crate::table::Backend;
 
 /// Default VIP.
+/// Nonce length when none is given: the same default as `voq serve --lb-nonce-len`.
+pub const DEFAULT_NONCE_LEN: usize = 8;
+
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4433);
 
@@ -68,8 +71,9 @@ pub struct LbConfig {
     /// QUIC-LB nonce length in octets.
     #[arg(long, value_name = "M")]
     pub nonce_len: Option<usize>,
-    /// QUIC-LB AES-128 key, 32 hex digits; without it CIDs are plaintext.
-    #[arg(long, value_name = "HEX")]
+    /// QUIC-LB AES-128 key, 32 hex digits; without it CIDs are plaintext. Prefer the
+    /// environment variable to keep the key off the command line.
+    #[arg(long, value_name = "HEX", env = "VOQ_LB_KEY", hide_env_values = true)]
     pub key: Option<HexKey>,
     /// Total CID length, first octet included (adds server-use octets) [default: 1 + L + M].
     #[arg(long, value_name = "N")]
@@ -100,8 +104,9 @@ pub struct BackendSpec {
     /// Server id, hex (an optional `0x` prefix is accepted).
     #[serde(alias = "server_id")]
     pub server_id: String,
-    /// Address of the backend's tunnel socket.
-    pub address: SocketAddr,
+    /// Address of the backend's tunnel socket: `IP:PORT`, or `NAME:PORT` resolved at every
+    /// (re)load — e.g. a Kubernetes StatefulSet pod's stable DNS name.
+    pub address: String,
     /// Weight for new flows [default: 1]; 0 drains the backend.
     #[serde(default)]
     pub weight: Option<u32>,
@@ -124,15 +129,13 @@ impl FromStr for BackendSpec {
             ),
             None => (rest, None),
         };
-        let address = addr
-            .parse()
-            .map_err(|_| format!("backend {s:?}: {addr:?} is not an ADDR:PORT"))?;
         let spec = Self {
             server_id: sid.to_string(),
-            address,
+            address: addr.to_string(),
             weight,
         };
         spec.server_id().map_err(|e| e.to_string())?;
+        spec.check_address().map_err(|e| e.to_string())?;
         Ok(spec)
     }
 }
@@ -153,9 +156,43 @@ impl BackendSpec {
         ServerId::from_slice(&bytes).ok_or_else(|| invalid("longer than 15 octets"))
     }
 
-    /// The backend.
+    /// Whether the address is a literal `IP:PORT` (no name to resolve).
+    pub fn is_literal(&self) -> bool {
+        self.address.parse::<SocketAddr>().is_ok()
+    }
+
+    /// Checks the form `HOST:PORT` without resolving it.
+    fn check_address(&self) -> Result<(), LbConfigError> {
+        let invalid = |reason: &str| LbConfigError::Address {
+            value: self.address.clone(),
+            reason: reason.to_string(),
+        };
+        match self.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(invalid("expected IP:PORT or NAME:PORT")),
+        }
+    }
+
+    /// The backend, its address resolved now (the first address a name resolves to).
     pub fn backend(&self) -> Result<Backend, LbConfigError> {
-        Ok(Backend::new(self.server_id()?, self.address).with_weight(self.weight.unwrap_or(1)))
+        use std::net::ToSocketAddrs;
+        self.check_address()?;
+        let addr = match self.address.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => self
+                .address
+                .to_socket_addrs()
+                .map_err(|e| LbConfigError::Address {
+                    value: self.address.clone(),
+                    reason: format!("cannot resolve: {e}"),
+                })?
+                .next()
+                .ok_or_else(|| LbConfigError::Address {
+                    value: self.address.clone(),
+                    reason: "resolves to no address".into(),
+                })?,
+        };
+        Ok(Backend::new(self.server_id()?, addr).with_weight(self.weight.unwrap_or(1)))
     }
 }
 
@@ -252,6 +289,14 @@ pub enum LbConfigError {
         /// What is wrong, naming the key.
         source: Box<toml::de::Error>,
     },
+    /// A backend's address.
+    #[error("backend address {value:?}: {reason}")]
+    Address {
+        /// As written.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A backend's server id.
     #[error("backend server-id {value:?}: {reason}")]
     ServerId {
@@ -279,16 +324,14 @@ pub enum LbConfigError {
         source: voq_quic_lb::ConfigError,
     },
     /// A field the top-level QUIC-LB configuration needs.
-    #[error(
-        "{field} is required: the QUIC-LB configuration needs server-id-len and nonce-len (flags or top-level keys)"
-    )]
+    #[error("{field} is required for the QUIC-LB configuration (a flag or a top-level key)")]
     Missing {
         /// The missing field.
         field: &'static str,
     },
     /// No QUIC-LB configuration at all.
     #[error(
-        "no QUIC-LB configuration: give --server-id-len and --nonce-len (and --config-id, --key), or [[quic-lb]] tables in the file"
+        "no QUIC-LB configuration: give backends (their server id length is used with voq serve's defaults), --server-id-len and --nonce-len, or [[quic-lb]] tables in the file"
     )]
     NoQuicLb,
     /// A health setting out of range.
@@ -353,6 +396,30 @@ impl LbConfig {
         merged.settings()
     }
 
+    /// The server id length all backends share (when it is not given).
+    fn inferred_server_id_len(&self) -> Result<usize, LbConfigError> {
+        let mut lens = self
+            .backends
+            .iter()
+            .map(|b| b.server_id().map(|id| id.as_bytes().len()));
+        let first = match lens.next() {
+            Some(l) => l?,
+            None => {
+                return Err(LbConfigError::Missing {
+                    field: "server-id-len",
+                });
+            }
+        };
+        for l in lens {
+            if l? != first {
+                return Err(LbConfigError::Missing {
+                    field: "server-id-len (the backends' server ids differ in length)",
+                });
+            }
+        }
+        Ok(first)
+    }
+
     /// The balancer configuration these (already merged) settings describe.
     fn settings(&self) -> Result<BalancerConfig, LbConfigError> {
         let mut specs = self.quic_lb.clone();
@@ -362,15 +429,17 @@ impl LbConfig {
             || self.key.is_some()
             || self.cid_len.is_some()
             || self.self_encoded_len.is_some();
-        if top_level {
+        // With no QUIC-LB settings at all, the defaults of `voq serve` apply (config 0,
+        // 8-octet nonce, no key) and the server id length is that of the backends' ids.
+        if top_level || (specs.is_empty() && !self.backends.is_empty()) {
+            let server_id_len = match self.server_id_len {
+                Some(l) => l,
+                None => self.inferred_server_id_len()?,
+            };
             let primary = QuicLbSpec {
                 config_id: self.config_id.unwrap_or(0),
-                server_id_len: self.server_id_len.ok_or(LbConfigError::Missing {
-                    field: "server-id-len",
-                })?,
-                nonce_len: self
-                    .nonce_len
-                    .ok_or(LbConfigError::Missing { field: "nonce-len" })?,
+                server_id_len,
+                nonce_len: self.nonce_len.unwrap_or(DEFAULT_NONCE_LEN),
                 key: self.key.clone(),
                 cid_len: self.cid_len,
                 self_encoded_len: self.self_encoded_len,
@@ -526,12 +595,14 @@ address = "127.0.0.1:5002"
             }
         };
         assert!(err("lissen = \"x\"").contains("lissen"));
-        assert!(err("[[backend]]\nserver-id = \"0a\"\naddress = \"nope\"").contains("address"));
-        assert!(
-            err("server-id-len = 2").contains("nonce-len is required"),
-            "{}",
-            err("server-id-len = 2")
+        let e = err(
+            "server-id-len = 1\nnonce-len = 6\n[[backend]]\nserver-id = \"0a\"\naddress = \"nope\"",
         );
+        assert!(e.contains("address"), "{e}");
+        let e = err(
+            "[[backend]]\nserver-id = \"0a\"\naddress = \"127.0.0.1:1\"\n[[backend]]\nserver-id = \"0a0b\"\naddress = \"127.0.0.1:2\"",
+        );
+        assert!(e.contains("server ids differ in length"), "{e}");
         assert!(err("").contains("no QUIC-LB configuration"));
         assert!(err("server-id-len = 2\nnonce-len = 3").contains("nonce length 3"));
         let e = err("server-id-len = 2\nnonce-len = 6\nkey = \"abcd\"");
@@ -552,7 +623,14 @@ address = "127.0.0.1:5002"
     #[test]
     fn backend_flags_parse() {
         let b: BackendSpec = "0x0A0b=[::1]:5001@7".parse().unwrap();
-        assert_eq!(b.address, "[::1]:5001".parse().unwrap());
+        assert_eq!(b.address, "[::1]:5001");
+        assert!(b.is_literal());
+        let named: BackendSpec = "0a0b=localhost:5001".parse().unwrap();
+        assert!(!named.is_literal());
+        assert!(
+            named.backend().unwrap().addr.ip().is_loopback(),
+            "a name resolves at load"
+        );
         assert_eq!(b.weight, Some(7));
         assert_eq!(b.server_id().unwrap().as_bytes(), &[0x0a, 0x0b]);
         assert!("0a0b".parse::<BackendSpec>().is_err());

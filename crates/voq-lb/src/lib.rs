@@ -60,6 +60,8 @@ pub use tunnel::{TunnelSocket, TunnelStats, endpoint};
 
 /// How often `run` checks the config file for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
+/// How often backend names are resolved again.
+const DNS_REFRESH: Duration = Duration::from_secs(10);
 
 /// `voq lb`: starts the balancer, prints the VIP, reloads backends and QUIC-LB configurations
 /// when the config file changes or on SIGHUP, and stops on Ctrl-C or SIGTERM.
@@ -75,10 +77,11 @@ pub async fn run(config: LbConfig) -> anyhow::Result<()> {
     serve(
         config,
         |vip| {
-            #[allow(clippy::print_stdout)] // the banner is this command's output
-            {
-                println!("voq lb on udp {vip}");
-            }
+            // The banner is this command's output; a closed stdout must not stop the balancer.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "voq lb on udp {vip}");
+            let _ = out.flush();
         },
         stop,
         &mut hup,
@@ -105,11 +108,16 @@ async fn serve(
         None => None,
     };
     let mut tick = tokio::time::interval(FILE_POLL);
+    // Backends named by DNS (e.g. Kubernetes pods, whose IPs change on restart) are resolved
+    // again periodically; literal addresses never need it.
+    let mut dns = tokio::time::interval(DNS_REFRESH);
+    dns.tick().await;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = signals::next(hup) => reload(&config, &balancer, "SIGHUP"),
+            _ = dns.tick() => refresh_names(&config, &balancer),
             _ = tick.tick() => {
                 if let Some(path) = &config.config {
                     let now = mtime(path).await;
@@ -142,6 +150,25 @@ fn reload(config: &LbConfig, balancer: &Balancer, why: &str) {
             }
         }
         Err(e) => warn!(reason = why, error = %e, "reload failed; keeping the current table"),
+    }
+}
+
+/// Resolves the backends' names again and reloads only if an address changed (a restarted
+/// Kubernetes pod comes back with a new IP under the same name).
+fn refresh_names(config: &LbConfig, balancer: &Balancer) {
+    let Ok(settings) = config.resolve() else {
+        return;
+    };
+    let table = balancer.table();
+    let current: Vec<&Backend> = table.backends().collect();
+    let changed = settings.backends.len() != current.len()
+        || settings
+            .backends
+            .iter()
+            .zip(&current)
+            .any(|(new, old)| new.addr != old.addr);
+    if changed {
+        reload(config, balancer, "a backend name resolves to a new address");
     }
 }
 

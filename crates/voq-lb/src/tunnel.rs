@@ -51,17 +51,30 @@ const MAX_EMPTY_BATCHES: usize = 16;
 /// than the client path, or lower quinn's `max_udp_payload_size` / MTU discovery bound.
 pub struct TunnelSocket {
     inner: Arc<dyn AsyncUdpSocket>,
-    lb: SocketAddr,
-    allowed: Option<Vec<IpAddr>>,
+    /// Where replies go: the balancer's VIP, configured or learned.
+    lb: std::sync::RwLock<Option<SocketAddr>>,
+    /// Learn `lb` from the source of tunnelled datagrams (see [`TunnelSocket::learning`]).
+    learn: bool,
+    allowed: Allowed,
     recv: Mutex<RecvScratch>,
     counters: TunnelCounters,
+}
+
+/// Which sources may send tunnelled datagrams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Allowed {
+    Any,
+    Ips(Vec<IpAddr>),
+    /// Loopback and private addresses (RFC 1918, RFC 4193, link-local): a balancer on the same
+    /// host or network, never one across the internet.
+    Private,
 }
 
 impl fmt::Debug for TunnelSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TunnelSocket")
             .field("local", &self.inner.local_addr().ok())
-            .field("lb", &self.lb)
+            .field("lb", &self.lb())
             .field("allowed", &self.allowed)
             .finish_non_exhaustive()
     }
@@ -77,6 +90,7 @@ struct TunnelCounters {
     not_allowed: AtomicU64,
     too_large: AtomicU64,
     empty: AtomicU64,
+    no_lb: AtomicU64,
 }
 
 /// Counters of a [`TunnelSocket`].
@@ -96,6 +110,8 @@ pub struct TunnelStats {
     pub not_allowed: u64,
     /// Dropped: the payload did not fit quinn's receive buffer.
     pub too_large: u64,
+    /// Replies dropped because no balancer address is known yet (learning mode).
+    pub no_lb: u64,
     /// Dropped: a PROXY header with no payload.
     pub empty: u64,
 }
@@ -103,7 +119,12 @@ pub struct TunnelStats {
 impl TunnelStats {
     /// All dropped datagrams.
     pub fn dropped(&self) -> u64 {
-        self.no_header + self.bad_header + self.not_allowed + self.too_large + self.empty
+        self.no_header
+            + self.bad_header
+            + self.not_allowed
+            + self.too_large
+            + self.empty
+            + self.no_lb
     }
 }
 
@@ -117,17 +138,34 @@ impl TunnelSocket {
     /// Wraps a bound socket with quinn's tokio wrapper. Must be called inside a tokio runtime.
     pub fn new(socket: std::net::UdpSocket, lb: SocketAddr) -> io::Result<Self> {
         let local = socket.local_addr()?;
-        let inner = TokioRuntime.wrap_udp_socket(socket)?;
         let lb = crate::table::canonical(lb);
+        let lb = for_socket(lb, local.is_ipv6()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("balancer address {lb} is IPv6 but the socket {local} is IPv4"),
+            )
+        })?;
         Ok(Self {
-            inner,
-            lb: for_socket(lb, local.is_ipv6()).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("balancer address {lb} is IPv6 but the socket {local} is IPv4"),
-                )
-            })?,
-            allowed: Some(vec![lb.ip()]),
+            inner: TokioRuntime.wrap_udp_socket(socket)?,
+            lb: std::sync::RwLock::new(Some(lb)),
+            learn: false,
+            allowed: Allowed::Ips(vec![lb.ip().to_canonical()]),
+            recv: Mutex::new(RecvScratch::new()),
+            counters: TunnelCounters::default(),
+        })
+    }
+
+    /// A tunnel socket that learns the balancer's address from the datagrams it tunnels: every
+    /// tunnelled datagram and probe comes from the VIP socket, so replies go to the source of
+    /// the latest one. One address for the whole socket — no per-connection state. Tunnelled
+    /// datagrams are accepted only from loopback and private addresses; pin the VIP with
+    /// [`TunnelSocket::new`] for a balancer on a public address.
+    pub fn learning(socket: std::net::UdpSocket) -> io::Result<Self> {
+        Ok(Self {
+            inner: TokioRuntime.wrap_udp_socket(socket)?,
+            lb: std::sync::RwLock::new(None),
+            learn: true,
+            allowed: Allowed::Private,
             recv: Mutex::new(RecvScratch::new()),
             counters: TunnelCounters::default(),
         })
@@ -136,13 +174,16 @@ impl TunnelSocket {
     /// Accepts tunnelled datagrams (and probes) only from these source IPs. The default is
     /// the balancer address's IP; `None` accepts any source (only behind a firewall).
     pub fn with_allowed_sources(mut self, allowed: Option<Vec<IpAddr>>) -> Self {
-        self.allowed = allowed.map(|ips| ips.into_iter().map(|ip| ip.to_canonical()).collect());
+        self.allowed = match allowed {
+            None => Allowed::Any,
+            Some(ips) => Allowed::Ips(ips.into_iter().map(|ip| ip.to_canonical()).collect()),
+        };
         self
     }
 
-    /// The balancer address replies go to.
-    pub fn lb(&self) -> SocketAddr {
-        self.lb
+    /// The balancer address replies go to (`None` while learning and nothing came yet).
+    pub fn lb(&self) -> Option<SocketAddr> {
+        *self.lb.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A snapshot of the counters.
@@ -157,14 +198,28 @@ impl TunnelSocket {
             bad_header: l(&c.bad_header),
             not_allowed: l(&c.not_allowed),
             too_large: l(&c.too_large),
+            no_lb: l(&c.no_lb),
             empty: l(&c.empty),
         }
     }
 
     fn allowed(&self, source: IpAddr) -> bool {
         match &self.allowed {
-            None => true,
-            Some(ips) => ips.contains(&source.to_canonical()),
+            Allowed::Any => true,
+            Allowed::Ips(ips) => ips.contains(&source.to_canonical()),
+            Allowed::Private => match source.to_canonical() {
+                IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+                IpAddr::V6(ip) => {
+                    ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local()
+                }
+            },
+        }
+    }
+
+    /// In learning mode, remembers where tunnelled datagrams come from.
+    fn learn_from(&self, source: SocketAddr) {
+        if self.learn && self.lb() != Some(source) {
+            *self.lb.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
         }
     }
 
@@ -188,9 +243,11 @@ impl TunnelSocket {
                     bump(&self.counters.empty);
                     return None;
                 }
+                self.learn_from(meta.addr);
                 Some((src, dst, payload))
             }
             Ok((Header::Local, _)) => {
+                self.learn_from(meta.addr);
                 // The health probe: echo it to where it came from, from where it arrived.
                 // Best effort; a probe lost to a full socket buffer is a missed probe.
                 let reply = Transmit {
@@ -223,10 +280,15 @@ impl AsyncUdpSocket for TunnelSocket {
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        let Some(lb) = self.lb() else {
+            // Learning and nothing tunnelled has arrived: there is no one to reply to.
+            self.counters.no_lb.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
         let dst = transmit.destination;
         let src = SocketAddr::new(
-            transmit.src_ip.map_or(self.lb.ip(), |ip| ip.to_canonical()),
-            self.lb.port(),
+            transmit.src_ip.map_or(lb.ip(), |ip| ip.to_canonical()),
+            lb.port(),
         );
         let seg = transmit
             .segment_size
@@ -243,7 +305,7 @@ impl AsyncUdpSocket for TunnelSocket {
                 segments += 1;
             }
             let tunnelled = Transmit {
-                destination: self.lb,
+                destination: lb,
                 ecn: transmit.ecn,
                 contents: &buf,
                 segment_size: (segments > 1).then_some(seg + hlen),

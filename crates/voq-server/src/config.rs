@@ -44,6 +44,12 @@ pub struct ServeConfig {
     /// On shutdown, how long sessions may finish their current response, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
+    /// Behind `voq lb` (with --server-id): datagrams arrive with a PROXY v2 header and replies
+    /// go back through the balancer. `auto` learns its address from the tunnelled datagrams
+    /// (balancers on loopback or private addresses only), `VIP:PORT` pins it, `off` serves
+    /// clients directly [default: auto with --server-id, off otherwise].
+    #[arg(long, value_name = "auto|off|VIP:PORT")]
+    pub lb_tunnel: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (TCP).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
@@ -89,6 +95,20 @@ pub struct Settings {
     pub quic_lb: Option<QuicLbSettings>,
     /// Where to serve Prometheus metrics.
     pub metrics: Option<SocketAddr>,
+    /// How datagrams reach this server.
+    pub tunnel: Tunnel,
+}
+
+/// How datagrams reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tunnel {
+    /// Clients talk to the server directly.
+    #[default]
+    Off,
+    /// Through `voq lb`, whose address is learned from the tunnelled datagrams.
+    Learn,
+    /// Through `voq lb` at this VIP.
+    Vip(SocketAddr),
 }
 
 /// This server's QUIC-LB identity: which server id its connection IDs carry, and how.
@@ -163,6 +183,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(5),
             quic_lb: None,
             metrics: None,
+            tunnel: Tunnel::Off,
         }
     }
 }
@@ -189,6 +210,7 @@ impl ServeConfig {
             max_sessions: self.max_sessions.or(file.max_sessions),
             drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
             metrics: self.metrics.or(file.metrics),
+            lb_tunnel: self.lb_tunnel.or(file.lb_tunnel),
             server_id: self.server_id.or(file.server_id),
             nlb: self.nlb.or(file.nlb),
             nlb_cid_len: self.nlb_cid_len.or(file.nlb_cid_len),
@@ -248,9 +270,24 @@ impl ServeConfig {
                 Some(lb)
             }
         };
+        let nlb = merged.nlb.unwrap_or(false);
+        let tunnel = match merged.lb_tunnel.as_deref() {
+            None if quic_lb.is_some() && !nlb => Tunnel::Learn,
+            None | Some("off") => Tunnel::Off,
+            Some(_) if quic_lb.is_none() => anyhow::bail!(
+                "lb-tunnel needs server-id: the balancer routes by the server id in connection IDs"
+            ),
+            Some("auto") => Tunnel::Learn,
+            Some(vip) => {
+                Tunnel::Vip(vip.parse().with_context(|| {
+                    format!("lb-tunnel: \"{vip}\" is not auto, off or VIP:PORT")
+                })?)
+            }
+        };
         Ok(Settings {
             quic_lb,
             metrics: merged.metrics,
+            tunnel,
             listen: merged.listen.unwrap_or(d.listen),
             agent: merged.agent.unwrap_or(d.agent),
             agent_speed: merged.agent_speed.unwrap_or(d.agent_speed),
@@ -335,6 +372,40 @@ mod tests {
             ..Default::default()
         };
         assert!(bad(long).contains("QUIC-LB"), "sid + nonce over 19 octets");
+        Ok(())
+    }
+
+    #[test]
+    fn a_server_id_means_behind_the_balancer_unless_said_otherwise() -> anyhow::Result<()> {
+        let sid = || ServeConfig {
+            server_id: Some("01".into()),
+            ..Default::default()
+        };
+        assert_eq!(sid().resolve()?.tunnel, Tunnel::Learn);
+        let off = ServeConfig {
+            lb_tunnel: Some("off".into()),
+            ..sid()
+        };
+        assert_eq!(off.resolve()?.tunnel, Tunnel::Off);
+        let vip = ServeConfig {
+            lb_tunnel: Some("127.0.0.1:4433".into()),
+            ..sid()
+        };
+        assert_eq!(
+            vip.resolve()?.tunnel,
+            Tunnel::Vip("127.0.0.1:4433".parse()?)
+        );
+        let bad = ServeConfig {
+            lb_tunnel: Some("somewhere".into()),
+            ..sid()
+        };
+        assert!(format!("{:#}", bad.resolve().expect_err("error")).contains("lb-tunnel"));
+        let alone = ServeConfig {
+            lb_tunnel: Some("auto".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", alone.resolve().expect_err("error")).contains("needs server-id"));
+        assert_eq!(ServeConfig::default().resolve()?.tunnel, Tunnel::Off);
         Ok(())
     }
 

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use config::{QuicLbSettings, ServeConfig, Settings};
+pub use config::{QuicLbSettings, ServeConfig, Settings, Tunnel};
 pub use record::Recorder;
-pub use stats::Stats;
+pub use stats::{SessionEvent, SessionEventKind, Stats};
 pub use tls::Identity;
 
 /// A running server.
@@ -34,6 +34,7 @@ pub struct Server {
     identity_pem: String,
     dev_cert: bool,
     stats: Arc<Stats>,
+    events: broadcast::Sender<SessionEvent>,
     shutdown: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
@@ -81,13 +82,29 @@ impl Server {
                 }
             });
         }
-        let socket = std::net::UdpSocket::bind(settings.listen)
-            .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
-        let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
-        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
-            .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
+        let bind = || {
+            std::net::UdpSocket::bind(settings.listen)
+                .with_context(|| format!("cannot listen on udp {}", settings.listen))
+        };
+        let endpoint = match settings.tunnel {
+            // Behind voq lb: the tunnel socket strips and adds the PROXY v2 headers.
+            config::Tunnel::Vip(vip) => {
+                let socket = voq_lb::TunnelSocket::new(bind()?, vip)?;
+                voq_lb::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+            }
+            config::Tunnel::Learn => {
+                let socket = voq_lb::TunnelSocket::learning(bind()?)?;
+                voq_lb::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+            }
+            config::Tunnel::Off => {
+                let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+                quinn::Endpoint::new(endpoint_config, Some(server_config), bind()?, runtime)
+            }
+        }
+        .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
         let recorder = settings.record.as_deref().map(Recorder::new).transpose()?;
         let stats = Arc::new(Stats::default());
+        let (events, _) = broadcast::channel(stats::SESSION_EVENTS_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let proto = voq_proto::server::ServerConfig {
             transport: "quic".into(),
@@ -99,6 +116,7 @@ impl Server {
             proto,
             recorder,
             stats: stats.clone(),
+            events: events.clone(),
             shutdown: shutdown_rx,
         };
         let metrics = match settings.metrics {
@@ -117,6 +135,7 @@ impl Server {
             identity_pem: identity.cert_pem(),
             dev_cert: identity.dev,
             stats,
+            events,
             shutdown,
             accept,
             drain_timeout: settings.drain_timeout,
@@ -142,6 +161,16 @@ impl Server {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// The observation hook: a live feed of [`SessionEvent`]s (first prompt frame held, turn
+    /// committed, response started and ended) of every session, stamped with the monotonic clock
+    /// when they happen. For benchmarks and tests in the same process; events before the
+    /// subscription are not replayed, and a receiver more than
+    /// [`stats::SESSION_EVENTS_CAPACITY`] events behind misses the oldest (`Lagged`). Without
+    /// subscribers, emitting costs one uncontended lock.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
     }
 
     /// How a client connects, for the start-up banner.

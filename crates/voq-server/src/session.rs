@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use voq_proto::server::{OutStream, ServerConfig, ServerOutput, ServerSession, StreamId};
+use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
 use voq_proto::{Code, Codec};
-use voq_transport::quic as carrier;
-use voq_transport::{Inbound, Writer};
+use voq_transport::Inbound;
+use voq_transport::quic::Streams;
 
 use crate::agent::{Agent, AgentMsg, ReplySink, Turn};
 use crate::record::Recorder;
-use crate::stats::Stats;
+use crate::stats::{SessionEvent, SessionEventKind, Stats};
 
 /// How often the RTT estimate is fed to the pacer.
 const RTT_INTERVAL: Duration = Duration::from_millis(100);
@@ -51,7 +51,22 @@ pub(crate) struct SessionContext {
     pub proto: ServerConfig,
     pub recorder: Option<Recorder>,
     pub stats: Arc<Stats>,
+    /// The observation hook ([`crate::Server::events`]).
+    pub events: broadcast::Sender<SessionEvent>,
     pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionContext {
+    /// Publishes an observation, stamped now. Nobody listening is the normal case.
+    fn observe(&self, kind: SessionEventKind) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(SessionEvent {
+                session_id: self.proto.session_id.clone(),
+                kind,
+                at: std::time::Instant::now(),
+            });
+        }
+    }
 }
 
 /// Runs one session to its end. Never panics on client input; every error is logged and, where
@@ -97,14 +112,10 @@ struct Shell {
     conn: Connection,
     core: ServerSession,
     agent: Arc<dyn Agent>,
-    inbound_tx: mpsc::UnboundedSender<Inbound>,
+    streams: Streams,
     inbound_rx: mpsc::UnboundedReceiver<Inbound>,
     agent_tx: mpsc::Sender<AgentMsg>,
     agent_rx: mpsc::Receiver<AgentMsg>,
-    control: Writer,
-    writers: HashMap<OutStream, Writer>,
-    /// Stop signals for the readers of client streams.
-    readers: HashMap<StreamId, oneshot::Sender<Code>>,
     turns: HashMap<String, TurnAudio>,
     committed: HashMap<String, Vec<i16>>,
     response: Option<ActiveResponse>,
@@ -116,26 +127,20 @@ impl Shell {
         conn: Connection,
         agent: Arc<dyn Agent>,
         ctx: &mut SessionContext,
-        (send, recv): (SendStream, RecvStream),
+        control: (SendStream, RecvStream),
     ) -> Self {
-        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         let (agent_tx, agent_rx) = mpsc::channel(16);
         let epoch = Instant::now();
         let core = ServerSession::new(ctx.proto.clone(), epoch.into_std());
-        carrier::spawn_control_reader(recv, inbound_tx.clone());
-        let control = carrier::spawn_writer(send, inbound_tx.clone());
-        carrier::spawn_uni_acceptor(conn.clone(), inbound_tx.clone());
+        let (streams, inbound_rx) = Streams::start(conn.clone(), control);
         Self {
             conn,
             core,
             agent,
-            inbound_tx,
+            streams,
             inbound_rx,
             agent_tx,
             agent_rx,
-            control,
-            writers: HashMap::new(),
-            readers: HashMap::new(),
             turns: HashMap::new(),
             committed: HashMap::new(),
             response: None,
@@ -195,21 +200,16 @@ impl Shell {
 
     fn on_inbound(&mut self, msg: Inbound) {
         let now = Instant::now().into_std();
+        let Some(msg) = self.streams.track(msg) else {
+            return;
+        };
         match msg {
             Inbound::Control(bytes) => self.core.handle_control(now, &bytes),
             Inbound::ControlClosed => self.core.handle_control_closed(now),
-            Inbound::Opened(id, stop) => {
-                self.readers.insert(id, stop);
-            }
+            Inbound::Opened(..) => {}
             Inbound::Data(id, bytes) => self.core.handle_stream_data(now, id, &bytes),
-            Inbound::Fin(id) => {
-                self.readers.remove(&id);
-                self.core.handle_stream_fin(now, id);
-            }
-            Inbound::Reset(id, code) => {
-                self.readers.remove(&id);
-                self.core.handle_stream_reset(now, id, code);
-            }
+            Inbound::Fin(id) => self.core.handle_stream_fin(now, id),
+            Inbound::Reset(id, code) => self.core.handle_stream_reset(now, id, code),
             Inbound::Stopped(stream, code) => self.core.handle_stream_stopped(now, stream, code),
         }
     }
@@ -255,37 +255,15 @@ impl Shell {
     fn drain(&mut self, ctx: &SessionContext) {
         while let Some(out) = self.core.poll_output() {
             match out {
-                ServerOutput::Control(bytes) => self.control.write(bytes),
-                ServerOutput::OpenStream { stream, bytes } => {
-                    let writer = carrier::spawn_uni_writer(
-                        self.conn.clone(),
-                        stream,
-                        self.inbound_tx.clone(),
-                    );
-                    writer.write(bytes);
-                    self.writers.insert(stream, writer);
-                }
+                ServerOutput::Control(bytes) => self.streams.control(bytes),
+                ServerOutput::OpenStream { stream, bytes } => self.streams.open(stream, bytes),
                 ServerOutput::StreamData { stream, bytes } => {
                     ctx.stats.agent_bytes_sent.add(bytes.len() as u64);
-                    if let Some(w) = self.writers.get(&stream) {
-                        w.write(bytes);
-                    }
+                    self.streams.write(stream, bytes);
                 }
-                ServerOutput::FinishStream { stream } => {
-                    if let Some(w) = self.writers.remove(&stream) {
-                        w.finish();
-                    }
-                }
-                ServerOutput::ResetStream { stream, code } => {
-                    if let Some(w) = self.writers.remove(&stream) {
-                        w.reset(code);
-                    }
-                }
-                ServerOutput::StopSending { stream, code } => {
-                    if let Some(stop) = self.readers.remove(&stream) {
-                        let _ = stop.send(code);
-                    }
-                }
+                ServerOutput::FinishStream { stream } => self.streams.finish(stream),
+                ServerOutput::ResetStream { stream, code } => self.streams.reset(stream, code),
+                ServerOutput::StopSending { stream, code } => self.streams.stop(stream, code),
                 ServerOutput::TurnAudio {
                     item_id,
                     codec,
@@ -293,6 +271,11 @@ impl Shell {
                     payload,
                 } => {
                     ctx.stats.prompt_frames.inc();
+                    if !self.turns.contains_key(&item_id) {
+                        ctx.observe(SessionEventKind::TurnFirstAudio {
+                            item_id: item_id.clone(),
+                        });
+                    }
                     self.on_turn_audio(item_id, codec, &payload);
                 }
                 ServerOutput::TurnCommitted {
@@ -303,6 +286,11 @@ impl Shell {
                     samples,
                 } => {
                     ctx.stats.turns_committed.inc();
+                    ctx.observe(SessionEventKind::TurnCommitted {
+                        item_id: item_id.clone(),
+                        frames,
+                        audio_ms,
+                    });
                     let pcm = self.take_committed(&source_item_id, &item_id, samples);
                     info!(%item_id, frames, audio_ms, "user turn committed");
                     if let Some(rec) = &ctx.recorder {
@@ -319,6 +307,9 @@ impl Shell {
                     input_item_id,
                     codec,
                 } => {
+                    ctx.observe(SessionEventKind::ResponseStarted {
+                        response_id: response_id.clone(),
+                    });
                     self.start_response(ctx, response_id, input_item_id, codec);
                 }
                 ServerOutput::CancelResponse { response_id } => {
@@ -339,6 +330,15 @@ impl Shell {
                     stats,
                 } => {
                     ctx.stats.responses_ended.inc();
+                    ctx.observe(SessionEventKind::ResponseEnded {
+                        response_id: response_id.clone(),
+                        status: match status {
+                            voq_proto::server::ResponseStatus::Completed => "completed",
+                            voq_proto::server::ResponseStatus::Cancelled => "cancelled",
+                            voq_proto::server::ResponseStatus::Failed => "failed",
+                        }
+                        .into(),
+                    });
                     info!(%response_id, ?status, ms_sent = stats.audio_ms_sent, "response ended");
                     if let Some(r) = self.response.take_if(|r| r.id == response_id) {
                         r.task.abort();

@@ -48,3 +48,38 @@ stats! {
     agent_bytes_sent: "bytes of agent audio frames sent",
     client_errors: "error events sent for bad client input",
 }
+
+/// One observable moment of a session, for benchmarks and tests (see [`crate::Server::events`]).
+///
+/// `at` is read from the monotonic clock (`std::time::Instant`) when the session shell acts on
+/// the core's output, so a client in the same process can subtract its own instants from it
+/// (e.g. connect start → the server holds the first prompt frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// The session's id, as in `session.created` (`sess_N`).
+    pub session_id: String,
+    pub kind: SessionEventKind,
+    pub at: std::time::Instant,
+}
+
+/// What happened; see [`SessionEvent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEventKind {
+    /// The first whole audio frame of a user-audio stream reached the shell (the server holds it).
+    TurnFirstAudio { item_id: String },
+    /// A user turn was committed: the server holds all of it (`frames`, `audio_ms` as confirmed
+    /// to the client).
+    TurnCommitted {
+        item_id: String,
+        frames: u64,
+        audio_ms: u64,
+    },
+    /// An agent response started (its agent task is being spawned).
+    ResponseStarted { response_id: String },
+    /// An agent response ended: `completed`, `cancelled` (after a barge-in: the server has reset
+    /// the stream and stopped the agent) or `failed`.
+    ResponseEnded { response_id: String, status: String },
+}
+
+/// How many events a slow subscriber may fall behind before it misses some.
+pub const SESSION_EVENTS_CAPACITY: usize = 1024;

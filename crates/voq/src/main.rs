@@ -21,6 +21,8 @@ enum Command {
     Cid(cid::CidCommand),
     /// Serve voq sessions (QUIC, ALPN voq/1) with an agent.
     Serve(voq_server::ServeConfig),
+    /// A stateless QUIC-LB load balancer in front of voq servers.
+    Lb(voq_lb::LbConfig),
     /// Call a voq server with a WAV file as the user's turn.
     Call(call::CallArgs),
     /// An impaired UDP path (delay, jitter, loss, bursts, blackouts, rate) on this machine.
@@ -34,7 +36,7 @@ fn main() -> std::process::ExitCode {
     // Servers log what they do; clients and the demo print reports, so they log only problems.
     // RUST_LOG overrides.
     let default_level = match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Lb(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Cid(cmd) => cid::run(cmd),
         Command::Serve(config) => run_async(voq_server::run(config)),
         Command::Call(args) => run_async(call::run(args)),
+        Command::Lb(config) => run_async(voq_lb::run(config)),
         Command::Netem(args) => run_async(netem::run(args)),
         Command::Demo(args) => run_async(voq_bench::demo::run(args)),
     }
