@@ -147,9 +147,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             check: Check::Spoken,
         });
     }
+    let total = scenarios.len() + CLUSTER_SCENARIOS;
     eprintln!(
-        "voq demo: {} calls on loopback; audio and report in {}",
-        scenarios.len(),
+        "voq demo: {total} scenarios on loopback; audio and report in {}",
         args.out.display()
     );
     let mut rows = Vec::new();
@@ -157,7 +157,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         eprintln!(
             "[{}/{}] {} ({} agent, {}) …",
             i + 1,
-            scenarios.len(),
+            total,
             s.name,
             s.agent,
             s.codec
@@ -172,6 +172,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         rows.push(row);
     }
+    let first = rows.len() + 1;
+    rows.extend(
+        run_cluster(first, total, &args.out)
+            .await
+            .context("scenarios through voq lb")?,
+    );
+
     if !speak {
         eprintln!(
             "(spoken-answer scenario skipped: espeak-ng is not installed; scripts/setup installs it)"
@@ -372,12 +379,160 @@ async fn run_scenario(
     })
 }
 
+/// Scenarios through the balancer: how many rows [`run_cluster`] adds.
+const CLUSTER_SCENARIOS: usize = 2;
+
+/// Three servers behind `voq lb` (QUIC-LB server ids 01..03): several calls spread over them,
+/// and a call whose client changes address in the middle.
+async fn run_cluster(first: usize, total: usize, out: &Path) -> anyhow::Result<Vec<DemoRow>> {
+    let mut servers = Vec::new();
+    let mut backends = Vec::new();
+    for id in 1..=3u8 {
+        let quic_lb = voq_server::QuicLbSettings {
+            config_id: 0,
+            server_id: vec![id],
+            nonce_len: 8,
+            key: None,
+        };
+        let settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent: "echo".into(),
+            quic_lb: Some(quic_lb),
+            tunnel: voq_server::Tunnel::Learn,
+            drain_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let server = Server::start(settings).await?;
+        let sid = voq_quic_lb::ServerId::from_slice(&[id]).context("server id")?;
+        backends.push(voq_lb::Backend::new(sid, server.local_addr()));
+        servers.push(server);
+    }
+    let configs = vec![voq_quic_lb::Config::new(0, 1, 8)?];
+    let lb_config = voq_lb::BalancerConfig::new("127.0.0.1:0".parse()?, configs, backends);
+    let balancer = voq_lb::Balancer::start(lb_config).await?;
+    let target = Target {
+        addr: balancer.local_addr(),
+        server_name: "localhost".into(),
+    };
+    let prompt = voq_audio::read_wav(PROMPT_CARWASH)?.to_mono_24k()?;
+    let mut rows = Vec::new();
+
+    // Several calls, each from a new client (a new random first-flight DCID).
+    eprintln!("[{first}/{total}] calls through voq lb to 3 servers (echo agent, pcm16) …");
+    let calls = 6;
+    let mut last = None;
+    let mut exact = 0;
+    for _ in 0..calls {
+        let client = Client::new(&Trust::Insecure, "127.0.0.1:0".parse()?)?;
+        let opts = CallOptions {
+            turns: vec![prompt.clone()],
+            input_speed: 0.0,
+            ..Default::default()
+        };
+        let outcome = client.call(&target, opts).await?;
+        exact += usize::from(outcome.reply_received == prompt);
+        last = Some(outcome);
+    }
+    let spread: Vec<u64> = servers
+        .iter()
+        .map(|s| s.stats().sessions_started.get())
+        .collect();
+    let outcome = last.context("no call")?;
+    rows.push(cluster_row(
+        "calls through voq lb",
+        format!("{calls} calls spread {spread:?} over servers 01/02/03; {exact}/{calls} echoes bit-exact"),
+        exact == calls && spread.iter().filter(|&&n| n > 0).count() >= 2,
+        outcome,
+        out,
+        first,
+    )?);
+
+    // A network change: the client moves to another socket (address) mid-call.
+    eprintln!(
+        "[{}/{total}] a network change mid-call, through voq lb …",
+        first + 1
+    );
+    let client = std::sync::Arc::new(Client::new(&Trust::Insecure, "127.0.0.1:0".parse()?)?);
+    let caller = client.clone();
+    let (t, p) = (target.clone(), prompt.clone());
+    let call = tokio::spawn(async move {
+        let opts = CallOptions {
+            turns: vec![p],
+            input_speed: 1.0,
+            ..Default::default()
+        };
+        caller.call(&t, opts).await
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = client.endpoint().local_addr()?;
+    client
+        .endpoint()
+        .rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    let after = client.endpoint().local_addr()?;
+    let outcome = call.await.context("the call task failed")??;
+    let sessions: u64 = servers
+        .iter()
+        .map(|s| s.stats().sessions_started.get())
+        .sum();
+    let same_call = sessions == calls as u64 + 1;
+    let exact = outcome.reply_received == prompt;
+    rows.push(cluster_row(
+        "network change",
+        format!(
+            "client moved {before} -> {after} mid-turn; the call went on ({}), echo {}",
+            if same_call {
+                "same session"
+            } else {
+                "NEW session"
+            },
+            if exact { "bit-exact" } else { "DIFFERS" }
+        ),
+        same_call && exact,
+        outcome,
+        out,
+        first + 1,
+    )?);
+    balancer.shutdown().await;
+    for s in servers {
+        s.shutdown().await;
+    }
+    Ok(rows)
+}
+
+fn cluster_row(
+    name: &str,
+    check: String,
+    passed: bool,
+    outcome: CallOutcome,
+    out: &Path,
+    index: usize,
+) -> anyhow::Result<DemoRow> {
+    eprintln!("      {} {check}", if passed { "ok  " } else { "FAIL" });
+    let received = format!("{index:02}-{}-received.wav", name.replace(' ', "-"));
+    voq_audio::write_wav_file(
+        out.join(&received),
+        &outcome.reply_received,
+        voq_audio::SAMPLE_RATE,
+    )?;
+    Ok(DemoRow {
+        scenario: name.into(),
+        agent: "echo".into(),
+        codec: "pcm16".into(),
+        network: "loopback via voq lb, 3 servers".into(),
+        report: outcome.report,
+        check,
+        passed,
+        wav_received: Some(received),
+        wav_played: None,
+    })
+}
+
 /// The terminal summary.
 pub fn summary_table(rows: &[DemoRow]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<24} {:<6} {:<6} {:>8} {:>15} {:>9} {:>9} {:>14} {:>9}  result",
+        "{:<24} {:<6} {:<6} {:>15} {:>15} {:>9} {:>9} {:>14} {:>9}  result",
         "scenario",
         "agent",
         "codec",
@@ -393,11 +548,11 @@ pub fn summary_table(rows: &[DemoRow]) -> String {
         let i = r.report.interrupt.as_ref();
         let _ = writeln!(
             t,
-            "{:<24} {:<6} {:<6} {:>5.2}RTT {:>15} {:>9} {:>9} {:>14} {:>9}  {}",
+            "{:<24} {:<6} {:<6} {:>15} {:>15} {:>9} {:>9} {:>14} {:>9}  {}",
             r.scenario,
             r.agent,
             r.codec,
-            r.report.setup_rtts,
+            format!("{:.1}ms={:.1}RTT", r.report.setup_ms, r.report.setup_rtts),
             format!("{}/{}", p.frames_confirmed, p.frames_sent),
             r.report.reply.duration_ms,
             format!("{}/{}ms", r.report.reply.underruns, r.report.reply.stall_ms),
