@@ -33,27 +33,31 @@ impl Target {
             .with_context(|| format!("\"{url}\": the URL must start with https://"))?;
         let authority = rest.split('/').next().unwrap_or("");
         anyhow::ensure!(!authority.is_empty(), "\"{url}\": no host");
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.ends_with(']') || p.is_empty())
-            && !authority.ends_with(']')
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:443")
+        // `host`, `host:port`, `[v6]` or `[v6]:port`.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6
+                    .split_once(']')
+                    .with_context(|| format!("\"{url}\": unclosed [ in the host"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
         };
-        let addr = with_port
+        let port: u16 = match port {
+            Some(p) => p
+                .parse()
+                .with_context(|| format!("\"{url}\": bad port \"{p}\""))?,
+            None => 443,
+        };
+        let addr = (host, port)
             .to_socket_addrs()
-            .with_context(|| format!("\"{url}\": cannot resolve {with_port}"))?
+            .with_context(|| format!("\"{url}\": cannot resolve {host}"))?
             .next()
-            .with_context(|| format!("\"{url}\": {with_port} has no address"))?;
-        let host = with_port
-            .rsplit_once(':')
-            .map_or(with_port.as_str(), |(h, _)| h);
-        let server_name = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+            .with_context(|| format!("\"{url}\": {host} has no address"))?;
+        let server_name = host.to_string();
         Ok(Self { addr, server_name })
     }
 }
@@ -528,5 +532,33 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_to_address_and_server_name() -> anyhow::Result<()> {
+        let t = Target::parse("https://127.0.0.1:4443")?;
+        assert_eq!(
+            (t.addr, t.server_name.as_str()),
+            ("127.0.0.1:4443".parse()?, "127.0.0.1")
+        );
+        let t = Target::parse("https://[::1]:4443/voq")?;
+        assert_eq!(
+            (t.addr, t.server_name.as_str()),
+            ("[::1]:4443".parse()?, "::1")
+        );
+        let t = Target::parse("https://[::1]")?;
+        assert_eq!(t.addr, "[::1]:443".parse()?);
+        let t = Target::parse("https://localhost:9")?;
+        assert!(t.addr.ip().is_loopback() && t.addr.port() == 9 && t.server_name == "localhost");
+        assert_eq!(Target::parse("https://localhost")?.addr.port(), 443);
+        for bad in ["http://127.0.0.1:1", "https://", "127.0.0.1:1"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+        Ok(())
     }
 }
