@@ -115,6 +115,14 @@ impl Shared {
     fn table(&self) -> Arc<RoutingTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    fn stats(&self) -> Stats {
+        Stats::collect(
+            self.workers,
+            self.counters.iter().map(|c| &**c),
+            &self.table(),
+        )
+    }
 }
 
 /// A running stateless QUIC-LB load balancer. See the crate docs and docs/LB.md.
@@ -212,11 +220,14 @@ impl Balancer {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        Stats::collect(
-            self.shared.workers,
-            self.shared.counters.iter().map(|c| &**c),
-            &self.table(),
-        )
+        self.shared.stats()
+    }
+
+    /// A function that takes a snapshot of the counters whenever called (for a metrics
+    /// endpoint that outlives borrows of the balancer).
+    pub fn stats_handle(&self) -> impl Fn() -> Stats + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.stats()
     }
 
     /// Replaces the backends, keeping the QUIC-LB configurations. Traffic keeps flowing:

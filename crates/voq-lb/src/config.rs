@@ -57,6 +57,9 @@ pub struct LbConfig {
     /// Worker sockets on the VIP (SO_REUSEPORT) [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Serve Prometheus metrics (per backend, fallbacks, drops by reason) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
     /// A backend: its server id in hex, the address of its tunnel socket, optionally a weight
     /// (repeatable; replaces a backend of the file with the same server id).
     #[arg(long = "backend", value_name = "HEX=ADDR[@WEIGHT]")]
@@ -373,6 +376,7 @@ impl LbConfig {
             config: self.config,
             listen: self.listen.or(file.listen),
             workers: self.workers.or(file.workers),
+            metrics: self.metrics.or(file.metrics),
             backends,
             config_id: self.config_id.or(file.config_id),
             server_id_len: self.server_id_len.or(file.server_id_len),

@@ -103,6 +103,23 @@ async fn serve(
         .await
         .with_context(|| format!("cannot start the load balancer on {listen}"))?;
     started(balancer.local_addr());
+    let metrics = match config.metrics.or_else(|| {
+        config
+            .config
+            .as_deref()
+            .and_then(|p| LbConfig::from_file(p).ok()?.metrics)
+    }) {
+        Some(addr) => {
+            let stats_of = balancer.stats_handle();
+            let render = std::sync::Arc::new(move || stats_of().render_prometheus());
+            let (bound, task) = voq_transport::metrics::serve(addr, render)
+                .await
+                .with_context(|| format!("cannot listen on tcp {addr} for metrics"))?;
+            info!(addr = %bound, "metrics at http://{bound}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
     let mut modified = match &config.config {
         Some(path) => mtime(path).await,
         None => None,
@@ -130,6 +147,9 @@ async fn serve(
         }
     }
     info!("shutting down");
+    if let Some(m) = metrics {
+        m.abort();
+    }
     balancer.shutdown().await;
     Ok(())
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use voq_proto::Code;
 use voq_proto::server::{OutStream, StreamId};
 
+pub mod metrics;
 pub mod quic;
 
 /// What reader and writer tasks report to a session loop.
