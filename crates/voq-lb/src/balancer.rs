@@ -307,29 +307,37 @@ struct Run {
     dst: SocketAddr,
     src_ip: Option<IpAddr>,
     ecn: Option<EcnCodepoint>,
-    start: usize,
-    end: usize,
+    buf: Vec<u8>,
     seg: usize,
     count: usize,
     closed: bool,
 }
 
-/// The datagrams one receive batch produces, grouped into GSO runs.
+/// The datagrams one receive batch produces, grouped into GSO runs per destination.
+///
+/// Datagrams for one destination keep their order; datagrams for different destinations may be
+/// sent in another order than they arrived (they belong to different backends or clients, so no
+/// flow is reordered). Grouping non-consecutive datagrams is what turns a batch from many
+/// clients, interleaved over the backends, into one send per backend instead of one per
+/// datagram.
 #[derive(Debug, Default)]
 struct Out {
-    buf: Vec<u8>,
     runs: Vec<Run>,
+    /// Emptied buffers of earlier batches, reused to avoid allocating per batch.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Out {
     fn clear(&mut self) {
-        self.buf.clear();
-        self.runs.clear();
+        for mut r in self.runs.drain(..) {
+            r.buf.clear();
+            self.spare.push(r.buf);
+        }
     }
 
-    /// Appends one datagram written by `write`, extending the last run when GSO allows:
-    /// same destination, source and ECN, not longer than the run's segments, and the run
-    /// not closed by a shorter segment.
+    /// Appends one datagram written by `write` to the latest run to the same destination (same
+    /// source and ECN) when GSO allows: fewer than `max_segments`, not longer than the run's
+    /// segments, and the run not closed by a shorter segment. Otherwise it starts a run.
     fn push(
         &mut self,
         dst: SocketAddr,
@@ -338,30 +346,45 @@ impl Out {
         max_segments: usize,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> usize {
-        let start = self.buf.len();
-        write(&mut self.buf);
-        let len = self.buf.len() - start;
-        if let Some(r) = self.runs.last_mut()
-            && !r.closed
-            && r.dst == dst
-            && r.src_ip == src_ip
-            && r.ecn == ecn
-            && r.count < max_segments
-            && len <= r.seg
-            && r.end == start
-            && r.end - r.start + len <= MAX_GSO_BYTES
-        {
-            r.end += len;
-            r.count += 1;
-            r.closed = len < r.seg;
-            return len;
+        let open = self
+            .runs
+            .iter()
+            .rposition(|r| r.dst == dst && r.src_ip == src_ip && r.ecn == ecn)
+            .filter(|&i| !self.runs[i].closed && self.runs[i].count < max_segments);
+        if let Some(i) = open {
+            let r = &mut self.runs[i];
+            let start = r.buf.len();
+            write(&mut r.buf);
+            let len = r.buf.len() - start;
+            if len <= r.seg && r.buf.len() <= MAX_GSO_BYTES {
+                r.count += 1;
+                r.closed = len < r.seg;
+                return len;
+            }
+            // It does not fit this run (longer, or over the GSO size): move it to a new one.
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.extend_from_slice(&r.buf[start..]);
+            r.buf.truncate(start);
+            return self.start_run(dst, src_ip, ecn, buf);
         }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        write(&mut buf);
+        self.start_run(dst, src_ip, ecn, buf)
+    }
+
+    fn start_run(
+        &mut self,
+        dst: SocketAddr,
+        src_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        buf: Vec<u8>,
+    ) -> usize {
+        let len = buf.len();
         self.runs.push(Run {
             dst,
             src_ip,
             ecn,
-            start,
-            end: start + len,
+            buf,
             seg: len,
             count: 1,
             closed: false,
@@ -546,9 +569,7 @@ impl Worker {
     /// Sends every run; a failed GSO run is retried datagram by datagram.
     async fn flush(&self, out: &Out) {
         for r in &out.runs {
-            let Some(contents) = out.buf.get(r.start..r.end) else {
-                continue;
-            };
+            let contents = &r.buf[..];
             let t = Transmit {
                 destination: r.dst,
                 ecn: r.ecn,
@@ -758,6 +779,22 @@ mod tests {
         });
         let shape: Vec<(usize, usize)> = out.runs.iter().map(|r| (r.count, r.seg)).collect();
         assert_eq!(shape, [(4, 100), (1, 100), (1, 100), (1, 100), (1, 120)]);
+        // Interleaved destinations: one run per destination, each in its own arrival order.
+        out.clear();
+        for k in 0..12u8 {
+            let dst = if k % 3 == 0 {
+                x
+            } else if k % 3 == 1 {
+                y
+            } else {
+                a("127.0.0.1:3")
+            };
+            out.push(dst, None, None, 64, |b| b.extend([k; 50]));
+        }
+        let shape: Vec<(SocketAddr, usize)> = out.runs.iter().map(|r| (r.dst, r.count)).collect();
+        assert_eq!(shape, [(x, 4), (y, 4), (a("127.0.0.1:3"), 4)]);
+        let firsts: Vec<u8> = out.runs[1].buf.chunks(50).map(|c| c[0]).collect();
+        assert_eq!(firsts, [1, 4, 7, 10], "order kept within a destination");
         // The segment limit.
         out.clear();
         for _ in 0..5 {
