@@ -3,18 +3,23 @@
 //!
 //! Each client address gets its own upstream socket, so the server sees one distinct address
 //! per client — and a new one when a client migrates, as it would behind a real NAT rebinding.
+//!
+//! Timing: datagrams are read by async tasks as soon as they arrive, and delivered by a
+//! dedicated thread that sleeps until the links' next delivery time with the OS's precise timer
+//! (`park_timeout`: tens of microseconds late), not tokio's millisecond-granular one. With
+//! tokio timers every hop arrived up to ~1.5 ms late, which at a 20 ms emulated RTT is 0.15 RTT
+//! of error in every setup figure.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use voq_netem::{Link, LinkConfig, LinkStats};
 
 /// Which way a command applies.
@@ -23,11 +28,6 @@ pub enum Direction {
     Up,
     Down,
     Both,
-}
-
-#[derive(Debug)]
-enum Cmd {
-    Blackout(Direction, Duration),
 }
 
 /// Counters of both directions.
@@ -42,12 +42,35 @@ pub struct ProxyStats {
 #[derive(Debug)]
 pub struct NetemProxy {
     addr: SocketAddr,
-    cmds: mpsc::UnboundedSender<Cmd>,
-    stats: Arc<Mutex<ProxyStats>>,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
+    deliverer: std::thread::Thread,
 }
 
 type Packet = (SocketAddr, Vec<u8>);
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    stop: AtomicBool,
+}
+
+#[derive(Debug)]
+struct State {
+    up: Link<Packet>,
+    down: Link<Packet>,
+    /// The socket clients send to (a clone, for sending replies from the delivery thread).
+    listen: std::net::UdpSocket,
+    /// Per client: its socket connected to the server (a clone, for sending).
+    flows: HashMap<SocketAddr, std::net::UdpSocket>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every update is one call.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl NetemProxy {
     /// Listens on `listen` and forwards to `target` with `up` (client → server) and `down`
@@ -59,22 +82,36 @@ impl NetemProxy {
         down: LinkConfig,
         seed: u64,
     ) -> anyhow::Result<Self> {
-        let now = Instant::now().into_std();
+        let now = Instant::now();
         let up = Link::new(up, seed, now).context("client-to-server impairment")?;
         let down = Link::new(down, seed.wrapping_add(0x9e37_79b9_7f4a_7c15), now)
             .context("server-to-client impairment")?;
-        let socket = UdpSocket::bind(listen)
-            .await
-            .with_context(|| format!("cannot bind udp {listen}"))?;
+        let (socket, send_clone) =
+            bind_pair(listen).with_context(|| format!("cannot bind udp {listen}"))?;
         let addr = socket.local_addr()?;
-        let (cmds, cmd_rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(Mutex::new(ProxyStats::default()));
-        let task = tokio::spawn(run(socket, target, up, down, cmd_rx, stats.clone()));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                up,
+                down,
+                listen: send_clone,
+                flows: HashMap::new(),
+            }),
+            stop: AtomicBool::new(false),
+        });
+        let deliverer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("netem-proxy".into())
+                .spawn(move || deliver(&shared))
+                .context("cannot start the proxy's delivery thread")?
+        };
+        let deliverer = deliverer.thread().clone();
+        let task = tokio::spawn(receive(socket, target, shared.clone(), deliverer.clone()));
         Ok(Self {
             addr,
-            cmds,
-            stats,
+            shared,
             task,
+            deliverer,
         })
     }
 
@@ -85,116 +122,138 @@ impl NetemProxy {
 
     /// Drops every packet sent in the next `duration`, starting now.
     pub fn blackout(&self, direction: Direction, duration: Duration) {
-        let _ = self.cmds.send(Cmd::Blackout(direction, duration));
+        let now = Instant::now();
+        let mut s = self.shared.lock();
+        if direction != Direction::Down {
+            s.up.add_blackout(now, duration);
+        }
+        if direction != Direction::Up {
+            s.down.add_blackout(now, duration);
+        }
     }
 
     pub fn stats(&self) -> ProxyStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        let s = self.shared.lock();
+        ProxyStats {
+            up: Some(*s.up.stats()),
+            down: Some(*s.down.stats()),
+            flows: s.flows.len(),
+        }
     }
 
     pub fn stop(self) {
-        self.task.abort();
+        // Drop does it.
     }
 }
 
 impl Drop for NetemProxy {
     fn drop(&mut self) {
         self.task.abort();
+        self.shared.stop.store(true, Ordering::Release);
+        self.deliverer.unpark();
     }
 }
 
-async fn run(
+/// A non-blocking socket for tokio and a clone of it for the delivery thread.
+fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, std::net::UdpSocket)> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let clone = socket.try_clone()?;
+    Ok((UdpSocket::from_std(socket)?, clone))
+}
+
+/// Reads what clients send, into the up link.
+async fn receive(
     socket: UdpSocket,
     target: SocketAddr,
-    mut up: Link<Packet>,
-    mut down: Link<Packet>,
-    mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    stats: Arc<Mutex<ProxyStats>>,
+    shared: Arc<Shared>,
+    deliverer: std::thread::Thread,
 ) {
-    let socket = Arc::new(socket);
-    let mut flows: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     // The flows' reader tasks end with this task (when it is aborted, this guard drops).
     let mut readers = AbortOnDrop(Vec::new());
-    let (from_server_tx, mut from_server) = mpsc::unbounded_channel::<Packet>();
     let mut buf = vec![0u8; 65_536];
     loop {
-        let wake = [up.poll_timeout(), down.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(Instant::from_std);
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let Ok((n, client)) = r else { continue };
-                let now = Instant::now().into_std();
-                if let std::collections::hash_map::Entry::Vacant(e) = flows.entry(client) {
-                    match upstream(target, client, from_server_tx.clone()).await {
-                        Ok((s, reader)) => { e.insert(s); readers.0.push(reader); }
-                        Err(err) => { tracing::warn!("netem proxy: {err:#}"); continue; }
-                    }
+        let Ok((n, client)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let now = Instant::now();
+        let known = shared.lock().flows.contains_key(&client);
+        if !known {
+            match upstream(target, client, shared.clone(), deliverer.clone()) {
+                Ok((s, reader)) => {
+                    shared.lock().flows.insert(client, s);
+                    readers.0.push(reader);
                 }
-                up.send(now, (client, buf[..n].to_vec()), n);
-            }
-            Some((client, bytes)) = from_server.recv() => {
-                let n = bytes.len();
-                down.send(Instant::now().into_std(), (client, bytes), n);
-            }
-            Some(cmd) = cmds.recv() => {
-                let now = Instant::now().into_std();
-                match cmd {
-                    Cmd::Blackout(dir, d) => {
-                        if dir != Direction::Down { up.add_blackout(now, d); }
-                        if dir != Direction::Up { down.add_blackout(now, d); }
-                    }
+                Err(err) => {
+                    tracing::warn!("netem proxy: {err:#}");
+                    continue;
                 }
             }
-            _ = sleep_until(wake), if wake.is_some() => {}
         }
-        let now = Instant::now().into_std();
-        while let Some((client, bytes)) = up.poll_deliver(now) {
-            if let Some(s) = flows.get(&client) {
-                let _ = s.send(&bytes).await;
-            }
-        }
-        while let Some((client, bytes)) = down.poll_deliver(now) {
-            let _ = socket.send_to(&bytes, client).await;
-        }
-        if let Ok(mut s) = stats.lock() {
-            *s = ProxyStats {
-                up: Some(*up.stats()),
-                down: Some(*down.stats()),
-                flows: flows.len(),
-            };
-        }
+        shared.lock().up.send(now, (client, buf[..n].to_vec()), n);
+        deliverer.unpark();
     }
 }
 
-/// A socket connected to the server for one client, with a task forwarding its replies.
-async fn upstream(
+/// A socket connected to the server for one client, with a task reading its replies into the
+/// down link.
+fn upstream(
     target: SocketAddr,
     client: SocketAddr,
-    tx: mpsc::UnboundedSender<Packet>,
-) -> anyhow::Result<(Arc<UdpSocket>, tokio::task::AbortHandle)> {
+    shared: Arc<Shared>,
+    deliverer: std::thread::Thread,
+) -> anyhow::Result<(std::net::UdpSocket, tokio::task::AbortHandle)> {
     let bind: SocketAddr = if target.is_ipv6() {
         "[::]:0"
     } else {
         "0.0.0.0:0"
     }
     .parse()?;
-    let s = Arc::new(UdpSocket::bind(bind).await?);
-    s.connect(target)
-        .await
+    let (reader, sender) = bind_pair(bind)?;
+    sender
+        .connect(target)
         .with_context(|| format!("cannot reach {target}"))?;
-    let reader = s.clone();
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
-        while let Ok(n) = reader.recv(&mut buf).await {
-            if tx.send((client, buf[..n].to_vec())).is_err() {
-                return;
+        while let Ok((n, from)) = reader.recv_from(&mut buf).await {
+            if from != target {
+                continue;
             }
+            let now = Instant::now();
+            shared.lock().down.send(now, (client, buf[..n].to_vec()), n);
+            deliverer.unpark();
         }
     });
-    Ok((s, task.abort_handle()))
+    Ok((sender, task.abort_handle()))
+}
+
+/// The delivery thread: sends what the links deliver, when they deliver it.
+fn deliver(shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        let next = {
+            let mut s = shared.lock();
+            let now = Instant::now();
+            while let Some((client, bytes)) = s.up.poll_deliver(now) {
+                if let Some(sock) = s.flows.get(&client) {
+                    let _ = sock.send(&bytes);
+                }
+            }
+            while let Some((client, bytes)) = s.down.poll_deliver(now) {
+                let _ = s.listen.send_to(&bytes, client);
+            }
+            [s.up.poll_timeout(), s.down.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+        };
+        // Woken early by every new packet (unpark), so a long wait is never too long.
+        let wait = next.map_or(Duration::from_millis(100), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        if !wait.is_zero() {
+            std::thread::park_timeout(wait);
+        }
+    }
 }
 
 struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
@@ -207,9 +266,47 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server behind the proxy: packets go through both links, blackouts drop them,
+    /// the counters add up. No timing is asserted.
+    #[tokio::test]
+    async fn forwards_both_ways_and_blacks_out() -> anyhow::Result<()> {
+        let server = UdpSocket::bind("127.0.0.1:0").await?;
+        let target = server.local_addr()?;
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                let _ = server.send_to(&buf[..n], from).await;
+            }
+        });
+        let link = LinkConfig {
+            delay_ms: 5.0,
+            ..Default::default()
+        };
+        let proxy =
+            NetemProxy::start("127.0.0.1:0".parse()?, target, link.clone(), link, 1).await?;
+        let client = UdpSocket::bind("127.0.0.1:0").await?;
+        client.connect(proxy.local_addr()).await?;
+        let mut buf = [0u8; 2048];
+        for i in 0u8..5 {
+            client.send(&[i; 100]).await?;
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf)).await??;
+            assert_eq!(&buf[..n], &[i; 100]);
+        }
+        proxy.blackout(Direction::Up, Duration::from_secs(30));
+        client.send(&[9; 100]).await?;
+        let lost = tokio::time::timeout(Duration::from_millis(200), client.recv(&mut buf)).await;
+        assert!(lost.is_err(), "a packet got through the blackout");
+        let stats = proxy.stats();
+        let (up, down) = (stats.up.unwrap_or_default(), stats.down.unwrap_or_default());
+        assert_eq!((up.sent, up.delivered, up.dropped.blackout), (6, 5, 1));
+        assert_eq!((down.sent, down.delivered), (5, 5));
+        assert_eq!(stats.flows, 1);
+        proxy.stop();
+        echo.abort();
+        Ok(())
     }
 }

@@ -247,8 +247,22 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, ma
         let mut ctx = ctx.clone();
         let stats = ctx.stats.clone();
         sessions.spawn(async move {
-            let conn = match incoming.await {
-                Ok(c) => c,
+            // Take the connection before the handshake completes, so that a resuming client's
+            // 0-RTT data (its prompt) is read as it arrives instead of one round trip later.
+            // Replayed 0-RTT can only repeat audio into a session the attacker cannot read; a
+            // turn is acted on when it is committed, after the handshake for any real turn.
+            let conn = match incoming.accept() {
+                Ok(connecting) => match connecting.into_0rtt() {
+                    Ok((conn, _)) => conn,
+                    Err(connecting) => match connecting.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            stats.connections_refused.inc();
+                            tracing::debug!("handshake failed: {e}");
+                            return;
+                        }
+                    },
+                },
                 Err(e) => {
                     stats.connections_refused.inc();
                     tracing::debug!("handshake failed: {e}");

@@ -27,6 +27,8 @@ enum Command {
     Call(call::CallArgs),
     /// An impaired UDP path (delay, jitter, loss, bursts, blackouts, rate) on this machine.
     Netem(netem::NetemArgs),
+    /// Measure every claim: scenarios of bench/*.toml, a table, JSON and an HTML report.
+    Bench(voq_bench::bench::BenchArgs),
     /// The main job: servers, agents and calls on loopback, end to end, with a summary.
     Demo(voq_bench::demo::DemoArgs),
 }
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Call(args) => run_async(call::run(args)),
         Command::Lb(config) => run_async(voq_lb::run(config)),
         Command::Netem(args) => run_async(netem::run(args)),
+        Command::Bench(args) => run_async(voq_bench::bench::run(args)),
         Command::Demo(args) => run_async(voq_bench::demo::run(args)),
     }
 }

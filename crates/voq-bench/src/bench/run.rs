@@ -1,0 +1,442 @@
+//! One repeat of a scenario on loopback: an in-process [`Server`], a [`NetemProxy`] in front of
+//! it, a [`Client`] calling through the proxy; blackouts fired when the server observes the
+//! call phase they are tied to; per-run metrics from the client's report, the client's own
+//! instants and the server's observation hook, all on the same monotonic clock.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use voq_client::{CallOptions, CallOutcome, Client, Target, Trust};
+use voq_proto::Codec;
+use voq_server::{Server, SessionEvent, SessionEventKind, Settings};
+
+use super::scenario::{Dir, Phase, PhaseBlackout, Scenario};
+use crate::proxy::{Direction, NetemProxy, ProxyStats};
+
+/// The audio a scenario needs, loaded once.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The user's turn, 24 kHz mono.
+    pub prompt: Vec<i16>,
+    /// `Settings::agent` (a `file:` spec points at a file on disk).
+    pub agent: String,
+}
+
+/// One repeat's results.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunResult {
+    pub repeat: u32,
+    pub seed: u64,
+    /// Why the run (or one of its calls) failed; its metrics then count as failures.
+    pub error: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+    /// The blackouts as fired: ms after the call started connecting.
+    pub blackouts_fired: Vec<Fired>,
+    /// Packets sent, delivered and dropped by the emulator (reliable path).
+    pub netem: Option<ProxyStats>,
+    /// The datagram reference model's emulator counters.
+    pub reference_netem: Option<ProxyStats>,
+    pub wall_s: f64,
+}
+
+/// A blackout that fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fired {
+    pub phase: Phase,
+    /// When the phase began, ms after the call (or the reference sender) started connecting.
+    pub phase_ms: f64,
+    /// When the blackout began, ms after the call started connecting.
+    pub at_ms: f64,
+    pub duration_ms: f64,
+}
+
+/// Runs one repeat.
+pub async fn run_once(s: &Scenario, p: &Prepared, repeat: u32) -> RunResult {
+    let began = Instant::now();
+    let seed = s.seed.wrapping_add(u64::from(repeat));
+    let mut result = RunResult {
+        repeat,
+        seed,
+        ..Default::default()
+    };
+    if let Err(e) = reliable(s, p, seed, &mut result).await {
+        result.error = Some(format!("{e:#}"));
+        // A call that did not finish delivered nothing that anyone confirmed.
+        result
+            .metrics
+            .insert("prompt_delivered_fraction".into(), 0.0);
+        if bit_exact_applies(s) {
+            result.metrics.insert("prompt_bit_exact".into(), 0.0);
+        }
+    }
+    if let Some(r) = &s.reference {
+        match super::reference::run(s, r, p, seed).await {
+            Ok(out) => {
+                let m = &mut result.metrics;
+                m.insert("reference_sent".into(), out.sent as f64);
+                m.insert("reference_on_time".into(), out.on_time as f64);
+                m.insert("reference_late".into(), out.late as f64);
+                m.insert(
+                    "reference_delivered_fraction".into(),
+                    out.on_time as f64 / out.sent.max(1) as f64,
+                );
+                m.insert(
+                    "reference_late_fraction".into(),
+                    out.late as f64 / out.sent.max(1) as f64,
+                );
+                result.blackouts_fired.extend(out.fired);
+                result.reference_netem = Some(out.netem);
+            }
+            Err(e) => {
+                let msg = format!("reference model: {e:#}");
+                result.error = Some(match result.error.take() {
+                    Some(prev) => format!("{prev}; {msg}"),
+                    None => msg,
+                });
+            }
+        }
+    }
+    result.wall_s = began.elapsed().as_secs_f64();
+    result
+}
+
+/// The echo agent in pcm16 must return the prompt sample for sample.
+fn bit_exact_applies(s: &Scenario) -> bool {
+    s.agent.spec == "echo" && s.call.codec == Codec::Pcm16
+}
+
+async fn reliable(
+    s: &Scenario,
+    p: &Prepared,
+    seed: u64,
+    result: &mut RunResult,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        s.carrier == super::scenario::Carrier::Quic,
+        "carrier \"{}\" is not implemented yet (only quic)",
+        s.carrier.name()
+    );
+    let server = Server::start(Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        agent: p.agent.clone(),
+        agent_speed: s.agent.speed,
+        drain_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await?;
+    let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
+    let collector = tokio::spawn(collect(server.events(), events_tx));
+    // The proxy and the client outlive the server's shutdown, so the client's close reaches it
+    // and the session ends at once (rather than at the drain timeout).
+    let mut keep = None;
+    let outcome = async {
+        let proxy = NetemProxy::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            server.local_addr(),
+            s.network.up.clone(),
+            s.network.down.clone(),
+            seed,
+        )
+        .await?;
+        let client = Client::new(
+            &Trust::cert_hash(server.cert_sha256())?,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )?;
+        let target = Target {
+            addr: proxy.local_addr(),
+            server_name: "localhost".into(),
+        };
+        let opts = CallOptions {
+            codec: s.call.codec,
+            turns: vec![p.prompt.clone()],
+            input_speed: s.call.input_speed,
+            interrupt_after: s.call.interrupt_after_ms.map(Duration::from_millis),
+            send_ahead_ms: s.call.send_ahead_ms.map(|l| l.as_ms()),
+            timeout: Duration::from_secs(s.call.timeout_s),
+            ..Default::default()
+        };
+        let first = observed_call(&client, &target, opts.clone(), &proxy, s, &events).await;
+        result.blackouts_fired.extend(first.fired.iter().cloned());
+        let first_outcome = first.outcome?;
+        let first_events = call_events(&events.borrow(), first.started);
+        call_metrics(s, p, &first_outcome, &first_events, &mut result.metrics);
+        if s.call.resume {
+            // The same client again: it holds a session ticket now, so it resumes with 0-RTT.
+            let second = observed_call(&client, &target, opts, &proxy, s, &events).await;
+            let out = second.outcome?;
+            let evs = call_events(&events.borrow(), second.started);
+            let rtt = rtt_ms(s, &out);
+            let m = &mut result.metrics;
+            m.insert(
+                "zero_rtt_used".into(),
+                f64::from(u8::from(out.report.zero_rtt)),
+            );
+            m.insert("zero_rtt_setup_rtts".into(), out.report.setup_ms / rtt);
+            if let (Some(start), Some(first)) = (out.started, first_of(&evs, Phase::Turn)) {
+                m.insert(
+                    "zero_rtt_first_prompt_byte_rtts".into(),
+                    ms_between(start, first) / rtt,
+                );
+            }
+            let delivered = out.report.prompt.frames_confirmed as f64
+                / out.report.prompt.frames_sent.max(1) as f64;
+            m.insert("zero_rtt_prompt_delivered_fraction".into(), delivered);
+        }
+        result.netem = Some(proxy.stats());
+        keep = Some((proxy, client));
+        anyhow::Ok(())
+    }
+    .await;
+    server.shutdown().await;
+    drop(keep);
+    collector.abort();
+    outcome
+}
+
+/// Copies the server's events into a watch channel, for the triggers and the metrics.
+async fn collect(mut rx: broadcast::Receiver<SessionEvent>, tx: watch::Sender<Vec<SessionEvent>>) {
+    loop {
+        match rx.recv().await {
+            Ok(e) => tx.send_modify(|v| v.push(e)),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("bench: missed {n} server events");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+struct Observed {
+    started: Instant,
+    outcome: anyhow::Result<CallOutcome>,
+    fired: Vec<Fired>,
+}
+
+/// One call, with the scenario's blackouts fired at their phase (as the server observes it).
+async fn observed_call(
+    client: &Client,
+    target: &Target,
+    opts: CallOptions,
+    proxy: &NetemProxy,
+    s: &Scenario,
+    events: &watch::Receiver<Vec<SessionEvent>>,
+) -> Observed {
+    let started = Instant::now();
+    let mut fired = Vec::new();
+    let outcome = {
+        let call = client.call(target, opts);
+        let triggers = fire_blackouts(
+            &s.network.blackouts,
+            started,
+            events.clone(),
+            |phase, evs: &[SessionEvent]| {
+                if phase == Phase::Connect {
+                    return Some(started);
+                }
+                first_of(&call_events(evs, started), phase)
+            },
+            |dir, d| proxy.blackout(dir, d),
+            &mut fired,
+        );
+        tokio::select! {
+            r = call => r,
+            () = triggers => unreachable!("the triggers never complete"),
+        }
+    };
+    // The collector runs on another task: let it catch up with the last events of the call.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Observed {
+        started,
+        outcome,
+        fired,
+    }
+}
+
+/// Fires each blackout `at_ms` after its phase began (as `phase_at` finds it in the events),
+/// then waits forever.
+pub(crate) async fn fire_blackouts<E: Clone>(
+    blackouts: &[PhaseBlackout],
+    started: Instant,
+    mut events: watch::Receiver<Vec<E>>,
+    phase_at: impl Fn(Phase, &[E]) -> Option<Instant>,
+    blackout: impl Fn(Direction, Duration),
+    fired: &mut Vec<Fired>,
+) {
+    let mut pending: Vec<&PhaseBlackout> = blackouts.iter().collect();
+    let mut watching = true;
+    loop {
+        let now = Instant::now();
+        let evs = events.borrow_and_update().clone();
+        let mut next: Option<Instant> = None;
+        pending.retain(|b| {
+            let Some(t0) = phase_at(b.phase, &evs) else {
+                return true;
+            };
+            let due = t0 + Duration::from_secs_f64(b.at_ms / 1000.0);
+            if due <= now {
+                let duration = Duration::from_secs_f64(b.duration_ms / 1000.0);
+                blackout(direction(b.direction), duration);
+                fired.push(Fired {
+                    phase: b.phase,
+                    phase_ms: ms_between(started, t0),
+                    at_ms: ms_between(started, Instant::now()),
+                    duration_ms: b.duration_ms,
+                });
+                false
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                true
+            }
+        });
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = events.changed(), if watching => watching = r.is_ok(),
+            () = sleep => {}
+        }
+    }
+}
+
+fn direction(d: Dir) -> Direction {
+    match d {
+        Dir::Up => Direction::Up,
+        Dir::Down => Direction::Down,
+        Dir::Both => Direction::Both,
+    }
+}
+
+/// The events of the call that started at `started`: those of the first session observed
+/// after it (one call at a time per server).
+fn call_events(all: &[SessionEvent], started: Instant) -> Vec<SessionEvent> {
+    let Some(session) = all
+        .iter()
+        .find(|e| e.at >= started)
+        .map(|e| e.session_id.clone())
+    else {
+        return Vec::new();
+    };
+    all.iter()
+        .filter(|e| e.session_id == session)
+        .cloned()
+        .collect()
+}
+
+fn first_of(evs: &[SessionEvent], phase: Phase) -> Option<Instant> {
+    evs.iter()
+        .find(|e| {
+            matches!(
+                (&e.kind, phase),
+                (SessionEventKind::TurnFirstAudio { .. }, Phase::Turn)
+                    | (SessionEventKind::TurnCommitted { .. }, Phase::Commit)
+                    | (SessionEventKind::ResponseStarted { .. }, Phase::Reply)
+            )
+        })
+        .map(|e| e.at)
+}
+
+/// The emulated RTT (the base delays of both directions), or the measured one on a link
+/// without delay.
+fn rtt_ms(s: &Scenario, out: &CallOutcome) -> f64 {
+    let emulated = s.network.rtt_ms();
+    if emulated > 0.0 {
+        emulated
+    } else {
+        out.report.rtt_ms.max(1e-3)
+    }
+}
+
+pub(crate) fn ms_between(a: Instant, b: Instant) -> f64 {
+    if b >= a {
+        b.duration_since(a).as_secs_f64() * 1000.0
+    } else {
+        -(a.duration_since(b).as_secs_f64() * 1000.0)
+    }
+}
+
+/// The per-run metrics of one call.
+fn call_metrics(
+    s: &Scenario,
+    p: &Prepared,
+    out: &CallOutcome,
+    evs: &[SessionEvent],
+    m: &mut BTreeMap<String, f64>,
+) {
+    let r = &out.report;
+    let rtt = rtt_ms(s, out);
+    let mut put = |k: &str, v: f64| {
+        m.insert(k.to_string(), v);
+    };
+    put("rtt_emulated_ms", rtt);
+    put("rtt_measured_ms", r.rtt_ms);
+    put("setup_ms", r.setup_ms);
+    put("setup_rtts", r.setup_ms / rtt);
+    if let (Some(start), Some(first)) = (out.started, first_of(evs, Phase::Turn)) {
+        put("first_prompt_byte_ms", ms_between(start, first));
+        put("first_prompt_byte_rtts", ms_between(start, first) / rtt);
+    }
+    put("prompt_frames_sent", r.prompt.frames_sent as f64);
+    put("prompt_frames_confirmed", r.prompt.frames_confirmed as f64);
+    put(
+        "prompt_delivered_fraction",
+        r.prompt.frames_confirmed as f64 / r.prompt.frames_sent.max(1) as f64,
+    );
+    if bit_exact_applies(s) {
+        put(
+            "prompt_bit_exact",
+            f64::from(u8::from(out.reply_received == p.prompt)),
+        );
+    }
+    // Turn end at the client → the server holds the whole turn (committed).
+    if let (Some(end), Some(commit)) = (
+        out.turns.first().and_then(|t| t.ended_at),
+        first_of(evs, Phase::Commit),
+    ) {
+        put("prompt_hold_ms", ms_between(end, commit));
+    }
+    if let Some(c) = r.prompt.confirm_ms {
+        put("prompt_confirm_ms", c);
+    }
+    put("reply_underruns", f64::from(r.reply.underruns));
+    put("reply_stall_ms", r.reply.stall_ms as f64);
+    put("reply_played_ms", r.reply.duration_ms as f64);
+    put("reply_received_ms", r.reply.received_ms as f64);
+    if let Some(f) = r.reply.first_audio_ms {
+        put("reply_first_audio_ms", f);
+    }
+    if let Some(i) = &r.interrupt {
+        if let Some(v) = i.silence_ms {
+            put("bargein_silence_ms", v);
+        }
+        put("bargein_played_ms", i.played_ms as f64);
+        put("unplayed_bytes", i.unplayed_bytes as f64);
+        if let Some(t) = i.truncated_audio_end_ms {
+            put("truncation_error_ms", (t as f64 - i.played_ms as f64).abs());
+        }
+        if let Some(v) = i.server_stop_ms {
+            put("bargein_server_stop_est_ms", v);
+        }
+        if let Some(c) = i.confirm_ms {
+            put("bargein_confirm_ms", c);
+        }
+        // Interrupt at the client → the server ended the response (reset the stream, stopped
+        // the agent), from the observation hook.
+        let interrupted = out
+            .responses
+            .iter()
+            .find_map(|resp| resp.interrupt.as_ref().and_then(|i| i.at));
+        let stopped = evs.iter().find_map(|e| match &e.kind {
+            SessionEventKind::ResponseEnded { status, .. } if status == "cancelled" => Some(e.at),
+            _ => None,
+        });
+        if let (Some(a), Some(b)) = (interrupted, stopped) {
+            put("bargein_server_stop_ms", ms_between(a, b));
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `voq bench --quick` as CI runs it, one test per group of figures (each well under the
+//! nextest time limit). Only invariants are asserted — the reliable path delivers the prompt
+//! whole and bit-exact on every network, the JSON has its keys, the HTML is written — never
+//! timings: those are the bench's output, not its pass criteria.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use voq_bench::bench::{BenchArgs, run};
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench")
+}
+
+/// Runs the quick bench on `scenarios` into a temporary directory; returns the parsed JSON.
+async fn quick(scenarios: &[&str]) -> Value {
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("bench.json");
+    let html = out.path().join("report.html");
+    let args = BenchArgs {
+        quick: true,
+        json: Some(json.clone()),
+        html: Some(html.clone()),
+        scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
+        dir: Some(scenario_dir()),
+        list: false,
+    };
+    // Ok means every call of every run completed.
+    tokio::time::timeout(Duration::from_secs(110), run(args))
+        .await
+        .expect("the quick bench took more than 110 s")
+        .unwrap();
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.contains("<svg"));
+    let doc: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let list = doc["scenarios"].as_array().unwrap();
+    assert!(!list.is_empty());
+    for s in list {
+        for key in ["name", "carrier", "network", "metrics"] {
+            assert!(s.get(key).is_some(), "{key} missing in {s}");
+        }
+        assert_eq!(s["carrier"], "quic");
+        assert!(s["network"]["description"].is_string());
+        let m = &s["metrics"];
+        let name = s["name"].as_str().unwrap();
+        // The reliable path: every frame sent is confirmed, in every scenario.
+        assert_eq!(
+            m["prompt_delivered_fraction"].as_f64(),
+            Some(1.0),
+            "{name}: prompt not delivered whole"
+        );
+        assert!(m["setup_rtts"].is_number(), "{name}");
+    }
+    doc
+}
+
+fn scenario<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("scenario {name} missing"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_integrity_is_exact_through_every_loss_scenario() {
+    let doc = quick(&["prompt"]).await;
+    let names = [
+        "prompt-loss-0",
+        "prompt-loss-1",
+        "prompt-loss-5",
+        "prompt-loss-10",
+        "prompt-loss-20",
+        "prompt-bursts",
+        "prompt-blackout-1s",
+    ];
+    for name in names {
+        let m = &scenario(&doc, name)["metrics"];
+        assert_eq!(m["prompt_delivered_fraction"].as_f64(), Some(1.0), "{name}");
+        assert_eq!(
+            m["prompt_bit_exact"].as_f64(),
+            Some(1.0),
+            "{name}: echo differs"
+        );
+        for key in [
+            "prompt_extra_delay_p50_ms",
+            "prompt_extra_delay_p99_ms",
+            "reference_delivered_fraction",
+        ] {
+            assert!(m[key].is_number(), "{name}: {key} missing");
+        }
+        let r = m["reference_delivered_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{name}: {r}");
+    }
+    // The loss was real: the emulator dropped packets of the lossy runs.
+    let runs = &scenario(&doc, "prompt-loss-20")["runs"];
+    let dropped = &runs[0]["netem"]["up"]["dropped"]["random_loss"];
+    assert!(dropped.as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_and_bargein_report_their_metrics() {
+    let doc = quick(&["setup", "bargein"]).await;
+    for name in ["setup-rtt-20", "setup-rtt-100", "setup-rtt-300"] {
+        let m = &scenario(&doc, name)["metrics"];
+        for key in [
+            "setup_rtts",
+            "first_prompt_byte_rtts",
+            "zero_rtt_setup_rtts",
+            "zero_rtt_first_prompt_byte_rtts",
+        ] {
+            assert!(m[key].is_number(), "{name}: {key} missing");
+        }
+        assert_eq!(m["prompt_bit_exact"].as_f64(), Some(1.0), "{name}");
+        assert_eq!(
+            m["zero_rtt_prompt_delivered_fraction"].as_f64(),
+            Some(1.0),
+            "{name}"
+        );
+    }
+    for name in [
+        "bargein-rtt-20",
+        "bargein-rtt-60",
+        "bargein-rtt-300",
+        "bargein-opus-rtt-60",
+    ] {
+        let m = &scenario(&doc, name)["metrics"];
+        for key in [
+            "bargein_silence_ms",
+            "bargein_server_stop_ms",
+            "unplayed_bytes",
+            "truncation_error_ms",
+        ] {
+            assert!(m[key].is_number(), "{name}: {key} missing");
+        }
+    }
+}
+
+fn check_replies(doc: &Value) {
+    for s in doc["scenarios"].as_array().unwrap() {
+        let m = &s["metrics"];
+        assert!(m["reply_underruns"].is_number() && m["reply_stall_ms"].is_number());
+        // The blackouts fired.
+        if s["network"]["blackouts"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty())
+        {
+            assert!(
+                !s["runs"][0]["blackouts_fired"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playback_reports_stalls() {
+    let doc = quick(&["playback"]).await;
+    check_replies(&doc);
+    assert_eq!(doc["scenarios"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_ahead_sweep_reports_both_sides_of_the_trade_off() {
+    let doc = quick(&["send-ahead"]).await;
+    check_replies(&doc);
+    for lead in ["0", "500", "2000", "unbounded"] {
+        let m = &scenario(&doc, &format!("lead-{lead}-bargein"))["metrics"];
+        assert!(m["unplayed_bytes"].is_number(), "lead {lead}");
+        let m = &scenario(&doc, &format!("lead-{lead}-blackout"))["metrics"];
+        assert!(m["reply_stall_ms"].is_number(), "lead {lead}");
+    }
+}
