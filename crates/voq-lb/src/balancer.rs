@@ -436,7 +436,7 @@ impl Worker {
             let mut batches = 0u32;
             loop {
                 let received = {
-                    let mut iovs = slots(&mut buf);
+                    let mut iovs = slots::<BATCH>(&mut buf, SLOT_LEN);
                     self.io.try_io(Interest::READABLE, || {
                         self.state.recv((&self.io).into(), &mut iovs, &mut metas)
                     })
@@ -622,12 +622,12 @@ impl Worker {
 
 const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
-/// `buf` cut into [`BATCH`] receive slots of [`SLOT_LEN`] octets.
-fn slots(buf: &mut [u8]) -> [IoSliceMut<'_>; BATCH] {
+/// `buf` cut into `N` receive slots of `slot_len` octets (shared with the tunnel socket).
+pub(crate) fn slots<const N: usize>(buf: &mut [u8], slot_len: usize) -> [IoSliceMut<'_>; N] {
     let mut rest = buf;
     std::array::from_fn(|_| {
         let all = std::mem::take(&mut rest);
-        let (slot, tail) = all.split_at_mut(SLOT_LEN.min(all.len()));
+        let (slot, tail) = all.split_at_mut(slot_len.min(all.len()));
         rest = tail;
         IoSliceMut::new(slot)
     })
@@ -807,7 +807,7 @@ mod tests {
     #[test]
     fn slots_cover_the_buffer() {
         let mut buf = vec![0u8; BATCH * SLOT_LEN];
-        let s = slots(&mut buf);
+        let s = slots::<BATCH>(&mut buf, SLOT_LEN);
         assert!(s.iter().all(|s| s.len() == SLOT_LEN));
     }
 }

@@ -364,7 +364,7 @@ impl AsyncUdpSocket for TunnelSocket {
             }
             // Everything buffered is used up (or was dropped): read the next batch.
             let RecvScratch { buf, metas, .. } = &mut *scratch;
-            let mut iovs = slots(buf);
+            let mut iovs = crate::balancer::slots::<SLOTS>(buf, SLOT_LEN);
             match self.inner.poll_recv(cx, &mut iovs, metas) {
                 Poll::Ready(Ok(n)) => scratch.reset(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -448,17 +448,6 @@ impl RecvScratch {
         }
         None
     }
-}
-
-/// `buf` cut into [`SLOTS`] receive slots of [`SLOT_LEN`] octets.
-fn slots(buf: &mut [u8]) -> [IoSliceMut<'_>; SLOTS] {
-    let mut rest = buf;
-    std::array::from_fn(|_| {
-        let all = std::mem::take(&mut rest);
-        let (slot, tail) = all.split_at_mut(SLOT_LEN.min(all.len()));
-        rest = tail;
-        IoSliceMut::new(slot)
-    })
 }
 
 /// `addr` in the family of a socket (IPv4-mapped for IPv6 sockets); `None` when an IPv6

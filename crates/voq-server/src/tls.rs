@@ -128,7 +128,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The calendar date (year, month, day) `days` after 1970-01-01 (Hinnant's civil_from_days).
-fn civil_date(days: u64) -> (i32, u8, u8) {
+pub fn civil_date(days: u64) -> (i32, u8, u8) {
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
