@@ -107,11 +107,21 @@ impl ExecSession {
 }
 
 async fn write_line(stdin: &mut ChildStdin, value: &Value) -> anyhow::Result<()> {
+    write_line_within(stdin, value, LINE_TIMEOUT).await
+}
+
+/// Writes one line; an agent that stops reading its input would otherwise hold the response
+/// (and the session's agent slot) forever.
+async fn write_line_within(
+    stdin: &mut ChildStdin,
+    value: &Value,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let mut line = serde_json::to_vec(value)?;
     line.push(b'\n');
-    stdin
-        .write_all(&line)
+    tokio::time::timeout(timeout, stdin.write_all(&line))
         .await
+        .map_err(|_| anyhow::Error::new(Stuck("it stopped reading its input")))?
         .context("exec agent: its stdin is closed (did it exit?)")?;
     Ok(())
 }
@@ -124,7 +134,7 @@ async fn read_line(stdout: &mut BufReader<ChildStdout>) -> anyhow::Result<Option
         (&mut *stdout).take(MAX_LINE).read_until(b'\n', &mut buf),
     )
     .await
-    .context("exec agent: no output for 30 s in the middle of a response")??;
+    .map_err(|_| anyhow::Error::new(Stuck("no output for 30 s in the middle of a response")))??;
     if n == 0 {
         return Ok(None);
     }
@@ -134,6 +144,12 @@ async fn read_line(stdout: &mut BufReader<ChildStdout>) -> anyhow::Result<Option
     );
     Ok(Some(buf))
 }
+
+/// The agent process stopped reading or writing: it is restarted for the next turn, like one
+/// that exited.
+#[derive(Debug, thiserror::Error)]
+#[error("exec agent: {0}")]
+struct Stuck(&'static str);
 
 /// What one line of agent output means for the response `want`.
 #[derive(Debug, PartialEq)]
@@ -206,8 +222,13 @@ impl Agent for ExecSession {
                 anyhow::bail!("exec agent: no process")
             };
             let result = converse(proc, &turn, &mut reply).await;
-            if result.is_err() && proc.child.try_wait().ok().flatten().is_some() {
-                // It died: start a new one for the next turn.
+            let exited = proc.child.try_wait().ok().flatten().is_some();
+            let stuck = result
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.downcast_ref::<Stuck>().is_some());
+            if result.is_err() && (exited || stuck) {
+                // Dead or stuck: drop it (killing it) and start a new one for the next turn.
                 *guard = None;
             }
             result
@@ -276,6 +297,23 @@ async fn converse(proc: &mut Proc, turn: &Turn, reply: &mut ReplySink) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_agent_that_stops_reading_its_input_is_an_error_not_a_hang() -> anyhow::Result<()> {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped");
+        // More than a pipe buffer holds, to a process that never reads.
+        let big = json!({"type": "input_audio_buffer.append", "audio": "A".repeat(1 << 20)});
+        let err = write_line_within(&mut stdin, &big, Duration::from_millis(200))
+            .await
+            .expect_err("must time out");
+        assert!(err.to_string().contains("stopped reading"), "{err}");
+        Ok(())
+    }
 
     #[test]
     fn lines_are_classified() {
