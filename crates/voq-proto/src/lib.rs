@@ -6,6 +6,7 @@
 //! virtual time.
 //!
 //! - [`wire`]: control-event framing, audio stream headers and frames.
+//! - [`mux`]: the WebSocket stream mux (QUIC-like streams in binary messages).
 //! - [`event`]: the control events (OpenAI Realtime names where one exists).
 //! - [`server`], [`client`]: the two session state machines.
 //! - [`pacing`]: how far ahead agent audio is sent ([`pacing::SendAhead`]).
@@ -17,6 +18,7 @@
 pub mod client;
 pub mod error;
 pub mod event;
+pub mod mux;
 pub mod pacing;
 pub mod playout;
 pub mod server;
