@@ -855,6 +855,7 @@ async fn one_call(vip: SocketAddr, new_ip: Ipv4Addr, prompt: Vec<i16>) -> anyhow
     let target = Target {
         addr: vip,
         server_name: "localhost".into(),
+        tls: true,
     };
     let opts = CallOptions {
         turns: vec![prompt.clone()],

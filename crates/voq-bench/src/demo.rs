@@ -252,9 +252,10 @@ async fn run_scenario(
     let target = Target {
         addr,
         server_name: "localhost".into(),
+        tls: true,
     };
     let client = Client::new(
-        &Trust::cert_hash(server.cert_sha256())?,
+        &Trust::cert_hash(&server.cert_sha256())?,
         "127.0.0.1:0".parse()?,
     )?;
     let prompt = voq_audio::read_wav(s.prompt)?.to_mono_24k()?;
@@ -413,6 +414,7 @@ async fn run_cluster(first: usize, total: usize, out: &Path) -> anyhow::Result<V
     let target = Target {
         addr: balancer.local_addr(),
         server_name: "localhost".into(),
+        tls: true,
     };
     let prompt = voq_audio::read_wav(PROMPT_CARWASH)?.to_mono_24k()?;
     let mut rows = Vec::new();

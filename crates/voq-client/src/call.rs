@@ -1,4 +1,4 @@
-//! One call: connect, send the user's turns, play the replies by timestamp on a simulated audio
+//! One call: connect over QUIC, WebTransport or WebSocket, send the user's turns, play the replies by timestamp on a simulated audio
 //! device (a 10 ms render clock, like a sound card's), optionally barge in, report.
 
 use std::collections::HashMap;
@@ -13,24 +13,32 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
 use voq_proto::{Code, Codec, SAMPLE_RATE};
-use voq_transport::Inbound;
-use voq_transport::quic::{self as carrier, Streams};
+use voq_transport::{Carrier, Inbound, Link, Streams};
 
 use crate::report::{CallReport, InterruptReport, PromptReport, ReplyReport, TurnReport};
 use crate::tls::{Trust, client_config};
 
-/// Where to call: `https://HOST:PORT` (the path is ignored for raw QUIC).
+/// Where to call: `https://HOST:PORT` (the path is ignored: raw QUIC has none, WebTransport and
+/// WebSocket use `/voq`). `http://` is accepted for WebSocket without TLS.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub server_name: String,
+    /// `false` for an `http://` URL: WebSocket over plain TCP.
+    pub tls: bool,
 }
 
 impl Target {
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("https://")
-            .with_context(|| format!("\"{url}\": the URL must start with https://"))?;
+        let (rest, tls) = match url.strip_prefix("https://") {
+            Some(rest) => (rest, true),
+            None => (
+                url.strip_prefix("http://").with_context(|| {
+                    format!("\"{url}\": the URL must start with https:// (or http:// for --transport ws)")
+                })?,
+                false,
+            ),
+        };
         let authority = rest.split('/').next().unwrap_or("");
         anyhow::ensure!(!authority.is_empty(), "\"{url}\": no host");
         // `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -50,7 +58,8 @@ impl Target {
             Some(p) => p
                 .parse()
                 .with_context(|| format!("\"{url}\": bad port \"{p}\""))?,
-            None => 443,
+            None if tls => 443,
+            None => 80,
         };
         let addr = (host, port)
             .to_socket_addrs()
@@ -58,7 +67,20 @@ impl Target {
             .next()
             .with_context(|| format!("\"{url}\": {host} has no address"))?;
         let server_name = host.to_string();
-        Ok(Self { addr, server_name })
+        Ok(Self {
+            addr,
+            server_name,
+            tls,
+        })
+    }
+
+    /// `host:port` as it goes into a URL (IPv6 in brackets).
+    fn authority(&self) -> String {
+        if self.server_name.contains(':') {
+            format!("[{}]:{}", self.server_name, self.addr.port())
+        } else {
+            format!("{}:{}", self.server_name, self.addr.port())
+        }
     }
 }
 
@@ -84,6 +106,8 @@ pub struct CallOptions {
     pub progress: bool,
     /// Server-side VAD decides where turns end (instead of push-to-talk).
     pub server_vad: bool,
+    /// The carrier: raw QUIC (0-RTT when resuming), WebTransport or WebSocket.
+    pub transport: Carrier,
 }
 
 impl Default for CallOptions {
@@ -99,6 +123,7 @@ impl Default for CallOptions {
             timeout: Duration::from_secs(300),
             progress: false,
             server_vad: false,
+            transport: Carrier::Quic,
         }
     }
 }
@@ -121,26 +146,40 @@ pub struct CallOutcome {
     pub responses: Vec<voq_proto::client::ResponseStats>,
 }
 
-/// A QUIC client endpoint; reuse it for several calls to resume sessions with 0-RTT.
+/// A client endpoint for every carrier; reuse it for several calls to resume QUIC sessions with
+/// 0-RTT.
 #[derive(Debug)]
 pub struct Client {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
+    /// The same with ALPN `h3`, for WebTransport.
+    webtransport: quinn::ClientConfig,
+    /// TLS over TCP (ALPN `http/1.1`), for `wss://`.
+    tcp_tls: Arc<rustls::ClientConfig>,
 }
 
 impl Client {
     /// A client on `bind` (use `0.0.0.0:0` or `[::]:0`) trusting servers per `trust`.
     pub fn new(trust: &Trust, bind: SocketAddr) -> anyhow::Result<Self> {
-        let tls = client_config(trust, voq_proto_alpn())?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
-        transport.max_concurrent_uni_streams(16u32.into());
-        config.transport_config(Arc::new(transport));
+        let quic_config = |alpn: &[u8]| -> anyhow::Result<quinn::ClientConfig> {
+            let tls = client_config(trust, alpn)?;
+            let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+            let mut config = quinn::ClientConfig::new(Arc::new(quic));
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(Duration::from_secs(5)));
+            transport.max_concurrent_uni_streams(16u32.into());
+            config.transport_config(Arc::new(transport));
+            Ok(config)
+        };
         let endpoint =
             quinn::Endpoint::client(bind).with_context(|| format!("cannot bind udp {bind}"))?;
-        Ok(Self { endpoint, config })
+        let tcp_tls = client_config(trust, b"http/1.1")?;
+        Ok(Self {
+            endpoint,
+            config: quic_config(voq_proto_alpn())?,
+            webtransport: quic_config(b"h3")?,
+            tcp_tls: Arc::new(tcp_tls),
+        })
     }
 
     /// The endpoint (e.g. to `rebind` it to a new socket: connection migration).
@@ -158,31 +197,84 @@ impl Client {
     async fn call_inner(&self, target: &Target, opts: CallOptions) -> anyhow::Result<CallOutcome> {
         anyhow::ensure!(!opts.turns.is_empty(), "nothing to say: no input turns");
         let started = Instant::now();
-        let connecting = self
-            .endpoint
-            .connect_with(self.config.clone(), target.addr, &target.server_name)
-            .with_context(|| format!("cannot connect to {}", target.addr))?;
-        let (conn, zero_rtt) = match connecting.into_0rtt() {
-            Ok((conn, _accepted)) => (conn, true),
-            Err(connecting) => (
-                connecting.await.with_context(|| {
-                    format!("cannot connect to {} ({})", target.addr, target.server_name)
-                })?,
-                false,
-            ),
-        };
+        let (link, zero_rtt) = self.connect(target, opts.transport).await?;
         let setup = started.elapsed();
-        let (send, recv) = conn
+        let control = link
             .open_bi()
             .await
             .context("cannot open the control stream")?;
-        let mut call = Call::new(conn.clone(), send, recv, &opts, zero_rtt, setup, target);
+        let mut call = Call::new(link.clone(), control, &opts, zero_rtt, setup, target);
         let result = call.run(&opts).await;
-        conn.close(carrier::code(Code::NoError), b"bye");
+        link.close(Code::NoError, "bye");
         result?;
         let mut outcome = call.finish();
         outcome.started = Some(started.into_std());
         Ok(outcome)
+    }
+}
+
+impl Client {
+    /// Sets up the carrier: the link, and whether it was set up with 0-RTT.
+    async fn connect(&self, target: &Target, transport: Carrier) -> anyhow::Result<(Link, bool)> {
+        let what = || {
+            format!(
+                "cannot connect to {} ({}) over {transport}",
+                target.addr, target.server_name
+            )
+        };
+        anyhow::ensure!(
+            target.tls || transport == Carrier::WebSocket,
+            "{transport} needs an https:// URL (http:// is for --transport ws only)"
+        );
+        match transport {
+            Carrier::Quic => {
+                let connecting = self
+                    .endpoint
+                    .connect_with(self.config.clone(), target.addr, &target.server_name)
+                    .with_context(what)?;
+                Ok(match connecting.into_0rtt() {
+                    Ok((conn, _accepted)) => (Link::quic(conn), true),
+                    Err(connecting) => (Link::quic(connecting.await.with_context(what)?), false),
+                })
+            }
+            Carrier::WebTransport => {
+                use voq_transport::web_transport_quinn as wtq;
+                let conn = self
+                    .endpoint
+                    .connect_with(self.webtransport.clone(), target.addr, &target.server_name)
+                    .with_context(what)?
+                    .await
+                    .with_context(what)?;
+                let url = url::Url::parse(&format!("https://{}/voq", target.authority()))
+                    .with_context(what)?;
+                let session = wtq::Session::connect(conn, url)
+                    .await
+                    .with_context(|| format!("{}: WebTransport CONNECT /voq refused", what()))?;
+                Ok((Link::webtransport(session), false))
+            }
+            Carrier::WebSocket => Ok((self.websocket(target).await.with_context(what)?, false)),
+        }
+    }
+
+    /// TCP (+ TLS for https://), then the WebSocket upgrade at `/voq`.
+    async fn websocket(&self, target: &Target) -> anyhow::Result<Link> {
+        use voq_transport::ws::{WsLink, websocket_config};
+        let tcp = tokio::net::TcpStream::connect(target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let scheme = if target.tls { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/voq", target.authority());
+        let config = Some(websocket_config());
+        if target.tls {
+            let name = rustls::pki_types::ServerName::try_from(target.server_name.clone())?;
+            let tls = tokio_rustls::TlsConnector::from(self.tcp_tls.clone())
+                .connect(name, tcp)
+                .await?;
+            let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, config).await?;
+            Ok(Link::WebSocket(WsLink::start(ws, false, target.addr)))
+        } else {
+            let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, config).await?;
+            Ok(Link::WebSocket(WsLink::start(ws, false, target.addr)))
+        }
     }
 }
 
@@ -191,7 +283,7 @@ fn voq_proto_alpn() -> &'static [u8] {
 }
 
 struct Call {
-    conn: quinn::Connection,
+    link: Link,
     session: ClientSession,
     streams: Streams,
     inbound_rx: mpsc::UnboundedReceiver<Inbound>,
@@ -208,15 +300,17 @@ struct Call {
 
 impl Call {
     fn new(
-        conn: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        link: Link,
+        control: (
+            voq_transport::carrier::SendHalf,
+            voq_transport::carrier::RecvHalf,
+        ),
         opts: &CallOptions,
         zero_rtt: bool,
         setup: Duration,
         target: &Target,
     ) -> Self {
-        let (streams, inbound_rx) = Streams::start(conn.clone(), (send, recv));
+        let (streams, inbound_rx) = Streams::start(link.clone(), control);
         let config = ClientConfig {
             input_codec: opts.codec,
             output_codec: opts.codec,
@@ -226,14 +320,14 @@ impl Call {
         };
         let session = ClientSession::new(config, Instant::now().into_std());
         let report = CallReport {
-            transport: "quic".into(),
+            transport: link.carrier().as_str().into(),
             server: target.addr.to_string(),
             setup_ms: ms(setup),
             zero_rtt,
             ..Default::default()
         };
         Self {
-            conn,
+            link,
             session,
             streams,
             inbound_rx,
@@ -345,7 +439,7 @@ impl Call {
                 _ = sleep_until(next_capture.or(wake)), if next_capture.is_some() || wake.is_some() => {
                     self.session.handle_timeout(Instant::now().into_std());
                 }
-                reason = self.conn.closed() => anyhow::bail!("the server closed the connection: {reason}"),
+                reason = self.link.closed() => anyhow::bail!("the server closed the connection: {reason}"),
             }
         }
         if self.progress {
@@ -431,7 +525,7 @@ impl Call {
     }
 
     fn finish(mut self) -> CallOutcome {
-        let rtt = self.conn.rtt();
+        let rtt = self.link.rtt();
         let r = &mut self.report;
         r.rtt_ms = ms(rtt);
         r.setup_rtts = if rtt.is_zero() {
@@ -556,7 +650,14 @@ mod tests {
         let t = Target::parse("https://localhost:9")?;
         assert!(t.addr.ip().is_loopback() && t.addr.port() == 9 && t.server_name == "localhost");
         assert_eq!(Target::parse("https://localhost")?.addr.port(), 443);
-        for bad in ["http://127.0.0.1:1", "https://", "127.0.0.1:1"] {
+        let t = Target::parse("http://127.0.0.1:8080")?;
+        assert!(
+            !t.tls && t.addr.port() == 8080,
+            "http:// is WebSocket without TLS"
+        );
+        assert_eq!(Target::parse("http://localhost")?.addr.port(), 80);
+        assert!(Target::parse("https://localhost")?.tls);
+        for bad in ["ftp://127.0.0.1:1", "https://", "127.0.0.1:1"] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
         Ok(())

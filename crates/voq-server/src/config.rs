@@ -16,9 +16,14 @@ pub struct ServeConfig {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// UDP address for QUIC [default: 127.0.0.1:4443].
+    /// Address for every carrier: UDP for QUIC and WebTransport, TCP (same port number) for the
+    /// demo page and WebSocket [default: 127.0.0.1:4443].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Serve the TCP side (demo page, /voq/config.json, WebSocket) on the listen port number;
+    /// `--web false` serves QUIC and WebTransport only [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub web: Option<bool>,
     /// The agent: echo, speak, file:PATH.wav or exec:COMMAND [default: echo].
     #[arg(long, value_name = "SPEC")]
     pub agent: Option<String>,
@@ -84,6 +89,8 @@ pub struct ServeConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Whether the TCP side (page, WebSocket) is served.
+    pub web: bool,
     pub agent: String,
     pub agent_speed: f64,
     pub cert: Option<(PathBuf, PathBuf)>,
@@ -174,6 +181,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4443)),
+            web: true,
             agent: "echo".into(),
             agent_speed: 4.0,
             cert: None,
@@ -201,6 +209,7 @@ impl ServeConfig {
         Self {
             config: self.config,
             listen: self.listen.or(file.listen),
+            web: self.web.or(file.web),
             agent: self.agent.or(file.agent),
             agent_speed: self.agent_speed.or(file.agent_speed),
             cert: self.cert.or(file.cert),
@@ -289,6 +298,7 @@ impl ServeConfig {
             metrics: merged.metrics,
             tunnel,
             listen: merged.listen.unwrap_or(d.listen),
+            web: merged.web.unwrap_or(d.web),
             agent: merged.agent.unwrap_or(d.agent),
             agent_speed: merged.agent_speed.unwrap_or(d.agent_speed),
             cert,

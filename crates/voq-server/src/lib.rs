@@ -1,5 +1,7 @@
-//! The voq server: accepts QUIC connections (ALPN `voq/1`), runs one voq/1 session per
-//! connection with its own agent, and shuts down gracefully.
+//! The voq server: one port number for every carrier. On UDP it accepts QUIC connections with ALPN
+//! `voq/1` (raw QUIC) or `h3` (WebTransport at `/voq`); on TCP it serves the demo page, its config
+//! and WebSocket sessions at `/voq` ([`web`]). Each connection runs one voq/1 session with its own
+//! agent; shutdown is graceful.
 //!
 //! `voq serve` is a thin wrapper around [`run`]; tests and benchmarks use [`Server`] in-process.
 
@@ -10,10 +12,11 @@ mod record;
 mod session;
 pub mod stats;
 pub mod tls;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,9 +33,10 @@ pub use tls::Identity;
 #[derive(Debug)]
 pub struct Server {
     endpoint: quinn::Endpoint,
-    identity_sha256: String,
-    identity_pem: String,
-    dev_cert: bool,
+    certs: Arc<tls::CertStore>,
+    rotation: Option<tokio::task::JoinHandle<()>>,
+    web: Option<tokio::task::JoinHandle<()>>,
+    web_addr: Option<SocketAddr>,
     stats: Arc<Stats>,
     events: broadcast::Sender<SessionEvent>,
     shutdown: watch::Sender<bool>,
@@ -57,13 +61,15 @@ impl Server {
             Some((cert, key)) => Identity::load(cert, key)?,
             None => Identity::generate_dev(&[])?,
         };
-        let tls = tls::server_config(&identity, &[tls::ALPN_VOQ])?;
+        let certs = tls::CertStore::new(identity)?;
+        let tls = tls::server_config_with(&certs, &[tls::ALPN_VOQ, tls::ALPN_H3])?;
         let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .context("TLS configuration unusable for QUIC")?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
         let mut transport = quinn::TransportConfig::default();
         transport.max_concurrent_uni_streams(16u32.into());
-        transport.max_concurrent_bidi_streams(1u32.into());
+        // The control stream, plus the CONNECT request stream of a WebTransport session.
+        transport.max_concurrent_bidi_streams(2u32.into());
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
         transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
         server_config.transport_config(Arc::new(transport));
@@ -82,8 +88,12 @@ impl Server {
                 }
             });
         }
+        // UDP and TCP share the port number. With port 0, the TCP port follows the one the
+        // system gave UDP (retrying if that number is taken on TCP).
+        let (udp, tcp) = bind_pair(settings.listen, settings.web)?;
+        let udp = std::cell::Cell::new(Some(udp));
         let bind = || {
-            std::net::UdpSocket::bind(settings.listen)
+            udp.take()
                 .with_context(|| format!("cannot listen on udp {}", settings.listen))
         };
         let endpoint = match settings.tunnel {
@@ -107,7 +117,7 @@ impl Server {
         let (events, _) = broadcast::channel(stats::SESSION_EVENTS_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let proto = voq_proto::server::ServerConfig {
-            transport: "quic".into(),
+            transport: voq_transport::Carrier::Quic.as_str().into(),
             send_ahead: voq_proto::pacing::Lead::from_ms(settings.send_ahead_ms),
             ..Default::default()
         };
@@ -127,13 +137,35 @@ impl Server {
             }
             None => None,
         };
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, settings.max_sessions));
+        let slots = Arc::new(Slots::new(settings.max_sessions));
+        let (web, web_addr) = match tcp {
+            Some(listener) => {
+                let web_addr = listener.local_addr()?;
+                let http_tls = tls::server_config_with(&certs, &[tls::ALPN_HTTP1])?;
+                let web_ctx = web::WebContext {
+                    certs: certs.clone(),
+                    tls: tokio_rustls::TlsAcceptor::from(Arc::new(http_tls)),
+                    session: ctx.clone(),
+                    slots: slots.clone(),
+                    udp_port: endpoint.local_addr()?.port(),
+                };
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                (
+                    Some(tokio::spawn(web::serve(listener, web_ctx))),
+                    Some(web_addr),
+                )
+            }
+            None => (None, None),
+        };
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, slots));
         info!(addr = %endpoint.local_addr()?, agent = %settings.agent, "voq server listening");
+        let rotation = certs.spawn_rotation(tls::DEV_CERT_ROTATION);
         Ok(Self {
             endpoint,
-            identity_sha256: identity.sha256_hex(),
-            identity_pem: identity.cert_pem(),
-            dev_cert: identity.dev,
+            certs,
+            rotation,
+            web,
+            web_addr,
             stats,
             events,
             shutdown,
@@ -149,14 +181,24 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// SHA-256 of the server certificate, lowercase hex (for `voq call --cert-hash`).
-    pub fn cert_sha256(&self) -> &str {
-        &self.identity_sha256
+    /// The TCP address of the page and WebSocket sessions (`None` with the TCP side off).
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
-    /// The server certificate as PEM (for `voq call --ca`).
-    pub fn cert_pem(&self) -> &str {
-        &self.identity_pem
+    /// The demo page's URL.
+    pub fn page_url(&self) -> Option<String> {
+        self.web_addr.map(|a| format!("http://{}/", connectable(a)))
+    }
+
+    /// SHA-256 of the current server certificate, lowercase hex (for `voq call --cert-hash`).
+    pub fn cert_sha256(&self) -> String {
+        self.certs.sha256_hex()
+    }
+
+    /// The current server certificate as PEM (for `voq call --ca`).
+    pub fn cert_pem(&self) -> String {
+        self.certs.cert_pem()
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
@@ -176,7 +218,7 @@ impl Server {
     /// How a client connects, for the start-up banner.
     pub fn connect_hint(&self) -> String {
         let addr = self.local_addr();
-        if self.dev_cert {
+        if self.certs.is_dev() {
             format!(
                 "voq call https://{addr} --input prompt.wav --output reply.wav --cert-hash {}\n  \
                  (development certificate, valid 13 days; or use --insecure)",
@@ -193,10 +235,24 @@ impl Server {
         let _ = self.shutdown.send(true);
         // Refuse new connections at once (rather than leaving their handshakes unanswered).
         self.endpoint.set_server_config(None);
-        if tokio::time::timeout(self.drain_timeout, &mut self.accept)
+        if let Some(r) = self.rotation.take() {
+            r.abort();
+        }
+        let mut web = self.web.take();
+        let drained = async {
+            let _ = (&mut self.accept).await;
+            if let Some(w) = web.as_mut() {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout(self.drain_timeout, drained)
             .await
             .is_err()
         {
+            if let Some(w) = web.take() {
+                // Dropping the WebSocket sessions closes their TCP connections.
+                w.abort();
+            }
             warn!("drain timeout: closing the remaining sessions");
             let code = quinn::VarInt::from_u32(voq_proto::Code::GoingAway.to_u32());
             self.endpoint.close(code, b"going away");
@@ -227,9 +283,93 @@ fn random_seed() -> anyhow::Result<[u8; 32]> {
     Ok(seed)
 }
 
-/// Accepts connections until shutdown, then waits for its sessions to end.
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, max_sessions: usize) {
+/// The next session id (`sess_N`), unique within the process.
+pub(crate) fn next_session_id() -> String {
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+    format!("sess_{}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The session limit, shared by every carrier.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    active: AtomicUsize,
+    max: usize,
+}
+
+/// One taken slot; dropping it frees the slot.
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Binds UDP (and, unless `web` is off, TCP) on one port number.
+fn bind_pair(
+    listen: SocketAddr,
+    web: bool,
+) -> anyhow::Result<(std::net::UdpSocket, Option<std::net::TcpListener>)> {
+    let udp = || {
+        std::net::UdpSocket::bind(listen).with_context(|| format!("cannot listen on udp {listen}"))
+    };
+    if !web {
+        return Ok((udp()?, None));
+    }
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = udp()?;
+        let port = udp.local_addr()?.port();
+        match std::net::TcpListener::bind(SocketAddr::new(listen.ip(), port)) {
+            Ok(tcp) => {
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, Some(tcp)));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.map_or_else(|| "unknown".to_string(), |e| e.to_string());
+    anyhow::bail!(
+        "cannot listen on tcp {listen} (the page and WebSocket share the UDP port number): {e}; \
+         pass --no-web to serve QUIC only"
+    )
+}
+
+/// An address a browser can open: the unspecified address becomes loopback.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Accepts QUIC connections until shutdown, then waits for their sessions to end. The ALPN
+/// decides the carrier: `voq/1` is raw QUIC, `h3` is WebTransport.
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, slots: Arc<Slots>) {
     let mut sessions = JoinSet::new();
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -239,43 +379,111 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, ma
         };
         let Some(incoming) = incoming else { break };
         while sessions.try_join_next().is_some() {}
-        if sessions.len() >= max_sessions {
+        let Some(slot) = slots.try_acquire() else {
             ctx.stats.connections_refused.inc();
             incoming.refuse();
             continue;
-        }
+        };
         let mut ctx = ctx.clone();
-        let stats = ctx.stats.clone();
         sessions.spawn(async move {
-            // Take the connection before the handshake completes, so that a resuming client's
-            // 0-RTT data (its prompt) is read as it arrives instead of one round trip later.
-            // Replayed 0-RTT can only repeat audio into a session the attacker cannot read; a
-            // turn is acted on when it is committed, after the handshake for any real turn.
-            let conn = match incoming.accept() {
-                Ok(connecting) => match connecting.into_0rtt() {
-                    Ok((conn, _)) => conn,
-                    Err(connecting) => match connecting.await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            stats.connections_refused.inc();
-                            tracing::debug!("handshake failed: {e}");
-                            return;
-                        }
-                    },
-                },
-                Err(e) => {
-                    stats.connections_refused.inc();
-                    tracing::debug!("handshake failed: {e}");
-                    return;
-                }
+            let _slot = slot;
+            let Some(link) = accept_link(incoming, &ctx).await else {
+                ctx.stats.connections_refused.inc();
+                return;
             };
-            stats.connections_accepted.inc();
-            let n = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-            ctx.proto.session_id = format!("sess_{n}");
-            session::run(conn, ctx).await;
+            ctx.stats.connections_accepted.inc();
+            ctx.proto.session_id = next_session_id();
+            session::run(link, ctx).await;
         });
     }
     while sessions.join_next().await.is_some() {}
+}
+
+/// Completes the handshake as far as the carrier needs before the session starts.
+async fn accept_link(
+    incoming: quinn::Incoming,
+    ctx: &session::SessionContext,
+) -> Option<voq_transport::Link> {
+    let mut connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("handshake failed: {e}");
+            return None;
+        }
+    };
+    let alpn = connecting
+        .handshake_data()
+        .await
+        .ok()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    if alpn.as_deref() == Some(tls::ALPN_H3) {
+        let conn = match connecting.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("handshake failed: {e}");
+                return None;
+            }
+        };
+        return accept_webtransport(conn, ctx).await;
+    }
+    // Raw QUIC: take the connection before the handshake completes, so that a resuming client's
+    // 0-RTT data (its prompt) is read as it arrives instead of one round trip later. Replayed
+    // 0-RTT can only repeat audio into a session the attacker cannot read; a turn is acted on
+    // when it is committed, after the handshake for any real turn.
+    let conn = match connecting.into_0rtt() {
+        Ok((conn, _)) => conn,
+        Err(connecting) => match connecting.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("handshake failed: {e}");
+                return None;
+            }
+        },
+    };
+    Some(voq_transport::Link::quic(conn))
+}
+
+/// The HTTP/3 part of WebTransport: SETTINGS, then an extended CONNECT to `/voq`.
+async fn accept_webtransport(
+    conn: quinn::Connection,
+    ctx: &session::SessionContext,
+) -> Option<voq_transport::Link> {
+    use voq_transport::web_transport_quinn as wtq;
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    let request =
+        match tokio::time::timeout(CONNECT_TIMEOUT, wtq::Request::accept(conn.clone())).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!("WebTransport request failed: {e}");
+                return None;
+            }
+            Err(_) => {
+                conn.close(
+                    quinn::VarInt::from_u32(0x0100),
+                    b"no WebTransport CONNECT in time",
+                );
+                return None;
+            }
+        };
+    let path = request.connect().url.path().to_string();
+    if path != "/voq" {
+        tracing::debug!(%path, "WebTransport CONNECT to an unknown path");
+        let _ = request.reject(wtq::http::StatusCode::NOT_FOUND).await;
+        // Let the 404 reach the client before the connection is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        return None;
+    }
+    match request.ok().await {
+        Ok(session) => {
+            ctx.stats.http_requests.inc();
+            Some(voq_transport::Link::webtransport(session))
+        }
+        Err(e) => {
+            tracing::debug!("WebTransport session failed: {e}");
+            None
+        }
+    }
 }
 
 /// `voq serve`: start, print how to connect, serve until Ctrl-C or SIGTERM, drain, stop.
@@ -287,7 +495,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "voq serving voq/1 on udp {}", server.local_addr());
+        let _ = writeln!(
+            out,
+            "voq serving voq/1 (QUIC, WebTransport) on udp {}",
+            server.local_addr()
+        );
+        if let (Some(web), Some(page)) = (server.web_addr(), server.page_url()) {
+            let _ = writeln!(out, "voq page at {page} (tcp {web}: page, WebSocket)");
+        }
         let _ = writeln!(out, "connect with:\n  {}", server.connect_hint());
         let _ = out.flush();
     }

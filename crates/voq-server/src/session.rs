@@ -1,4 +1,5 @@
-//! The async shell around [`voq_proto::server::ServerSession`] for one QUIC connection: stream
+//! The async shell around [`voq_proto::server::ServerSession`] for one connection of any carrier
+//! (QUIC, WebTransport or WebSocket, behind [`voq_transport::Link`]): stream
 //! readers and writers, codecs, server VAD, the agent task, and recording. All protocol decisions
 //! are in the sans-IO core; this file moves bytes and runs tasks.
 
@@ -6,15 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
 use voq_proto::{Code, Codec};
-use voq_transport::Inbound;
-use voq_transport::quic::Streams;
+use voq_transport::carrier::{RecvHalf, SendHalf};
+use voq_transport::{Inbound, Link, Streams};
 
 use crate::agent::{Agent, AgentMsg, ReplySink, Turn};
 use crate::record::Recorder;
@@ -71,45 +71,42 @@ impl SessionContext {
 
 /// Runs one session to its end. Never panics on client input; every error is logged and, where
 /// the client can act on it, reported to it.
-pub(crate) async fn run(conn: Connection, mut ctx: SessionContext) {
-    let remote = conn.remote_address();
+pub(crate) async fn run(link: Link, mut ctx: SessionContext) {
+    let remote = link.remote_address();
+    let carrier = link.carrier();
+    ctx.proto.transport = carrier.as_str().into();
     let session_id = ctx.proto.session_id.clone();
-    let span = tracing::info_span!("session", id = %session_id, %remote);
+    let span = tracing::info_span!("session", id = %session_id, %remote, %carrier);
     let _enter = span.enter();
     ctx.stats.sessions_started.inc();
+    ctx.stats.carrier_sessions(carrier).inc();
     let agent = match ctx.agent_factory.session() {
         Ok(a) => a,
         Err(e) => {
             warn!("agent could not start: {e:#}");
-            conn.close(
-                VarInt::from_u32(Code::AgentFailed.to_u32()),
-                b"agent could not start",
-            );
+            link.close(Code::AgentFailed, "agent could not start");
             return;
         }
     };
-    let control = match tokio::time::timeout(CONTROL_TIMEOUT, conn.accept_bi()).await {
+    let control = match tokio::time::timeout(CONTROL_TIMEOUT, link.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
             debug!("closed before opening a control stream: {e}");
             return;
         }
         Err(_) => {
-            conn.close(
-                VarInt::from_u32(Code::ProtocolViolation.to_u32()),
-                b"no control stream",
-            );
+            link.close(Code::ProtocolViolation, "no control stream");
             return;
         }
     };
-    let mut shell = Shell::new(conn.clone(), agent, &mut ctx, control);
+    let mut shell = Shell::new(link, agent, &mut ctx, control);
     shell.run(&mut ctx).await;
     ctx.stats.sessions_ended.inc();
     info!("session ended");
 }
 
 struct Shell {
-    conn: Connection,
+    link: Link,
     core: ServerSession,
     agent: Arc<dyn Agent>,
     streams: Streams,
@@ -124,17 +121,17 @@ struct Shell {
 
 impl Shell {
     fn new(
-        conn: Connection,
+        link: Link,
         agent: Arc<dyn Agent>,
         ctx: &mut SessionContext,
-        control: (SendStream, RecvStream),
+        control: (SendHalf, RecvHalf),
     ) -> Self {
         let (agent_tx, agent_rx) = mpsc::channel(16);
         let epoch = Instant::now();
         let core = ServerSession::new(ctx.proto.clone(), epoch.into_std());
-        let (streams, inbound_rx) = Streams::start(conn.clone(), control);
+        let (streams, inbound_rx) = Streams::start(link.clone(), control);
         Self {
-            conn,
+            link,
             core,
             agent,
             streams,
@@ -169,7 +166,7 @@ impl Shell {
                 _ = sleep_until(wake), if wake.is_some() => {
                     self.core.handle_timeout(Instant::now().into_std());
                 }
-                _ = rtt_tick.tick() => self.core.handle_rtt(self.conn.rtt()),
+                _ = rtt_tick.tick() => self.core.handle_rtt(self.link.rtt()),
                 _ = ctx.shutdown.changed(), if !draining => {
                     // Graceful shutdown: the current response and open turns finish, new turns
                     // are refused; the client closes when it is done (or the server's drain
@@ -178,7 +175,7 @@ impl Shell {
                     self.core.handle_going_away(Instant::now().into_std());
                     info!("draining: refusing new turns, waiting for the client to finish");
                 }
-                reason = self.conn.closed() => {
+                reason = self.link.closed() => {
                     debug!("connection closed: {reason}");
                     self.core.handle_control_closed(Instant::now().into_std());
                     self.drain(ctx);
@@ -194,8 +191,7 @@ impl Shell {
         } else {
             Code::NoError
         };
-        self.conn
-            .close(VarInt::from_u32(code.to_u32()), code.as_str().as_bytes());
+        self.link.close(code, code.as_str());
     }
 
     fn on_inbound(&mut self, msg: Inbound) {

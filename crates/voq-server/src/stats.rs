@@ -40,6 +40,10 @@ stats! {
     connections_refused: "connections refused (handshake failure, capacity)",
     sessions_started: "voq sessions started",
     sessions_ended: "voq sessions ended",
+    sessions_quic: "voq sessions started over raw QUIC",
+    sessions_webtransport: "voq sessions started over WebTransport",
+    sessions_ws: "voq sessions started over WebSocket",
+    http_requests: "HTTP requests on the TCP port (page, config, upgrades)",
     turns_committed: "user turns committed",
     prompt_frames: "user audio frames received",
     responses_started: "agent responses started",
@@ -47,6 +51,17 @@ stats! {
     agent_failures: "agent responses that failed",
     agent_bytes_sent: "bytes of agent audio frames sent",
     client_errors: "error events sent for bad client input",
+}
+
+impl Stats {
+    /// The per-carrier session counter.
+    pub fn carrier_sessions(&self, carrier: voq_transport::Carrier) -> &Counter {
+        match carrier {
+            voq_transport::Carrier::Quic => &self.sessions_quic,
+            voq_transport::Carrier::WebTransport => &self.sessions_webtransport,
+            voq_transport::Carrier::WebSocket => &self.sessions_ws,
+        }
+    }
 }
 
 /// One observable moment of a session, for benchmarks and tests (see [`crate::Server::events`]).

@@ -4,6 +4,11 @@
 //! browsers accept such a certificate by its SHA-256 hash (`serverCertificateHashes` requires
 //! ECDSA and at most 14 days of validity), and `voq call --cert-hash` pins the same hash.
 //! Production takes PEM certificate and key files.
+//!
+//! A [`CertStore`] serves the current identity to every TLS handshake (QUIC, WebTransport and
+//! the TCP port) and replaces a development certificate every [`DEV_CERT_ROTATION`], well before
+//! it expires, so a server that runs for weeks keeps a certificate browsers accept. The page
+//! reads the current hash from `/voq/config.json` before each connect.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +19,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// ALPN of raw-QUIC voq sessions.
 pub const ALPN_VOQ: &[u8] = b"voq/1";
+/// ALPN of HTTP/3, which carries WebTransport.
+pub const ALPN_H3: &[u8] = b"h3";
+/// ALPN of the TCP port's HTTPS and WSS.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// How often a development certificate is replaced: about half its validity, so clients that
+/// fetched a hash shortly before a rotation still have days of overlap.
+pub const DEV_CERT_ROTATION: Duration = Duration::from_secs(6 * 24 * 3600);
 
 /// How long a dev certificate is valid (browsers allow at most 14 days for hash pinning).
 pub const DEV_CERT_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
@@ -86,6 +99,16 @@ impl Identity {
         hex(&self.sha256)
     }
 
+    /// A copy (private keys are not `Clone`).
+    pub fn clone_identity(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            sha256: self.sha256,
+            dev: self.dev,
+        }
+    }
+
     /// The certificate as PEM (for `voq call --ca`).
     pub fn cert_pem(&self) -> String {
         let b64 =
@@ -104,16 +127,129 @@ impl Identity {
 
 /// rustls server configuration for QUIC: TLS 1.3, the given ALPNs, 0-RTT enabled.
 pub fn server_config(identity: &Identity, alpns: &[&[u8]]) -> anyhow::Result<rustls::ServerConfig> {
+    let store = CertStore::new(identity.clone_identity())?;
+    server_config_with(&store, alpns)
+}
+
+/// rustls server configuration whose certificate comes from `store` (so rotations apply to new
+/// handshakes at once). 0-RTT is enabled; it only matters for QUIC.
+pub fn server_config_with(
+    store: &Arc<CertStore>,
+    alpns: &[&[u8]],
+) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
-        .context("certificate and key do not match")?;
+        .with_cert_resolver(store.clone());
     config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     // quinn requires u32::MAX to accept 0-RTT data (RFC 9001 §4.6.1).
     config.max_early_data_size = u32::MAX;
     Ok(config)
+}
+
+/// The server's current certificate, shared by every TLS configuration of one server.
+#[derive(Debug)]
+pub struct CertStore {
+    current: std::sync::RwLock<Current>,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    key: Arc<rustls::sign::CertifiedKey>,
+    sha256: [u8; 32],
+    pem: String,
+    dev: bool,
+}
+
+impl CertStore {
+    pub fn new(identity: Identity) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            current: std::sync::RwLock::new(Current::of(identity)?),
+        }))
+    }
+
+    fn get(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Installs a new identity for every handshake from now on.
+    pub fn replace(&self, identity: Identity) -> anyhow::Result<()> {
+        let next = Current::of(identity)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// SHA-256 of the current end-entity certificate, lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.get().sha256)
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.get().pem
+    }
+
+    /// Whether the current certificate is a generated development one.
+    pub fn is_dev(&self) -> bool {
+        self.get().dev
+    }
+
+    /// Replaces a development certificate every `period` until the store is dropped. Files
+    /// (production certificates) are left alone: their owner renews them.
+    pub fn spawn_rotation(
+        self: &Arc<Self>,
+        period: Duration,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.is_dev() {
+            return None;
+        }
+        let weak = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                match Identity::generate_dev(&[]).and_then(|id| store.replace(id)) {
+                    Ok(()) => tracing::info!(
+                        sha256 = %store.sha256_hex(),
+                        "development certificate rotated"
+                    ),
+                    Err(e) => tracing::warn!("cannot rotate the development certificate: {e:#}"),
+                }
+            }
+        }))
+    }
+}
+
+impl Current {
+    fn of(identity: Identity) -> anyhow::Result<Self> {
+        let provider = rustls::crypto::ring::default_provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(identity.key.clone_key())
+            .context("unsupported private key")?;
+        let key = rustls::sign::CertifiedKey::new(identity.chain.clone(), signing);
+        key.keys_match()
+            .context("certificate and key do not match")?;
+        Ok(Self {
+            sha256: identity.sha256,
+            pem: identity.cert_pem(),
+            dev: identity.dev,
+            key: Arc::new(key),
+        })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get().key)
+    }
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -153,6 +289,25 @@ mod tests {
         assert_eq!(id.sha256_hex().len(), 64);
         assert!(id.cert_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
         server_config(&id, &[ALPN_VOQ])?;
+        Ok(())
+    }
+
+    #[test]
+    fn rotation_changes_what_handshakes_get() -> anyhow::Result<()> {
+        let store = CertStore::new(Identity::generate_dev(&[])?)?;
+        let before = store.sha256_hex();
+        assert!(store.is_dev());
+        store.replace(Identity::generate_dev(&[])?)?;
+        assert_ne!(store.sha256_hex(), before, "a new key pair, a new hash");
+        assert!(store.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        let mismatched = Identity {
+            key: Identity::generate_dev(&[])?.key,
+            ..Identity::generate_dev(&[])?
+        };
+        assert!(
+            store.replace(mismatched).is_err(),
+            "certificate and key must match"
+        );
         Ok(())
     }
 

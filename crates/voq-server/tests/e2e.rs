@@ -35,13 +35,14 @@ async fn server(agent: &str, record: Option<PathBuf>) -> Server {
 }
 
 fn client(server: &Server) -> (Client, Target) {
-    let trust = Trust::cert_hash(server.cert_sha256()).unwrap();
+    let trust = Trust::cert_hash(&server.cert_sha256()).unwrap();
     let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
     (
         client,
         Target {
             addr: server.local_addr(),
             server_name: "localhost".into(),
+            tls: true,
         },
     )
 }
@@ -356,6 +357,7 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
     let late_target = Target {
         addr,
         server_name: "localhost".into(),
+        tls: true,
     };
     let late_opts = CallOptions {
         turns: vec![vec![0; 480]],
@@ -615,6 +617,7 @@ async fn with_a_server_id_every_connection_id_routes_to_this_server() {
     let target = Target {
         addr: relay,
         server_name: "localhost".into(),
+        tls: true,
     };
     let short: Vec<i16> = prompt()[..9_600].to_vec();
     let opts = CallOptions {

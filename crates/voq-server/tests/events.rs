@@ -21,11 +21,12 @@ fn prompt(ms: usize) -> Vec<i16> {
 }
 
 async fn call(server: &Server, opts: CallOptions) -> voq_client::CallOutcome {
-    let trust = Trust::cert_hash(server.cert_sha256()).unwrap();
+    let trust = Trust::cert_hash(&server.cert_sha256()).unwrap();
     let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
     let target = Target {
         addr: server.local_addr(),
         server_name: "localhost".into(),
+        tls: true,
     };
     client.call(&target, opts).await.unwrap()
 }

@@ -101,6 +101,7 @@ fn target(vip: SocketAddr) -> Target {
     Target {
         addr: vip,
         server_name: "localhost".into(),
+        tls: true,
     }
 }
 

@@ -5,15 +5,22 @@
 //! overtakes queued data, so a client that never reads cannot delay a barge-in, and a stop
 //! signal ends a reader with STOP_SENDING.
 //!
-//! [`quic`] implements this over quinn; other carriers (WebTransport, WebSocket) provide the same
-//! messages.
+//! [`carrier`] puts the three carriers (QUIC, WebTransport, WebSocket) behind one [`Link`];
+//! [`streams`] runs the tasks and keeps a session's stream table over any of them.
 
 use tokio::sync::{mpsc, oneshot};
 use voq_proto::Code;
 use voq_proto::server::{OutStream, StreamId};
 
+pub mod carrier;
 pub mod metrics;
-pub mod quic;
+pub mod streams;
+pub mod ws;
+
+pub use carrier::{Carrier, Link, LinkError};
+pub use streams::Streams;
+/// web-transport-quinn, re-exported for the shells that accept and dial WebTransport sessions.
+pub use web_transport_quinn;
 
 /// What reader and writer tasks report to a session loop.
 #[derive(Debug)]

@@ -1,34 +1,23 @@
-//! Reader and writer tasks over quinn streams.
+//! Reader and writer tasks over any carrier's streams, and the stream table of a session.
 
-use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 use voq_proto::Code;
 use voq_proto::server::{OutStream, StreamId};
 
+use crate::carrier::{Link, Read, RecvHalf, SendHalf, WriteEnd};
 use crate::{Inbound, WriteCmd, Writer};
 
-/// Bytes read from a stream per chunk.
-const READ_CHUNK: usize = 64 * 1024;
-
-pub fn stream_id(id: quinn::StreamId) -> StreamId {
-    VarInt::from(id).into_inner()
-}
-
-pub fn code(code: Code) -> VarInt {
-    VarInt::from_u32(code.to_u32())
-}
-
 /// Forwards the control stream to the session loop.
-pub fn spawn_control_reader(mut recv: RecvStream, tx: mpsc::UnboundedSender<Inbound>) {
+pub fn spawn_control_reader(mut recv: RecvHalf, tx: mpsc::UnboundedSender<Inbound>) {
     tokio::spawn(async move {
         loop {
-            match recv.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => {
-                    if tx.send(Inbound::Control(chunk.bytes.to_vec())).is_err() {
+            match recv.read().await {
+                Read::Data(bytes) => {
+                    if tx.send(Inbound::Control(bytes)).is_err() {
                         return;
                     }
                 }
-                Ok(None) | Err(_) => {
+                Read::Fin | Read::Reset(_) | Read::Lost => {
                     let _ = tx.send(Inbound::ControlClosed);
                     return;
                 }
@@ -38,14 +27,11 @@ pub fn spawn_control_reader(mut recv: RecvStream, tx: mpsc::UnboundedSender<Inbo
 }
 
 /// Accepts the peer's unidirectional streams and starts a reader for each.
-pub fn spawn_uni_acceptor(conn: Connection, tx: mpsc::UnboundedSender<Inbound>) {
+pub fn spawn_uni_acceptor(link: Link, tx: mpsc::UnboundedSender<Inbound>) {
     tokio::spawn(async move {
-        while let Ok(recv) = conn.accept_uni().await {
+        while let Ok(recv) = link.accept_uni().await {
             let (stop_tx, stop_rx) = oneshot::channel();
-            if tx
-                .send(Inbound::Opened(stream_id(recv.id()), stop_tx))
-                .is_err()
-            {
+            if tx.send(Inbound::Opened(recv.id(), stop_tx)).is_err() {
                 return;
             }
             spawn_reader(recv, stop_rx, tx.clone());
@@ -54,26 +40,26 @@ pub fn spawn_uni_acceptor(conn: Connection, tx: mpsc::UnboundedSender<Inbound>) 
 }
 
 fn spawn_reader(
-    mut recv: RecvStream,
+    mut recv: RecvHalf,
     mut stop: oneshot::Receiver<Code>,
     tx: mpsc::UnboundedSender<Inbound>,
 ) {
-    let id = stream_id(recv.id());
+    let id: StreamId = recv.id();
     tokio::spawn(async move {
         loop {
             let read = tokio::select! {
                 biased;
                 c = &mut stop => {
-                    if let Ok(c) = c { let _ = recv.stop(code(c)); }
+                    if let Ok(c) = c { recv.stop(c); }
                     return;
                 }
-                r = recv.read_chunk(READ_CHUNK, true) => r,
+                r = recv.read() => r,
             };
             let msg = match read {
-                Ok(Some(chunk)) => Inbound::Data(id, chunk.bytes.to_vec()),
-                Ok(None) => Inbound::Fin(id),
-                Err(quinn::ReadError::Reset(c)) => Inbound::Reset(id, c.into_inner()),
-                Err(_) => Inbound::Reset(id, Code::Internal as u64),
+                Read::Data(bytes) => Inbound::Data(id, bytes),
+                Read::Fin => Inbound::Fin(id),
+                Read::Reset(c) => Inbound::Reset(id, c),
+                Read::Lost => Inbound::Reset(id, Code::Internal as u64),
             };
             let last = !matches!(msg, Inbound::Data(..));
             if tx.send(msg).is_err() || last {
@@ -86,14 +72,14 @@ fn spawn_reader(
 /// A writer for a stream that is opened first: opening may wait for stream credit, and the
 /// session loop must not.
 pub fn spawn_uni_writer(
-    conn: Connection,
+    link: Link,
     stream: OutStream,
     tx: mpsc::UnboundedSender<Inbound>,
 ) -> Writer {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (reset_tx, reset_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let Ok(send) = conn.open_uni().await else {
+        let Ok(send) = link.open_uni().await else {
             return;
         };
         write_loop(send, Some(stream), cmd_rx, reset_rx, tx).await;
@@ -102,7 +88,7 @@ pub fn spawn_uni_writer(
 }
 
 /// A writer for a stream already open (the control stream).
-pub fn spawn_writer(send: SendStream, tx: mpsc::UnboundedSender<Inbound>) -> Writer {
+pub fn spawn_writer(send: SendHalf, tx: mpsc::UnboundedSender<Inbound>) -> Writer {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (reset_tx, reset_rx) = oneshot::channel();
     tokio::spawn(write_loop(send, None, cmd_rx, reset_rx, tx));
@@ -110,7 +96,7 @@ pub fn spawn_writer(send: SendStream, tx: mpsc::UnboundedSender<Inbound>) -> Wri
 }
 
 async fn write_loop(
-    mut send: SendStream,
+    mut send: SendHalf,
     stream: Option<OutStream>,
     mut cmds: mpsc::UnboundedReceiver<WriteCmd>,
     reset: oneshot::Receiver<Code>,
@@ -118,11 +104,10 @@ async fn write_loop(
 ) {
     // A dropped reset sender (the handle was finished or dropped) is not a reset: only a code
     // aborts, so queued data is never lost when the handle goes away.
-    let reset = async move { reset.await.ok() };
     let reset = async move {
         match reset.await {
-            Some(c) => c,
-            None => std::future::pending().await,
+            Ok(c) => c,
+            Err(_) => std::future::pending().await,
         }
     };
     tokio::pin!(reset);
@@ -130,7 +115,7 @@ async fn write_loop(
         let cmd = tokio::select! {
             biased;
             c = &mut reset => {
-                let _ = send.reset(code(c));
+                send.reset(c);
                 return;
             }
             cmd = cmds.recv() => cmd,
@@ -140,30 +125,28 @@ async fn write_loop(
                 let result = tokio::select! {
                     biased;
                     c = &mut reset => {
-                        let _ = send.reset(code(c));
+                        send.reset(c);
                         return;
                     }
                     r = send.write_all(&bytes) => r,
                 };
                 if let Err(e) = result {
-                    if let (Some(stream), quinn::WriteError::Stopped(c)) = (stream, &e) {
-                        let _ = tx.send(Inbound::Stopped(stream, c.into_inner()));
+                    if let (Some(stream), WriteEnd::Stopped(c)) = (stream, e) {
+                        let _ = tx.send(Inbound::Stopped(stream, c));
                     }
                     return;
                 }
             }
             Some(WriteCmd::Finish) => {
-                let _ = send.finish();
+                send.finish();
                 // Stay until the peer has everything, stops us, or we reset.
                 tokio::select! {
                     r = send.stopped() => {
-                        if let (Some(stream), Ok(Some(c))) = (stream, r) {
-                            let _ = tx.send(Inbound::Stopped(stream, c.into_inner()));
+                        if let (Some(stream), Some(c)) = (stream, r) {
+                            let _ = tx.send(Inbound::Stopped(stream, c));
                         }
                     }
-                    c = &mut reset => {
-                        let _ = send.reset(code(c));
-                    }
+                    c = &mut reset => send.reset(c),
                 }
                 return;
             }
@@ -177,7 +160,7 @@ async fn write_loop(
 /// server's session shell and the client's call loop drive their session through it.
 #[derive(Debug)]
 pub struct Streams {
-    conn: Connection,
+    link: Link,
     inbound: mpsc::UnboundedSender<Inbound>,
     control: Writer,
     writers: std::collections::HashMap<OutStream, Writer>,
@@ -189,15 +172,15 @@ impl Streams {
     /// unidirectional streams. Everything they see arrives on the returned receiver; pass each
     /// message through [`Streams::track`] before handing it to the session.
     pub fn start(
-        conn: Connection,
-        (send, recv): (SendStream, RecvStream),
+        link: Link,
+        (send, recv): (SendHalf, RecvHalf),
     ) -> (Self, mpsc::UnboundedReceiver<Inbound>) {
         let (inbound, rx) = mpsc::unbounded_channel();
         spawn_control_reader(recv, inbound.clone());
         let control = spawn_writer(send, inbound.clone());
-        spawn_uni_acceptor(conn.clone(), inbound.clone());
+        spawn_uni_acceptor(link.clone(), inbound.clone());
         let streams = Self {
-            conn,
+            link,
             inbound,
             control,
             writers: Default::default(),
@@ -229,7 +212,7 @@ impl Streams {
 
     /// Opens a unidirectional stream named `stream` and writes `bytes` on it.
     pub fn open(&mut self, stream: OutStream, bytes: Vec<u8>) {
-        let writer = spawn_uni_writer(self.conn.clone(), stream, self.inbound.clone());
+        let writer = spawn_uni_writer(self.link.clone(), stream, self.inbound.clone());
         writer.write(bytes);
         self.writers.insert(stream, writer);
     }

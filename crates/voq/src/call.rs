@@ -9,8 +9,12 @@ use voq_client::{CallOptions, Client, Target, Trust};
 /// Call a voq server: send a WAV file as the user's turn, play the reply by timestamp, report.
 #[derive(Debug, clap::Args)]
 pub struct CallArgs {
-    /// The server, like https://127.0.0.1:4443
+    /// The server, like https://127.0.0.1:4443 (http://HOST:PORT for WebSocket without TLS).
     pub url: String,
+    /// The carrier: raw QUIC, WebTransport (HTTP/3, path /voq) or WebSocket (TCP, path /voq;
+    /// wss:// for an https:// URL).
+    #[arg(long, default_value = "quic", value_parser = ["quic", "webtransport", "ws"])]
+    pub transport: String,
     /// The user's audio (WAV; converted to 24 kHz mono).
     #[arg(long, value_name = "FILE.wav")]
     pub input: PathBuf,
@@ -60,8 +64,11 @@ pub struct CallArgs {
 }
 
 pub async fn run(args: CallArgs) -> anyhow::Result<()> {
+    let plain = args.url.starts_with("http://");
     let trust = match (&args.cert_hash, &args.ca, args.insecure) {
         (Some(hash), _, _) => Trust::cert_hash(hash)?,
+        // Plain ws:// has no certificate to trust.
+        _ if plain => Trust::Insecure,
         (_, Some(ca), _) => Trust::CaFile(ca.clone()),
         (_, _, true) => Trust::Insecure,
         _ => anyhow::bail!(
@@ -94,6 +101,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         progress: !args.json,
         server_vad: args.vad,
+        transport: args.transport.parse().map_err(anyhow::Error::msg)?,
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await?;

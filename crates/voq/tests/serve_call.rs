@@ -72,6 +72,54 @@ fn serve_and_call_echo_give_back_the_prompt_bit_exact() {
     assert_eq!(got.samples, sent.samples, "bit-exact");
 }
 
+/// `voq call --transport` against one `voq serve`: each carrier, as JSON, bit-exact.
+#[test]
+fn call_over_each_transport_from_the_command_line() {
+    let (_serve, url, hash) = Serve::start("echo");
+    let plain = url.replace("https://", "http://");
+    for (transport, url) in [
+        ("quic", &url),
+        ("webtransport", &url),
+        ("ws", &url),
+        ("ws", &plain),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.wav");
+        let run = voq()
+            .args(["call", url, "--transport", transport, "--input"])
+            .arg(asset("prompt-carwash-24k.wav"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--input-speed", "0", "--json", "--cert-hash", &hash])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{transport} {url}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(report["transport"], transport);
+        let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav")).unwrap();
+        let got = voq_audio::read_wav_file(&out).unwrap();
+        assert_eq!(got.samples, sent.samples, "{transport}: bit-exact");
+    }
+    let bad = voq()
+        .args([
+            "call",
+            &url,
+            "--transport",
+            "carrier-pigeon",
+            "--insecure",
+            "--input",
+        ])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("carrier-pigeon"));
+}
+
 #[test]
 fn interrupt_after_reports_a_truncation_at_the_played_position_as_json() {
     let agent = format!("file:{}", asset("reply-carwash-24k.wav").display());

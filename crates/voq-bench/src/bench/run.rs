@@ -142,12 +142,13 @@ async fn reliable(
         )
         .await?;
         let client = Client::new(
-            &Trust::cert_hash(server.cert_sha256())?,
+            &Trust::cert_hash(&server.cert_sha256())?,
             SocketAddr::from(([127, 0, 0, 1], 0)),
         )?;
         let target = Target {
             addr: proxy.local_addr(),
             server_name: "localhost".into(),
+            tls: true,
         };
         let opts = CallOptions {
             codec: s.call.codec,

@@ -1,0 +1,229 @@
+//! The same voq/1 session over all three carriers on one port number: raw QUIC, WebTransport
+//! (HTTP/3) and WebSocket (TCP, plain and TLS), plus the TCP port's page, config and bad input.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use voq_client::{CallOptions, Client, Target, Trust};
+use voq_proto::Codec;
+use voq_server::{Server, Settings};
+use voq_transport::Carrier;
+
+fn prompt() -> Vec<i16> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio/prompt-carwash-24k.wav");
+    voq_audio::read_wav_file(path)
+        .unwrap()
+        .to_mono_24k()
+        .unwrap()
+}
+
+async fn server() -> Server {
+    Server::start(Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        agent: "echo".into(),
+        drain_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn target(server: &Server, tls: bool) -> Target {
+    Target {
+        addr: server.local_addr(),
+        server_name: "localhost".into(),
+        tls,
+    }
+}
+
+async fn echo_call(server: &Server, transport: Carrier, tls: bool) -> voq_client::CallOutcome {
+    let trust = Trust::cert_hash(&server.cert_sha256()).unwrap();
+    let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let opts = CallOptions {
+        turns: vec![prompt()],
+        input_speed: 8.0,
+        transport,
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    client.call(&target(server, tls), opts).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_carrier_echoes_bit_exact_on_one_port() {
+    let server = server().await;
+    assert_eq!(
+        server.web_addr().unwrap().port(),
+        server.local_addr().port()
+    );
+    let prompt = prompt();
+    for (carrier, tls) in [
+        (Carrier::Quic, true),
+        (Carrier::WebTransport, true),
+        (Carrier::WebSocket, true),
+        (Carrier::WebSocket, false),
+    ] {
+        let out = echo_call(&server, carrier, tls).await;
+        let r = &out.report;
+        assert_eq!(
+            r.transport,
+            carrier.as_str(),
+            "the report names the carrier"
+        );
+        assert_eq!(
+            out.reply_received, prompt,
+            "{carrier} (tls {tls}): echo bit-exact"
+        );
+        assert_eq!(
+            r.prompt.frames_confirmed, r.prompt.frames_sent,
+            "{carrier}: nothing lost"
+        );
+        assert_eq!(r.reply.status.as_deref(), Some("completed"), "{carrier}");
+        assert!(
+            r.rtt_ms > 0.0,
+            "{carrier}: an RTT was measured ({} ms)",
+            r.rtt_ms
+        );
+    }
+    let stats = server.stats();
+    assert_eq!(stats.sessions_quic.get(), 1);
+    assert_eq!(stats.sessions_webtransport.get(), 1);
+    assert_eq!(stats.sessions_ws.get(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn opus_and_barge_in_over_websocket() {
+    let server = server().await;
+    let trust = Trust::cert_hash(&server.cert_sha256()).unwrap();
+    let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let opts = CallOptions {
+        codec: Codec::Opus,
+        turns: vec![prompt()],
+        input_speed: 8.0,
+        interrupt_after: Some(Duration::from_millis(500)),
+        transport: Carrier::WebSocket,
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let out = client.call(&target(&server, true), opts).await.unwrap();
+    let i = out.report.interrupt.as_ref().expect("the call barged in");
+    assert_eq!(
+        i.truncated_audio_end_ms,
+        Some(i.played_ms),
+        "the server truncated at exactly what the user heard"
+    );
+    assert!(i.played_ms >= 400, "{i:?}");
+    server.shutdown().await;
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+        addr.port()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn tcp_port_serves_page_config_and_refuses_nonsense() {
+    let server = server().await;
+    let web = server.web_addr().unwrap();
+    let (status, page) = http_get(web, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("app.js"), "the page loads its script");
+    assert_eq!(http_get(web, "/app.js").await.0, 200);
+    assert_eq!(http_get(web, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(web, "/nope").await.0, 404);
+    assert_eq!(
+        http_get(web, "/voq").await.0,
+        426,
+        "a plain GET of /voq needs an upgrade"
+    );
+    let (status, config) = http_get(web, "/voq/config.json?x=1").await;
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["webtransport"]["url"],
+        format!("https://localhost:{}/voq", server.local_addr().port())
+    );
+    assert_eq!(
+        config["webtransport"]["certificate_hashes"][0]["value"],
+        server.cert_sha256(),
+        "the page pins the certificate the server uses now"
+    );
+    // Garbage instead of HTTP: a 400, and the server goes on.
+    let mut tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+    tcp.write_all(b"\x00\x01\x02 not http\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // A bad mux frame closes that WebSocket with 4002 (protocol_violation) ...
+    let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{web}/voq"), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::Binary(vec![0x7f, 0x00].into()))
+        .await
+        .unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.unwrap().code), 4002);
+    // ... and the server still serves calls.
+    let out = echo_call(&server, Carrier::WebSocket, false).await;
+    assert_eq!(out.report.reply.status.as_deref(), Some("completed"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn webtransport_to_another_path_is_refused() {
+    use voq_transport::web_transport_quinn as wtq;
+    let server = server().await;
+    let hash = voq_client::Trust::cert_hash(&server.cert_sha256()).unwrap();
+    let voq_client::Trust::CertHash(hash) = hash else {
+        unreachable!()
+    };
+    let client = wtq::ClientBuilder::new()
+        .with_server_certificate_hashes(vec![hash.to_vec()])
+        .unwrap();
+    let url = url::Url::parse(&format!(
+        "https://localhost:{}/other",
+        server.local_addr().port()
+    ))
+    .unwrap();
+    let Err(err) = client.connect(url).await else {
+        panic!("the CONNECT to /other was accepted")
+    };
+    assert!(err.to_string().contains("404"), "{err}");
+    server.shutdown().await;
+}

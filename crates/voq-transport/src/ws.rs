@@ -1,0 +1,551 @@
+//! The WebSocket carrier: voq/1 streams multiplexed in binary messages
+//! ([`voq_proto::mux`], docs/PROTOCOL.md "WebSocket stream mux").
+//!
+//! One reader task turns messages into per-stream events; one writer task owns the socket's
+//! sending half and PINGs every second for the RTT estimate. Streams are channels, so opening
+//! and writing never wait for the network: TCP's flow control sits behind the writer task, and
+//! the server's send-ahead rule bounds what it queues.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::debug;
+use voq_proto::Code;
+use voq_proto::mux::{MuxFrame, StreamKind};
+
+use crate::carrier::{LinkError, Read, WriteEnd};
+
+/// How often each side PINGs.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest message accepted (a mux frame of stream bytes).
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+/// Most open peer-initiated unidirectional streams; more are refused.
+pub const MAX_PEER_UNI_STREAMS: usize = 16;
+/// WebSocket close codes are `CLOSE_CODE_BASE + voq code`.
+pub const CLOSE_CODE_BASE: u16 = 4000;
+
+/// The tungstenite limits for a voq mux connection.
+pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE + 16))
+        .max_frame_size(Some(MAX_MESSAGE + 16))
+}
+
+enum Out {
+    Frame(MuxFrame),
+    Close(Code, String),
+}
+
+#[derive(Debug)]
+enum StreamEvent {
+    Data(Vec<u8>),
+    Fin,
+    Reset(u64),
+}
+
+#[derive(Default)]
+struct State {
+    /// Our next stream index per kind: [bidi, uni].
+    next: [u64; 2],
+    /// The peer's next expected stream index per kind: [bidi, uni]. Lower ids are old.
+    peer_next: [u64; 2],
+    /// Streams we read from.
+    readers: HashMap<u64, mpsc::UnboundedSender<StreamEvent>>,
+    /// Streams we write to: who to tell when the peer stops one.
+    writers: HashMap<u64, oneshot::Sender<u64>>,
+    /// The peer's new streams not yet accepted: [bidi, uni].
+    incoming: [VecDeque<u64>; 2],
+    /// Receivers of streams announced but not yet accepted.
+    pending_rx: HashMap<u64, mpsc::UnboundedReceiver<StreamEvent>>,
+    closed: Option<String>,
+}
+
+struct Shared {
+    server: bool,
+    remote: SocketAddr,
+    out: mpsc::UnboundedSender<Out>,
+    state: Mutex<State>,
+    accept: Notify,
+    rtt: Mutex<Option<Duration>>,
+    closed: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug elsewhere; the state stays usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, frame: MuxFrame) {
+        let _ = self.out.send(Out::Frame(frame));
+    }
+
+    fn kind(&self, bidi: bool) -> StreamKind {
+        StreamKind {
+            server_initiated: self.server,
+            unidirectional: !bidi,
+        }
+    }
+
+    fn set_closed(&self, reason: String) {
+        let mut st = self.state();
+        if st.closed.is_none() {
+            st.closed = Some(reason.clone());
+            // Readers see the end of their streams as a loss.
+            st.readers.clear();
+            st.writers.clear();
+            drop(st);
+            self.closed.send_replace(Some(reason));
+            self.accept.notify_waiters();
+        }
+    }
+}
+
+/// One WebSocket connection carrying a voq/1 session. Cheap to clone.
+#[derive(Clone)]
+pub struct WsLink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WsLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsLink")
+            .field("server", &self.shared.server)
+            .field("remote", &self.shared.remote)
+            .finish()
+    }
+}
+
+impl WsLink {
+    /// Starts the mux on an established WebSocket (after the HTTP upgrade). `server` is which
+    /// side this is: it decides stream ids.
+    pub fn start<S>(socket: WebSocketStream<S>, server: bool, remote: SocketAddr) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (closed, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            server,
+            remote,
+            out: out_tx,
+            state: Mutex::new(State::default()),
+            accept: Notify::new(),
+            rtt: Mutex::new(None),
+            closed,
+        });
+        let (sink, stream) = socket.split();
+        let epoch = Instant::now();
+        tokio::spawn(write_task(sink, out_rx, shared.clone(), epoch));
+        tokio::spawn(read_task(stream, shared.clone(), epoch));
+        Self { shared }
+    }
+
+    pub fn remote_address(&self) -> SocketAddr {
+        self.shared.remote
+    }
+
+    /// Smoothed RTT from the mux PINGs (zero before the first answer).
+    pub fn rtt(&self) -> Duration {
+        self.shared
+            .rtt
+            .lock()
+            .map(|r| r.unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn open(&self, bidi: bool) -> Result<(u64, SendStream), LinkError> {
+        let mut st = self.shared.state();
+        if let Some(reason) = &st.closed {
+            return Err(LinkError::Closed(reason.clone()));
+        }
+        let slot = usize::from(!bidi);
+        let id = self.shared.kind(bidi).nth(st.next[slot]);
+        st.next[slot] += 1;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        st.writers.insert(id, stop_tx);
+        Ok((
+            id,
+            SendStream {
+                id,
+                shared: self.shared.clone(),
+                stopped: stop_rx,
+                done: false,
+            },
+        ))
+    }
+
+    pub fn open_uni(&self) -> Result<SendStream, LinkError> {
+        Ok(self.open(false)?.1)
+    }
+
+    pub fn open_bi(&self) -> Result<(SendStream, RecvStream), LinkError> {
+        let (id, send) = self.open(true)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.state().readers.insert(id, tx);
+        Ok((send, self.recv_stream(id, rx)))
+    }
+
+    fn recv_stream(&self, id: u64, rx: mpsc::UnboundedReceiver<StreamEvent>) -> RecvStream {
+        RecvStream {
+            id,
+            rx,
+            shared: self.shared.clone(),
+            done: false,
+        }
+    }
+
+    async fn accept(&self, bidi: bool) -> Result<u64, LinkError> {
+        let slot = usize::from(!bidi);
+        loop {
+            let notified = self.shared.accept.notified();
+            {
+                let mut st = self.shared.state();
+                if let Some(id) = st.incoming[slot].pop_front() {
+                    return Ok(id);
+                }
+                if let Some(reason) = &st.closed {
+                    return Err(LinkError::Closed(reason.clone()));
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub async fn accept_uni(&self) -> Result<RecvStream, LinkError> {
+        let id = self.accept(false).await?;
+        let rx = self.take_pending(id)?;
+        Ok(self.recv_stream(id, rx))
+    }
+
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), LinkError> {
+        let id = self.accept(true).await?;
+        let rx = self.take_pending(id)?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        self.shared.state().writers.insert(id, stop_tx);
+        let send = SendStream {
+            id,
+            shared: self.shared.clone(),
+            stopped: stop_rx,
+            done: false,
+        };
+        Ok((send, self.recv_stream(id, rx)))
+    }
+
+    fn take_pending(&self, id: u64) -> Result<mpsc::UnboundedReceiver<StreamEvent>, LinkError> {
+        let mut st = self.shared.state();
+        match st.pending_rx.remove(&id) {
+            Some(rx) => Ok(rx),
+            None => Err(LinkError::Closed(
+                st.closed
+                    .clone()
+                    .unwrap_or_else(|| "stream vanished".into()),
+            )),
+        }
+    }
+
+    /// Closes with a WebSocket close frame of code `4000 + code`.
+    pub fn close(&self, code: Code, reason: &str) {
+        let _ = self.shared.out.send(Out::Close(code, reason.into()));
+    }
+
+    /// Resolves when the connection is closed, with the reason.
+    pub async fn closed(&self) -> String {
+        let mut rx = self.shared.closed.subscribe();
+        wait_closed(&mut rx).await;
+        let reason = rx.borrow().clone();
+        reason.unwrap_or_else(|| "the connection is gone".into())
+    }
+}
+
+/// The sending side of a mux stream.
+#[derive(Debug)]
+pub struct SendStream {
+    id: u64,
+    shared: Arc<Shared>,
+    stopped: oneshot::Receiver<u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ws::Shared")
+    }
+}
+
+impl SendStream {
+    /// Queues bytes; fails if the peer stopped the stream or the connection is gone.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), WriteEnd> {
+        if let Ok(code) = self.stopped.try_recv() {
+            return Err(WriteEnd::Stopped(code));
+        }
+        if self.done || self.shared.state().closed.is_some() {
+            return Err(WriteEnd::Lost);
+        }
+        // Keep messages well under the peer's limit.
+        for chunk in bytes.chunks(64 * 1024) {
+            self.shared.send(MuxFrame::Stream {
+                id: self.id,
+                data: chunk.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self) {
+        if !std::mem::replace(&mut self.done, true) {
+            self.shared.send(MuxFrame::Fin { id: self.id });
+        }
+    }
+
+    pub fn reset(&mut self, code: Code) {
+        if !std::mem::replace(&mut self.done, true) {
+            self.shared.send(MuxFrame::ResetStream {
+                id: self.id,
+                code: code.to_u32().into(),
+            });
+        }
+        self.shared.state().writers.remove(&self.id);
+    }
+
+    /// Resolves with the peer's STOP_SENDING code, or `None` once the connection is gone (the
+    /// mux has no acknowledgements: after FIN, TCP delivers or the connection fails).
+    pub async fn stopped(&mut self) -> Option<u64> {
+        if self.done {
+            // Finished: wait for a late STOP_SENDING or the end of the connection.
+            let mut closed = self.shared.closed.subscribe();
+            tokio::select! {
+                code = &mut self.stopped => code.ok(),
+                _ = wait_closed(&mut closed) => None,
+            }
+        } else {
+            (&mut self.stopped).await.ok()
+        }
+    }
+}
+
+/// The receiving side of a mux stream.
+#[derive(Debug)]
+pub struct RecvStream {
+    id: u64,
+    rx: mpsc::UnboundedReceiver<StreamEvent>,
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl RecvStream {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub async fn read(&mut self) -> Read {
+        if self.done {
+            return Read::Lost;
+        }
+        let r = match self.rx.recv().await {
+            Some(StreamEvent::Data(d)) => return Read::Data(d),
+            Some(StreamEvent::Fin) => Read::Fin,
+            Some(StreamEvent::Reset(c)) => Read::Reset(c),
+            None => Read::Lost,
+        };
+        self.done = true;
+        r
+    }
+
+    pub fn stop(&mut self, code: Code) {
+        if !std::mem::replace(&mut self.done, true) {
+            self.shared.state().readers.remove(&self.id);
+            self.shared.send(MuxFrame::StopSending {
+                id: self.id,
+                code: code.to_u32().into(),
+            });
+        }
+    }
+}
+
+/// Waits until the connection is marked closed (the guard `wait_for` returns is not `Send`, so
+/// it must not live across an await in a spawned task).
+async fn wait_closed(rx: &mut watch::Receiver<Option<String>>) {
+    let _ = rx.wait_for(|c| c.is_some()).await;
+}
+
+async fn write_task<S>(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    shared: Arc<Shared>,
+    epoch: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut closed = shared.closed.subscribe();
+    loop {
+        let msg = tokio::select! {
+            // Queued frames first: a close frame queued just before the connection was marked
+            // closed must still go out.
+            biased;
+            o = out.recv() => match o {
+                Some(Out::Frame(f)) => Message::Binary(f.encode().into()),
+                Some(Out::Close(code, reason)) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(CLOSE_CODE_BASE + code.to_u32() as u16),
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    shared.set_closed(format!("closed locally: {}", code.as_str()));
+                    // Give the peer a moment to answer the close, then drop the socket.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                    return;
+                }
+                None => return,
+            },
+            _ = ping.tick() => {
+                let micros = epoch.elapsed().as_micros() as u64;
+                Message::Binary(MuxFrame::Ping(micros.to_be_bytes()).encode().into())
+            }
+            _ = wait_closed(&mut closed) => return,
+        };
+        if let Err(e) = sink.send(msg).await {
+            shared.set_closed(format!("write failed: {e}"));
+            return;
+        }
+    }
+}
+
+async fn read_task<S>(
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
+    shared: Arc<Shared>,
+    epoch: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let reason = loop {
+        let msg = match stream.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => break format!("read failed: {e}"),
+            None => break "the peer went away".to_string(),
+        };
+        let bytes = match msg {
+            Message::Binary(b) => b,
+            Message::Close(frame) => {
+                break match frame {
+                    Some(f) => format!("closed by peer: {} {}", u16::from(f.code), f.reason),
+                    None => "closed by peer".into(),
+                };
+            }
+            Message::Text(_) => {
+                close_violation(&shared, "text message on a voq mux");
+                break "protocol violation: text message".into();
+            }
+            // tungstenite answers WebSocket pings itself.
+            _ => continue,
+        };
+        match MuxFrame::decode(&bytes) {
+            Ok(frame) => {
+                if let Err(why) = dispatch(&shared, frame, epoch) {
+                    close_violation(&shared, why);
+                    break format!("protocol violation: {why}");
+                }
+            }
+            Err(e) => {
+                let why = format!("bad mux frame: {e}");
+                close_violation(&shared, &why);
+                break why;
+            }
+        }
+    };
+    debug!(remote = %shared.remote, "websocket mux ended: {reason}");
+    shared.set_closed(reason);
+}
+
+fn close_violation(shared: &Shared, why: &str) {
+    let _ = shared
+        .out
+        .send(Out::Close(Code::ProtocolViolation, why.to_string()));
+}
+
+/// Applies one frame from the peer. `Err` is a protocol violation that closes the connection.
+fn dispatch(shared: &Shared, frame: MuxFrame, epoch: Instant) -> Result<(), &'static str> {
+    match frame {
+        MuxFrame::Ping(b) => shared.send(MuxFrame::Pong(b)),
+        MuxFrame::Pong(b) => {
+            let sent = Duration::from_micros(u64::from_be_bytes(b));
+            let sample = epoch.elapsed().saturating_sub(sent);
+            if let Ok(mut rtt) = shared.rtt.lock() {
+                // RFC 9002's smoothing: 7/8 old + 1/8 new.
+                *rtt = Some(match *rtt {
+                    None => sample,
+                    Some(old) => (old * 7 + sample) / 8,
+                });
+            }
+        }
+        MuxFrame::StopSending { id, code } => {
+            if let Some(tx) = shared.state().writers.remove(&id) {
+                let _ = tx.send(code);
+            }
+        }
+        MuxFrame::Stream { id, data } => deliver(shared, id, StreamEvent::Data(data))?,
+        MuxFrame::Fin { id } => deliver(shared, id, StreamEvent::Fin)?,
+        MuxFrame::ResetStream { id, code } => deliver(shared, id, StreamEvent::Reset(code))?,
+    }
+    Ok(())
+}
+
+/// Hands a stream event to its reader, opening the stream if it is the peer's next new one.
+fn deliver(shared: &Shared, id: u64, event: StreamEvent) -> Result<(), &'static str> {
+    let kind = StreamKind::of(id);
+    let mut st = shared.state();
+    let last = !matches!(event, StreamEvent::Data(_));
+    if let Some(tx) = st.readers.get(&id) {
+        let _ = tx.send(event);
+        if last {
+            st.readers.remove(&id);
+        }
+        return Ok(());
+    }
+    if kind.server_initiated == shared.server {
+        // One of our streams: only bidirectional ones carry data back, and we hold their
+        // readers; anything else is the peer writing on our unidirectional stream.
+        if kind.unidirectional {
+            return Err("data on a unidirectional stream of the receiver");
+        }
+        return Ok(()); // a stream we stopped reading
+    }
+    let slot = usize::from(kind.unidirectional);
+    let index = id >> 2;
+    if index < st.peer_next[slot] {
+        return Ok(()); // already ended or stopped: late frames are ignored
+    }
+    if index != st.peer_next[slot] {
+        return Err("stream ids of one kind must be used in order");
+    }
+    st.peer_next[slot] += 1;
+    if kind.unidirectional && st.readers.len() >= MAX_PEER_UNI_STREAMS {
+        drop(st);
+        shared.send(MuxFrame::StopSending {
+            id,
+            code: Code::StreamRefused.to_u32().into(),
+        });
+        return Ok(());
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(event);
+    if !last {
+        st.readers.insert(id, tx);
+    }
+    st.pending_rx.insert(id, rx);
+    st.incoming[slot].push_back(id);
+    drop(st);
+    shared.accept.notify_waiters();
+    Ok(())
+}
