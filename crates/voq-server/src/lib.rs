@@ -221,7 +221,7 @@ impl Server {
         if self.certs.is_dev() {
             format!(
                 "voq call https://{addr} --input prompt.wav --output reply.wav --cert-hash {}\n  \
-                 (development certificate, valid 13 days; or use --insecure)",
+                 (development certificate: valid 13 days, replaced every 6; or use --insecure)",
                 self.cert_sha256()
             )
         } else {
