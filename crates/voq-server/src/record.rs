@@ -24,9 +24,16 @@ impl Recorder {
         })
     }
 
-    pub fn user_turn(&self, session: &str, item_id: &str, pcm: &[i16], frames: u64, audio_ms: u64) {
+    pub fn user_turn(
+        &self,
+        (session, transport): (&str, &str),
+        item_id: &str,
+        pcm: &[i16],
+        frames: u64,
+        audio_ms: u64,
+    ) {
         let meta = json!({
-            "kind": "user_turn", "session_id": session, "item_id": item_id,
+            "kind": "user_turn", "session_id": session, "transport": transport, "item_id": item_id,
             "frames": frames, "audio_ms": audio_ms, "samples": pcm.len(),
             "sample_rate": voq_audio::SAMPLE_RATE, "recorded_at_unix_ms": unix_ms(),
         });
@@ -35,14 +42,15 @@ impl Recorder {
 
     pub fn response(
         &self,
-        session: &str,
+        (session, transport): (&str, &str),
         response_id: &str,
         pcm: &[i16],
         status: ResponseStatus,
         stats: &VoqResponseStats,
     ) {
         let meta = json!({
-            "kind": "agent_response", "session_id": session, "response_id": response_id,
+            "kind": "agent_response", "session_id": session, "transport": transport,
+            "response_id": response_id,
             "status": format!("{status:?}").to_lowercase(), "samples": pcm.len(),
             "sample_rate": voq_audio::SAMPLE_RATE, "audio_ms_generated": stats.audio_ms_generated,
             "audio_ms_sent": stats.audio_ms_sent, "bytes_sent": stats.bytes_sent,

@@ -290,7 +290,8 @@ impl Shell {
                     let pcm = self.take_committed(&source_item_id, &item_id, samples);
                     info!(%item_id, frames, audio_ms, "user turn committed");
                     if let Some(rec) = &ctx.recorder {
-                        rec.user_turn(&ctx.proto.session_id, &item_id, &pcm, frames, audio_ms);
+                        let who = (ctx.proto.session_id.as_str(), ctx.proto.transport.as_str());
+                        rec.user_turn(who, &item_id, &pcm, frames, audio_ms);
                     }
                     self.committed.insert(item_id, pcm);
                 }
@@ -340,7 +341,7 @@ impl Shell {
                         r.task.abort();
                         if let Some(rec) = &ctx.recorder {
                             rec.response(
-                                &ctx.proto.session_id,
+                                (&ctx.proto.session_id, &ctx.proto.transport),
                                 &response_id,
                                 &r.generated,
                                 status,
