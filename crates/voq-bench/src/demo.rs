@@ -56,6 +56,8 @@ struct Scenario {
     prompt: &'static [u8],
     interrupt_after: Option<Duration>,
     check: Check,
+    /// The browser carriers run on a clean network (the netem proxy is UDP only).
+    transport: voq_transport::Carrier,
 }
 
 #[derive(Clone, Copy)]
@@ -97,6 +99,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             prompt: PROMPT_CARWASH,
             interrupt_after: None,
             check: Check::EchoBitExact,
+            transport: voq_transport::Carrier::Quic,
         },
         Scenario {
             name: "prompt through loss",
@@ -111,6 +114,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             prompt: PROMPT_CARWASH,
             interrupt_after: None,
             check: Check::EchoBitExact,
+            transport: voq_transport::Carrier::Quic,
         },
         Scenario {
             name: "reply through blackout",
@@ -125,6 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             prompt: PROMPT_CARWASH,
             interrupt_after: None,
             check: Check::NoUnderrun,
+            transport: voq_transport::Carrier::Quic,
         },
         Scenario {
             name: "barge-in",
@@ -134,6 +139,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             prompt: PROMPT_CARWASH,
             interrupt_after: Some(Duration::from_secs(1)),
             check: Check::Truncated,
+            transport: voq_transport::Carrier::Quic,
+        },
+        Scenario {
+            name: "echo over WebTransport",
+            agent: "echo",
+            codec: Codec::Pcm16,
+            network: Network::Clean,
+            prompt: PROMPT_CARWASH,
+            interrupt_after: None,
+            check: Check::EchoBitExact,
+            transport: voq_transport::Carrier::WebTransport,
+        },
+        Scenario {
+            name: "echo over WebSocket",
+            agent: "echo",
+            codec: Codec::Pcm16,
+            network: Network::Clean,
+            prompt: PROMPT_CARWASH,
+            interrupt_after: None,
+            check: Check::EchoBitExact,
+            transport: voq_transport::Carrier::WebSocket,
         },
     ];
     if speak {
@@ -145,6 +171,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             prompt: PROMPT_LISBON,
             interrupt_after: None,
             check: Check::Spoken,
+            transport: voq_transport::Carrier::Quic,
         });
     }
     let total = scenarios.len() + CLUSTER_SCENARIOS;
@@ -265,6 +292,7 @@ async fn run_scenario(
         input_speed: 1.0,
         interrupt_after: s.interrupt_after,
         timeout: Duration::from_secs(90),
+        transport: s.transport,
         ..Default::default()
     };
     let blackout = match (s.network, &proxy) {

@@ -180,6 +180,7 @@ impl WsLink {
                 id,
                 shared: self.shared.clone(),
                 stopped: stop_rx,
+                stop_code: None,
                 done: false,
             },
         ))
@@ -237,6 +238,7 @@ impl WsLink {
             id,
             shared: self.shared.clone(),
             stopped: stop_rx,
+            stop_code: None,
             done: false,
         };
         Ok((send, self.recv_stream(id, rx)))
@@ -274,6 +276,8 @@ pub struct SendStream {
     id: u64,
     shared: Arc<Shared>,
     stopped: oneshot::Receiver<u64>,
+    /// The peer's STOP_SENDING code, once seen.
+    stop_code: Option<u64>,
     done: bool,
 }
 
@@ -287,6 +291,9 @@ impl SendStream {
     /// Queues bytes; fails if the peer stopped the stream or the connection is gone.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), WriteEnd> {
         if let Ok(code) = self.stopped.try_recv() {
+            self.stop_code = Some(code);
+        }
+        if let Some(code) = self.stop_code {
             return Err(WriteEnd::Stopped(code));
         }
         if self.done || self.shared.state().closed.is_some() {
@@ -321,6 +328,15 @@ impl SendStream {
     /// Resolves with the peer's STOP_SENDING code, or `None` once the connection is gone (the
     /// mux has no acknowledgements: after FIN, TCP delivers or the connection fails).
     pub async fn stopped(&mut self) -> Option<u64> {
+        if self.stop_code.is_some() {
+            return self.stop_code;
+        }
+        let code = self.wait_stopped().await;
+        self.stop_code = code;
+        code
+    }
+
+    async fn wait_stopped(&mut self) -> Option<u64> {
         if self.done {
             // Finished: wait for a late STOP_SENDING or the end of the connection.
             let mut closed = self.shared.closed.subscribe();
@@ -331,6 +347,13 @@ impl SendStream {
         } else {
             (&mut self.stopped).await.ok()
         }
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        // Nobody is left to tell about a STOP_SENDING.
+        self.shared.state().writers.remove(&self.id);
     }
 }
 
@@ -377,6 +400,13 @@ impl RecvStream {
 /// it must not live across an await in a spawned task).
 async fn wait_closed(rx: &mut watch::Receiver<Option<String>>) {
     let _ = rx.wait_for(|c| c.is_some()).await;
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        // Later frames of this stream are dropped by the reader task instead of queued.
+        self.shared.state().readers.remove(&self.id);
+    }
 }
 
 async fn write_task<S>(
@@ -548,4 +578,125 @@ fn deliver(shared: &Shared, id: u64, event: StreamEvent) -> Result<(), &'static 
     drop(st);
     shared.accept.notify_waiters();
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    async fn pair() -> (WsLink, WsLink, WebSocketStream<tokio::io::DuplexStream>) {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (c, d) = tokio::io::duplex(1 << 20);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        // A third, raw socket for tests that speak the mux by hand.
+        let raw = WebSocketStream::from_raw_socket(c, Role::Client, None).await;
+        let raw_server = WebSocketStream::from_raw_socket(d, Role::Server, None).await;
+        tokio::spawn(async move {
+            let link = WsLink::start(raw_server, true, addr);
+            let _ = link.accept_uni().await;
+            link.closed().await;
+        });
+        (
+            WsLink::start(client, false, addr),
+            WsLink::start(server, true, addr),
+            raw,
+        )
+    }
+
+    #[tokio::test]
+    async fn streams_carry_bytes_fin_and_stop_sending() {
+        let (client, server, _) = pair().await;
+        let (mut ctl_send, mut ctl_recv) = client.open_bi().unwrap();
+        ctl_send.write(b"hello").unwrap();
+        let mut uni = client.open_uni().unwrap();
+        uni.write(b"turn").unwrap();
+        uni.finish();
+
+        let (mut s_send, mut s_recv) = server.accept_bi().await.unwrap();
+        assert_eq!(
+            s_recv.id(),
+            0,
+            "the control stream is the client's first bidi stream"
+        );
+        assert_eq!(s_recv.read().await, Read::Data(b"hello".to_vec()));
+        let mut turn = server.accept_uni().await.unwrap();
+        assert_eq!(turn.id(), 2);
+        assert_eq!(turn.read().await, Read::Data(b"turn".to_vec()));
+        assert_eq!(turn.read().await, Read::Fin);
+
+        s_send.write(b"created").unwrap();
+        assert_eq!(ctl_recv.read().await, Read::Data(b"created".to_vec()));
+
+        // The server's agent-audio stream, stopped by the client (barge-in).
+        let mut reply = server.open_uni().unwrap();
+        reply.write(b"audio").unwrap();
+        let mut r = client.accept_uni().await.unwrap();
+        assert_eq!(r.id(), 3);
+        assert_eq!(r.read().await, Read::Data(b"audio".to_vec()));
+        r.stop(Code::Cancelled);
+        assert_eq!(reply.stopped().await, Some(Code::Cancelled.to_u32().into()));
+        assert_eq!(
+            reply.write(b"more"),
+            Err(WriteEnd::Stopped(Code::Cancelled.to_u32().into())),
+            "a stopped stream takes no more"
+        );
+
+        // A reset reaches the reader with its code.
+        let mut second = server.open_uni().unwrap();
+        second.write(b"x").unwrap();
+        second.reset(Code::Cancelled);
+        let mut r2 = client.accept_uni().await.unwrap();
+        assert_eq!(r2.read().await, Read::Data(b"x".to_vec()));
+        assert_eq!(
+            r2.read().await,
+            Read::Reset(Code::Cancelled.to_u32().into())
+        );
+
+        client.close(Code::NoError, "bye");
+        let reason = server.closed().await;
+        assert!(reason.contains("4000"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn pings_give_an_rtt_and_bad_frames_close_with_4002() {
+        let (client, _server, mut raw) = pair().await;
+        tokio::time::timeout(Duration::from_secs(3), async {
+            while client.rtt().is_zero() && client.shared.state().closed.is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Pongs arrive within the first ping round trip.
+                if client.shared.rtt.lock().unwrap().is_some() {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            client.shared.rtt.lock().unwrap().is_some(),
+            "a PONG was measured"
+        );
+
+        // Stream ids of one kind must be used in order: uni stream 6 before 2 is a violation.
+        raw.send(Message::Binary(
+            MuxFrame::Stream {
+                id: 6,
+                data: vec![1],
+            }
+            .encode()
+            .into(),
+        ))
+        .await
+        .unwrap();
+        let close = loop {
+            match raw.next().await.unwrap().unwrap() {
+                Message::Close(c) => break c.unwrap(),
+                _ => continue,
+            }
+        };
+        assert_eq!(u16::from(close.code), CLOSE_CODE_BASE + 2);
+    }
 }
