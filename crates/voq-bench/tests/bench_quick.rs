@@ -41,7 +41,10 @@ async fn quick(scenarios: &[&str]) -> Value {
         for key in ["name", "carrier", "network", "metrics"] {
             assert!(s.get(key).is_some(), "{key} missing in {s}");
         }
-        assert_eq!(s["carrier"], "quic");
+        assert!(
+            ["quic", "webtransport", "ws"].contains(&s["carrier"].as_str().unwrap()),
+            "{s}"
+        );
         assert!(s["network"]["description"].is_string());
         let m = &s["metrics"];
         let name = s["name"].as_str().unwrap();
@@ -174,5 +177,34 @@ async fn send_ahead_sweep_reports_both_sides_of_the_trade_off() {
         assert!(m["unplayed_bytes"].is_number(), "lead {lead}");
         let m = &scenario(&doc, &format!("lead-{lead}-blackout"))["metrics"];
         assert!(m["reply_stall_ms"].is_number(), "lead {lead}");
+    }
+}
+
+/// The same call over each carrier through one netns link (root only; CI runs as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_carrier_delivers_the_prompt_through_the_same_emulated_path() {
+    if let Err(why) = voq_netns::NetnsLink::available() {
+        assert!(
+            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+            "network namespaces required but unavailable: {why}"
+        );
+        eprintln!("SKIPPED: the carriers figure needs network namespaces: {why}");
+        return;
+    }
+    let doc = quick(&["carriers"]).await;
+    for (name, carrier) in [
+        ("carrier-quic-rtt-100", "quic"),
+        ("carrier-webtransport-rtt-100", "webtransport"),
+        ("carrier-ws-rtt-100", "ws"),
+    ] {
+        let s = scenario(&doc, name);
+        assert_eq!(s["carrier"], carrier);
+        assert!(
+            s["network"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("netns"),
+            "{name} ran through the namespace link"
+        );
     }
 }

@@ -417,20 +417,12 @@ async fn accept_link(
         .ok()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol);
-    if alpn.as_deref() == Some(tls::ALPN_H3) {
-        let conn = match connecting.await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!("handshake failed: {e}");
-                return None;
-            }
-        };
-        return accept_webtransport(conn, ctx).await;
-    }
-    // Raw QUIC: take the connection before the handshake completes, so that a resuming client's
-    // 0-RTT data (its prompt) is read as it arrives instead of one round trip later. Replayed
-    // 0-RTT can only repeat audio into a session the attacker cannot read; a turn is acted on
-    // when it is committed, after the handshake for any real turn.
+    // Take the connection before the handshake completes (0.5-RTT). Raw QUIC: a resuming
+    // client's 0-RTT data (its prompt) is read as it arrives instead of one round trip later;
+    // replayed 0-RTT can only repeat audio into a session the attacker cannot read, and a turn is
+    // acted on when it is committed, after the handshake for any real turn. WebTransport: our
+    // HTTP/3 SETTINGS leave with the handshake, so the client's CONNECT can follow at 1 RTT and
+    // the session is up at 2 RTT (waiting for the handshake first measured 3).
     let conn = match connecting.into_0rtt() {
         Ok((conn, _)) => conn,
         Err(connecting) => match connecting.await {
@@ -441,6 +433,9 @@ async fn accept_link(
             }
         },
     };
+    if alpn.as_deref() == Some(tls::ALPN_H3) {
+        return accept_webtransport(conn, ctx).await;
+    }
     Some(voq_transport::Link::quic(conn))
 }
 

@@ -50,6 +50,37 @@ pub struct BenchArgs {
 
 /// Runs the benchmark. Targets that are missed are reported, not errors; runs whose call
 /// failed make it return an error after the reports are written.
+/// Drops the scenarios that need network namespaces where there are none (not root), saying so;
+/// with `VOQ_NETNS_REQUIRED=1` (CI) that is an error instead.
+fn without_unrunnable(figures: Vec<scenario::Figure>) -> anyhow::Result<Vec<scenario::Figure>> {
+    let Err(why) = voq_netns::NetnsLink::available() else {
+        return Ok(figures);
+    };
+    let mut kept = Vec::new();
+    for mut f in figures {
+        let (netns, other): (Vec<_>, Vec<_>) =
+            f.scenarios.into_iter().partition(|s| s.network.netns);
+        if !netns.is_empty() {
+            anyhow::ensure!(
+                std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+                "figure \"{}\" needs network namespaces, unavailable here: {why}",
+                f.title
+            );
+            eprintln!(
+                "voq bench: SKIPPED {} scenario(s) of \"{}\" (they run through network namespaces, \
+                 unavailable here: {why})",
+                netns.len(),
+                f.title
+            );
+        }
+        f.scenarios = other;
+        if !f.scenarios.is_empty() {
+            kept.push(f);
+        }
+    }
+    Ok(kept)
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let began = Instant::now();
     let load_start = loadavg();
@@ -59,6 +90,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let figures = scenario::load(dir.as_deref(), args.quick)?;
     let figures = select(figures, &args.scenarios)?;
+    let figures = without_unrunnable(figures)?;
     if args.list {
         list(&figures);
         return Ok(());

@@ -2,6 +2,10 @@
 //! it, a [`Client`] calling through the proxy; blackouts fired when the server observes the
 //! call phase they are tied to; per-run metrics from the client's report, the client's own
 //! instants and the server's observation hook, all on the same monotonic clock.
+//!
+//! With `network.netns` (and always for the WebTransport and WebSocket carriers) the server runs
+//! in one network namespace and the client in another, joined by a voq-netns link that impairs
+//! UDP and TCP alike; the process and its clock are the same, so every metric means the same.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,7 +66,12 @@ pub async fn run_once(s: &Scenario, p: &Prepared, repeat: u32) -> RunResult {
         seed,
         ..Default::default()
     };
-    if let Err(e) = reliable(s, p, seed, &mut result).await {
+    let reliable = if s.network.netns {
+        reliable_netns(s, p, seed, &mut result).await
+    } else {
+        reliable(s, p, seed, &mut result).await
+    };
+    if let Err(e) = reliable {
         result.error = Some(format!("{e:#}"));
         // A call that did not finish delivered nothing that anyone confirmed.
         result
@@ -114,11 +123,6 @@ async fn reliable(
     seed: u64,
     result: &mut RunResult,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        s.carrier == super::scenario::Carrier::Quic,
-        "carrier \"{}\" is not implemented yet (only quic)",
-        s.carrier.name()
-    );
     let server = Server::start(Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         agent: p.agent.clone(),
@@ -150,42 +154,16 @@ async fn reliable(
             server_name: "localhost".into(),
             tls: true,
         };
-        let opts = CallOptions {
-            codec: s.call.codec,
-            turns: vec![p.prompt.clone()],
-            input_speed: s.call.input_speed,
-            interrupt_after: s.call.interrupt_after_ms.map(Duration::from_millis),
-            send_ahead_ms: s.call.send_ahead_ms.map(|l| l.as_ms()),
-            timeout: Duration::from_secs(s.call.timeout_s),
-            ..Default::default()
-        };
-        let first = observed_call(&client, &target, opts.clone(), &proxy, s, &events).await;
-        result.blackouts_fired.extend(first.fired.iter().cloned());
-        let first_outcome = first.outcome?;
-        let first_events = call_events(&events.borrow(), first.started);
-        call_metrics(s, p, &first_outcome, &first_events, &mut result.metrics);
-        if s.call.resume {
+        let opts = call_options(s, p);
+        let blackout = |dir, d| proxy.blackout(dir, d);
+        let first = observed_call(&client, &target, opts.clone(), &blackout, s, &events).await;
+        let second = if s.call.resume {
             // The same client again: it holds a session ticket now, so it resumes with 0-RTT.
-            let second = observed_call(&client, &target, opts, &proxy, s, &events).await;
-            let out = second.outcome?;
-            let evs = call_events(&events.borrow(), second.started);
-            let rtt = rtt_ms(s, &out);
-            let m = &mut result.metrics;
-            m.insert(
-                "zero_rtt_used".into(),
-                f64::from(u8::from(out.report.zero_rtt)),
-            );
-            m.insert("zero_rtt_setup_rtts".into(), out.report.setup_ms / rtt);
-            if let (Some(start), Some(first)) = (out.started, first_of(&evs, Phase::Turn)) {
-                m.insert(
-                    "zero_rtt_first_prompt_byte_rtts".into(),
-                    ms_between(start, first) / rtt,
-                );
-            }
-            let delivered = out.report.prompt.frames_confirmed as f64
-                / out.report.prompt.frames_sent.max(1) as f64;
-            m.insert("zero_rtt_prompt_delivered_fraction".into(), delivered);
-        }
+            Some(observed_call(&client, &target, opts, &blackout, s, &events).await)
+        } else {
+            None
+        };
+        calls_metrics(s, p, first, second, &events, result)?;
         result.netem = Some(proxy.stats());
         keep = Some((proxy, client));
         anyhow::Ok(())
@@ -195,6 +173,167 @@ async fn reliable(
     drop(keep);
     collector.abort();
     outcome
+}
+
+fn call_options(s: &Scenario, p: &Prepared) -> CallOptions {
+    CallOptions {
+        codec: s.call.codec,
+        turns: vec![p.prompt.clone()],
+        input_speed: s.call.input_speed,
+        interrupt_after: s.call.interrupt_after_ms.map(Duration::from_millis),
+        send_ahead_ms: s.call.send_ahead_ms.map(|l| l.as_ms()),
+        timeout: Duration::from_secs(s.call.timeout_s),
+        transport: s.carrier.transport(),
+        ..Default::default()
+    }
+}
+
+/// The metrics of a run's first call and, when the scenario resumes, its second (0-RTT) call.
+fn calls_metrics(
+    s: &Scenario,
+    p: &Prepared,
+    first: Observed,
+    second: Option<Observed>,
+    events: &watch::Receiver<Vec<SessionEvent>>,
+    result: &mut RunResult,
+) -> anyhow::Result<()> {
+    result.blackouts_fired.extend(first.fired.iter().cloned());
+    let first_outcome = first.outcome?;
+    let first_events = call_events(&events.borrow(), first.started);
+    call_metrics(s, p, &first_outcome, &first_events, &mut result.metrics);
+    if let Some(second) = second {
+        let out = second.outcome?;
+        let evs = call_events(&events.borrow(), second.started);
+        let rtt = rtt_ms(s, &out);
+        let m = &mut result.metrics;
+        m.insert(
+            "zero_rtt_used".into(),
+            f64::from(u8::from(out.report.zero_rtt)),
+        );
+        m.insert("zero_rtt_setup_rtts".into(), out.report.setup_ms / rtt);
+        if let (Some(start), Some(first)) = (out.started, first_of(&evs, Phase::Turn)) {
+            m.insert(
+                "zero_rtt_first_prompt_byte_rtts".into(),
+                ms_between(start, first) / rtt,
+            );
+        }
+        let delivered =
+            out.report.prompt.frames_confirmed as f64 / out.report.prompt.frames_sent.max(1) as f64;
+        m.insert("zero_rtt_prompt_delivered_fraction".into(), delivered);
+    }
+    Ok(())
+}
+
+/// [`reliable`] through network namespaces: the server in b, the client in a, a voq-netns link
+/// between them. Needs root; says why when it cannot run.
+async fn reliable_netns(
+    s: &Scenario,
+    p: &Prepared,
+    seed: u64,
+    result: &mut RunResult,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use voq_netns::{B_ADDR, NetnsConfig, NetnsLink, Side};
+    NetnsLink::available().map_err(|e| {
+        anyhow::anyhow!(
+            "scenario \"{}\" runs through network namespaces ({} carrier or netns = true), \
+             which are unavailable here: {e}",
+            s.name,
+            s.carrier.name()
+        )
+    })?;
+    let config = NetnsConfig::new(s.network.up.clone(), s.network.down.clone()).with_seed(seed);
+    let link = Arc::new(tokio::task::spawn_blocking(move || NetnsLink::create(config)).await??);
+    let settings = Settings {
+        listen: SocketAddr::from((B_ADDR, 4443)),
+        agent: p.agent.clone(),
+        agent_speed: s.agent.speed,
+        drain_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    // The server lives on a runtime of its own on a thread in namespace b.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_thread = link.ns(Side::B).spawn_async(move || async move {
+        match Server::start(settings).await {
+            Ok(server) => {
+                let _ = ready_tx.send(Ok((server.cert_sha256(), server.events())));
+                let _ = stop_rx.await;
+                server.shutdown().await;
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    })?;
+    let outcome = async {
+        let (hash, server_events) = ready_rx.await??;
+        let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
+        let collector = tokio::spawn(collect(server_events, events_tx));
+        let target = Target {
+            addr: SocketAddr::from((B_ADDR, 4443)),
+            server_name: "localhost".into(),
+            tls: true,
+        };
+        let opts = call_options(s, p);
+        let (scenario, events_a, link_a) = (s.clone(), events.clone(), link.clone());
+        let resume = s.call.resume && s.carrier == super::scenario::Carrier::Quic;
+        // The client on a runtime on a thread in namespace a (its UDP and TCP sockets are
+        // made there); blocking, so off the bench's runtime.
+        let calls = tokio::task::spawn_blocking(move || {
+            let ns_link = link_a.clone();
+            ns_link.ns(Side::A).block_on(move || async move {
+                let client = Client::new(
+                    &Trust::cert_hash(&hash)?,
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                )?;
+                let blackout = |dir, d| netns_blackout(&link_a, dir, d);
+                let first = observed_call(
+                    &client,
+                    &target,
+                    opts.clone(),
+                    &blackout,
+                    &scenario,
+                    &events_a,
+                )
+                .await;
+                let second = if resume {
+                    Some(
+                        observed_call(&client, &target, opts, &blackout, &scenario, &events_a)
+                            .await,
+                    )
+                } else {
+                    None
+                };
+                anyhow::Ok((first, second))
+            })
+        })
+        .await??;
+        let (first, second) = calls?;
+        calls_metrics(s, p, first, second, &events, result)?;
+        collector.abort();
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = stop_tx.send(());
+    let joined = tokio::task::spawn_blocking(move || server_thread.join()).await;
+    if !matches!(joined, Ok(Ok(Ok(())))) {
+        tracing::warn!("bench: the namespace server thread did not end cleanly");
+    }
+    outcome
+}
+
+fn netns_blackout(link: &voq_netns::NetnsLink, dir: Direction, duration: Duration) {
+    use voq_netns::Direction as D;
+    let dirs: &[D] = match dir {
+        Direction::Up => &[D::AToB],
+        Direction::Down => &[D::BToA],
+        Direction::Both => &D::BOTH,
+    };
+    let start = std::time::Instant::now();
+    for d in dirs {
+        link.blackout_at(*d, start, duration);
+    }
 }
 
 /// Copies the server's events into a watch channel, for the triggers and the metrics.
@@ -221,7 +360,7 @@ async fn observed_call(
     client: &Client,
     target: &Target,
     opts: CallOptions,
-    proxy: &NetemProxy,
+    blackout: &dyn Fn(Direction, Duration),
     s: &Scenario,
     events: &watch::Receiver<Vec<SessionEvent>>,
 ) -> Observed {
@@ -239,7 +378,7 @@ async fn observed_call(
                 }
                 first_of(&call_events(evs, started), phase)
             },
-            |dir, d| proxy.blackout(dir, d),
+            blackout,
             &mut fired,
         );
         tokio::select! {

@@ -7,7 +7,7 @@
 //! plots = [{ title = "…", metrics = ["reply_stall_ms"], unit = "ms" }]
 //!
 //! [defaults]                            # deep-merged under every [[scenario]]
-//! carrier = "quic"                      # `ws` and `webtransport` are reserved for later
+//! carrier = "quic"                      # or `webtransport`, `ws` (these run over netns)
 //! repeats = 5
 //! seed = 300                            # repeat i uses seed + i
 //! agent = { spec = "file:testdata/audio/reply-carwash-24k.wav", speed = 4.0 }
@@ -24,7 +24,9 @@
 //! `network`: `preset` (a voq-netem preset for both directions), `rtt_ms` (sets `delay_ms` =
 //! RTT / 2 each way), any [`LinkConfig`] field (both directions), `up` / `down` tables of
 //! `LinkConfig` fields (one direction; applied last), and `blackouts` triggered relative to a
-//! phase of the call (see [`Phase`]).
+//! phase of the call (see [`Phase`]). `netns = true` sends the call through a link between two
+//! network namespaces (voq-netns: UDP and TCP alike, needs root) instead of the UDP proxy; the
+//! `webtransport` and `ws` carriers always use it, so every carrier crosses the same emulator.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../bench/send-ahead.toml"),
     ),
     ("bargein", include_str!("../../../../bench/bargein.toml")),
+    ("carriers", include_str!("../../../../bench/carriers.toml")),
 ];
 
 /// One scenario file: a figure of the report.
@@ -133,8 +136,7 @@ fn one() -> u32 {
     1
 }
 
-/// How the call travels. Only QUIC exists today; the others are reserved so their scenarios
-/// slot in later.
+/// How the call travels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Carrier {
@@ -145,6 +147,15 @@ pub enum Carrier {
 }
 
 impl Carrier {
+    /// The client's transport for this carrier.
+    pub fn transport(self) -> voq_transport::Carrier {
+        match self {
+            Self::Quic => voq_transport::Carrier::Quic,
+            Self::Ws => voq_transport::Carrier::WebSocket,
+            Self::Webtransport => voq_transport::Carrier::WebTransport,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Quic => "quic",
@@ -162,6 +173,8 @@ pub struct Network {
     /// Server → client.
     pub down: LinkConfig,
     pub blackouts: Vec<PhaseBlackout>,
+    /// Through network namespaces (voq-netns) rather than the UDP proxy.
+    pub netns: bool,
     /// A one-line summary for tables.
     pub description: String,
 }
@@ -438,8 +451,13 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
         let s: ScenarioToml = toml::Value::Table(merged)
             .try_into()
             .with_context(|| format!("scenario \"{name}\""))?;
-        let network =
+        let mut network =
             network(&s.network).with_context(|| format!("scenario \"{name}\": network"))?;
+        if s.carrier != Carrier::Quic && !network.netns {
+            // The UDP proxy cannot carry TCP, and WebTransport is compared on the same path.
+            network.netns = true;
+            network.description += " (netns)";
+        }
         anyhow::ensure!(s.repeats >= 1, "scenario \"{name}\": repeats must be >= 1");
         for t in &s.targets {
             anyhow::ensure!(
@@ -505,6 +523,10 @@ fn network(table: &toml::Table) -> anyhow::Result<Network> {
                 .context("rtt_ms must be a number")
         })
         .transpose()?;
+    let netns = match both.remove("netns") {
+        Some(v) => v.as_bool().context("netns must be true or false")?,
+        None => false,
+    };
     let up_over = take_table(&mut both, "up")?;
     let down_over = take_table(&mut both, "down")?;
     let blackouts: Vec<PhaseBlackout> = match both.remove("blackouts") {
@@ -526,11 +548,15 @@ fn network(table: &toml::Table) -> anyhow::Result<Network> {
     let down = link(&base, &both, &down_over).context("down")?;
     up.validate().context("up")?;
     down.validate().context("down")?;
-    let description = describe(preset, &up, &down, &blackouts);
+    let mut description = describe(preset, &up, &down, &blackouts);
+    if netns {
+        description += " (netns)";
+    }
     Ok(Network {
         up,
         down,
         blackouts,
+        netns,
         description,
     })
 }
