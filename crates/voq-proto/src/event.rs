@@ -44,6 +44,10 @@ pub enum ClientEvent {
         played_ms: u64,
         buffered_ms: u64,
     },
+    /// voq extension: answered at once by `voq.pong` with the same `id`, for clients whose
+    /// carrier exposes no RTT (a browser's WebTransport has no `getStats()` in Chromium 156).
+    #[serde(rename = "voq.ping")]
+    VoqPing { id: u64 },
 }
 
 /// `session.update` body. Every field is optional: absent fields keep their value. Unknown
@@ -120,6 +124,9 @@ pub enum ServerEvent {
     },
     #[serde(rename = "error")]
     Error { error: ErrorInfo },
+    /// voq extension: the answer to `voq.ping`.
+    #[serde(rename = "voq.pong")]
+    VoqPong { id: u64 },
 }
 
 /// The session as the server runs it.
@@ -203,6 +210,7 @@ impl ServerEvent {
             Self::ResponseDone { .. } => "response.done",
             Self::ConversationItemTruncated { .. } => "conversation.item.truncated",
             Self::Error { .. } => "error",
+            Self::VoqPong { .. } => "voq.pong",
         }
     }
 }
@@ -281,6 +289,7 @@ pub const CLIENT_EVENT_TYPES: &[&str] = &[
     "response.cancel",
     "conversation.item.truncate",
     "output_audio_buffer.played",
+    "voq.ping",
 ];
 
 /// `type` strings of [`ServerEvent`].
@@ -295,6 +304,7 @@ pub const SERVER_EVENT_TYPES: &[&str] = &[
     "response.done",
     "conversation.item.truncated",
     "error",
+    "voq.pong",
 ];
 
 /// Serializes an event to JSON bytes (events are plain data: this cannot fail).

@@ -715,6 +715,7 @@ impl ServerSession {
                 }
                 // Reports for an ended response are normal (they cross the reset): ignore.
             }
+            ClientEvent::VoqPing { id } => self.send(ServerEvent::VoqPong { id }),
         }
     }
 

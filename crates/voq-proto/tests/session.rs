@@ -380,6 +380,27 @@ fn bad_events_get_errors_and_the_session_goes_on() {
 }
 
 #[test]
+fn voq_ping_is_answered_with_its_id() {
+    let mut h = Harness::new(ServerConfig::default(), ClientConfig::default(), 5);
+    let mut bytes = Vec::new();
+    wire::encode_event(br#"{"type":"voq.ping","id":41}"#, &mut bytes).unwrap();
+    wire::encode_event(br#"{"type":"voq.ping","id":42}"#, &mut bytes).unwrap();
+    h.server.handle_control(h.now, &bytes);
+    h.drain();
+    h.run_for(50);
+    let ids: Vec<u64> = h
+        .events_of("voq.pong")
+        .iter()
+        .map(|e| match e {
+            ServerEvent::VoqPong { id } => *id,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(ids, [41, 42]);
+    assert!(h.events_of("error").is_empty());
+}
+
+#[test]
 fn malformed_turn_is_stopped_alone_and_other_turns_survive() {
     let mut s = ServerSession::new(ServerConfig::default(), Instant::now());
     let now = Instant::now();

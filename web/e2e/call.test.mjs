@@ -1,0 +1,327 @@
+// The browser test: real Chromium (Debian's /usr/bin/chromium, driven by playwright-core) loads
+// the demo page from `voq serve`, speaks testdata/audio/prompt-carwash-24k.wav into its fake
+// microphone, makes a push-to-talk call to the echo agent, and plays the reply.
+//
+// For each call it checks
+//   (a) the user turn the server recorded (--record) is the prompt: the speech in it lasts as
+//       long as the prompt's own (±60 ms — audio captured at the start was not lost), and it
+//       correlates with the prompt (normalized peak ≥ 0.8, through the browser's audio
+//       processing and Opus);
+//   (b) the page played the reply: response.done completed, played_ms about the turn's length,
+//       no errors.
+// Calls: WebTransport (Opus); WebSocket (pcm16, Web Audio capture); auto with WebTransport
+// hidden from the page (the fallback); a barge-in against the file agent. Screenshots go to
+// web/test-results/.
+//
+// Environment: VOQ_BIN (default ../target/debug/voq from web/), CHROMIUM (default
+// /usr/bin/chromium), VOQ_E2E_FRESH_DIST=1 serves web/dist/ instead of the page compiled into
+// the binary (for working on the page without rebuilding voq).
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { bestAlignment, readWav, speechBounds, windowedCorrelation, writeWav } from './audio.mjs';
+
+const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const repo = path.dirname(web);
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
+const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
+const RESULTS = path.join(web, 'test-results');
+const TURN_MS = 3200;
+
+const missing = !existsSync(CHROMIUM)
+  ? `${CHROMIUM} is missing (apt-get install chromium); the browser test needs it`
+  : !existsSync(VOQ_BIN)
+    ? `${VOQ_BIN} is missing (cargo build -p voq, or set VOQ_BIN)`
+    : null;
+
+/** Starts `voq serve` and resolves with its page URL (the first http:// URL it prints). */
+function startServer(recordDir, agent = 'echo') {
+  const proc = spawn(VOQ_BIN, ['serve', '--listen', '127.0.0.1:0', '--agent', agent, '--record', recordDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let out = '';
+  const url = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`voq serve printed no http:// URL within 30 s:\n${out}`)), 30000);
+    const onData = (d) => {
+      out += d;
+      const m = out.match(/http:\/\/[^\s/]+\//);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[0]);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', (d) => (out += d));
+    proc.on('exit', (code) => reject(new Error(`voq serve exited (${code}):\n${out}`)));
+  });
+  return { proc, url, log: () => out };
+}
+
+describe('browser call', { skip: missing ?? false }, () => {
+  let chromium;
+  let server;
+  let base;
+  let fileServer;
+  let fileBase;
+  let tmp;
+  let micFile;
+  let reference;
+
+  before(async () => {
+    ({ chromium } = await import('playwright-core'));
+    tmp = mkdtempSync(path.join(tmpdir(), 'voq-e2e-'));
+    mkdirSync(RESULTS, { recursive: true });
+    // Chromium's fake microphone loops its file: the prompt followed by 3 s of silence makes
+    // one 3.2 s turn hold the whole prompt and nothing of its repetition.
+    const prompt = readWav(PROMPT);
+    assert.equal(prompt.rate, 24000);
+    reference = new Float32Array(prompt.samples.length + 3 * 24000);
+    reference.set(prompt.samples);
+    micFile = path.join(tmp, 'mic.wav');
+    writeWav(micFile, reference, 24000);
+    server = startServer(path.join(tmp, 'record'));
+    fileServer = startServer(path.join(tmp, 'record-file'), `file:${path.join(repo, 'testdata/audio/reply-carwash-24k.wav')}`);
+    [base, fileBase] = await Promise.all([server.url, fileServer.url]);
+  });
+
+  after(() => {
+    server?.proc.kill('SIGTERM');
+    fileServer?.proc.kill('SIGTERM');
+    if (tmp && !process.env.VOQ_E2E_KEEP) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  async function call(name, query, at = base) {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--autoplay-policy=no-user-gesture-required',
+        '--use-fake-ui-for-media-stream',
+        '--use-fake-device-for-media-stream',
+        `--use-file-for-fake-audio-capture=${micFile}`,
+        // A page fulfilled by the test (VOQ_E2E_FRESH_DIST) has no IP address space, so Local
+        // Network Access would block its connections to 127.0.0.1.
+        ...(process.env.VOQ_E2E_FRESH_DIST === '1' ? ['--disable-features=LocalNetworkAccessChecks'] : []),
+      ],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 960, height: 900 } });
+      const console = [];
+      page.on('console', (m) => console.push(`${m.type()}: ${m.text()}`));
+      page.on('pageerror', (e) => console.push(`pageerror: ${e.message}`));
+      if (process.env.VOQ_E2E_FRESH_DIST === '1') {
+        await page.route(/\/(app\.js)?(\?.*)?$/, (route) => {
+          const u = new URL(route.request().url());
+          const file = u.pathname === '/app.js' ? 'app.js' : 'index.html';
+          route.fulfill({
+            body: readFileSync(path.join(web, 'dist', file)),
+            contentType: file === 'app.js' ? 'text/javascript' : 'text/html',
+          });
+        });
+      }
+      await page.goto(`${at}?${query}&autostart=1&turn_ms=${TURN_MS}`);
+      await page.waitForFunction(() => window.voq?.done, null, { timeout: 10000 }).catch(() => {
+        throw new Error(`the page did not start (no window.voq): is the page compiled into ${VOQ_BIN} current? (VOQ_E2E_FRESH_DIST=1 serves web/dist)\n${console.join('\n')}`);
+      });
+      const outcome = await page.evaluate(() => window.voq.done);
+      const events = await page.evaluate(() => window.voq.events.map((e) => ({ t: e.t, type: e.type, event: e.event })));
+      await page.waitForTimeout(200); // let the meters settle for the picture
+      await page.screenshot({ path: path.join(RESULTS, `${name}.png`), fullPage: true });
+      return { outcome, events, console };
+    } finally {
+      await browser.close();
+    }
+  }
+
+  /** (a): the recorded user turn against the prompt. */
+  async function checkRecording(sessionId, itemId) {
+    const wav = path.join(tmp, 'record', sessionId, `${itemId}.wav`);
+    for (let i = 0; i < 50 && !existsSync(wav); i++) await new Promise((r) => setTimeout(r, 100));
+    const rec = readWav(wav);
+    const meta = JSON.parse(readFileSync(wav.replace(/\.wav$/, '.json'), 'utf8'));
+    assert.equal(meta.kind, 'user_turn');
+    assert.equal(rec.rate, 24000);
+    const recMs = (rec.samples.length * 1000) / 24000;
+    // Opus may add one frame at the end: the encoder's look-ahead, flushed rather than dropped.
+    assert.ok(recMs >= TURN_MS && recMs <= TURN_MS + 20, `recorded turn is ${recMs} ms, the page captured ${TURN_MS} ms`);
+    const p = speechBounds(reference, 24000);
+    const r = speechBounds(rec.samples, 24000);
+    const promptSpeechMs = ((p.end - p.start) * 1000) / 24000;
+    const recSpeechMs = ((r.end - r.start) * 1000) / 24000;
+    const { lag, corr } = bestAlignment(reference, rec.samples, 12000);
+    const w = windowedCorrelation(reference, rec.samples, lag, 24000);
+    return {
+      recMs,
+      promptSpeechMs,
+      recSpeechMs,
+      // recorded[i] ≈ prompt[i + lag]: a positive lag is prompt audio missing at the start.
+      lagMs: Number(((lag * 1000) / 24000).toFixed(1)),
+      globalCorr: Number(corr.toFixed(3)),
+      corr: Number(w.corr.toFixed(3)),
+      captureGlitches: w.glitches,
+    };
+  }
+
+  /** (b): the page's own account of the call. */
+  function checkPlayback(name, { outcome, events, console }) {
+    const detail = () => `${name}: ${JSON.stringify(outcome, null, 1)}\nconsole:\n${console.join('\n')}`;
+    assert.ok(outcome.ok, `the call did not complete: ${detail()}`);
+    assert.equal(outcome.response.response.status, 'completed', detail());
+    assert.equal(outcome.playback.reason, 'finished', detail());
+    // The echo agent answers with the turn itself: the page played all of it.
+    assert.ok(outcome.playback.played_ms >= TURN_MS - 100, `played ${outcome.playback.played_ms} ms of a ${TURN_MS} ms echo: ${detail()}`);
+    const errors = events.filter((e) => e.type === 'error' || e.type === 'client.error');
+    assert.deepEqual(errors, [], detail());
+    assert.ok(outcome.turn.audio_ms >= TURN_MS && outcome.turn.audio_ms <= TURN_MS + 20, `turn of ${outcome.turn.audio_ms} ms`);
+    const committed = events.find((e) => e.type === 'input_audio_buffer.committed')?.event;
+    assert.ok(committed, 'no input_audio_buffer.committed');
+    assert.equal(committed.frames, outcome.turn.frames, 'the server holds every frame the page sent');
+    assert.equal(committed.bytes, outcome.turn.bytes);
+    assert.ok(events.some((e) => e.type === 'playback.started'), 'no playback.started');
+    return committed;
+  }
+
+  const calls = [
+    { name: 'webtransport-opus', query: 'transport=webtransport&codec=opus', transport: 'webtransport', codec: 'opus', capture: 'track-processor' },
+    // The Web Audio capture path (the fallback where MediaStreamTrackProcessor is missing).
+    { name: 'websocket-pcm16', query: 'transport=websocket&codec=pcm16&capture=worklet', transport: 'websocket', codec: 'pcm16', capture: 'worklet' },
+    { name: 'auto-fallback-websocket', query: 'transport=auto&codec=opus&disable_webtransport=1', transport: 'websocket', codec: 'opus', capture: 'track-processor' },
+  ];
+
+  for (const c of calls) {
+    test(c.name, { timeout: 90000 }, async () => {
+      const r = await call(c.name, c.query);
+      const committed = checkPlayback(c.name, r);
+      assert.equal(r.outcome.stats.inputCodec, c.codec);
+      assert.equal(r.outcome.stats.captureMethod, c.capture);
+      assert.equal(r.outcome.stats.transport, c.transport, `won by ${r.outcome.stats.transport}`);
+      // An RTT on every carrier: WebSocket from the mux PINGs, WebTransport from voq.ping.
+      const rtt = r.outcome.stats.rttMs;
+      assert.ok(typeof rtt === 'number' && rtt >= 0 && rtt < 1000, `rttMs ${rtt} over ${c.transport}`);
+      if (c.name.startsWith('auto')) {
+        const connected = r.events.find((e) => e.type === 'transport.connected').event;
+        assert.deepEqual(
+          connected.attempts.map((a) => [a.transport, a.result]),
+          [
+            ['webtransport', 'unavailable'],
+            ['websocket', 'won'],
+          ],
+        );
+      }
+      const rec = await checkRecording(r.outcome.stats.sessionId, committed.item_id);
+      process.stdout.write(`# ${c.name}: ${JSON.stringify({ ...rec, playedMs: r.outcome.playback.played_ms, connectMs: r.outcome.stats.connectMs, echoLoopback: r.outcome.stats.echoLoopback })}\n`);
+      assert.ok(rec.corr >= 0.8, `recorded turn vs prompt: normalized correlation ${rec.corr} < 0.8 (${JSON.stringify(rec)})`);
+      assert.ok(rec.captureGlitches <= 5, `Chromium's capture glitched ${rec.captureGlitches} times in one turn (${JSON.stringify(rec)})`);
+      assert.ok(rec.lagMs <= 60, `the first ${rec.lagMs} ms of the prompt are missing from the recorded turn (${JSON.stringify(rec)})`);
+      assert.ok(
+        Math.abs(rec.recSpeechMs - rec.promptSpeechMs) <= 60,
+        `speech in the recorded turn lasts ${rec.recSpeechMs} ms, in the prompt ${rec.promptSpeechMs} ms (${JSON.stringify(rec)})`,
+      );
+    });
+  }
+
+  // Server VAD: one continuous stream from the start; the server finds the prompt's end,
+  // commits and answers (auto transport: WebTransport wins on loopback).
+  test('server VAD (auto)', { timeout: 90000 }, async () => {
+    const r = await call('server-vad-auto', 'mode=server_vad&transport=auto&codec=opus');
+    const detail = () => `${JSON.stringify(r.outcome, null, 1)}\n${r.console.join('\n')}`;
+    assert.ok(r.outcome.ok, detail());
+    const types = r.events.map((e) => e.type);
+    for (const t of ['input_audio_buffer.speech_started', 'input_audio_buffer.speech_stopped', 'input_audio_buffer.committed', 'playback.started']) {
+      assert.ok(types.includes(t), `no ${t}: ${detail()}`);
+    }
+    // The server may cut the prompt at a pause into more than one turn; it answers the last one
+    // committed before its response. Together they hold the prompt's speech (2.37 s).
+    const created = r.events.findIndex((e) => e.type === 'response.created');
+    const commits = r.events.slice(0, created).filter((e) => e.type === 'input_audio_buffer.committed').map((e) => e.event);
+    const committed = commits.at(-1);
+    const total = commits.reduce((n, c) => n + c.audio_ms, 0);
+    assert.ok(total >= 2300, `committed ${total} ms in ${commits.length} turns: ${detail()}`);
+    // The echo plays all of the turn it answers.
+    assert.ok(r.outcome.playback.played_ms >= committed.audio_ms - 100, detail());
+    assert.equal(r.events.filter((e) => e.type === 'error' || e.type === 'client.error').length, 0, detail());
+    process.stdout.write(`# server-vad: ${JSON.stringify({ turns: commits.length, committedMs: total, playedMs: r.outcome.playback.played_ms, transport: r.outcome.stats.transport })}\n`);
+  });
+
+  // Barge-in against the file agent (a 16 s reply sent ahead of playback): the page silences
+  // the reply, the server cuts it where the user stopped hearing it.
+  test('barge-in (webtransport, file agent)', { timeout: 90000 }, async () => {
+    const INTERRUPT_AFTER = 1500;
+    const r = await call('barge-in-webtransport', `transport=webtransport&codec=opus&interrupt_after_ms=${INTERRUPT_AFTER}`, fileBase);
+    const detail = () => JSON.stringify(r.outcome, null, 1);
+    assert.ok(r.outcome.ok, `barge-in failed: ${detail()}\n${r.console.join('\n')}`);
+    const { heard, truncated, stats } = r.outcome.interrupt;
+    // The page heard ~1.5 s (a wall-clock timer from playback.started against the audio clock of
+    // a loaded headless Chromium: ±300 ms) and the server agrees to the ms.
+    assert.ok(heard >= INTERRUPT_AFTER - 300 && heard <= INTERRUPT_AFTER + 300, `heard ${heard} ms: ${detail()}`);
+    assert.equal(truncated.audio_end_ms, heard);
+    assert.equal(r.outcome.response.response.status, 'cancelled');
+    // Audio was sent ahead and thrown away unplayed: what send-ahead costs a barge-in.
+    assert.ok(stats.unplayedBytes > 0, detail());
+    const ended = r.events.find((e) => e.type === 'playback.ended')?.event;
+    assert.equal(ended?.reason, 'interrupted');
+    assert.equal(ended?.played_ms, heard);
+    process.stdout.write(`# barge-in: ${JSON.stringify({ heard, truncated: truncated.audio_end_ms, unplayedBytes: stats.unplayedBytes, transport: r.outcome.stats.transport })}\n`);
+  });
+});
+
+describe('browser errors', { skip: missing ?? false }, () => {
+  let chromium;
+  let server;
+  let base;
+  let tmp;
+  before(async () => {
+    ({ chromium } = await import('playwright-core'));
+    tmp = mkdtempSync(path.join(tmpdir(), 'voq-e2e-'));
+    server = startServer(path.join(tmp, 'record'));
+    base = await server.url;
+  });
+  after(() => {
+    server?.proc.kill('SIGTERM');
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  // A page holding a stale certificate hash (the server restarted): the user is told in plain
+  // words, with the `certificate` code.
+  test('wrong certificate hash', { timeout: 60000 }, async () => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.route('**/voq/config.json', async (route) => {
+        const res = await route.fetch();
+        const config = await res.json();
+        config.webtransport.certificate_hashes = [{ algorithm: 'sha-256', value: '00'.repeat(32) }];
+        await route.fulfill({ response: res, json: config });
+      });
+      if (process.env.VOQ_E2E_FRESH_DIST === '1') {
+        await page.route(/\/(app\.js)?(\?.*)?$/, (route) => {
+          const file = new URL(route.request().url()).pathname === '/app.js' ? 'app.js' : 'index.html';
+          route.fulfill({ body: readFileSync(path.join(web, 'dist', file)), contentType: file === 'app.js' ? 'text/javascript' : 'text/html' });
+        });
+      }
+      await page.goto(`${base}?transport=webtransport&autostart=1&turn_ms=500&timeout_ms=20000`);
+      await page.waitForFunction(() => window.voq?.done, null, { timeout: 10000 });
+      const outcome = await page.evaluate(() => window.voq.done);
+      const status = await page.textContent('#status');
+      await page.screenshot({ path: path.join(RESULTS, 'wrong-certificate.png') });
+      assert.equal(outcome.ok, false);
+      assert.equal(outcome.error.code, 'certificate', JSON.stringify(outcome));
+      assert.match(status, /certificate did not match/);
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+if (missing) test('browser call', { skip: missing }, () => {});

@@ -1,0 +1,801 @@
+/**
+ * {@link VoqClient}: a voq/1 voice session in the browser — microphone, carrier, session state
+ * machine, codecs and playout wired together.
+ *
+ * ```ts
+ * const client = new VoqClient({ mode: 'push_to_talk', codec: 'opus' });
+ * client.on('response.done', (e) => console.log(e.response.status));
+ * await client.start();              // microphone + connection, in parallel
+ * client.startTurn();                // … the user talks …
+ * await client.endTurn();            // FIN: the server commits the turn and answers
+ * await client.interrupt();          // barge-in while the agent speaks
+ * ```
+ *
+ * Capture starts at once: audio of a turn captured before or while the connection is being set
+ * up (or re-established) is queued and sent, never dropped. A push-to-talk turn is kept until the
+ * server confirms it (`input_audio_buffer.committed`), so a turn cut by a lost connection is sent
+ * again, whole, on the next one.
+ */
+
+import { BrowserAudio } from './audio/browser.js';
+import type { BrowserAudioOptions } from './audio/browser.js';
+import { browserCodecs, opusSupport } from './audio/codecs.js';
+import type { AudioFrameDecoder, AudioFrameEncoder, CodecFactory } from './audio/codecs.js';
+import type { AudioIO, EchoLoopbackState } from './audio/io.js';
+import { connect as defaultConnect } from './connect.js';
+import type { Attempt, ConnectOptions, Connected, TransportChoice } from './connect.js';
+import { Emitter } from './emitter.js';
+import { ClosedError, Code, UnreachableError, VoqError, codeName } from './errors.js';
+import type { Codec, ServerEventMap, SessionInfo } from './events.js';
+import { SAMPLE_RATE } from './events.js';
+import { ClientSession } from './session.js';
+import type { ClientOutput, InStream, OutStream, PlaybackChange, PlayoutSnapshot, ResponseStats } from './session.js';
+import type { RecvStream, SendStream, Transport, TransportName } from './transport.js';
+
+export type Mode = 'push_to_talk' | 'server_vad';
+
+export interface VoqClientOptions {
+  /** The server's http(s) base URL (default: the page's origin). */
+  url?: string;
+  /** `auto` (default): WebTransport, with WebSocket in parallel after `headStartMs`. */
+  transport?: TransportChoice;
+  /** Codec for both directions (default `opus`; `pcm16` if the browser cannot do Opus). */
+  codec?: Codec;
+  inputCodec?: Codec;
+  outputCodec?: Codec;
+  /** `push_to_talk` (default): one stream per turn; `server_vad`: one continuous stream. */
+  mode?: Mode;
+  /** WebTransport's head start before WebSocket is tried too (default 300 ms). */
+  headStartMs?: number;
+  /** Give up connecting after this long (default 10 s). */
+  timeoutMs?: number;
+  /** Audio buffered before playback starts (default 100 ms). */
+  startThresholdMs?: number;
+  /** Ask the server for this send-ahead lead. */
+  sendAheadMs?: number;
+  /** Route playback through a local peer connection so the echo canceller sees it (default true). */
+  echoCancellationLoopback?: boolean;
+  /** How the microphone is read (default `auto`: `MediaStreamTrackProcessor` where available). */
+  capture?: 'auto' | 'track-processor' | 'worklet';
+  /** Reconnect when the connection drops or the server goes away (default true). */
+  reconnect?: boolean;
+  maxReconnectAttempts?: number;
+  /** Server VAD: barge in when the server hears the user start speaking (default true). */
+  interruptOnSpeech?: boolean;
+  /** The audio side (default: the browser's, see `BrowserAudio`). */
+  audio?: AudioIO;
+  /** Codecs (default: pcm16 in code, Opus through WebCodecs). */
+  codecs?: CodecFactory;
+  /** Connects (default {@link defaultConnect}); tests pass fakes. */
+  connect?: (opts: ConnectOptions) => Promise<Connected>;
+  /** Clock in ms (default `performance.now`). */
+  now?: () => number;
+}
+
+export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+/** Events of the client itself (server events pass through under their own names). */
+export interface LocalEventMap {
+  'transport.connected': {
+    type: 'transport.connected';
+    transport: TransportName;
+    connectMs: number;
+    attempts: Attempt[];
+    reconnect: boolean;
+  };
+  'transport.closed': { type: 'transport.closed'; transport: TransportName; code: number | null; reason: string; local: boolean };
+  'transport.reconnecting': { type: 'transport.reconnecting'; attempt: number; delayMs: number; reason: string };
+  'input.turn_started': { type: 'input.turn_started'; item_id: string };
+  'input.turn_ended': { type: 'input.turn_ended'; item_id: string; frames: number; audio_ms: number; bytes: number };
+  'input.stream_stopped': { type: 'input.stream_stopped'; item_id: string | null; code: number; code_name: string };
+  'playback.started': { type: 'playback.started'; response_id: string; played_ms: number };
+  'playback.underrun': { type: 'playback.underrun'; response_id: string; played_ms: number };
+  'playback.resumed': { type: 'playback.resumed'; response_id: string; played_ms: number };
+  'playback.ended': { type: 'playback.ended'; response_id: string; played_ms: number; reason: string };
+  interrupted: { type: 'interrupted'; response_id: string; played_ms: number };
+  warning: { type: 'warning'; message: string };
+  /** Something failed after `start()` resolved (the connection could not be re-established…). */
+  'client.error': { type: 'client.error'; error: VoqError };
+}
+
+export type VoqEventMap = ServerEventMap & LocalEventMap;
+export type VoqEvent = VoqEventMap[keyof VoqEventMap];
+
+/** What {@link VoqClient.stats} returns. */
+export interface VoqStats {
+  state: ClientState;
+  transport: TransportName | null;
+  rttMs: number | null;
+  sessionId: string | null;
+  mode: Mode;
+  inputCodec: Codec;
+  outputCodec: Codec;
+  /** Agent audio queued in the playout (ms). */
+  bufferedMs: number;
+  /** Position in the current (or last) response (ms). */
+  playedMs: number;
+  underruns: number;
+  stallMs: number;
+  /** User turns ended (push-to-talk) or committed by the server (server VAD). */
+  turnsSent: number;
+  framesSent: number;
+  /** Encoded user audio bytes (payloads). */
+  bytesSent: number;
+  /** Audio captured into turns (ms). */
+  capturedMs: number;
+  responses: number;
+  framesReceived: number;
+  bytesReceived: number;
+  /** The echo-cancellation loopback: `active`, `off`, `failed` or `pending`. */
+  echoLoopback: EchoLoopbackState;
+  loopbackLatencyMs: number | null;
+  /** How the microphone is read: `track-processor` or `worklet`. */
+  captureMethod: string | null;
+  connectMs: number | null;
+  reconnects: number;
+  attempts: Attempt[];
+}
+
+interface Turn {
+  itemId: string | null;
+  encoder: AudioFrameEncoder;
+  /** Packets produced before the turn was started in the session. */
+  pending: Array<[Uint8Array, number]>;
+  /** Every packet, kept until the server confirms the turn (push-to-talk), for a resend. */
+  packets: Array<[Uint8Array, number]> | null;
+  captured: number;
+  limit: number | null;
+  state: 'capturing' | 'flushing' | 'ended';
+}
+
+interface Conn {
+  transport: Transport;
+  control: SendStream;
+  out: Map<OutStream, SendStream>;
+  in: Map<InStream, RecvStream>;
+}
+
+const NETWORK_OUTPUTS = new Set<ClientOutput['type']>(['control', 'open_stream', 'stream_data', 'finish_stream', 'reset_stream', 'stop_sending']);
+const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
+
+export class VoqClient extends Emitter<VoqEventMap> {
+  private readonly opts: VoqClientOptions;
+  private readonly now: () => number;
+  private readonly codecs: CodecFactory;
+  private readonly connectFn: (opts: ConnectOptions) => Promise<Connected>;
+  private audioIO: AudioIO | null;
+  private _session: ClientSession;
+  private _state: ClientState = 'idle';
+  private conn: Conn | null = null;
+  private netQueue: ClientOutput[] = [];
+  private inputCodec: Codec;
+  private outputCodec: Codec;
+  private readonly mode: Mode;
+  private capturing: Turn | null = null;
+  private active: Turn | null = null;
+  private queue: Turn[] = [];
+  /** Ended turns the server has not confirmed yet. */
+  private unconfirmed: Turn[] = [];
+  private decoders = new Map<string, AudioFrameDecoder>();
+  private nextIn = 1;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private pumping = false;
+  private goingAway = false;
+  private totals = { turns: 0, frames: 0, bytes: 0, captured: 0, reconnects: 0 };
+  private lastResponse: ResponseStats | null = null;
+  private connectMs: number | null = null;
+  private attempts: Attempt[] = [];
+  private codecWarnings: string[] = [];
+
+  constructor(opts: VoqClientOptions = {}) {
+    super();
+    this.opts = opts;
+    this.now = opts.now ?? (() => performance.now());
+    this.codecs = opts.codecs ?? browserCodecs;
+    this.connectFn = opts.connect ?? defaultConnect;
+    this.audioIO = opts.audio ?? null;
+    this.mode = opts.mode ?? 'push_to_talk';
+    this.inputCodec = opts.inputCodec ?? opts.codec ?? 'opus';
+    this.outputCodec = opts.outputCodec ?? opts.codec ?? 'opus';
+    if (!opts.codecs) {
+      // No WebCodecs (older Safari, Node): pcm16, decided now so that a turn started before
+      // start() resolves uses the codec the session announces.
+      const g = globalThis as { AudioEncoder?: unknown; AudioDecoder?: unknown };
+      if (this.inputCodec === 'opus' && typeof g.AudioEncoder !== 'function') {
+        this.inputCodec = 'pcm16';
+        this.codecWarnings.push('this browser has no WebCodecs AudioEncoder: sending pcm16');
+      }
+      if (this.outputCodec === 'opus' && typeof g.AudioDecoder !== 'function') {
+        this.outputCodec = 'pcm16';
+        this.codecWarnings.push('this browser has no WebCodecs AudioDecoder: receiving pcm16');
+      }
+    }
+    this._session = this.newSession();
+  }
+
+  get state(): ClientState {
+    return this._state;
+  }
+
+  private get closed(): boolean {
+    return this._state === 'closed';
+  }
+
+  /** The session state machine of the current connection (turn and response details). */
+  get session(): ClientSession {
+    return this._session;
+  }
+
+  /** The server's description of the session, once it has sent `session.created`. */
+  get serverSession(): SessionInfo | null {
+    return this._session.session;
+  }
+
+  /** The transport in use, if connected. */
+  get transport(): Transport | null {
+    return this.conn?.transport ?? null;
+  }
+
+  /**
+   * Opens the microphone and the audio output and connects, all in parallel. Resolves when all
+   * three are up; rejects with a {@link VoqError} (`mic_denied`, `unreachable`, `certificate`, …).
+   * In server-VAD mode the continuous user stream starts here.
+   */
+  async start(): Promise<void> {
+    if (this._state !== 'idle') throw new VoqError('invalid_state', `start() called in state ${this._state}`);
+    this._state = 'connecting';
+    for (const w of this.codecWarnings) this.emit('warning', { type: 'warning', message: w });
+    if (!this.opts.codecs && (this.inputCodec === 'opus' || this.outputCodec === 'opus')) {
+      // The constructor checked that WebCodecs exists; this checks it can do Opus. If not, and
+      // nothing was captured yet, fall back to pcm16.
+      void opusSupport().then((can) => {
+        if ((this.inputCodec === 'opus' && !can.encode) || (this.outputCodec === 'opus' && !can.decode)) {
+          this.emit('warning', { type: 'warning', message: 'WebCodecs reports no Opus support: the session may fail to encode or decode audio (use codec "pcm16")' });
+        }
+      });
+    }
+    if (!this.audioIO) {
+      const o: BrowserAudioOptions = {};
+      if (this.opts.echoCancellationLoopback !== undefined) o.echoCancellationLoopback = this.opts.echoCancellationLoopback;
+      if (this.opts.capture !== undefined) o.capture = this.opts.capture;
+      this.audioIO = new BrowserAudio(o);
+    }
+    const audio = this.audioIO;
+    if (this.mode === 'server_vad') this.beginTurn(null, false);
+    const capture = audio.startCapture((f) => this.onCaptureFrame(f));
+    const playback = audio.startPlayback().then(() => {
+      audio.player.onSnapshot = (s) => this.onSnapshot(s);
+    });
+    const conn = this.dial(false);
+    // Settle all three before deciding, so nothing rejects unobserved.
+    const results = await Promise.allSettled([capture, playback, conn]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await this.close();
+      throw failed.reason instanceof VoqError ? failed.reason : new VoqError('unsupported', String((failed.reason as Error)?.message ?? failed.reason), { cause: failed.reason });
+    }
+  }
+
+  /**
+   * Push-to-talk: starts a user turn. With `durationMs` the turn ends by itself after that much
+   * captured audio. A turn still open is ended first.
+   */
+  startTurn(opts: { durationMs?: number } = {}): void {
+    if (this._state === 'closed') throw new VoqError('invalid_state', 'the client is closed');
+    if (this.mode === 'server_vad') throw new VoqError('invalid_state', 'server VAD mode streams continuously: no turns to start');
+    if (this.capturing) void this.endTurn();
+    const limit = opts.durationMs !== undefined ? Math.round((opts.durationMs * SAMPLE_RATE) / 1000) : null;
+    this.beginTurn(limit, true);
+  }
+
+  /** Push-to-talk: ends the open turn (FIN once the encoder has drained); the server commits it. */
+  async endTurn(): Promise<void> {
+    const t = this.capturing;
+    if (!t) return;
+    this.capturing = null;
+    t.state = 'flushing';
+    try {
+      await t.encoder.flush();
+    } catch (e) {
+      this.emit('warning', { type: 'warning', message: `encoder flush failed: ${(e as Error).message}` });
+    }
+    t.state = 'ended';
+    t.encoder.close();
+    if (this.active === t) this.finishTurn(t);
+  }
+
+  /** Whether a push-to-talk turn is capturing. */
+  get talking(): boolean {
+    return this.capturing !== null && this.mode === 'push_to_talk';
+  }
+
+  /** Server VAD: end the current turn now (`input_audio_buffer.commit`). */
+  commit(): void {
+    this._session.commit();
+    this.pump();
+  }
+
+  /** Discards the open turn (its stream is reset) and asks the server to clear its input. */
+  clearInput(): void {
+    const t = this.capturing;
+    if (t && this.mode === 'push_to_talk') {
+      this.capturing = null;
+      t.encoder.close();
+      this.queue = this.queue.filter((x) => x !== t);
+      if (this.active === t) this.active = null;
+    }
+    this._session.clear();
+    if (this.mode === 'server_vad') this.beginTurn(null, false);
+    this.activateNext();
+    this.pump();
+  }
+
+  /** Asks the server to stop the response it is generating. */
+  cancelResponse(): void {
+    this._session.cancelResponse();
+    this.pump();
+  }
+
+  /**
+   * Barge-in: silences the output at once (the next audio quantum is silent), flushes the
+   * playout, sends `conversation.item.truncate` with the exact position heard and STOP_SENDING
+   * (`cancelled`) on the response stream. Resolves with the played ms, or `null` if nothing was
+   * playing.
+   */
+  async interrupt(): Promise<number | null> {
+    const cur = this._session.currentResponse;
+    if (!cur || !this.audioIO) return null;
+    const id = cur.responseId;
+    const f = await this.audioIO.player.flush(id);
+    this.dropDecoder(id);
+    const ms = this._session.interrupt(this.now(), f.responseId === id ? f.played : undefined);
+    if (ms !== null) this.emit('interrupted', { type: 'interrupted', response_id: id, played_ms: ms });
+    this.pump();
+    return ms;
+  }
+
+  /** Numbers for a dashboard or a test. */
+  stats(): VoqStats {
+    const r = this._session.currentResponse ?? this.lastResponse;
+    const responses = this._session.responses;
+    let framesReceived = 0;
+    let bytesReceived = 0;
+    for (const x of responses) {
+      framesReceived += x.framesReceived;
+      bytesReceived += x.bytesReceived;
+    }
+    const vadTurns = this.mode === 'server_vad' ? this._session.turns.filter((t) => t.framesConfirmed !== undefined).length : 0;
+    return {
+      state: this._state,
+      transport: this.conn?.transport.name ?? null,
+      // The carrier's own estimate where it has one (WebSocket PINGs), else voq.ping's.
+      rttMs: this.conn?.transport.rttMs() ?? this._session.rttMs,
+      sessionId: this._session.session?.id ?? null,
+      mode: this.mode,
+      inputCodec: this.inputCodec,
+      outputCodec: this.outputCodec,
+      bufferedMs: this._session.bufferedMs,
+      playedMs: r?.playedMs ?? 0,
+      underruns: r?.underruns ?? 0,
+      stallMs: r?.stallMs ?? 0,
+      turnsSent: this.mode === 'server_vad' ? vadTurns : this.totals.turns,
+      framesSent: this.totals.frames,
+      bytesSent: this.totals.bytes,
+      capturedMs: Math.floor((this.totals.captured * 1000) / SAMPLE_RATE),
+      responses: responses.length,
+      framesReceived,
+      bytesReceived,
+      echoLoopback: this.audioIO?.echoLoopback() ?? 'off',
+      loopbackLatencyMs: this.audioIO?.loopbackLatencyMs() ?? null,
+      captureMethod: this.audioIO?.captureMethod?.() ?? null,
+      connectMs: this.connectMs,
+      reconnects: this.totals.reconnects,
+      attempts: this.attempts,
+    };
+  }
+
+  /** Ends the session: closes the connection (code 0), the microphone and the audio output. */
+  async close(): Promise<void> {
+    if (this._state === 'closed') return;
+    this._state = 'closed';
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const t of [this.capturing, ...this.queue]) t?.encoder.close();
+    this.capturing = null;
+    this.queue = [];
+    this.active = null;
+    for (const d of this.decoders.values()) d.close();
+    this.decoders.clear();
+    const c = this.conn;
+    this.conn = null;
+    c?.transport.close(Code.NoError, 'bye');
+    await this.audioIO?.close().catch(() => {});
+  }
+
+  // ---- turns ----
+
+  private newSession(): ClientSession {
+    const cfg: ConstructorParameters<typeof ClientSession>[0] = {
+      inputCodec: this.inputCodec,
+      outputCodec: this.outputCodec,
+      serverVad: this.mode === 'server_vad',
+    };
+    if (this.opts.startThresholdMs !== undefined) cfg.startThresholdMs = this.opts.startThresholdMs;
+    if (this.opts.sendAheadMs !== undefined) cfg.sendAheadMs = this.opts.sendAheadMs;
+    return new ClientSession(cfg);
+  }
+
+  private beginTurn(limit: number | null, keep: boolean): void {
+    const t: Turn = {
+      itemId: null,
+      encoder: null as unknown as AudioFrameEncoder,
+      pending: [],
+      packets: keep ? [] : null,
+      captured: 0,
+      limit,
+      state: 'capturing',
+    };
+    t.encoder = this.codecs.encoder(
+      this.inputCodec,
+      (payload, samples) => this.onPacket(t, payload, samples),
+      (e) => this.emit('warning', { type: 'warning', message: `audio encoder: ${e.message}` }),
+    );
+    this.capturing = t;
+    this.queue.push(t);
+    this.activateNext();
+  }
+
+  private activateNext(): void {
+    if (this.active) return;
+    const t = this.queue[0];
+    if (!t) return;
+    this.active = t;
+    t.itemId = this._session.startTurn(this.now());
+    for (const [p, n] of t.pending) this._session.sendAudio(this.now(), p, n);
+    t.pending = [];
+    this.emit('input.turn_started', { type: 'input.turn_started', item_id: t.itemId });
+    if (t.state === 'ended') this.finishTurn(t);
+    else this.pump();
+  }
+
+  private finishTurn(t: Turn): void {
+    this._session.endTurn(this.now());
+    const stats = this._session.turns.find((x) => x.itemId === t.itemId);
+    this.queue = this.queue.filter((x) => x !== t);
+    this.active = null;
+    this.totals.turns += 1;
+    if (t.packets) this.unconfirmed.push(t);
+    this.emit('input.turn_ended', {
+      type: 'input.turn_ended',
+      item_id: t.itemId ?? '',
+      frames: stats?.framesSent ?? 0,
+      audio_ms: stats?.audioMsSent ?? 0,
+      bytes: stats?.bytesSent ?? 0,
+    });
+    this.activateNext();
+    this.pump();
+  }
+
+  private onCaptureFrame(samples: Float32Array): void {
+    const t = this.capturing;
+    if (!t || this._state === 'closed') return;
+    let frame = samples;
+    if (t.limit !== null && t.captured + frame.length > t.limit) frame = frame.subarray(0, t.limit - t.captured);
+    if (frame.length > 0) {
+      t.captured += frame.length;
+      this.totals.captured += frame.length;
+      t.encoder.encode(frame);
+    }
+    if (t.limit !== null && t.captured >= t.limit) void this.endTurn();
+  }
+
+  private onPacket(t: Turn, payload: Uint8Array, samples: number): void {
+    this.totals.frames += 1;
+    this.totals.bytes += payload.length;
+    t.packets?.push([payload, samples]);
+    if (this.active === t) {
+      this._session.sendAudio(this.now(), payload, samples);
+      this.pump();
+    } else {
+      t.pending.push([payload, samples]);
+    }
+  }
+
+  // ---- connection ----
+
+  private async dial(reconnect: boolean): Promise<void> {
+    const o: ConnectOptions = {};
+    if (this.opts.url !== undefined) o.url = this.opts.url;
+    if (this.opts.transport !== undefined) o.transport = this.opts.transport;
+    if (this.opts.headStartMs !== undefined) o.headStartMs = this.opts.headStartMs;
+    if (this.opts.timeoutMs !== undefined) o.timeoutMs = this.opts.timeoutMs;
+    const r = await this.connectFn(o);
+    if (this._state === 'closed') {
+      r.transport.close(Code.NoError, 'client closed');
+      return;
+    }
+    this.connectMs = r.connectMs;
+    this.attempts = r.attempts;
+    this.attach(r.transport);
+    this.emit('transport.connected', { type: 'transport.connected', transport: r.winner, connectMs: r.connectMs, attempts: r.attempts, reconnect });
+    this.pump();
+  }
+
+  private attach(t: Transport): void {
+    const { send, recv } = t.openBidi();
+    const conn: Conn = { transport: t, control: send, out: new Map(), in: new Map() };
+    this.conn = conn;
+    this._state = 'connected';
+    recv.onData = (b) => {
+      if (this.conn !== conn) return;
+      this._session.handleControl(this.now(), b);
+      this.pump();
+    };
+    recv.onFin = () => this.lost(conn, 'the server ended the control stream');
+    recv.onReset = (code) => this.lost(conn, `the server reset the control stream (${codeName(code)})`);
+    t.onIncomingUni = (s) => {
+      if (this.conn !== conn) {
+        s.stop(Code.Cancelled);
+        return;
+      }
+      const id = this.nextIn++;
+      conn.in.set(id, s);
+      s.onData = (b) => {
+        if (this.conn !== conn) return;
+        this._session.handleStreamData(this.now(), id, b);
+        this.pump();
+      };
+      s.onFin = () => {
+        conn.in.delete(id);
+        if (this.conn !== conn) return;
+        this._session.handleStreamFin(this.now(), id);
+        this.pump();
+      };
+      s.onReset = (code) => {
+        conn.in.delete(id);
+        if (this.conn !== conn) return;
+        this._session.handleStreamReset(this.now(), id, code);
+        this.pump();
+      };
+    };
+    void t.closed.then((info) => {
+      this.emit('transport.closed', { type: 'transport.closed', transport: t.name, code: info.code, reason: info.reason, local: info.local });
+      if (this.conn === conn) this.lost(conn, info.reason);
+    });
+    // What queued while connecting goes out now, in order.
+    const q = this.netQueue;
+    this.netQueue = [];
+    for (const o of q) this.apply(o);
+  }
+
+  /** The connection is gone: play out what arrived, then reconnect (or give up). */
+  private lost(conn: Conn, reason: string, planned = false): void {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    conn.transport.close(Code.NoError, reason);
+    if (this._state === 'closed') return;
+    const cur = this._session.currentResponse;
+    if (cur) this.finishPlayout(cur.responseId);
+    if (this.opts.reconnect === false) {
+      this._state = 'closed';
+      this.emit('client.error', { type: 'client.error', error: new ClosedError(`connection closed: ${reason}`) });
+      void this.close();
+      return;
+    }
+    void this.reconnect(reason, planned);
+  }
+
+  private async reconnect(reason: string, planned: boolean): Promise<void> {
+    this._state = 'reconnecting';
+    this.restartSession();
+    const max = this.opts.maxReconnectAttempts ?? 5;
+    for (let attempt = 1; attempt <= max; attempt++) {
+      const delayMs = BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)] ?? 1000;
+      this.emit('transport.reconnecting', { type: 'transport.reconnecting', attempt, delayMs, reason });
+      await new Promise((r) => setTimeout(r, attempt === 1 && planned ? 0 : delayMs));
+      if (this.closed) return;
+      try {
+        await this.dial(true);
+        this.totals.reconnects += 1;
+        return;
+      } catch (e) {
+        reason = (e as Error).message;
+      }
+    }
+    this.emit('client.error', { type: 'client.error', error: new UnreachableError(`lost the connection and could not reconnect: ${reason}`) });
+    await this.close();
+  }
+
+  /** A new session for a new connection: unconfirmed turns are sent again, whole. */
+  private restartSession(): void {
+    const last = this._session.currentResponse ?? this._session.responses[this._session.responses.length - 1] ?? null;
+    if (last) this.lastResponse = last;
+    this.netQueue = [];
+    this._session = this.newSession();
+    const replay = [...this.unconfirmed];
+    for (const t of replay) {
+      t.itemId = this._session.startTurn(this.now());
+      for (const [p, n] of t.packets ?? []) this._session.sendAudio(this.now(), p, n);
+      this._session.endTurn(this.now());
+    }
+    const a = this.active;
+    if (a) {
+      if (a.packets) {
+        a.itemId = this._session.startTurn(this.now());
+        for (const [p, n] of a.packets) this._session.sendAudio(this.now(), p, n);
+      } else {
+        // Server VAD: the continuous stream goes on from here.
+        a.itemId = this._session.startTurn(this.now());
+      }
+    }
+    this.pump();
+  }
+
+  // ---- the drain loop ----
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      for (let o = this._session.poll(); o; o = this._session.poll()) {
+        if (NETWORK_OUTPUTS.has(o.type)) {
+          if (this.conn) this.apply(o);
+          else this.netQueue.push(o);
+        } else {
+          this.apply(o);
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+    this.schedule();
+    if (this.goingAway && this.conn && !this.active && !this.capturing && !this._session.currentResponse) {
+      // The server is draining and we are idle: move to another server now.
+      const c = this.conn;
+      this.goingAway = false;
+      this.lost(c, 'the server is going away', true);
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const at = this._session.pollTimeout();
+    if (at === null || this._state === 'closed') return;
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        this._session.handleTimeout(this.now());
+        this.pump();
+      },
+      Math.max(0, at - this.now()),
+    );
+  }
+
+  private apply(o: ClientOutput): void {
+    const c = this.conn;
+    switch (o.type) {
+      case 'control':
+        c?.control.write(o.bytes);
+        break;
+      case 'open_stream': {
+        if (!c) break;
+        const s = c.transport.openUni();
+        const item = this.active?.itemId ?? null;
+        s.onStop = (code) => {
+          c.out.delete(o.stream);
+          this.emit('input.stream_stopped', { type: 'input.stream_stopped', item_id: item, code, code_name: codeName(code) });
+        };
+        c.out.set(o.stream, s);
+        s.write(o.bytes);
+        break;
+      }
+      case 'stream_data':
+        c?.out.get(o.stream)?.write(o.bytes);
+        break;
+      case 'finish_stream':
+        c?.out.get(o.stream)?.finish();
+        c?.out.delete(o.stream);
+        break;
+      case 'reset_stream':
+        c?.out.get(o.stream)?.reset(o.code);
+        c?.out.delete(o.stream);
+        break;
+      case 'stop_sending':
+        c?.in.get(o.stream)?.stop(o.code);
+        c?.in.delete(o.stream);
+        break;
+      case 'playout_start': {
+        for (const [id, d] of this.decoders) {
+          if (id !== o.responseId) {
+            d.close();
+            this.decoders.delete(id);
+          }
+        }
+        const id = o.responseId;
+        this.decoders.get(id)?.close();
+        try {
+          this.decoders.set(
+            id,
+            this.codecs.decoder(
+              o.codec,
+              (pts, samples) => this.audioIO?.player.push(id, pts, samples),
+              (e) => this.emit('warning', { type: 'warning', message: `audio decoder: ${e.message}` }),
+            ),
+          );
+        } catch (e) {
+          this.emit('warning', { type: 'warning', message: (e as Error).message });
+        }
+        this.audioIO?.player.start(id, o.startThresholdMs);
+        break;
+      }
+      case 'reply_frame':
+        this.decoders.get(o.responseId)?.decode(o.pts, o.payload);
+        break;
+      case 'playout_finish':
+        this.finishPlayout(o.responseId);
+        break;
+      case 'playout_flush':
+        this.dropDecoder(o.responseId);
+        void this.audioIO?.player.flush(o.responseId);
+        break;
+      case 'playback':
+        this.onPlayback(o.change, o.responseId, o.playedMs, o.reason);
+        break;
+      case 'event':
+        this.onServerEvent(o.event);
+        break;
+      case 'warning':
+        this.emit('warning', { type: 'warning', message: o.message });
+        break;
+    }
+  }
+
+  private finishPlayout(id: string): void {
+    const d = this.decoders.get(id);
+    this.decoders.delete(id);
+    const done = d ? d.flush().catch(() => {}) : Promise.resolve();
+    void done.then(() => {
+      d?.close();
+      this.audioIO?.player.finish(id);
+    });
+  }
+
+  private dropDecoder(id: string): void {
+    this.decoders.get(id)?.close();
+    this.decoders.delete(id);
+  }
+
+  private onPlayback(change: PlaybackChange, id: string, playedMs: number, reason?: string): void {
+    const base = { response_id: id, played_ms: playedMs };
+    if (change === 'ended') {
+      const last = this._session.responses.find((r) => r.responseId === id);
+      if (last) this.lastResponse = last;
+      this.emit('playback.ended', { type: 'playback.ended', ...base, reason: reason ?? 'finished' });
+    } else {
+      this.emit(`playback.${change}`, { type: `playback.${change}`, ...base } as never);
+    }
+  }
+
+  private onSnapshot(s: PlayoutSnapshot): void {
+    this._session.handlePlayout(this.now(), s);
+    this.pump();
+  }
+
+  private onServerEvent(e: ServerEventMap[keyof ServerEventMap]): void {
+    switch (e.type) {
+      case 'input_audio_buffer.committed':
+        this.unconfirmed = this.unconfirmed.filter((t) => t.itemId !== e.item_id);
+        break;
+      case 'input_audio_buffer.speech_started':
+        if (this.mode === 'server_vad' && this.opts.interruptOnSpeech !== false && this._session.currentResponse) void this.interrupt();
+        break;
+      case 'error':
+        if (e.error.code === 'going_away') this.goingAway = this.opts.reconnect !== false;
+        break;
+      default:
+        break;
+    }
+    this.emit(e.type, e as never);
+  }
+}

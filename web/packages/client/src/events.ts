@@ -1,0 +1,193 @@
+/**
+ * The control events of voq/1 (docs/PROTOCOL.md, "Events"). Names and fields follow the OpenAI
+ * Realtime API wherever it has one; voq extensions are the `voq` objects, the frame/ms counts of
+ * `input_audio_buffer.committed`, and `output_audio_buffer.played`.
+ */
+
+import { utf8Strict } from './bytes.js';
+
+export type Codec = 'pcm16' | 'opus';
+export const CODECS: readonly Codec[] = ['pcm16', 'opus'];
+/** Every voq/1 audio stream runs at 24 kHz; pts count samples at this rate. */
+export const SAMPLE_RATE = 24000;
+/** Nominal frame duration. */
+export const FRAME_MS = 20;
+/** Samples in one nominal frame (480). */
+export const FRAME_SAMPLES = (SAMPLE_RATE * FRAME_MS) / 1000;
+
+// ---- client → server ----
+
+export interface SessionUpdateBody {
+  input_audio_format?: Codec;
+  output_audio_format?: Codec;
+  /** `null` = push-to-talk, `{type: 'server_vad'}` = server VAD; absent = unchanged. */
+  turn_detection?: { type: 'server_vad'; [k: string]: unknown } | null;
+  voq?: { send_ahead_ms?: number };
+}
+
+export type ClientEvent =
+  | { type: 'session.update'; session: SessionUpdateBody; event_id?: string }
+  | { type: 'input_audio_buffer.commit'; event_id?: string }
+  | { type: 'input_audio_buffer.clear'; event_id?: string }
+  | { type: 'response.create'; event_id?: string }
+  | { type: 'response.cancel'; response_id?: string; event_id?: string }
+  | {
+      type: 'conversation.item.truncate';
+      item_id: string;
+      content_index: number;
+      audio_end_ms: number;
+      event_id?: string;
+    }
+  | { type: 'output_audio_buffer.played'; response_id: string; played_ms: number; buffered_ms: number; event_id?: string }
+  | { type: 'voq.ping'; id: number; event_id?: string };
+
+// ---- server → client ----
+
+export interface SessionInfo {
+  id: string;
+  input_audio_format: string;
+  output_audio_format: string;
+  turn_detection: { type: string; [k: string]: unknown } | null;
+  voq: {
+    version: string;
+    send_ahead_ms: number;
+    played_report_interval_ms: number;
+    /** `quic`, `webtransport` or `ws`. */
+    transport: string;
+  };
+}
+
+export interface ResponseInfo {
+  id: string;
+  /** `in_progress`, `completed`, `cancelled` or `failed`. */
+  status: string;
+  item_id: string;
+  voq?: { audio_ms_generated: number; audio_ms_sent: number; bytes_sent: number; frames_sent: number };
+}
+
+export interface ErrorInfo {
+  /** `invalid_request_error` or `server_error`. */
+  type: string;
+  code: string;
+  message: string;
+  event_id?: string;
+}
+
+export interface ServerEventMap {
+  'session.created': { type: 'session.created'; session: SessionInfo };
+  'session.updated': { type: 'session.updated'; session: SessionInfo };
+  'input_audio_buffer.speech_started': {
+    type: 'input_audio_buffer.speech_started';
+    item_id: string;
+    audio_start_ms: number;
+  };
+  'input_audio_buffer.speech_stopped': {
+    type: 'input_audio_buffer.speech_stopped';
+    item_id: string;
+    audio_end_ms: number;
+  };
+  'input_audio_buffer.committed': {
+    type: 'input_audio_buffer.committed';
+    item_id: string;
+    previous_item_id?: string | null;
+    frames: number;
+    audio_ms: number;
+    bytes: number;
+  };
+  'input_audio_buffer.cleared': { type: 'input_audio_buffer.cleared' };
+  'response.created': { type: 'response.created'; response: ResponseInfo };
+  'response.done': { type: 'response.done'; response: ResponseInfo };
+  'conversation.item.truncated': {
+    type: 'conversation.item.truncated';
+    item_id: string;
+    content_index: number;
+    audio_end_ms: number;
+  };
+  error: { type: 'error'; error: ErrorInfo };
+  /** voq extension: the answer to `voq.ping`. */
+  'voq.pong': { type: 'voq.pong'; id: number };
+}
+
+export type ServerEventType = keyof ServerEventMap;
+export type ServerEvent = ServerEventMap[ServerEventType];
+
+export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
+  'session.created',
+  'session.updated',
+  'input_audio_buffer.speech_started',
+  'input_audio_buffer.speech_stopped',
+  'input_audio_buffer.committed',
+  'input_audio_buffer.cleared',
+  'response.created',
+  'response.done',
+  'conversation.item.truncated',
+  'error',
+  'voq.pong',
+];
+
+/** Why a server event could not be used (codes as the server's own `error` events use them). */
+export interface EventParseError {
+  code: 'invalid_json' | 'unknown_event_type' | 'invalid_event';
+  message: string;
+}
+
+type Check = (v: Record<string, unknown>) => string | null;
+const str = (k: string): Check => (v) => (typeof v[k] === 'string' ? null : `"${k}" must be a string`);
+const num = (k: string): Check => (v) =>
+  typeof v[k] === 'number' && Number.isInteger(v[k]) && (v[k] as number) >= 0 ? null : `"${k}" must be an unsigned integer`;
+const obj = (k: string, inner: Check[]): Check => (v) => {
+  const o = v[k];
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) return `"${k}" must be an object`;
+  for (const c of inner) {
+    const e = c(o as Record<string, unknown>);
+    if (e) return `${k}.${e}`;
+  }
+  return null;
+};
+const session = obj('session', [str('id'), str('input_audio_format'), str('output_audio_format'), obj('voq', [str('version'), num('send_ahead_ms'), num('played_report_interval_ms'), str('transport')])]);
+const response = obj('response', [str('id'), str('status'), str('item_id')]);
+
+const CHECKS: Record<ServerEventType, Check[]> = {
+  'session.created': [session],
+  'session.updated': [session],
+  'input_audio_buffer.speech_started': [str('item_id'), num('audio_start_ms')],
+  'input_audio_buffer.speech_stopped': [str('item_id'), num('audio_end_ms')],
+  'input_audio_buffer.committed': [str('item_id'), num('frames'), num('audio_ms'), num('bytes')],
+  'input_audio_buffer.cleared': [],
+  'response.created': [response],
+  'response.done': [response],
+  'conversation.item.truncated': [str('item_id'), num('content_index'), num('audio_end_ms')],
+  error: [obj('error', [str('type'), str('code'), str('message')])],
+  'voq.pong': [num('id')],
+};
+
+/** Parses one server event body. Unknown types are reported as such, so a newer server's events are skipped precisely. */
+export function parseServerEvent(body: Uint8Array | string): { ok: true; event: ServerEvent } | { ok: false; error: EventParseError } {
+  let value: unknown;
+  try {
+    value = JSON.parse(typeof body === 'string' ? body : utf8Strict.decode(body));
+  } catch (e) {
+    return { ok: false, error: { code: 'invalid_json', message: `event is not JSON: ${(e as Error).message}` } };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, error: { code: 'invalid_json', message: 'event is not a JSON object' } };
+  }
+  const v = value as Record<string, unknown>;
+  if (typeof v.type !== 'string') {
+    return { ok: false, error: { code: 'invalid_json', message: 'event has no string field "type"' } };
+  }
+  const type = v.type;
+  if (!(SERVER_EVENT_TYPES as readonly string[]).includes(type)) {
+    return { ok: false, error: { code: 'unknown_event_type', message: `unknown event type "${type}"` } };
+  }
+  for (const check of CHECKS[type as ServerEventType]) {
+    const e = check(v);
+    if (e) return { ok: false, error: { code: 'invalid_event', message: `invalid "${type}" event: ${e}` } };
+  }
+  return { ok: true, event: v as unknown as ServerEvent };
+}
+
+/** The JSON text of a client event, fields in the order the Rust side writes them. */
+export function clientEventJson(event: ClientEvent): string {
+  return JSON.stringify(event);
+}

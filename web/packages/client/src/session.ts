@@ -1,0 +1,685 @@
+/**
+ * The client side of a voq/1 session, sans-IO: a mirror of `crates/voq-proto/src/client.rs`.
+ *
+ * Drain rule: **after every input, drain {@link ClientSession.poll} until it returns `null`; wake
+ * at {@link ClientSession.pollTimeout}** (a time on the same clock as the `now` arguments, in
+ * ms). The shell ({@link VoqClient}) owns the connection, the codecs and the audio graph.
+ *
+ * One difference from the Rust session: the playout buffer runs in an AudioWorklet, not here.
+ * The session tells the shell what to do with it (`playout_start`, `reply_frame`,
+ * `playout_finish`, `playout_flush`) and learns the playback cursor from the worklet's snapshots
+ * ({@link ClientSession.handlePlayout}); the reports it sends from them follow the Rust rules
+ * (every `played_report_interval_ms` while a response plays, and at once when playback starts,
+ * stalls or ends).
+ *
+ * Nothing is lost while the connection is being set up: outputs queue here until the shell
+ * drains them, so audio captured before the carrier is up is sent as soon as it is.
+ */
+
+import { Code, codeName } from './errors.js';
+import type { ClientEvent, Codec, ServerEvent, SessionInfo } from './events.js';
+import { FRAME_MS, SAMPLE_RATE, parseServerEvent } from './events.js';
+import type { PlayoutState } from './playout.js';
+import { AudioStreamDecoder, EventDecoder, FRAME_OVERHEAD, StreamKind, encodeEvent, encodeFrame, encodeHeader } from './wire.js';
+
+export interface SessionConfig {
+  /** Codec of the user's audio. */
+  inputCodec: Codec;
+  /** Codec asked for agent audio. */
+  outputCodec: Codec;
+  /** Audio buffered before playback starts (and restarts after an underrun). Default 100 ms. */
+  startThresholdMs: number;
+  /** Ask the server for this send-ahead lead (undefined: the server's default). */
+  sendAheadMs?: number;
+  /** Server-side VAD instead of push-to-talk. */
+  serverVad: boolean;
+  /**
+   * Send `voq.ping` this often once the session is created, for an RTT on carriers that show
+   * none (Chromium's WebTransport has no `getStats()`); `null` turns it off. Default 1000 ms.
+   */
+  pingIntervalMs: number | null;
+}
+
+export const DEFAULT_SESSION_CONFIG: SessionConfig = {
+  inputCodec: 'pcm16',
+  outputCodec: 'pcm16',
+  startThresholdMs: 100,
+  serverVad: false,
+  pingIntervalMs: 1000,
+};
+
+/** The n-th user-audio stream this session opened (1-based). */
+export type OutStream = number;
+/** A stream the server opened, numbered by the shell. */
+export type InStream = number;
+
+/** Where the worklet's playout of one response is. */
+export interface PlayoutSnapshot {
+  responseId: string;
+  state: PlayoutState;
+  /** Samples played (24 kHz). */
+  played: number;
+  /** Samples queued. */
+  buffered: number;
+  underruns: number;
+  /** Samples of silence rendered while stalled. */
+  stalled: number;
+}
+
+export type PlaybackChange = 'started' | 'underrun' | 'resumed' | 'ended';
+
+/** What the session asks its shell to do, or tells its application. */
+export type ClientOutput =
+  /** Write these bytes on the control stream. */
+  | { type: 'control'; bytes: Uint8Array }
+  /** Open a unidirectional stream and write `bytes` on it. */
+  | { type: 'open_stream'; stream: OutStream; bytes: Uint8Array }
+  | { type: 'stream_data'; stream: OutStream; bytes: Uint8Array }
+  | { type: 'finish_stream'; stream: OutStream }
+  | { type: 'reset_stream'; stream: OutStream; code: Code }
+  /** Ask the server to stop sending on its stream. */
+  | { type: 'stop_sending'; stream: InStream; code: Code }
+  /** A response begins: set up a decoder and a fresh playout (replacing any other). */
+  | { type: 'playout_start'; responseId: string; codec: Codec; startThresholdMs: number }
+  /** Agent audio: decode it and push the samples into the playout at `pts`. */
+  | { type: 'reply_frame'; responseId: string; codec: Codec; pts: number; payload: Uint8Array }
+  /** No more audio for this response: play out what is queued (after decoding the rest). */
+  | { type: 'playout_finish'; responseId: string }
+  /** Stop this response's playout at once and discard its buffer. */
+  | { type: 'playout_flush'; responseId: string }
+  /** Playback started, stalled, resumed or ended (`reason` on `ended`). */
+  | {
+      type: 'playback';
+      change: PlaybackChange;
+      responseId: string;
+      playedMs: number;
+      reason?: 'finished' | 'interrupted' | 'cancelled' | 'superseded' | 'failed';
+    }
+  /** A server event, for the application. */
+  | { type: 'event'; event: ServerEvent }
+  /** Something for the log (a server error, a malformed stream). */
+  | { type: 'warning'; message: string };
+
+/** A user turn as the client sent it and the server confirmed it. */
+export interface TurnStats {
+  itemId: string;
+  framesSent: number;
+  bytesSent: number;
+  audioMsSent: number;
+  /** From `input_audio_buffer.committed`. */
+  framesConfirmed?: number;
+  audioMsConfirmed?: number;
+  bytesConfirmed?: number;
+  endedAt?: number;
+  confirmedAt?: number;
+}
+
+/** A barge-in and what came of it. */
+export interface InterruptStats {
+  at: number;
+  /** The user's position in the agent's speech when the client silenced it. */
+  playedMs: number;
+  /** Bytes of agent audio received (before or after the interrupt) and never played. */
+  unplayedBytes: number;
+  /** `audio_end_ms` of the server's `conversation.item.truncated`. */
+  truncatedAudioEndMs?: number;
+  truncatedAt?: number;
+  /** When the server's reset of the response stream arrived. */
+  resetAt?: number;
+}
+
+/** A response as the client received and played it. */
+export interface ResponseStats {
+  responseId: string;
+  itemId: string;
+  bytesReceived: number;
+  framesReceived: number;
+  firstFrameAt?: number;
+  firstAudioAt?: number;
+  playedMs: number;
+  bufferedMs: number;
+  underruns: number;
+  stallMs: number;
+  /** `completed`, `cancelled` or `failed`, from `response.done`. */
+  status?: string;
+  interrupt?: InterruptStats;
+}
+
+interface Reply {
+  stats: ResponseStats;
+  stream: InStream | null;
+  codec: Codec;
+  state: PlayoutState;
+  played: number;
+  buffered: number;
+  /** Received frames: [pts, encoded bytes on the wire] — what an interrupt wastes. */
+  frames: Array<[number, number]>;
+  ended: boolean;
+}
+
+interface Sending {
+  stream: OutStream;
+  nextPts: number;
+  index: number;
+}
+
+interface Inbound {
+  decoder: AudioStreamDecoder;
+  reply: { responseId: string; codec: Codec } | null;
+}
+
+const ms = (samples: number) => Math.floor((samples * 1000) / SAMPLE_RATE);
+const done = (s: PlayoutState) => s === 'finished' || s === 'flushed';
+
+/** One voq/1 session, client side. */
+export class ClientSession {
+  readonly config: SessionConfig;
+  private events = new EventDecoder();
+  private inbound = new Map<InStream, Inbound>();
+  private _session: SessionInfo | null = null;
+  private reportInterval = 100;
+  private nextReport: number | null = null;
+  private nextPing: number | null = null;
+  private pingId = 0;
+  private pingsInFlight = new Map<number, number>();
+  private _rttMs: number | null = null;
+  private _turns: TurnStats[] = [];
+  private sending: Sending | null = null;
+  private replies: Reply[] = [];
+  private nextTurn = 1;
+  private out: ClientOutput[] = [];
+  private outHead = 0;
+
+  /** A session that asks for `config`'s codecs and mode in its first event. */
+  constructor(config: Partial<SessionConfig> = {}) {
+    this.config = { ...DEFAULT_SESSION_CONFIG, ...config };
+    const session: ClientEvent & { type: 'session.update' } = {
+      type: 'session.update',
+      session: {
+        input_audio_format: this.config.inputCodec,
+        output_audio_format: this.config.outputCodec,
+        turn_detection: this.config.serverVad ? { type: 'server_vad' } : null,
+      },
+    };
+    if (this.config.sendAheadMs !== undefined) session.session.voq = { send_ahead_ms: this.config.sendAheadMs };
+    this.send(session);
+  }
+
+  // ---- the user's audio ----
+
+  /** Starts a user turn; returns its item id. A turn still open is ended first. */
+  startTurn(now: number): string {
+    if (this.sending) this.endTurn(now);
+    const index = this._turns.length;
+    const itemId = `item_c${this.nextTurn}`;
+    const stream = this.nextTurn;
+    this.nextTurn += 1;
+    const bytes = encodeHeader(StreamKind.UserAudio, {
+      item_id: itemId,
+      codec: this.config.inputCodec,
+      sample_rate: SAMPLE_RATE,
+      frame_ms: FRAME_MS,
+    });
+    this.push({ type: 'open_stream', stream, bytes });
+    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0 });
+    this.sending = { stream, nextPts: 0, index };
+    return itemId;
+  }
+
+  /** Whether a user turn is open. */
+  get turnOpen(): boolean {
+    return this.sending !== null;
+  }
+
+  /**
+   * One encoded frame of user audio, `samples` long, on the open turn (one is started if none
+   * is open). Throws a `WireEncodeError` for payloads over the frame limit.
+   */
+  sendAudio(now: number, payload: Uint8Array, samples: number): void {
+    if (!this.sending) this.startTurn(now);
+    const s = this.sending;
+    if (!s) return;
+    const bytes = encodeFrame(s.nextPts, payload);
+    s.nextPts += samples;
+    const turn = this._turns[s.index];
+    if (turn) {
+      turn.framesSent += 1;
+      turn.bytesSent += payload.length;
+      turn.audioMsSent = ms(s.nextPts);
+    }
+    this.push({ type: 'stream_data', stream: s.stream, bytes });
+  }
+
+  /** Ends the open turn (stream FIN): in push-to-talk mode the server commits it. */
+  endTurn(now: number): void {
+    const s = this.sending;
+    if (!s) return;
+    this.sending = null;
+    const turn = this._turns[s.index];
+    if (turn) turn.endedAt = now;
+    this.push({ type: 'finish_stream', stream: s.stream });
+  }
+
+  /** Server-VAD mode: ask the server to commit what it has now. */
+  commit(): void {
+    this.send({ type: 'input_audio_buffer.commit' });
+  }
+
+  /** Discards the open turn: resets its stream (`cancelled`) and tells the server. */
+  clear(): void {
+    const s = this.sending;
+    this.sending = null;
+    if (s) this.push({ type: 'reset_stream', stream: s.stream, code: Code.Cancelled });
+    this.send({ type: 'input_audio_buffer.clear' });
+  }
+
+  /** Asks the server to stop the current response (it resets the stream: `cancelled`). */
+  cancelResponse(): void {
+    const r = this.replies[this.replies.length - 1];
+    const ev: ClientEvent = { type: 'response.cancel' };
+    if (r && !r.ended) ev.response_id = r.stats.responseId;
+    this.send(ev);
+  }
+
+  // ---- the agent's audio ----
+
+  /** Bytes on a stream the server opened (the first call opens it). */
+  handleStreamData(now: number, stream: InStream, bytes: Uint8Array): void {
+    let entry = this.inbound.get(stream);
+    if (!entry) {
+      entry = { decoder: new AudioStreamDecoder(), reply: null };
+      this.inbound.set(stream, entry);
+    }
+    entry.decoder.push(bytes);
+    for (;;) {
+      const cur = this.inbound.get(stream);
+      if (!cur) return;
+      const r = cur.decoder.poll();
+      if (!r.ok) {
+        this.push({ type: 'warning', message: `agent audio stream: ${r.error.message}` });
+        this.push({ type: 'stop_sending', stream, code: r.error.code });
+        this.inbound.delete(stream);
+        const reply = this.replyByStream(stream);
+        if (reply && !reply.ended) {
+          reply.ended = true;
+          if (!done(reply.state)) this.push({ type: 'playout_finish', responseId: reply.stats.responseId });
+        }
+        return;
+      }
+      if (!r.item) return;
+      if (r.item.type === 'header') this.onReplyHeader(now, stream, r.item.kind, r.item.header);
+      else this.onReplyFrame(now, stream, r.item.pts, r.item.payload);
+    }
+  }
+
+  /** The server finished a response stream: play out what is buffered. */
+  handleStreamFin(_now: number, stream: InStream): void {
+    const entry = this.inbound.get(stream);
+    this.inbound.delete(stream);
+    if (entry && entry.decoder.pending() > 0) {
+      this.push({ type: 'warning', message: `agent audio stream ended inside a frame (${entry.decoder.pending()} bytes)` });
+    }
+    const r = this.replyByStream(stream);
+    if (r && !r.ended) {
+      r.ended = true;
+      if (!done(r.state)) this.push({ type: 'playout_finish', responseId: r.stats.responseId });
+    }
+  }
+
+  /**
+   * The server reset a response stream: cancelled (stop playing at once) or failed (play what
+   * arrived).
+   */
+  handleStreamReset(now: number, stream: InStream, code: number): void {
+    this.inbound.delete(stream);
+    const r = this.replyByStream(stream);
+    if (!r) return;
+    r.ended = true;
+    if (r.stats.interrupt) {
+      r.stats.interrupt.resetAt ??= now;
+    } else if (code === Code.Cancelled) {
+      if (!done(r.state)) this.flushReply(r, 'cancelled');
+    } else {
+      this.push({ type: 'warning', message: `response ${r.stats.responseId} stream reset: ${codeName(code)}` });
+      if (!done(r.state)) this.push({ type: 'playout_finish', responseId: r.stats.responseId });
+    }
+  }
+
+  /** A snapshot of the worklet's playout (on every state change, and periodically). */
+  handlePlayout(now: number, snap: PlayoutSnapshot): void {
+    const r = this.reply(snap.responseId);
+    if (!r || done(r.state)) return;
+    const before = r.state;
+    r.state = snap.state;
+    r.played = snap.played;
+    r.buffered = snap.buffered;
+    r.stats.playedMs = ms(snap.played);
+    r.stats.bufferedMs = ms(snap.buffered);
+    r.stats.underruns = snap.underruns;
+    r.stats.stallMs = ms(snap.stalled);
+    if (snap.played > 0) r.stats.firstAudioAt ??= now;
+    if (before === snap.state) return;
+    const id = r.stats.responseId;
+    const playedMs = r.stats.playedMs;
+    if (snap.state === 'playing') {
+      this.push({ type: 'playback', change: before === 'stalled' ? 'resumed' : 'started', responseId: id, playedMs });
+    } else if (snap.state === 'stalled') {
+      this.push({ type: 'playback', change: 'underrun', responseId: id, playedMs });
+    } else if (snap.state === 'finished') {
+      this.push({ type: 'playback', change: 'ended', responseId: id, playedMs, reason: r.stats.status === 'failed' ? 'failed' : 'finished' });
+    }
+    // Report at once when playback starts, stalls or ends, so the server's cursor estimate
+    // never drifts through a state change; otherwise on the timer.
+    if (snap.state !== 'flushed') this.report(now);
+  }
+
+  /**
+   * Barge-in. The shell has already silenced the output and flushed the playout (the next
+   * rendered quantum is silent) and passes the exact samples played; the session sends
+   * `conversation.item.truncate` with that position and STOP_SENDING (`cancelled`) on the
+   * response stream. Returns the played position in ms, or `null` if no response was playing.
+   */
+  interrupt(now: number, playedSamples?: number): number | null {
+    const r = this.replies[this.replies.length - 1];
+    if (!r || r.stats.interrupt || done(r.state)) return null;
+    if (playedSamples !== undefined) r.played = playedSamples;
+    const playedMs = ms(r.played);
+    let unplayedBytes = 0;
+    for (const [pts, bytes] of r.frames) if (pts >= r.played) unplayedBytes += bytes;
+    r.stats.playedMs = playedMs;
+    r.stats.bufferedMs = 0;
+    r.stats.interrupt = { at: now, playedMs, unplayedBytes };
+    this.flushReply(r, 'interrupted');
+    this.send({
+      type: 'conversation.item.truncate',
+      item_id: r.stats.itemId,
+      content_index: 0,
+      audio_end_ms: playedMs,
+    });
+    if (r.stream !== null && !r.ended) {
+      this.push({ type: 'stop_sending', stream: r.stream, code: Code.Cancelled });
+    }
+    return playedMs;
+  }
+
+  // ---- control ----
+
+  /** Bytes received on the control stream. */
+  handleControl(now: number, bytes: Uint8Array): void {
+    this.events.push(bytes);
+    for (let d = this.events.poll(); d; d = this.events.poll()) {
+      if (d.type === 'skipped') {
+        this.push({ type: 'warning', message: `server event of ${d.length} bytes skipped` });
+        continue;
+      }
+      const parsed = parseServerEvent(d.body);
+      if (parsed.ok) this.onEvent(now, parsed.event);
+      // A newer server's event: note it and go on.
+      else this.push({ type: 'warning', message: `server event: ${parsed.error.message}` });
+    }
+  }
+
+  /** When {@link handleTimeout} wants to run next (same clock as `now`), or `null`. */
+  pollTimeout(): number | null {
+    if (this.nextReport === null) return this.nextPing;
+    if (this.nextPing === null) return this.nextReport;
+    return Math.min(this.nextReport, this.nextPing);
+  }
+
+  /** Sends the periodic playback report and the `voq.ping` when due. */
+  handleTimeout(now: number): void {
+    if (this.nextReport !== null && this.nextReport <= now) this.report(now);
+    if (this.nextPing !== null && this.nextPing <= now) this.ping(now);
+  }
+
+  /**
+   * Smoothed round-trip time of `voq.ping` → `voq.pong` on the control stream (ms), or `null`
+   * before the first answer. It includes the server's (tiny) event handling and any queueing
+   * behind other data on the control stream.
+   */
+  get rttMs(): number | null {
+    return this._rttMs;
+  }
+
+  private ping(now: number): void {
+    const interval = this.config.pingIntervalMs;
+    if (interval === null) {
+      this.nextPing = null;
+      return;
+    }
+    this.pingId += 1;
+    this.pingsInFlight.set(this.pingId, now);
+    // Unanswered pings are forgotten after a few intervals (a server that does not know them).
+    for (const [id, at] of this.pingsInFlight) if (now - at > 10 * interval) this.pingsInFlight.delete(id);
+    this.send({ type: 'voq.ping', id: this.pingId });
+    this.nextPing = now + interval;
+  }
+
+  /** The next output, or `null`. */
+  poll(): ClientOutput | null {
+    if (this.outHead >= this.out.length) {
+      if (this.out.length) {
+        this.out = [];
+        this.outHead = 0;
+      }
+      return null;
+    }
+    const o = this.out[this.outHead] ?? null;
+    this.outHead += 1;
+    return o;
+  }
+
+  /** Outputs queued and not yet polled. */
+  get queued(): number {
+    return this.out.length - this.outHead;
+  }
+
+  // ---- what happened ----
+
+  /** The session as the server described it (after `session.created`/`session.updated`). */
+  get session(): SessionInfo | null {
+    return this._session;
+  }
+
+  get turns(): readonly TurnStats[] {
+    return this._turns;
+  }
+
+  get responses(): ResponseStats[] {
+    return this.replies.map((r) => r.stats);
+  }
+
+  /** The response being received or played, if any. */
+  get currentResponse(): ResponseStats | null {
+    const r = this.replies[this.replies.length - 1];
+    return r && !done(r.state) ? r.stats : null;
+  }
+
+  /** Whether the latest response has been played (or flushed) to its end. */
+  get playbackDone(): boolean {
+    const r = this.replies[this.replies.length - 1];
+    return !!r && r.ended && done(r.state);
+  }
+
+  get bufferedMs(): number {
+    const r = this.replies[this.replies.length - 1];
+    return r && !done(r.state) ? ms(r.buffered) : 0;
+  }
+
+  // ---- internals ----
+
+  private push(o: ClientOutput): void {
+    this.out.push(o);
+  }
+
+  private send(event: ClientEvent): void {
+    this.push({ type: 'control', bytes: encodeEvent(JSON.stringify(event)) });
+  }
+
+  private replyByStream(stream: InStream): Reply | undefined {
+    return this.replies.find((r) => r.stream === stream);
+  }
+
+  private reply(responseId: string): Reply | undefined {
+    return this.replies.find((r) => r.stats.responseId === responseId);
+  }
+
+  private flushReply(r: Reply, reason: 'interrupted' | 'cancelled' | 'superseded'): void {
+    r.state = 'flushed';
+    r.buffered = 0;
+    this.push({ type: 'playout_flush', responseId: r.stats.responseId });
+    this.push({ type: 'playback', change: 'ended', responseId: r.stats.responseId, playedMs: ms(r.played), reason });
+  }
+
+  private newReply(responseId: string, itemId: string, codec: Codec): Reply {
+    // One response plays at a time: a new one supersedes whatever is still playing.
+    const old = this.replies[this.replies.length - 1];
+    if (old && !done(old.state)) this.flushReply(old, 'superseded');
+    const r: Reply = {
+      stats: {
+        responseId,
+        itemId,
+        bytesReceived: 0,
+        framesReceived: 0,
+        playedMs: 0,
+        bufferedMs: 0,
+        underruns: 0,
+        stallMs: 0,
+      },
+      stream: null,
+      codec,
+      state: 'buffering',
+      played: 0,
+      buffered: 0,
+      frames: [],
+      ended: false,
+    };
+    this.replies.push(r);
+    this.push({ type: 'playout_start', responseId, codec, startThresholdMs: this.config.startThresholdMs });
+    return r;
+  }
+
+  private onReplyHeader(now: number, stream: InStream, kind: StreamKind, header: { item_id: string; response_id?: string; codec: string }): void {
+    const codec = header.codec === 'pcm16' || header.codec === 'opus' ? header.codec : null;
+    const responseId = header.response_id;
+    if (!codec || kind !== StreamKind.AgentAudio || responseId === undefined) {
+      this.push({ type: 'warning', message: `refused server stream: bad header ${JSON.stringify(header)}` });
+      this.push({ type: 'stop_sending', stream, code: Code.BadStreamHeader });
+      this.inbound.delete(stream);
+      return;
+    }
+    let r = this.reply(responseId);
+    if (!r) {
+      r = this.newReply(responseId, header.item_id, codec);
+    } else if (r.codec !== codec && !done(r.state)) {
+      // The stream says what it carries; restart the (still empty) playout with that codec.
+      this.push({ type: 'playout_start', responseId, codec, startThresholdMs: this.config.startThresholdMs });
+    }
+    r.stream = stream;
+    r.codec = codec;
+    const entry = this.inbound.get(stream);
+    if (entry) entry.reply = { responseId, codec };
+    this.nextReport ??= now + this.reportInterval;
+  }
+
+  private onReplyFrame(now: number, stream: InStream, pts: number, payload: Uint8Array): void {
+    const info = this.inbound.get(stream)?.reply;
+    if (!info) return;
+    const r = this.reply(info.responseId);
+    if (!r) return;
+    const wireBytes = payload.length + FRAME_OVERHEAD;
+    r.stats.bytesReceived += wireBytes;
+    r.stats.framesReceived += 1;
+    r.stats.firstFrameAt ??= now;
+    if (r.stats.interrupt) {
+      // In flight when the user interrupted: received, never played.
+      r.stats.interrupt.unplayedBytes += wireBytes;
+      return;
+    }
+    if (done(r.state)) return;
+    r.frames.push([pts, wireBytes]);
+    this.push({ type: 'reply_frame', responseId: info.responseId, codec: info.codec, pts, payload });
+  }
+
+  private onEvent(now: number, event: ServerEvent): void {
+    switch (event.type) {
+      case 'session.created':
+      case 'session.updated':
+        this.reportInterval = Math.max(10, event.session.voq.played_report_interval_ms);
+        this._session = event.session;
+        if (this.nextPing === null && this.config.pingIntervalMs !== null) this.ping(now);
+        break;
+      case 'voq.pong': {
+        const sent = this.pingsInFlight.get(event.id);
+        if (sent !== undefined) {
+          this.pingsInFlight.delete(event.id);
+          const sample = Math.max(0, now - sent);
+          // RFC 9002's smoothing, as the server's QUIC and the WebSocket mux do.
+          this._rttMs = this._rttMs === null ? sample : (7 * this._rttMs + sample) / 8;
+        }
+        break;
+      }
+      case 'input_audio_buffer.committed': {
+        const t = this._turns.find((x) => x.itemId === event.item_id);
+        if (t) {
+          t.framesConfirmed = event.frames;
+          t.audioMsConfirmed = event.audio_ms;
+          t.bytesConfirmed = event.bytes;
+          t.confirmedAt = now;
+        } else {
+          // Server VAD: the server names the items it cut from our stream.
+          this._turns.push({
+            itemId: event.item_id,
+            framesSent: 0,
+            bytesSent: 0,
+            audioMsSent: 0,
+            framesConfirmed: event.frames,
+            audioMsConfirmed: event.audio_ms,
+            bytesConfirmed: event.bytes,
+            confirmedAt: now,
+          });
+        }
+        break;
+      }
+      case 'response.created':
+        if (!this.reply(event.response.id)) {
+          this.newReply(event.response.id, event.response.item_id, this.config.outputCodec);
+        }
+        break;
+      case 'response.done': {
+        const r = this.reply(event.response.id);
+        if (r) r.stats.status = event.response.status;
+        break;
+      }
+      case 'conversation.item.truncated': {
+        const i = this.replies.find((r) => r.stats.itemId === event.item_id)?.stats.interrupt;
+        if (i) {
+          i.truncatedAudioEndMs = event.audio_end_ms;
+          i.truncatedAt = now;
+        }
+        break;
+      }
+      case 'error':
+        this.push({ type: 'warning', message: `server error ${event.error.code}: ${event.error.message}` });
+        break;
+      default:
+        break;
+    }
+    this.push({ type: 'event', event });
+  }
+
+  private report(now: number): void {
+    const r = this.replies[this.replies.length - 1];
+    if (!r) {
+      this.nextReport = null;
+      return;
+    }
+    this.send({
+      type: 'output_audio_buffer.played',
+      response_id: r.stats.responseId,
+      played_ms: ms(r.played),
+      buffered_ms: done(r.state) ? 0 : ms(r.buffered),
+    });
+    this.nextReport = done(r.state) ? null : now + this.reportInterval;
+  }
+}

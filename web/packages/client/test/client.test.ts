@@ -1,0 +1,209 @@
+import { describe, expect, it } from 'vitest';
+import { VoqClient } from '../src/client.js';
+import type { Connected } from '../src/connect.js';
+import { pcm16Codecs } from '../src/audio/codecs.js';
+import { AudioStreamDecoder, EventDecoder, StreamKind, encodeEvent, encodeFrame, encodeHeader } from '../src/wire.js';
+import type { AudioItem } from '../src/wire.js';
+import { Code } from '../src/errors.js';
+import { concat } from '../src/bytes.js';
+import { FakeAudio, FakeTransport, deferred } from './fakes.js';
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+function parseStream(bytes: Uint8Array): AudioItem[] {
+  const d = new AudioStreamDecoder();
+  d.push(bytes);
+  const out: AudioItem[] = [];
+  for (let r = d.poll(); r.ok && r.item; r = d.poll()) out.push(r.item);
+  return out;
+}
+
+function events(bytes: Uint8Array): Array<Record<string, unknown>> {
+  const d = new EventDecoder();
+  d.push(bytes);
+  const out: Array<Record<string, unknown>> = [];
+  for (let e = d.poll(); e; e = d.poll()) if (e.type === 'event') out.push(JSON.parse(new TextDecoder().decode(e.body)));
+  return out;
+}
+
+function client(opts: { mode?: 'push_to_talk' | 'server_vad' } = {}) {
+  const audio = new FakeAudio();
+  const dials: Array<ReturnType<typeof deferred<Connected>>> = [];
+  const c = new VoqClient({
+    codec: 'pcm16',
+    audio,
+    codecs: pcm16Codecs,
+    ...opts,
+    connect: () => {
+      const d = deferred<Connected>();
+      dials.push(d);
+      return d.promise;
+    },
+  });
+  const accept = (i: number, t = new FakeTransport()) => {
+    dials[i]!.resolve({ transport: t, config: {}, winner: t.name, attempts: [], connectMs: 5 });
+    return t;
+  };
+  return { c, audio, dials, accept };
+}
+
+describe('VoqClient', () => {
+  it('buffers audio captured before the connection is up and sends all of it, in order', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    await tick();
+    expect(audio.captureStarted).toBe(true);
+    c.startTurn();
+    for (let i = 0; i < 25; i++) audio.frame(i); // 500 ms spoken while connecting
+    const t = accept(0);
+    await started;
+    for (let i = 25; i < 30; i++) audio.frame(i);
+    await c.endTurn();
+    expect(t.uni).toHaveLength(1);
+    const items = parseStream(t.uni[0]!.bytes());
+    expect(items[0]).toMatchObject({ type: 'header', kind: StreamKind.UserAudio, header: { item_id: 'item_c1', codec: 'pcm16' } });
+    const frames = items.slice(1) as Array<AudioItem & { type: 'frame' }>;
+    expect(frames.map((f) => f.pts)).toEqual(Array.from({ length: 30 }, (_, i) => i * 480));
+    // Every frame bit-exact: frame i is 480 samples of value i.
+    frames.forEach((f, i) => {
+      const v = new DataView(f.payload.buffer, f.payload.byteOffset);
+      expect(f.payload.length).toBe(960);
+      expect(v.getInt16(0, true)).toBe(i);
+      expect(v.getInt16(958, true)).toBe(i);
+    });
+    expect(t.uni[0]!.finished).toBe(true);
+    expect(events(t.control!.send.bytes())[0]).toMatchObject({ type: 'session.update', session: { input_audio_format: 'pcm16' } });
+    expect(c.stats()).toMatchObject({ turnsSent: 1, framesSent: 30, bytesSent: 30 * 960, capturedMs: 600, transport: 'websocket', rttMs: 12 });
+  });
+
+  it('ends a turn by itself after durationMs of captured audio', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    const t = accept(0);
+    await started;
+    const ended = c.once('input.turn_ended');
+    c.startTurn({ durationMs: 50 }); // 2.5 frames
+    for (let i = 0; i < 5; i++) audio.frame(1);
+    const e = await ended;
+    expect(e).toMatchObject({ item_id: 'item_c1', frames: 3, audio_ms: 50 });
+    const frames = parseStream(t.uni[0]!.bytes()).slice(1);
+    expect(frames.map((f) => (f.type === 'frame' ? f.payload.length : 0))).toEqual([960, 960, 480]);
+    expect(t.uni[0]!.finished).toBe(true);
+  });
+
+  it('plays a reply and barges in: silence first, then truncate at the played ms, then STOP_SENDING', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    const t = accept(0);
+    await started;
+    const log: string[] = [];
+    c.on('*', (e) => log.push(e.type));
+    const ev = (e: object) => t.control!.recv.onData!(encodeEvent(JSON.stringify(e)));
+    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', item_id: 'item_s2' } });
+    const s = t.incoming();
+    s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
+    s.onData!(concat([encodeFrame(0, new Uint8Array(960)), encodeFrame(480, new Uint8Array(960))]));
+    expect(audio.player.log).toEqual(['start resp_1 100']);
+    expect(audio.player.pushed.map((p) => [p.id, p.pts, p.samples.length])).toEqual([
+      ['resp_1', 0, 480],
+      ['resp_1', 480, 480],
+    ]);
+    audio.player.onSnapshot!({ responseId: 'resp_1', state: 'playing', played: 256, buffered: 704, underruns: 0, stalled: 0 });
+    expect(log).toContain('playback.started');
+    audio.player.played = 7200; // 300 ms heard when the worklet went silent
+    t.control!.send.chunks = [];
+    const ms = await c.interrupt();
+    expect(ms).toBe(300);
+    expect(audio.player.log.slice(1, 2)).toEqual(['flush resp_1']);
+    expect(events(t.control!.send.bytes())).toEqual([{ type: 'conversation.item.truncate', item_id: 'item_s2', content_index: 0, audio_end_ms: 300 }]);
+    expect(s.stopped).toBe(Code.Cancelled);
+    expect(log).toContain('interrupted');
+    expect(log).toContain('playback.ended');
+  });
+
+  it('sends an unconfirmed turn again, whole, after the connection drops', async () => {
+    const { c, audio, dials, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    c.startTurn();
+    for (let i = 0; i < 10; i++) audio.frame(i);
+    await c.endTurn();
+    t1.drop();
+    await tick();
+    expect(c.state).toBe('reconnecting');
+    // Spoken while reconnecting: queued.
+    c.startTurn();
+    for (let i = 100; i < 105; i++) audio.frame(i);
+    await new Promise((r) => setTimeout(r, 300)); // the first backoff
+    expect(dials).toHaveLength(2);
+    const t2 = accept(1);
+    await tick();
+    await c.endTurn();
+    expect(c.state).toBe('connected');
+    expect(t2.uni).toHaveLength(2);
+    const replay = parseStream(t2.uni[0]!.bytes());
+    expect(replay).toHaveLength(11);
+    expect(t2.uni[0]!.finished).toBe(true);
+    const second = parseStream(t2.uni[1]!.bytes());
+    expect(second).toHaveLength(6);
+    expect(events(t2.control!.send.bytes())[0]!.type).toBe('session.update');
+    // Once confirmed, a turn is not sent again.
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.committed', item_id: 'item_c1', frames: 10, audio_ms: 200, bytes: 9600 })));
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.committed', item_id: 'item_c2', frames: 5, audio_ms: 100, bytes: 4800 })));
+    t2.drop();
+    await new Promise((r) => setTimeout(r, 300));
+    const t3 = accept(2);
+    await tick();
+    expect(t3.uni).toHaveLength(0);
+    expect(c.stats().reconnects).toBe(2);
+    await c.close();
+  });
+
+  it('server VAD streams continuously from start and barges in when the server hears speech', async () => {
+    const { c, audio, accept } = client({ mode: 'server_vad' });
+    const started = c.start();
+    for (let i = 0; i < 3; i++) audio.frame(i); // before connecting
+    const t = accept(0);
+    await started;
+    audio.frame(3);
+    expect(parseStream(t.uni[0]!.bytes())).toHaveLength(5);
+    expect(t.uni[0]!.finished).toBe(false);
+    expect(events(t.control!.send.bytes())[0]).toMatchObject({ session: { turn_detection: { type: 'server_vad' } } });
+    expect(() => c.startTurn()).toThrow();
+    const s = t.incoming();
+    s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'i', response_id: 'r', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
+    const interrupted = c.once('interrupted');
+    t.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.speech_started', item_id: 'item_s3', audio_start_ms: 900 })));
+    expect(await interrupted).toMatchObject({ response_id: 'r' });
+    expect(s.stopped).toBe(Code.Cancelled);
+  });
+
+  it('moves to another server when this one goes away, once idle', async () => {
+    const { c, dials, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'error', error: { type: 'server_error', code: 'going_away', message: 'draining' } })));
+    expect(t1.closedWith).not.toBeNull();
+    await tick();
+    expect(dials).toHaveLength(2);
+    accept(1);
+    await tick();
+    expect(c.state).toBe('connected');
+  });
+
+  it('rejects start() with the microphone error and closes the connection', async () => {
+    const { c, audio, accept } = client();
+    const { MicrophoneError } = await import('../src/errors.js');
+    audio.startCapture = async () => {
+      throw new MicrophoneError('mic_denied', 'denied');
+    };
+    const started = c.start().catch((e: unknown) => e);
+    const t = accept(0);
+    const e = await started;
+    expect((e as { code: string }).code).toBe('mic_denied');
+    expect(c.state).toBe('closed');
+    expect(t.closedWith).not.toBeNull();
+  });
+});
