@@ -2443,7 +2443,9 @@ var VoqClient = class extends Emitter {
     const id = cur.responseId;
     const f = await this.audioIO.player.flush(id);
     this.dropDecoder(id);
-    const ms2 = this._session.interrupt(this.now(), f.responseId === id ? f.played : void 0);
+    const behind = this.audioIO.echoLoopback() === "active" ? Math.round((this.audioIO.loopbackLatencyMs() ?? 0) * 24) : 0;
+    const heard = f.responseId === id ? Math.max(0, f.played - behind) : void 0;
+    const ms2 = this._session.interrupt(this.now(), heard);
     if (ms2 !== null) this.emit("interrupted", { type: "interrupted", response_id: id, played_ms: ms2 });
     this.pump();
     return ms2;

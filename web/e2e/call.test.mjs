@@ -202,6 +202,11 @@ describe('browser call', { skip: missing ?? false }, () => {
       assert.equal(r.outcome.stats.inputCodec, c.codec);
       assert.equal(r.outcome.stats.captureMethod, c.capture);
       assert.equal(r.outcome.stats.transport, c.transport, `won by ${r.outcome.stats.transport}`);
+      // Echo cancellation: the reply went through the local peer-connection loopback (what
+      // Chrome's canceller uses as its reference), and its delay was measured. Whether the
+      // canceller then removes the echo needs a real speaker and microphone (web/README.md).
+      assert.equal(r.outcome.stats.echoLoopback, 'active', `echo loopback: ${r.outcome.stats.echoLoopback}`);
+      assert.ok(typeof r.outcome.stats.loopbackLatencyMs === 'number', 'the loopback delay was measured');
       // An RTT on every carrier: WebSocket from the mux PINGs, WebTransport from voq.ping.
       const rtt = r.outcome.stats.rttMs;
       assert.ok(typeof rtt === 'number' && rtt >= 0 && rtt < 1000, `rttMs ${rtt} over ${c.transport}`);

@@ -348,7 +348,11 @@ export class VoqClient extends Emitter<VoqEventMap> {
     const id = cur.responseId;
     const f = await this.audioIO.player.flush(id);
     this.dropDecoder(id);
-    const ms = this._session.interrupt(this.now(), f.responseId === id ? f.played : undefined);
+    // The worklet's cursor runs ahead of the ear by the echo-cancellation loopback's delay:
+    // truncate at what the user heard, not at what was rendered.
+    const behind = this.audioIO.echoLoopback() === 'active' ? Math.round((this.audioIO.loopbackLatencyMs() ?? 0) * 24) : 0;
+    const heard = f.responseId === id ? Math.max(0, f.played - behind) : undefined;
+    const ms = this._session.interrupt(this.now(), heard);
     if (ms !== null) this.emit('interrupted', { type: 'interrupted', response_id: id, played_ms: ms });
     this.pump();
     return ms;

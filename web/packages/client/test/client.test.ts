@@ -121,6 +121,23 @@ describe('VoqClient', () => {
     expect(log).toContain('playback.ended');
   });
 
+  it('truncates at what the user heard: the echo loopback delays the ear behind the worklet', async () => {
+    const { c, audio, accept } = client();
+    audio.loopback = { state: 'active', latencyMs: 60 };
+    const started = c.start();
+    const t = accept(0);
+    await started;
+    const ev = (e: object) => t.control!.recv.onData!(encodeEvent(JSON.stringify(e)));
+    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', item_id: 'item_s2' } });
+    const s = t.incoming();
+    s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
+    s.onData!(encodeFrame(0, new Uint8Array(960)));
+    audio.player.played = 7200; // the worklet rendered 300 ms; the ear is 60 ms behind
+    t.control!.send.chunks = [];
+    expect(await c.interrupt()).toBe(240);
+    expect(events(t.control!.send.bytes())).toEqual([{ type: 'conversation.item.truncate', item_id: 'item_s2', content_index: 0, audio_end_ms: 240 }]);
+  });
+
   it('sends an unconfirmed turn again, whole, after the connection drops', async () => {
     const { c, audio, dials, accept } = client();
     const started = c.start();

@@ -111,11 +111,13 @@ export class FakeAudio implements AudioIO {
     this.stopped = true;
   }
   async startPlayback(): Promise<void> {}
+  /** Set to simulate the echo-cancellation loopback and its measured delay. */
+  loopback: { state: EchoLoopbackState; latencyMs: number | null } = { state: 'off', latencyMs: null };
   echoLoopback(): EchoLoopbackState {
-    return 'off';
+    return this.loopback.state;
   }
   loopbackLatencyMs(): number | null {
-    return null;
+    return this.loopback.latencyMs;
   }
   async close(): Promise<void> {
     this.stopped = true;
