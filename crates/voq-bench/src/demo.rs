@@ -582,7 +582,13 @@ pub fn summary_table(rows: &[DemoRow]) -> String {
             r.scenario,
             r.agent,
             r.codec,
-            format!("{:.1}ms={:.1}RTT", r.report.setup_ms, r.report.setup_rtts),
+            // On bare loopback the RTT is a fraction of a millisecond, and a ratio to it
+            // measures processing, not round trips: show the time only.
+            if r.network.starts_with("loopback") {
+                format!("{:.1}ms", r.report.setup_ms)
+            } else {
+                format!("{:.1}ms={:.1}RTT", r.report.setup_ms, r.report.setup_rtts)
+            },
             format!("{}/{}", p.frames_confirmed, p.frames_sent),
             r.report.reply.duration_ms,
             format!("{}/{}ms", r.report.reply.underruns, r.report.reply.stall_ms),
