@@ -373,8 +373,14 @@ async function autostart(): Promise<Outcome> {
     setStatus(out.ok ? 'Autostart call complete.' : `Autostart call failed: ${out.error?.message ?? 'the response did not complete'}`, out.ok ? 'ok' : 'error');
     return out;
   } catch (e) {
+    const stats = c.stats();
     showError(e);
-    return { ok: false, error: { code: (e as VoqError)?.code ?? 'error', message: String((e as Error)?.message ?? e) }, turn, response, stats: c.stats() };
+    // The client is closed: put the controls back as for a fresh page.
+    client = null;
+    starting = null;
+    $('connect').textContent = 'Connect';
+    settingsLocked(false);
+    return { ok: false, error: { code: (e as VoqError)?.code ?? 'error', message: String((e as Error)?.message ?? e) }, turn, response, stats };
   }
 }
 

@@ -1417,13 +1417,19 @@ async function fetchServerConfig(base, opts = {}) {
   const f = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const url = new URL("/voq/config.json", base);
   const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(), opts.timeoutMs ?? 1e4);
+  const timeoutMs = opts.timeoutMs ?? 1e4;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    ac.abort();
+  }, timeoutMs);
   opts.signal?.addEventListener("abort", () => ac.abort());
   let res;
   try {
     res = await f(url.href, { cache: "no-store", signal: ac.signal });
   } catch (e) {
-    throw new UnreachableError(`cannot reach the voq server at ${base.origin}: GET /voq/config.json failed (${e.message})`, { cause: e });
+    const why = timedOut ? `no answer within ${timeoutMs / 1e3} s` : e.message;
+    throw new UnreachableError(`cannot reach the voq server at ${base.origin}: GET /voq/config.json failed (${why})`, { cause: e });
   } finally {
     clearTimeout(timer);
   }
@@ -2370,8 +2376,15 @@ var VoqClient = class extends Emitter {
       audio.player.onSnapshot = (s) => this.onSnapshot(s);
     });
     const conn = this.dial(false);
-    const results = await Promise.allSettled([capture, playback, conn]);
-    const failed = results.find((r) => r.status === "rejected");
+    const all = Promise.allSettled([capture, playback, conn]);
+    const micFailure = await Promise.race([
+      capture.then(
+        () => null,
+        (e) => ({ reason: e })
+      ),
+      all.then(() => null)
+    ]);
+    const failed = micFailure ?? (await all).find((r) => r.status === "rejected");
     if (failed) {
       await this.close();
       throw failed.reason instanceof VoqError ? failed.reason : new VoqError("unsupported", String(failed.reason?.message ?? failed.reason), { cause: failed.reason });
@@ -3179,8 +3192,13 @@ async function autostart() {
     setStatus(out.ok ? "Autostart call complete." : `Autostart call failed: ${out.error?.message ?? "the response did not complete"}`, out.ok ? "ok" : "error");
     return out;
   } catch (e) {
+    const stats = c.stats();
     showError(e);
-    return { ok: false, error: { code: e?.code ?? "error", message: String(e?.message ?? e) }, turn, response: response2, stats: c.stats() };
+    client = null;
+    starting = null;
+    $("connect").textContent = "Connect";
+    settingsLocked(false);
+    return { ok: false, error: { code: e?.code ?? "error", message: String(e?.message ?? e) }, turn, response: response2, stats };
   }
 }
 window.voq = {

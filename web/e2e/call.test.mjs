@@ -10,13 +10,16 @@
 //   (b) the page played the reply: response.done completed, played_ms about the turn's length,
 //       no errors.
 // Calls: WebTransport (Opus); WebSocket (pcm16, Web Audio capture); auto with WebTransport
-// hidden from the page (the fallback); a barge-in against the file agent. Screenshots go to
+// hidden from the page (the fallback); a barge-in against the file agent. Errors: a stale
+// certificate hash, the microphone denied, the server stopped, the server not answering — each
+// must fail with its VoqError code and a plain-words status line. Screenshots go to
 // web/test-results/.
 //
 // Environment: VOQ_BIN (default ../target/debug/voq from web/), CHROMIUM (default
 // /usr/bin/chromium), VOQ_E2E_FRESH_DIST=1 serves web/dist/ instead of the page compiled into
 // the binary (for working on the page without rebuilding voq).
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -282,39 +285,79 @@ describe('browser errors', { skip: missing ?? false }, () => {
   let server;
   let base;
   let tmp;
+  const stopped = []; // servers the tests stop themselves (killed here too if a test failed first)
   before(async () => {
     ({ chromium } = await import('playwright-core'));
     tmp = mkdtempSync(path.join(tmpdir(), 'voq-e2e-'));
+    mkdirSync(RESULTS, { recursive: true });
     server = startServer(path.join(tmp, 'record'));
     base = await server.url;
   });
   after(() => {
     server?.proc.kill('SIGTERM');
+    for (const s of stopped) s.proc.kill('SIGTERM');
     rmSync(tmp, { recursive: true, force: true });
   });
+
+  /**
+   * A headless Chromium with the fake microphone device. `micPrompt: 'accept'` adds
+   * --use-fake-ui-for-media-stream (every getUserMedia is granted); without it the permission
+   * decides.
+   */
+  function launch({ micPrompt = 'accept' } = {}) {
+    return chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--autoplay-policy=no-user-gesture-required',
+        ...(micPrompt === 'accept' ? ['--use-fake-ui-for-media-stream'] : []),
+        '--use-fake-device-for-media-stream',
+        // As in call(): a page the test fulfils itself would otherwise be kept from 127.0.0.1.
+        ...(process.env.VOQ_E2E_FRESH_DIST === '1' ? ['--disable-features=LocalNetworkAccessChecks'] : []),
+      ],
+    });
+  }
+
+  /** A page (in a context made with `contextOptions`) that serves web/dist under VOQ_E2E_FRESH_DIST=1. */
+  async function newPage(browser, contextOptions = {}) {
+    const context = await browser.newContext(contextOptions);
+    const page = await context.newPage();
+    if (process.env.VOQ_E2E_FRESH_DIST === '1') {
+      await page.route(/\/(app\.js)?(\?.*)?$/, (route) => {
+        const file = new URL(route.request().url()).pathname === '/app.js' ? 'app.js' : 'index.html';
+        route.fulfill({ body: readFileSync(path.join(web, 'dist', file)), contentType: file === 'app.js' ? 'text/javascript' : 'text/html' });
+      });
+    }
+    return page;
+  }
+
+  /** The `client.error`s the page logged: the VoqErrors `start()` rejected with, as the page saw them. */
+  function clientErrors(page) {
+    return page.evaluate(() =>
+      window.voq.events
+        .filter((e) => e.type === 'client.error')
+        .map((e) => {
+          const err = e.event.error;
+          const classes = [];
+          for (let c = err?.constructor; c && c !== Error; c = Object.getPrototypeOf(c)) classes.push(c.name);
+          return { t: e.t, code: err.code, name: err.name, message: err.message, classes };
+        }),
+    );
+  }
 
   // A page holding a stale certificate hash (the server restarted): the user is told in plain
   // words, with the `certificate` code.
   test('wrong certificate hash', { timeout: 60000 }, async () => {
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
-    });
+    const browser = await launch();
     try {
-      const page = await browser.newPage();
+      const page = await newPage(browser);
       await page.route('**/voq/config.json', async (route) => {
         const res = await route.fetch();
         const config = await res.json();
         config.webtransport.certificate_hashes = [{ algorithm: 'sha-256', value: '00'.repeat(32) }];
         await route.fulfill({ response: res, json: config });
       });
-      if (process.env.VOQ_E2E_FRESH_DIST === '1') {
-        await page.route(/\/(app\.js)?(\?.*)?$/, (route) => {
-          const file = new URL(route.request().url()).pathname === '/app.js' ? 'app.js' : 'index.html';
-          route.fulfill({ body: readFileSync(path.join(web, 'dist', file)), contentType: file === 'app.js' ? 'text/javascript' : 'text/html' });
-        });
-      }
       await page.goto(`${base}?transport=webtransport&autostart=1&turn_ms=500&timeout_ms=20000`);
       await page.waitForFunction(() => window.voq?.done, null, { timeout: 10000 });
       const outcome = await page.evaluate(() => window.voq.done);
@@ -325,6 +368,129 @@ describe('browser errors', { skip: missing ?? false }, () => {
       assert.match(status, /certificate did not match/);
     } finally {
       await browser.close();
+    }
+  });
+
+  // The user blocked the microphone for the site. Two things are needed for a real denial in
+  // headless Chromium 156: no --use-fake-ui-for-media-stream (that switch grants getUserMedia
+  // even when the permission says `denied`), and a context whose permissions list is given but
+  // omits `microphone` (playwright then sets it to `denied`, as the site settings would). The
+  // fake device stays, so what fails is the permission, not a missing microphone. (Without the
+  // context option the permission is `prompt` and headless Chromium dismisses the prompt, which
+  // also rejects with NotAllowedError — nothing hangs either way.)
+  test('microphone denied', { timeout: 60000 }, async () => {
+    const browser = await launch({ micPrompt: 'none' });
+    try {
+      const page = await newPage(browser, { permissions: [] });
+      await page.goto(`${base}?transport=auto&autostart=1&turn_ms=500&timeout_ms=20000`);
+      await page.waitForFunction(() => window.voq?.done, null, { timeout: 10000 });
+      assert.equal(await page.evaluate(() => navigator.permissions.query({ name: 'microphone' }).then((p) => p.state)), 'denied');
+      const outcome = await page.evaluate(() => window.voq.done);
+      const errors = await clientErrors(page);
+      const status = await page.textContent('#status');
+      await page.screenshot({ path: path.join(RESULTS, 'microphone-denied.png') });
+      const detail = JSON.stringify({ outcome, errors, status }, null, 1);
+      assert.equal(outcome.ok, false, detail);
+      assert.equal(outcome.error.code, 'mic_denied', detail);
+      assert.match(outcome.error.message, /microphone access was denied .*allow the microphone/, detail);
+      // start() rejected with a VoqError (a MicrophoneError), and only that went wrong.
+      assert.equal(errors.length, 1, detail);
+      assert.equal(errors[0].code, 'mic_denied', detail);
+      assert.deepEqual(errors[0].classes, ['MicrophoneError', 'VoqError'], detail);
+      assert.match(status, /The microphone is blocked\. Allow it for this page/, detail);
+      assert.equal(await page.getAttribute('#status', 'class'), 'status error');
+      assert.ok(errors[0].t < 15000, `mic_denied after ${errors[0].t} ms: ${detail}`);
+      process.stdout.write(`# microphone-denied: ${JSON.stringify({ errorAtMs: errors[0].t, message: errors[0].message })}\n`);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  /**
+   * Loads the page from a server of its own, stops that server (waits for it to exit) and
+   * returns the page; `then(port)` may take the port over before Connect is pressed.
+   */
+  async function pageOfStoppedServer(browser, name, then = async () => {}) {
+    const gone = startServer(path.join(tmp, `record-${name}`));
+    stopped.push(gone);
+    const at = await gone.url;
+    const page = await newPage(browser);
+    await page.goto(`${at}?transport=auto`);
+    await page.waitForFunction(() => window.voq, null, { timeout: 10000 });
+    const exited = new Promise((resolve) => gone.proc.once('exit', resolve));
+    gone.proc.kill('SIGTERM');
+    await exited;
+    await then(Number(new URL(at).port));
+    return { page, origin: new URL(at).origin };
+  }
+
+  /** Presses Connect and waits (≤ 15 s) for the page's error: what start() rejected with. */
+  async function connectFails(page, name) {
+    const t0 = Date.now();
+    await page.click('#connect');
+    await page.waitForFunction(() => window.voq.events.some((e) => e.type === 'client.error'), null, { timeout: 15000, polling: 50 }).catch(async () => {
+      throw new Error(`${name}: no error within 15 s of Connect; status: ${await page.textContent('#status')}`);
+    });
+    const elapsedMs = Date.now() - t0;
+    await page.waitForTimeout(100); // the page hangs up after the error: let it settle for the picture
+    const errors = await clientErrors(page);
+    const status = await page.textContent('#status');
+    const state = await page.evaluate(() => window.voq.client?.state);
+    await page.screenshot({ path: path.join(RESULTS, `${name}.png`) });
+    return { elapsedMs, errors, status, state };
+  }
+
+  function checkUnreachable(r, origin, page) {
+    const detail = JSON.stringify(r, null, 1);
+    assert.equal(r.errors.length, 1, detail);
+    assert.equal(r.errors[0].code, 'unreachable', detail);
+    assert.deepEqual(r.errors[0].classes, ['UnreachableError', 'VoqError'], detail);
+    assert.ok(r.errors[0].message.startsWith(`cannot reach the voq server at ${origin}: GET /voq/config.json failed`), detail);
+    assert.match(r.status, /Cannot reach the voq server\. Is `voq serve` running\?/, detail);
+    assert.equal(r.state, 'closed', detail);
+    return page.textContent('#connect').then((t) => assert.equal(t, 'Connect', 'the page hung up'));
+  }
+
+  // The page was loaded, then its server stopped: the connection is refused at once, and
+  // Connect fails with `unreachable` in plain words.
+  test('server stopped', { timeout: 60000 }, async () => {
+    const browser = await launch();
+    try {
+      const { page, origin } = await pageOfStoppedServer(browser, 'stopped');
+      const r = await connectFails(page, 'server-unreachable');
+      await checkUnreachable(r, origin, page);
+      process.stdout.write(`# server-stopped: ${JSON.stringify({ elapsedMs: r.elapsedMs, message: r.errors[0].message })}\n`);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  // The same, but something now holds the port and never answers (a hung server, a black
+  // hole): nothing is refused, so only the client's own time limit (10 s for the config fetch)
+  // ends the attempt — still `unreachable`, within 15 s.
+  test('server not answering', { timeout: 60000 }, async () => {
+    const browser = await launch();
+    const sockets = new Set();
+    let accepted = 0;
+    const silent = createServer((s) => {
+      accepted += 1;
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+    });
+    try {
+      const { page, origin } = await pageOfStoppedServer(browser, 'silent', (port) => new Promise((resolve, reject) => {
+        silent.once('error', reject);
+        silent.listen(port, '127.0.0.1', resolve);
+      }));
+      const r = await connectFails(page, 'server-not-answering');
+      await checkUnreachable(r, origin, page);
+      assert.ok(accepted > 0, `the page never dialed the silent port: ${JSON.stringify(r)}`);
+      assert.ok(r.elapsedMs >= 9000, `failed after ${r.elapsedMs} ms, before the 10 s time limit: ${JSON.stringify(r)}`);
+      process.stdout.write(`# server-not-answering: ${JSON.stringify({ elapsedMs: r.elapsedMs, accepted, message: r.errors[0].message })}\n`);
+    } finally {
+      await browser.close();
+      for (const s of sockets) s.destroy();
+      silent.close();
     }
   });
 });

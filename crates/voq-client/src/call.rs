@@ -198,6 +198,9 @@ impl Client {
         anyhow::ensure!(!opts.turns.is_empty(), "nothing to say: no input turns");
         let started = Instant::now();
         let (link, zero_rtt) = self.connect(target, opts.transport).await?;
+        // Closes the connection however the call ends, also when `call`'s timeout drops this
+        // future: an abandoned connection would otherwise hold a session on the server.
+        let _close = CloseOnDrop(link.clone());
         let setup = started.elapsed();
         let control = link
             .open_bi()
@@ -205,11 +208,18 @@ impl Client {
             .context("cannot open the control stream")?;
         let mut call = Call::new(link.clone(), control, &opts, zero_rtt, setup, target);
         let result = call.run(&opts).await;
-        link.close(Code::NoError, "bye");
         result?;
         let mut outcome = call.finish();
         outcome.started = Some(started.into_std());
         Ok(outcome)
+    }
+}
+
+struct CloseOnDrop(Link);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(Code::NoError, "bye");
     }
 }
 

@@ -141,7 +141,10 @@ impl Server {
         let (web, web_addr) = match tcp {
             Some(listener) => {
                 let web_addr = listener.local_addr()?;
-                let http_tls = tls::server_config_with(&certs, &[tls::ALPN_HTTP1])?;
+                let mut http_tls = tls::server_config_with(&certs, &[tls::ALPN_HTTP1])?;
+                // tokio-rustls never reads TLS early data: a resumed browser's 0-RTT request
+                // would be dropped and the connection would hang.
+                http_tls.max_early_data_size = 0;
                 let web_ctx = web::WebContext {
                     certs: certs.clone(),
                     tls: tokio_rustls::TlsAcceptor::from(Arc::new(http_tls)),

@@ -481,6 +481,14 @@ impl Shell {
     }
 }
 
+impl Drop for Shell {
+    /// A session dropped before it ended (its task aborted at the server's drain timeout) still
+    /// tells its client why. After a normal end the link is closed already and this is a no-op.
+    fn drop(&mut self) {
+        self.link.close(Code::GoingAway, Code::GoingAway.as_str());
+    }
+}
+
 fn encode_into_core(
     core: &mut ServerSession,
     r: &mut ActiveResponse,

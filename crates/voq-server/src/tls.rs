@@ -27,6 +27,8 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// How often a development certificate is replaced: about half its validity, so clients that
 /// fetched a hash shortly before a rotation still have days of overlap.
 pub const DEV_CERT_ROTATION: Duration = Duration::from_secs(6 * 24 * 3600);
+/// How often the certificate's age is checked.
+pub const ROTATION_CHECK: Duration = Duration::from_secs(3600);
 
 /// How long a dev certificate is valid (browsers allow at most 14 days for hash pinning).
 pub const DEV_CERT_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
@@ -132,7 +134,8 @@ pub fn server_config(identity: &Identity, alpns: &[&[u8]]) -> anyhow::Result<rus
 }
 
 /// rustls server configuration whose certificate comes from `store` (so rotations apply to new
-/// handshakes at once). 0-RTT is enabled; it only matters for QUIC.
+/// handshakes at once). 0-RTT is enabled, as QUIC needs; a TLS-over-TCP user must turn it off
+/// unless it reads early data.
 pub fn server_config_with(
     store: &Arc<CertStore>,
     alpns: &[&[u8]],
@@ -160,6 +163,9 @@ struct Current {
     sha256: [u8; 32],
     pem: String,
     dev: bool,
+    /// When this identity was installed (wall clock: a suspended machine's monotonic clock
+    /// stops, a certificate's validity does not).
+    installed: SystemTime,
 }
 
 impl CertStore {
@@ -197,26 +203,42 @@ impl CertStore {
         self.get().dev
     }
 
-    /// Replaces a development certificate every `period` until the store is dropped. Files
-    /// (production certificates) are left alone: their owner renews them.
+    /// Replaces a development certificate installed `max_age` or more before `now` with a new
+    /// one; returns whether it did. Production certificates are never replaced.
+    pub fn rotate_if_due(&self, max_age: Duration, now: SystemTime) -> anyhow::Result<bool> {
+        let current = self.get();
+        let age = now.duration_since(current.installed).unwrap_or_default();
+        if !current.dev || age < max_age {
+            return Ok(false);
+        }
+        self.replace(Identity::generate_dev(&[])?)?;
+        Ok(true)
+    }
+
+    /// Checks every [`ROTATION_CHECK`] (against the wall clock) and replaces a development
+    /// certificate once it is `max_age` old, until the store is dropped. Files (production
+    /// certificates) are left alone: their owner renews them.
     pub fn spawn_rotation(
         self: &Arc<Self>,
-        period: Duration,
+        max_age: Duration,
     ) -> Option<tokio::task::JoinHandle<()>> {
         if !self.is_dev() {
             return None;
         }
         let weak = Arc::downgrade(self);
         Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let check = ROTATION_CHECK.min(max_age);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
             loop {
                 tick.tick().await;
                 let Some(store) = weak.upgrade() else { return };
-                match Identity::generate_dev(&[]).and_then(|id| store.replace(id)) {
-                    Ok(()) => tracing::info!(
+                match store.rotate_if_due(max_age, SystemTime::now()) {
+                    Ok(true) => tracing::info!(
                         sha256 = %store.sha256_hex(),
-                        "development certificate rotated"
+                        "development certificate rotated (clients pinning the old hash must \
+                         fetch the new one from /voq/config.json)"
                     ),
+                    Ok(false) => {}
                     Err(e) => tracing::warn!("cannot rotate the development certificate: {e:#}"),
                 }
             }
@@ -239,6 +261,7 @@ impl Current {
             pem: identity.cert_pem(),
             dev: identity.dev,
             key: Arc::new(key),
+            installed: SystemTime::now(),
         })
     }
 }
@@ -308,6 +331,18 @@ mod tests {
             store.replace(mismatched).is_err(),
             "certificate and key must match"
         );
+        // Age is wall-clock time since installation.
+        let hash = store.sha256_hex();
+        let day = Duration::from_secs(86_400);
+        assert!(!store.rotate_if_due(6 * day, SystemTime::now() + 5 * day)?);
+        assert_eq!(store.sha256_hex(), hash);
+        assert!(store.rotate_if_due(6 * day, SystemTime::now() + 6 * day)?);
+        assert_ne!(store.sha256_hex(), hash);
+        // Production certificates are never replaced.
+        let mut production = Identity::generate_dev(&[])?;
+        production.dev = false;
+        let files = CertStore::new(production)?;
+        assert!(!files.rotate_if_due(Duration::ZERO, SystemTime::now() + 30 * day)?);
         Ok(())
     }
 

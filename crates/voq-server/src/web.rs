@@ -274,9 +274,14 @@ async fn respond<S: AsyncWrite + Unpin>(
          Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
-    s.shutdown().await?;
+    // A client that does not read its response is not waited for.
+    tokio::time::timeout(HEAD_TIMEOUT, async {
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        s.shutdown().await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the client did not read its response"))??;
     Ok(())
 }
 

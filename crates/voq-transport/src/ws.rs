@@ -33,6 +33,14 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 pub const MAX_PEER_UNI_STREAMS: usize = 16;
 /// WebSocket close codes are `CLOSE_CODE_BASE + voq code`.
 pub const CLOSE_CODE_BASE: u16 = 4000;
+/// A connection that receives nothing (the peer PINGs every second) for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// One WebSocket write may take this long; a peer that stops reading is closed after it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a local close, how long the peer may take to answer it before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Browsers refuse close reasons longer than this (RFC 6455 §5.5: 125 bytes minus the code).
+const MAX_CLOSE_REASON: usize = 123;
 
 /// The tungstenite limits for a voq mux connection.
 pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
@@ -111,10 +119,24 @@ impl Shared {
     }
 }
 
-/// One WebSocket connection carrying a voq/1 session. Cheap to clone.
+/// One WebSocket connection carrying a voq/1 session. Cheap to clone; when the last clone is
+/// dropped the connection is closed (`no_error`), so an abandoned link never lingers.
 #[derive(Clone)]
 pub struct WsLink {
     shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+/// Closes the connection when the last [`WsLink`] handle goes away (the tasks hold `Shared`).
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .out
+            .send(Out::Close(Code::NoError, "link dropped".into()));
+    }
 }
 
 impl std::fmt::Debug for WsLink {
@@ -148,7 +170,10 @@ impl WsLink {
         let epoch = Instant::now();
         tokio::spawn(write_task(sink, out_rx, shared.clone(), epoch));
         tokio::spawn(read_task(stream, shared.clone(), epoch));
-        Self { shared }
+        Self {
+            _owner: Arc::new(Owner(shared.clone())),
+            shared,
+        }
     }
 
     pub fn remote_address(&self) -> SocketAddr {
@@ -429,12 +454,14 @@ async fn write_task<S>(
                 Some(Out::Close(code, reason)) => {
                     let frame = CloseFrame {
                         code: CloseCode::from(CLOSE_CODE_BASE + code.to_u32() as u16),
-                        reason: reason.into(),
+                        reason: close_reason(reason).into(),
                     };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame))))
+                        .await;
                     shared.set_closed(format!("closed locally: {}", code.as_str()));
-                    // Give the peer a moment to answer the close, then drop the socket.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                    // Give the peer a moment to answer the close, then drop the socket (the
+                    // reader gives up after the same grace).
+                    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
                     return;
                 }
                 None => return,
@@ -443,13 +470,39 @@ async fn write_task<S>(
                 let micros = epoch.elapsed().as_micros() as u64;
                 Message::Binary(MuxFrame::Ping(micros.to_be_bytes()).encode().into())
             }
-            _ = wait_closed(&mut closed) => return,
+            _ = wait_closed(&mut closed) => {
+                // The peer closed or the reader failed: flush tungstenite's queued answer to a
+                // close frame, so the peer sees a clean close.
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+                return;
+            }
         };
-        if let Err(e) = sink.send(msg).await {
-            shared.set_closed(format!("write failed: {e}"));
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.set_closed(format!("write failed: {e}"));
+                return;
+            }
+            Err(_) => {
+                shared.set_closed(format!(
+                    "the peer stopped reading: a write took over {WRITE_TIMEOUT:?}"
+                ));
+                return;
+            }
         }
     }
+}
+
+/// A close reason that browsers accept: at most [`MAX_CLOSE_REASON`] bytes of UTF-8.
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut cut = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
 }
 
 async fn read_task<S>(
@@ -459,11 +512,32 @@ async fn read_task<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut closed = shared.closed.subscribe();
     let reason = loop {
-        let msg = match stream.next().await {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => break format!("read failed: {e}"),
-            None => break "the peer went away".to_string(),
+        let next = tokio::select! {
+            n = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => n,
+            _ = wait_closed(&mut closed) => {
+                // Closed here: read on briefly for the peer's answer, then let the socket go.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(m)) = stream.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+        };
+        let msg = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => break format!("read failed: {e}"),
+            Ok(None) => break "the peer went away".to_string(),
+            Err(_) => {
+                let why = format!("nothing received for {IDLE_TIMEOUT:?}");
+                let _ = shared.out.send(Out::Close(Code::NoError, why.clone()));
+                break why;
+            }
         };
         let bytes = match msg {
             Message::Binary(b) => b,
@@ -535,6 +609,9 @@ fn dispatch(shared: &Shared, frame: MuxFrame, epoch: Instant) -> Result<(), &'st
 fn deliver(shared: &Shared, id: u64, event: StreamEvent) -> Result<(), &'static str> {
     let kind = StreamKind::of(id);
     let mut st = shared.state();
+    if st.closed.is_some() {
+        return Ok(()); // nobody will read it
+    }
     let last = !matches!(event, StreamEvent::Data(_));
     if let Some(tx) = st.readers.get(&id) {
         let _ = tx.send(event);
@@ -560,7 +637,19 @@ fn deliver(shared: &Shared, id: u64, event: StreamEvent) -> Result<(), &'static 
         return Err("stream ids of one kind must be used in order");
     }
     st.peer_next[slot] += 1;
-    if kind.unidirectional && st.readers.len() >= MAX_PEER_UNI_STREAMS {
+    // Only the client's first bidirectional stream (the control stream) is ever read.
+    let control_stream = shared.server && index == 0;
+    let unwanted_bidi = !(kind.unidirectional || control_stream);
+    let peer_uni = |id: &u64| {
+        let k = StreamKind::of(*id);
+        k.unidirectional && k.server_initiated != shared.server
+    };
+    let open_uni = st.readers.keys().filter(|id| peer_uni(id)).count()
+        + st.pending_rx
+            .keys()
+            .filter(|id| peer_uni(id) && !st.readers.contains_key(id))
+            .count();
+    if unwanted_bidi || (kind.unidirectional && open_uni >= MAX_PEER_UNI_STREAMS) {
         drop(st);
         shared.send(MuxFrame::StopSending {
             id,
@@ -658,6 +747,31 @@ mod tests {
 
         client.close(Code::NoError, "bye");
         let reason = server.closed().await;
+        assert!(reason.contains("4000"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn extra_bidi_streams_are_refused_and_a_dropped_link_closes() {
+        let (client, server, _) = pair().await;
+        let (mut ctl, _ctl_recv) = client.open_bi().unwrap();
+        ctl.write(b"control").unwrap();
+        let (_s_send, mut s_recv) = server.accept_bi().await.unwrap();
+        assert_eq!(s_recv.read().await, Read::Data(b"control".to_vec()));
+        // A second bidirectional stream is never read: the server stops it at once instead of
+        // buffering what arrives on it.
+        let (mut extra, _extra_recv) = client.open_bi().unwrap();
+        extra.write(&[0; 1000]).unwrap();
+        assert_eq!(
+            extra.stopped().await,
+            Some(Code::StreamRefused.to_u32().into())
+        );
+        assert!(server.shared.state().pending_rx.is_empty());
+        // The last handle of the server's link goes away: the client sees a clean close.
+        drop((_s_send, s_recv));
+        drop(server);
+        let reason = tokio::time::timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
         assert!(reason.contains("4000"), "{reason}");
     }
 

@@ -267,9 +267,19 @@ export class VoqClient extends Emitter<VoqEventMap> {
       audio.player.onSnapshot = (s) => this.onSnapshot(s);
     });
     const conn = this.dial(false);
-    // Settle all three before deciding, so nothing rejects unobserved.
-    const results = await Promise.allSettled([capture, playback, conn]);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    // allSettled observes all three, so nothing rejects unobserved. A failed microphone (denied,
+    // missing) is final: report it at once rather than after the connection settles (a slow
+    // server would otherwise hold the answer for its whole connect timeout); a connection that
+    // completes later is closed by dial().
+    const all = Promise.allSettled([capture, playback, conn]);
+    const micFailure = await Promise.race([
+      capture.then(
+        () => null,
+        (e: unknown) => ({ reason: e }),
+      ),
+      all.then(() => null),
+    ]);
+    const failed = micFailure ?? (await all).find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       await this.close();
       throw failed.reason instanceof VoqError ? failed.reason : new VoqError('unsupported', String((failed.reason as Error)?.message ?? failed.reason), { cause: failed.reason });

@@ -76,13 +76,19 @@ export async function fetchServerConfig(base: URL, opts: { fetch?: typeof fetch;
   const f = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const url = new URL('/voq/config.json', base);
   const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(), opts.timeoutMs ?? 10000);
+  const timeoutMs = opts.timeoutMs ?? 10000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    ac.abort();
+  }, timeoutMs);
   opts.signal?.addEventListener('abort', () => ac.abort());
   let res: Response;
   try {
     res = await f(url.href, { cache: 'no-store', signal: ac.signal });
   } catch (e) {
-    throw new UnreachableError(`cannot reach the voq server at ${base.origin}: GET /voq/config.json failed (${(e as Error).message})`, { cause: e });
+    const why = timedOut ? `no answer within ${timeoutMs / 1000} s` : (e as Error).message;
+    throw new UnreachableError(`cannot reach the voq server at ${base.origin}: GET /voq/config.json failed (${why})`, { cause: e });
   } finally {
     clearTimeout(timer);
   }

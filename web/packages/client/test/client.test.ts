@@ -223,4 +223,18 @@ describe('VoqClient', () => {
     expect(c.state).toBe('closed');
     expect(t.closedWith).not.toBeNull();
   });
+
+  it('reports a denied microphone at once, without waiting for a slow connection', async () => {
+    const { c, audio, accept } = client();
+    const { MicrophoneError } = await import('../src/errors.js');
+    audio.startCapture = async () => {
+      throw new MicrophoneError('mic_denied', 'denied');
+    };
+    const e = await c.start().catch((err: unknown) => err); // the dial is still pending
+    expect((e as { code: string }).code).toBe('mic_denied');
+    expect(c.state).toBe('closed');
+    const late = accept(0); // the connection completes afterwards: it is closed, not used
+    await tick();
+    expect(late.closedWith).not.toBeNull();
+  });
 });
