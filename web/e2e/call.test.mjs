@@ -278,6 +278,29 @@ describe('browser call', { skip: missing ?? false }, () => {
     assert.equal(ended?.played_ms, heard);
     process.stdout.write(`# barge-in: ${JSON.stringify({ heard, truncated: truncated.audio_end_ms, unplayedBytes: stats.unplayedBytes, transport: r.outcome.stats.transport })}\n`);
   });
+
+  // The page works with every built-in agent: they differ only in what comes back. echo and
+  // file are above; speak (espeak-ng says how long the user spoke) and exec (a Python program
+  // speaking JSON lines) here, over auto.
+  for (const [name, agent] of [
+    ['speak-agent', 'speak'],
+    ['exec-agent', `exec:python3 ${path.join(repo, 'examples/agents/echo_agent.py')}`],
+  ]) {
+    test(`${name} (auto)`, { timeout: 90000 }, async () => {
+      const agentServer = startServer(path.join(tmp, `record-${name}`), agent);
+      try {
+        const r = await call(name, 'transport=auto&codec=opus', await agentServer.url);
+        const detail = () => JSON.stringify(r.outcome, null, 1);
+        assert.ok(r.outcome.ok, `${name}: ${detail()}\n${agentServer.log()}`);
+        assert.equal(r.outcome.response.response.status, 'completed', detail());
+        assert.equal(r.outcome.playback.reason, 'finished', detail());
+        assert.ok(r.outcome.playback.played_ms >= 1000, `only ${r.outcome.playback.played_ms} ms of the reply played`);
+        assert.equal(r.events.filter((e) => e.type === 'error' || e.type === 'client.error').length, 0, detail());
+      } finally {
+        agentServer.proc.kill('SIGTERM');
+      }
+    });
+  }
 });
 
 describe('browser errors', { skip: missing ?? false }, () => {
