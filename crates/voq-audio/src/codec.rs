@@ -10,70 +10,10 @@
 //! lags the input by that much (cross-correlation of decoded speech peaks at 155 samples at
 //! 32 kbit/s, where libopus codes speech with SILK, and at 156 in its CELT mode).
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::{FRAME_SAMPLES, SAMPLE_RATE};
 
-/// A voq/1 audio codec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Codec {
-    /// 16-bit signed little-endian PCM, 24 kHz mono. Lossless: decode(encode(x)) == x.
-    Pcm16,
-    /// Opus, 24 kHz mono, 20 ms frames. Lossy, with a fixed algorithmic delay.
-    Opus,
-}
-
-impl Codec {
-    /// Every codec, in preference order of a lossless-first voq/1 session.
-    pub const ALL: [Codec; 2] = [Codec::Pcm16, Codec::Opus];
-
-    /// The codec's wire name: `"pcm16"` or `"opus"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Codec::Pcm16 => "pcm16",
-            Codec::Opus => "opus",
-        }
-    }
-
-    /// Samples in one frame (20 ms at 24 kHz): [`FRAME_SAMPLES`] for both codecs.
-    pub fn frame_samples(self) -> usize {
-        FRAME_SAMPLES
-    }
-
-    /// Whether decoding returns exactly what was encoded.
-    pub fn is_lossless(self) -> bool {
-        matches!(self, Codec::Pcm16)
-    }
-}
-
-impl fmt::Display for Codec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A codec name that voq does not know.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown codec {name:?} (expected \"pcm16\" or \"opus\")")]
-#[non_exhaustive]
-pub struct UnknownCodec {
-    /// The name as given.
-    pub name: String,
-}
-
-impl FromStr for Codec {
-    type Err = UnknownCodec;
-
-    /// Parses a wire name (`"pcm16"`, `"opus"`), exactly as [`Codec::name`] spells it.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Codec::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| UnknownCodec { name: s.to_owned() })
-    }
-}
+/// The voq/1 codecs: one definition, in `voq_proto`, implemented here.
+pub use voq_proto::{Codec, UnknownCodec};
 
 /// Opus encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,7 +354,7 @@ mod tests {
             assert_eq!(c.frame_samples(), 480);
         }
         let err = "OPUS".parse::<Codec>().unwrap_err();
-        assert_eq!(err.name, "OPUS");
+        assert_eq!(err.0, "OPUS");
         assert!(err.to_string().contains("unknown codec"));
         assert!("".parse::<Codec>().is_err());
     }

@@ -379,7 +379,8 @@ async fn run_scenario(
         }
         Check::Spoken => (
             format!("{} ms of speech played", r.reply.duration_ms),
-            r.reply.duration_ms > 1000 && r.reply.status.as_deref() == Some("completed"),
+            r.reply.duration_ms > 1000
+                && r.reply.status == Some(voq_proto::event::ResponseStatus::Completed),
         ),
     };
     let base = format!("{:02}-{}", index + 1, s.name.replace(' ', "-"));

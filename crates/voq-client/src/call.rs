@@ -206,7 +206,7 @@ impl Client {
             .open_bi()
             .await
             .context("cannot open the control stream")?;
-        let mut call = Call::new(link.clone(), control, &opts, zero_rtt, setup, target);
+        let mut call = Call::new(link.clone(), control, &opts, zero_rtt, setup, target)?;
         let result = call.run(&opts).await;
         result?;
         let mut outcome = call.finish();
@@ -319,7 +319,7 @@ impl Call {
         zero_rtt: bool,
         setup: Duration,
         target: &Target,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let (streams, inbound_rx) = Streams::start(link.clone(), control);
         let config = ClientConfig {
             input_codec: opts.codec,
@@ -336,23 +336,24 @@ impl Call {
             zero_rtt,
             ..Default::default()
         };
-        Self {
+        // Never fall back to another codec: the stream header names `opts.codec`, and pcm16
+        // bytes labelled opus would reach the agent as noise.
+        let encoder = voq_audio::Encoder::new(opts.codec)
+            .with_context(|| format!("cannot create the {} encoder", opts.codec))?;
+        Ok(Self {
             link,
             session,
             streams,
             inbound_rx,
             decoders: HashMap::new(),
-            // pcm16 and Opus encoders cannot fail to initialize with fixed, valid settings;
-            // if libopus refuses, the error surfaces on the first encode.
-            encoder: voq_audio::Encoder::new(audio_codec(opts.codec))
-                .unwrap_or_else(|_| pcm_encoder()),
+            encoder,
             report,
             received: Vec::new(),
             played: Vec::new(),
             received_base: 0,
             playing: false,
             progress: opts.progress && std::io::stderr().is_terminal(),
-        }
+        })
     }
 
     async fn run(&mut self, opts: &CallOptions) -> anyhow::Result<()> {
@@ -470,9 +471,7 @@ impl Call {
             Inbound::Data(id, bytes) => self.session.handle_stream_data(now, id, &bytes),
             Inbound::Fin(id) => self.session.handle_stream_fin(now, id),
             Inbound::Reset(id, code) => self.session.handle_stream_reset(now, id, code),
-            Inbound::Stopped(stream, code) => {
-                warn!(?stream, code, "the server stopped one of our streams");
-            }
+            Inbound::Stopped(stream, code) => self.session.handle_stream_stopped(now, stream, code),
         }
         self.drain()
     }
@@ -480,12 +479,7 @@ impl Call {
     fn drain(&mut self) -> anyhow::Result<()> {
         while let Some(out) = self.session.poll_output() {
             match out {
-                ClientOutput::Control(bytes) => self.streams.control(bytes),
-                ClientOutput::OpenStream { stream, bytes } => self.streams.open(stream, bytes),
-                ClientOutput::StreamData { stream, bytes } => self.streams.write(stream, bytes),
-                ClientOutput::FinishStream { stream } => self.streams.finish(stream),
-                ClientOutput::ResetStream { stream, code } => self.streams.reset(stream, code),
-                ClientOutput::StopSending { stream, code } => self.streams.stop(stream, code),
+                ClientOutput::Transmit(op) => self.streams.apply(op),
                 ClientOutput::ReplyFrame {
                     response_id,
                     codec,
@@ -495,7 +489,7 @@ impl Call {
                     let decoder = match self.decoders.entry(response_id.clone()) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(voq_audio::Decoder::new(audio_codec(codec))?)
+                            e.insert(voq_audio::Decoder::new(codec)?)
                         }
                     };
                     let mut pcm = Vec::new();
@@ -511,8 +505,16 @@ impl Call {
                     self.received[at..at + pcm.len()].copy_from_slice(&pcm);
                     self.session.push_reply_audio(&response_id, pts, &pcm);
                 }
+                ClientOutput::Event(voq_proto::event::ServerEvent::Error { error }) => {
+                    warn!("server error {}: {}", error.code, error.message)
+                }
                 ClientOutput::Event(e) => debug!(kind = e.kind(), "server event"),
-                ClientOutput::Warning(w) => warn!("{w}"),
+                ClientOutput::TurnStopped { item_id, code } => {
+                    // The server refused the turn: no reply will come, so waiting is pointless.
+                    let name = Code::from_u32(code).map_or("an unknown code", |c| c.as_str());
+                    anyhow::bail!("the server refused turn {item_id} ({name}, code {code})");
+                }
+                ClientOutput::Problem(p) => warn!("{p}"),
             }
         }
         Ok(())
@@ -574,7 +576,7 @@ impl Call {
             reply.first_audio_ms = t
                 .ended_at
                 .and_then(|end| Some(ms(resp.first_audio_at?.saturating_duration_since(end))));
-            reply.status = resp.status.clone();
+            reply.status = resp.status;
         }
         r.reply = reply;
         r.interrupt = responses
@@ -602,7 +604,7 @@ impl Call {
                 frames_sent: t.frames_sent,
                 frames_confirmed: t.frames_confirmed,
                 reply_played_ms: resp.map_or(0, |r| r.played_ms),
-                reply_status: resp.and_then(|r| r.status.clone()),
+                reply_status: resp.and_then(|r| r.status),
             })
             .collect();
         CallOutcome {
@@ -618,18 +620,6 @@ impl Call {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn audio_codec(codec: Codec) -> voq_audio::Codec {
-    match codec {
-        Codec::Pcm16 => voq_audio::Codec::Pcm16,
-        Codec::Opus => voq_audio::Codec::Opus,
-    }
-}
-
-fn pcm_encoder() -> voq_audio::Encoder {
-    #[allow(clippy::expect_used)]
-    voq_audio::Encoder::new(voq_audio::Codec::Pcm16).expect("pcm16 needs no initialization")
 }
 
 async fn sleep_until(at: Option<Instant>) {

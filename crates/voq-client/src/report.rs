@@ -48,7 +48,7 @@ pub struct ReplyReport {
     pub underruns: u32,
     pub stall_ms: u64,
     pub bytes_received: u64,
-    pub status: Option<String>,
+    pub status: Option<voq_proto::event::ResponseStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -73,7 +73,7 @@ pub struct TurnReport {
     pub frames_sent: u64,
     pub frames_confirmed: Option<u64>,
     pub reply_played_ms: u64,
-    pub reply_status: Option<String>,
+    pub reply_status: Option<voq_proto::event::ResponseStatus>,
 }
 
 impl CallReport {
@@ -109,7 +109,7 @@ impl CallReport {
                 .map_or("-".into(), |v| format!("{v:.0} ms")),
             r.underruns,
             r.stall_ms,
-            r.status.as_deref().unwrap_or("no response.done")
+            r.status.map_or("no response.done", |s| s.as_str())
         );
         if let Some(i) = &self.interrupt {
             s += &format!(

@@ -9,14 +9,36 @@
 //!
 //! Nothing is lost while the connection is being set up: the session queues its outputs, so
 //! audio captured before the carrier is up is sent as soon as it is.
+//!
+//! # The methods, by kind
+//!
+//! - **Getters** (no effect): [`ClientSession::session`], [`ClientSession::turns`],
+//!   [`ClientSession::responses`], [`ClientSession::current_response`],
+//!   [`ClientSession::playback_done`], [`ClientSession::buffered_ms`].
+//! - **Inputs** (`handle_*`), from the carrier: [`ClientSession::handle_control`],
+//!   [`ClientSession::handle_stream_data`], [`ClientSession::handle_stream_fin`],
+//!   [`ClientSession::handle_stream_reset`], [`ClientSession::handle_stream_stopped`] — the
+//!   same inputs as the server's, so both cores react to every stream event; from the clock:
+//!   [`ClientSession::handle_timeout`].
+//! - **Commands**, from the application and its audio device: [`ClientSession::start_turn`],
+//!   [`ClientSession::send_audio`], [`ClientSession::end_turn`], [`ClientSession::commit`],
+//!   [`ClientSession::push_reply_audio`], [`ClientSession::render`],
+//!   [`ClientSession::interrupt`].
+//! - **Outputs** (`poll_*`): [`ClientSession::poll_output`], [`ClientSession::poll_timeout`].
+//!
+//! **The clock.** Every input and command that takes `now` advances the session's present;
+//! [`ClientSession::poll_timeout`] (the next playback report) is scheduled from the instant
+//! playback started or last reported. Instants must never go backwards.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::error::Code;
-use crate::event::{self, ClientEvent, ServerEvent, SessionUpdate, VoqSessionUpdate};
+use crate::error::{Code, ErrorCode, Problem};
+use crate::event::{
+    self, ClientEvent, ResponseStatus, ServerEvent, SessionUpdate, VoqSessionUpdate,
+};
 use crate::playout::{Playout, PlayoutState, Rendered};
-use crate::server::{OutStream, StreamId};
+use crate::stream::{OutStream, StreamId, Transmit};
 use crate::wire::{self, AudioHeader, AudioItem, AudioStreamDecoder, DecodedEvent, StreamKind};
 use crate::{Codec, FRAME_MS};
 
@@ -50,77 +72,93 @@ impl Default for ClientConfig {
 /// What the session asks its shell to do, or tells its application.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientOutput {
-    /// Write these bytes on the control stream.
-    Control(Vec<u8>),
-    /// Open a unidirectional stream and write `bytes` on it.
-    OpenStream {
-        stream: OutStream,
-        bytes: Vec<u8>,
-    },
-    StreamData {
-        stream: OutStream,
-        bytes: Vec<u8>,
-    },
-    FinishStream {
-        stream: OutStream,
-    },
-    ResetStream {
-        stream: OutStream,
-        code: Code,
-    },
-    /// Ask the server to stop sending on its stream.
-    StopSending {
-        stream: StreamId,
-        code: Code,
-    },
+    /// A stream operation for the carrier (the same vocabulary as the server's).
+    Transmit(Transmit),
     /// A frame of agent audio: decode it and call [`ClientSession::push_reply_audio`].
     ReplyFrame {
+        /// The response it belongs to.
         response_id: String,
+        /// How it is encoded.
         codec: Codec,
+        /// Presentation timestamp, in samples from the response's start.
         pts: u32,
+        /// The encoded audio.
         payload: Vec<u8>,
+    },
+    /// The server stopped a user turn's stream (it refused the turn: `going_away`, too many
+    /// turns, a bad header). Nothing more of that turn is sent; see [`TurnStats::stopped`].
+    TurnStopped {
+        /// The turn's item id.
+        item_id: String,
+        /// The server's STOP_SENDING code (a [`Code`] when it is one voq knows).
+        code: u64,
     },
     /// A server event, for the application.
     Event(ServerEvent),
-    /// Something for the log (a server error, a malformed stream).
-    Warning(String),
+    /// The server sent something the session could not use (a malformed event or stream);
+    /// the session went on without it.
+    Problem(Problem),
 }
 
 /// A user turn as the client sent it and the server confirmed it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TurnStats {
+    /// The turn's item id (`item_cN` for turns this client opened; the server's ids for the
+    /// segments it cut with server VAD).
     pub item_id: String,
+    /// Audio frames written to the turn's stream.
     pub frames_sent: u64,
+    /// Codec payload bytes written (without frame headers).
     pub bytes_sent: u64,
+    /// Audio written, in ms.
     pub audio_ms_sent: u64,
-    /// From `input_audio_buffer.committed`.
+    /// Frames the server holds, from `input_audio_buffer.committed`.
     pub frames_confirmed: Option<u64>,
+    /// Audio the server holds, in ms, from `input_audio_buffer.committed`.
     pub audio_ms_confirmed: Option<u64>,
+    /// Payload bytes the server holds, from `input_audio_buffer.committed`.
     pub bytes_confirmed: Option<u64>,
+    /// When the turn's stream was finished (or the stopped turn ended).
     pub ended_at: Option<Instant>,
+    /// When `input_audio_buffer.committed` arrived.
     pub confirmed_at: Option<Instant>,
+    /// The server stopped the turn's stream with this code: it was refused, not committed.
+    pub stopped: Option<u64>,
+    /// Frames the application handed over after the server stopped the turn: not sent.
+    pub frames_dropped: u64,
 }
 
 /// A response as the client received and played it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseStats {
+    /// The response's id (`resp_N`).
     pub response_id: String,
+    /// The assistant item its audio belongs to (what a truncation names).
     pub item_id: String,
+    /// Bytes of agent audio frames received, headers included.
     pub bytes_received: u64,
+    /// Agent audio frames received.
     pub frames_received: u64,
+    /// When the first frame arrived.
     pub first_frame_at: Option<Instant>,
+    /// When the first non-silent quantum was rendered.
     pub first_audio_at: Option<Instant>,
+    /// The playback position, in ms of the agent's speech.
     pub played_ms: u64,
+    /// Times playback ran dry and stalled.
     pub underruns: u32,
+    /// Silence rendered while stalled, in ms.
     pub stall_ms: u64,
-    /// `completed`, `cancelled` or `failed`, from `response.done`.
-    pub status: Option<String>,
+    /// How the response ended, from `response.done`.
+    pub status: Option<ResponseStatus>,
+    /// The barge-in on this response, if the user interrupted it.
     pub interrupt: Option<InterruptStats>,
 }
 
 /// A barge-in and what came of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InterruptStats {
+    /// When [`ClientSession::interrupt`] was called.
     pub at: Option<Instant>,
     /// The user's position in the agent's speech when the client silenced it.
     pub played_ms: u64,
@@ -130,6 +168,7 @@ pub struct InterruptStats {
     pub unplayed_bytes: u64,
     /// `audio_end_ms` of the server's `conversation.item.truncated`.
     pub truncated_audio_end_ms: Option<u64>,
+    /// When `conversation.item.truncated` arrived.
     pub truncated_at: Option<Instant>,
     /// When the server's reset of the response stream arrived.
     pub reset_at: Option<Instant>,
@@ -146,11 +185,21 @@ struct Reply {
     ended: bool,
 }
 
+/// The user turn being captured.
 #[derive(Debug)]
-struct Sending {
+struct OpenTurn {
     stream: OutStream,
     next_pts: u64,
     index: usize,
+    state: OpenTurnState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenTurnState {
+    /// Frames are written to the stream.
+    Sending,
+    /// The server stopped the stream: frames are dropped until the turn ends.
+    Stopped,
 }
 
 /// One voq/1 session, client side.
@@ -163,7 +212,10 @@ pub struct ClientSession {
     report_interval: Duration,
     next_report: Option<Instant>,
     turns: Vec<TurnStats>,
-    sending: Option<Sending>,
+    /// Streams of turns ended by FIN, with their index in `turns`, until the server is done
+    /// with them (it may still stop one).
+    finished: BTreeMap<OutStream, usize>,
+    sending: Option<OpenTurn>,
     replies: Vec<Reply>,
     next_turn: u64,
     out: VecDeque<ClientOutput>,
@@ -180,6 +232,7 @@ impl ClientSession {
             report_interval: Duration::from_millis(100),
             next_report: None,
             turns: Vec::new(),
+            finished: BTreeMap::new(),
             sending: None,
             replies: Vec::new(),
             next_turn: 1,
@@ -221,16 +274,16 @@ impl ClientSession {
         };
         let mut bytes = Vec::new();
         wire::encode_header(StreamKind::UserAudio, &header, &mut bytes);
-        self.out
-            .push_back(ClientOutput::OpenStream { stream, bytes });
+        self.transmit(Transmit::Open { stream, bytes });
         self.turns.push(TurnStats {
             item_id: item_id.clone(),
             ..Default::default()
         });
-        self.sending = Some(Sending {
+        self.sending = Some(OpenTurn {
             stream,
             next_pts: 0,
             index,
+            state: OpenTurnState::Sending,
         });
         item_id
     }
@@ -249,26 +302,38 @@ impl ClientSession {
         let Some(s) = self.sending.as_mut() else {
             return Ok(());
         };
+        if s.state == OpenTurnState::Stopped {
+            // The server refused this turn (`ClientOutput::TurnStopped` said so): writing more
+            // would only be discarded by the carrier.
+            if let Some(turn) = self.turns.get_mut(s.index) {
+                turn.frames_dropped += 1;
+            }
+            return Ok(());
+        }
         let mut bytes = Vec::with_capacity(payload.len() + wire::FRAME_OVERHEAD);
         wire::encode_frame(s.next_pts as u32, payload, &mut bytes)?;
         s.next_pts += samples as u64;
-        let turn = &mut self.turns[s.index];
-        turn.frames_sent += 1;
-        turn.bytes_sent += payload.len() as u64;
-        turn.audio_ms_sent = s.next_pts * 1000 / self.config.input_codec.sample_rate() as u64;
-        self.out.push_back(ClientOutput::StreamData {
-            stream: s.stream,
-            bytes,
-        });
+        let stream = s.stream;
+        if let Some(turn) = self.turns.get_mut(s.index) {
+            turn.frames_sent += 1;
+            turn.bytes_sent += payload.len() as u64;
+            turn.audio_ms_sent = s.next_pts * 1000 / self.config.input_codec.sample_rate() as u64;
+        }
+        self.transmit(Transmit::Write { stream, bytes });
         Ok(())
     }
 
-    /// Ends the open turn (stream FIN): in push-to-talk mode the server commits it.
+    /// Ends the open turn (stream FIN): in push-to-talk mode the server commits it. A turn the
+    /// server stopped just ends (its stream is gone).
     pub fn end_turn(&mut self, now: Instant) {
         if let Some(s) = self.sending.take() {
-            self.turns[s.index].ended_at = Some(now);
-            self.out
-                .push_back(ClientOutput::FinishStream { stream: s.stream });
+            if let Some(turn) = self.turns.get_mut(s.index) {
+                turn.ended_at = Some(now);
+            }
+            if s.state == OpenTurnState::Sending {
+                self.transmit(Transmit::Finish { stream: s.stream });
+                self.remember_finished(s.stream, s.index);
+            }
         }
     }
 
@@ -299,12 +364,9 @@ impl ClientSession {
                     self.on_reply_frame(now, stream, frame.pts, frame.payload)
                 }
                 Err(e) => {
-                    self.out
-                        .push_back(ClientOutput::Warning(format!("agent audio stream: {e}")));
-                    self.out.push_back(ClientOutput::StopSending {
-                        stream,
-                        code: e.code(),
-                    });
+                    let code = e.code();
+                    self.problem(code.error_code(), format!("agent audio stream: {e}"));
+                    self.transmit(Transmit::StopSending { stream, code });
                     if let Some(r) = self.reply_by_stream(stream) {
                         r.playout.finish();
                         r.ended = true;
@@ -339,6 +401,32 @@ impl ClientSession {
         } else {
             r.playout.finish();
         }
+    }
+
+    /// The server sent STOP_SENDING on one of our user-turn streams: it refused the turn. The
+    /// open turn stops being written (its frames are dropped and counted until
+    /// [`ClientSession::end_turn`]); a turn already finished is marked refused.
+    pub fn handle_stream_stopped(&mut self, _now: Instant, stream: OutStream, code: u64) {
+        let index = match self.sending.as_mut() {
+            Some(open) if open.stream == stream => {
+                if open.state == OpenTurnState::Stopped {
+                    return;
+                }
+                open.state = OpenTurnState::Stopped;
+                open.index
+            }
+            _ => match self.finished.remove(&stream) {
+                Some(index) => index,
+                None => return,
+            },
+        };
+        let Some(turn) = self.turns.get_mut(index) else {
+            return;
+        };
+        turn.stopped = Some(code);
+        let item_id = turn.item_id.clone();
+        self.out
+            .push_back(ClientOutput::TurnStopped { item_id, code });
     }
 
     /// Decoded samples of a [`ClientOutput::ReplyFrame`].
@@ -416,7 +504,7 @@ impl ClientSession {
             audio_end_ms: played_ms,
         });
         if let (Some(stream), false) = (stream, ended) {
-            self.out.push_back(ClientOutput::StopSending {
+            self.transmit(Transmit::StopSending {
                 stream,
                 code: Code::Cancelled,
             });
@@ -433,22 +521,20 @@ impl ClientSession {
             let body = match decoded {
                 DecodedEvent::Event(body) => body,
                 DecodedEvent::Skipped(len) => {
-                    self.out.push_back(ClientOutput::Warning(format!(
-                        "server event of {len} bytes skipped"
-                    )));
+                    let msg = format!("server event of {len} bytes skipped");
+                    self.problem(Some(ErrorCode::EventTooLarge), msg);
                     continue;
                 }
             };
             match event::parse::<ServerEvent>(&body, event::SERVER_EVENT_TYPES) {
                 Ok(r) => self.on_event(now, r.event),
                 // A newer server's event: note it and go on.
-                Err((_, e)) => self
-                    .out
-                    .push_back(ClientOutput::Warning(format!("server event: {e}"))),
+                Err((_, e)) => self.problem(Some(e.code()), format!("server event: {e}")),
             }
         }
     }
 
+    /// When [`ClientSession::handle_timeout`] is due next (the next playback report).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_report
     }
@@ -460,6 +546,7 @@ impl ClientSession {
         }
     }
 
+    /// The next thing for the shell or the application to do.
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
         self.out.pop_front()
     }
@@ -471,10 +558,12 @@ impl ClientSession {
         self.session.as_ref()
     }
 
+    /// Every user turn of the session, oldest first.
     pub fn turns(&self) -> &[TurnStats] {
         &self.turns
     }
 
+    /// Every response of the session, oldest first.
     pub fn responses(&self) -> impl Iterator<Item = &ResponseStats> {
         self.replies.iter().map(|r| &r.stats)
     }
@@ -503,17 +592,39 @@ impl ClientSession {
         })
     }
 
+    /// Agent audio buffered ahead of the playback position, in ms.
     pub fn buffered_ms(&self) -> u64 {
         self.replies.last().map_or(0, |r| r.playout.buffered_ms())
     }
 }
 
 impl ClientSession {
+    fn transmit(&mut self, op: Transmit) {
+        self.out.push_back(ClientOutput::Transmit(op));
+    }
+
     fn send(&mut self, event: ClientEvent) {
         let mut bytes = Vec::new();
         if wire::encode_event(&event::to_json(&event), &mut bytes).is_ok() {
-            self.out.push_back(ClientOutput::Control(bytes));
+            self.transmit(Transmit::Control(bytes));
         }
+    }
+
+    /// Something the server sent that the session could not use: always the peer's doing.
+    fn problem(&mut self, code: Option<ErrorCode>, message: String) {
+        let code = code.unwrap_or(ErrorCode::ProtocolViolation);
+        self.out
+            .push_back(ClientOutput::Problem(Problem::peer(code, message)));
+    }
+
+    /// Keeps a finished turn's stream until the server has confirmed or stopped it; bounded,
+    /// since a server that never answers must not grow a long call's bookkeeping.
+    fn remember_finished(&mut self, stream: OutStream, index: usize) {
+        const MAX_UNCONFIRMED: usize = 64;
+        if self.finished.len() >= MAX_UNCONFIRMED {
+            self.finished.pop_first();
+        }
+        self.finished.insert(stream, index);
     }
 
     fn reply_by_stream(&mut self, stream: StreamId) -> Option<&mut Reply> {
@@ -563,10 +674,9 @@ impl ClientSession {
         let (Ok(codec), StreamKind::AgentAudio, Some(response_id)) =
             (codec, kind, header.response_id.clone())
         else {
-            self.out.push_back(ClientOutput::Warning(format!(
-                "refused server stream: bad header {header:?}"
-            )));
-            self.out.push_back(ClientOutput::StopSending {
+            let msg = format!("refused server stream: bad header {header:?}");
+            self.problem(Some(ErrorCode::BadStreamHeader), msg);
+            self.transmit(Transmit::StopSending {
                 stream,
                 code: Code::BadHeader,
             });
@@ -626,7 +736,10 @@ impl ClientSession {
                 bytes,
                 ..
             } => {
-                if let Some(t) = self.turns.iter_mut().find(|t| &t.item_id == item_id) {
+                if let Some(index) = self.turns.iter().position(|t| &t.item_id == item_id) {
+                    // Confirmed: the server will not stop this turn's stream any more.
+                    self.finished.retain(|_, i| *i != index);
+                    let t = &mut self.turns[index];
                     t.frames_confirmed = Some(*frames);
                     t.audio_ms_confirmed = Some(*audio_ms);
                     t.bytes_confirmed = Some(*bytes);
@@ -649,7 +762,7 @@ impl ClientSession {
             }
             ServerEvent::ResponseDone { response } => {
                 if let Some(r) = self.reply(&response.id) {
-                    r.stats.status = Some(response.status.clone());
+                    r.stats.status = Some(response.status);
                 }
             }
             ServerEvent::ConversationItemTruncated {
@@ -666,12 +779,6 @@ impl ClientSession {
                     i.truncated_audio_end_ms = Some(*audio_end_ms);
                     i.truncated_at = Some(now);
                 }
-            }
-            ServerEvent::Error { error } => {
-                self.out.push_back(ClientOutput::Warning(format!(
-                    "server error {}: {}",
-                    error.code, error.message
-                )));
             }
             _ => {}
         }

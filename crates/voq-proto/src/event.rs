@@ -5,6 +5,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::error::{ErrorCode, ErrorType};
+
 /// Application protocol version carried in `session.created`.
 pub const PROTOCOL_VERSION: &str = "voq/1";
 
@@ -13,8 +15,13 @@ pub const PROTOCOL_VERSION: &str = "voq/1";
 #[serde(tag = "type")]
 #[non_exhaustive]
 pub enum ClientEvent {
+    /// Change the session's audio formats, turn detection or send-ahead lead; answered by
+    /// `session.updated` or an `error` (`invalid_value`).
     #[serde(rename = "session.update")]
-    SessionUpdate { session: SessionUpdate },
+    SessionUpdate {
+        /// The fields to change; absent ones keep their value.
+        session: SessionUpdate,
+    },
     /// Server-VAD mode: end the current user turn now. Push-to-talk ends a turn with stream FIN.
     #[serde(rename = "input_audio_buffer.commit")]
     InputAudioBufferCommit {},
@@ -27,35 +34,51 @@ pub enum ClientEvent {
     /// Stop the response being generated; the server resets its audio stream.
     #[serde(rename = "response.cancel")]
     ResponseCancel {
+        /// The response to stop; absent means the one in progress. Naming any other is an
+        /// `error` (`response_not_found`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         response_id: Option<String>,
     },
     /// Barge-in: the user heard `audio_end_ms` of the assistant item and no more.
     #[serde(rename = "conversation.item.truncate")]
     ConversationItemTruncate {
+        /// The assistant item being played ([`ResponseInfo::item_id`]).
         item_id: String,
+        /// The Realtime API's content part index; voq does not check it and echoes it in
+        /// `conversation.item.truncated`.
         content_index: u32,
+        /// Audio of the item played, in ms from its start; more than the server sent is an
+        /// `error` (`invalid_value`).
         audio_end_ms: u64,
     },
     /// voq extension: the client's playback cursor in a response.
     #[serde(rename = "output_audio_buffer.played")]
     OutputAudioBufferPlayed {
+        /// The response being played; reports for a response that has ended are ignored.
         response_id: String,
+        /// Audio of the response played so far, in ms from its start.
         played_ms: u64,
+        /// Audio received but not yet played, in ms: the server's estimate of the cursor never
+        /// runs further than this past `played_ms`.
         buffered_ms: u64,
     },
     /// voq extension: answered at once by `voq.pong` with the same `id`, for clients whose
     /// carrier exposes no RTT (a browser's WebTransport has no `getStats()` in Chromium 156).
     #[serde(rename = "voq.ping")]
-    VoqPing { id: u64 },
+    VoqPing {
+        /// Any number the client chooses; `voq.pong` carries it back.
+        id: u64,
+    },
 }
 
 /// `session.update` body. Every field is optional: absent fields keep their value. Unknown
 /// Realtime fields (instructions, voice, …) are accepted and ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionUpdate {
+    /// Codec of user audio: `pcm16` or `opus` (anything else is `invalid_value`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_audio_format: Option<String>,
+    /// Codec of agent audio: `pcm16` or `opus` (anything else is `invalid_value`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_audio_format: Option<String>,
     /// `null` turns server VAD off (push-to-talk); `{"type":"server_vad", …}` turns it on.
@@ -66,6 +89,7 @@ pub struct SessionUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub turn_detection: Option<Value>,
+    /// voq extension: the `voq` object (`send_ahead_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voq: Option<VoqSessionUpdate>,
 }
@@ -88,61 +112,109 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 #[serde(tag = "type")]
 #[non_exhaustive]
 pub enum ServerEvent {
+    /// The first event of every session, sent when the control stream opens.
     #[serde(rename = "session.created")]
-    SessionCreated { session: SessionInfo },
+    SessionCreated {
+        /// The settings the session starts with.
+        session: SessionInfo,
+    },
+    /// Answers a `session.update` that was applied.
     #[serde(rename = "session.updated")]
-    SessionUpdated { session: SessionInfo },
+    SessionUpdated {
+        /// Every setting after the update, not only the changed ones.
+        session: SessionInfo,
+    },
+    /// Server VAD: the user started speaking.
     #[serde(rename = "input_audio_buffer.speech_started")]
     SpeechStarted {
+        /// The user item this speech will be committed as.
         item_id: String,
+        /// Where speech starts, in ms from the start of the user-audio stream.
         audio_start_ms: u64,
     },
+    /// Server VAD: the user stopped speaking; `input_audio_buffer.committed` follows.
     #[serde(rename = "input_audio_buffer.speech_stopped")]
-    SpeechStopped { item_id: String, audio_end_ms: u64 },
+    SpeechStopped {
+        /// The user item of `input_audio_buffer.speech_started`.
+        item_id: String,
+        /// Where speech stops, in ms from the start of the user-audio stream.
+        audio_end_ms: u64,
+    },
     /// The server holds the whole user turn. `frames`, `audio_ms` and `bytes` are voq extensions:
     /// the client compares them with what it sent.
     #[serde(rename = "input_audio_buffer.committed")]
     InputAudioBufferCommitted {
+        /// The user item: push-to-talk, the `item_id` of the turn's stream header; server VAD,
+        /// the item of `input_audio_buffer.speech_started`.
         item_id: String,
+        /// The user item committed before this one (`null` for the session's first).
         #[serde(default)]
         previous_item_id: Option<String>,
+        /// voq extension: audio frames received in the turn.
         frames: u64,
+        /// voq extension: audio held, in ms (Opus counts whole 20 ms frames).
         audio_ms: u64,
+        /// voq extension: codec payload bytes received (frame headers not counted).
         bytes: u64,
     },
+    /// Answers `input_audio_buffer.clear`: the open user turns were stopped and discarded.
     #[serde(rename = "input_audio_buffer.cleared")]
     InputAudioBufferCleared {},
+    /// A response started; its agent-audio stream follows.
     #[serde(rename = "response.created")]
-    ResponseCreated { response: ResponseInfo },
+    ResponseCreated {
+        /// The response, with `status` `in_progress`.
+        response: ResponseInfo,
+    },
+    /// A response ended: its audio stream was finished (`completed`) or reset.
     #[serde(rename = "response.done")]
-    ResponseDone { response: ResponseInfo },
+    ResponseDone {
+        /// The response, with how it ended and (voq extension) what was sent.
+        response: ResponseInfo,
+    },
+    /// Confirms `conversation.item.truncate`, after the response was stopped.
     #[serde(rename = "conversation.item.truncated")]
     ConversationItemTruncated {
+        /// The assistant item truncated.
         item_id: String,
+        /// As in the request.
         content_index: u32,
+        /// Where the item now ends, in ms from its start (as in the request).
         audio_end_ms: u64,
     },
+    /// Something went wrong; the session goes on (`going_away`: finish up and reconnect).
     #[serde(rename = "error")]
-    Error { error: ErrorInfo },
+    Error {
+        /// What went wrong, and the client event it is about.
+        error: ErrorInfo,
+    },
     /// voq extension: the answer to `voq.ping`.
     #[serde(rename = "voq.pong")]
-    VoqPong { id: u64 },
+    VoqPong {
+        /// The `id` of the `voq.ping` this answers.
+        id: u64,
+    },
 }
 
 /// The session as the server runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
+    /// The session's id, chosen by the server.
     pub id: String,
+    /// Codec of user audio (`pcm16` or `opus`).
     pub input_audio_format: String,
+    /// Codec of agent audio (`pcm16` or `opus`).
     pub output_audio_format: String,
     /// `null` for push-to-talk, `{"type":"server_vad", …}` with server VAD.
     pub turn_detection: Option<Value>,
+    /// voq extension: the `voq` object.
     pub voq: VoqSessionInfo,
 }
 
 /// voq extension fields of the session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoqSessionInfo {
+    /// The application protocol, [`PROTOCOL_VERSION`].
     pub version: String,
     /// Configured send-ahead lead.
     pub send_ahead_ms: u64,
@@ -152,12 +224,46 @@ pub struct VoqSessionInfo {
     pub transport: String,
 }
 
+/// Where a response is: `in_progress` in `response.created`, how it ended in `response.done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseStatus {
+    /// Being generated and sent.
+    InProgress,
+    /// All of the agent's audio was sent.
+    Completed,
+    /// Stopped early: barge-in, `response.cancel`, a newer response, or the session ended.
+    Cancelled,
+    /// The agent failed; what was sent before stands.
+    Failed,
+}
+
+impl ResponseStatus {
+    /// The string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ResponseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A response and, in `response.done`, how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseInfo {
+    /// The response's id, chosen by the server; also the `response_id` of its agent-audio
+    /// stream header.
     pub id: String,
-    /// `in_progress`, `completed`, `cancelled` or `failed`.
-    pub status: String,
+    /// `in_progress` in `response.created`; how it ended in `response.done`.
+    pub status: ResponseStatus,
     /// The assistant item whose audio this response carries.
     pub item_id: String,
     /// voq extension: audio generated and sent, filled in `response.done`.
@@ -165,11 +271,16 @@ pub struct ResponseInfo {
     pub voq: Option<VoqResponseStats>,
 }
 
+/// voq extension: what a response produced and sent (`response.voq` in `response.done`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoqResponseStats {
+    /// Audio the agent produced for the response, in ms.
     pub audio_ms_generated: u64,
+    /// Audio written to the agent-audio stream, in ms (up to the end of the last frame sent).
     pub audio_ms_sent: u64,
+    /// Bytes of audio frames written, 6-byte frame headers included (stream header not).
     pub bytes_sent: u64,
+    /// Audio frames written.
     pub frames_sent: u64,
 }
 
@@ -179,21 +290,43 @@ pub struct ErrorInfo {
     /// `invalid_request_error` for what the client sent, `server_error` for our own failures.
     #[serde(rename = "type")]
     pub kind: String,
+    /// What went wrong, as an [`ErrorCode`] string (`docs/PROTOCOL.md`); see
+    /// [`ErrorInfo::error_code`].
     pub code: String,
+    /// What went wrong, in words for people: do not match on it.
     pub message: String,
+    /// The `event_id` of the client event this error is about, if it carried one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
 }
 
+impl ErrorInfo {
+    /// An error with `code`, typed by [`ErrorCode::error_type`].
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            kind: code.error_type().as_str().into(),
+            code: code.as_str().into(),
+            message: message.into(),
+            event_id: None,
+        }
+    }
+
+    /// The code, if this version of voq knows it (a newer server may send others).
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
+    }
+
+    /// The type, if known.
+    pub fn error_type(&self) -> Option<ErrorType> {
+        ErrorType::ALL.into_iter().find(|t| t.as_str() == self.kind)
+    }
+}
+
 impl ServerEvent {
-    pub fn error(kind: &str, code: &str, message: impl Into<String>) -> Self {
+    /// An `error` event with `code` (its `type` follows from the code).
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Error {
-            error: ErrorInfo {
-                kind: kind.into(),
-                code: code.into(),
-                message: message.into(),
-                event_id: None,
-            },
+            error: ErrorInfo::new(code, message),
         }
     }
 
@@ -220,25 +353,37 @@ impl ServerEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
+    /// The body is not JSON (the parser's message). Answered with `invalid_json`.
     #[error("event is not a JSON object: {0}")]
     NotJson(String),
+    /// The body is JSON but has no string field `type`. Answered with `invalid_json`.
     #[error("event has no string field \"type\"")]
     MissingType,
+    /// A `type` not in the list passed to [`parse`]. Answered with `unknown_event_type`.
     #[error("unknown event type \"{0}\"")]
     UnknownType(String),
+    /// A known `type` with missing or mistyped fields. Answered with `invalid_event`.
     #[error("invalid \"{kind}\" event: {message}")]
-    Invalid { kind: String, message: String },
+    Invalid {
+        /// The event's `type`.
+        kind: String,
+        /// What the deserializer found wrong.
+        message: String,
+    },
+    /// An event of this many bytes, over [`crate::wire::MAX_EVENT_LEN`], was skipped unread.
+    /// Answered with `event_too_large`.
     #[error("event of {0} bytes is over the size limit and was skipped")]
     TooLarge(usize),
 }
 
 impl ParseError {
-    pub fn code(&self) -> &'static str {
+    /// The `error.code` that answers this.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NotJson(_) | Self::MissingType => "invalid_json",
-            Self::UnknownType(_) => "unknown_event_type",
-            Self::Invalid { .. } => "invalid_event",
-            Self::TooLarge(_) => "event_too_large",
+            Self::NotJson(_) | Self::MissingType => ErrorCode::InvalidJson,
+            Self::UnknownType(_) => ErrorCode::UnknownEventType,
+            Self::Invalid { .. } => ErrorCode::InvalidEvent,
+            Self::TooLarge(_) => ErrorCode::EventTooLarge,
         }
     }
 }
@@ -246,7 +391,9 @@ impl ParseError {
 /// A parsed event with its optional `event_id`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received<E> {
+    /// The event's `event_id`, for an `error` about it to echo.
     pub event_id: Option<String>,
+    /// The event, without its `event_id`.
     pub event: E,
 }
 
@@ -359,12 +506,21 @@ mod tests {
 
     #[test]
     fn errors_are_classified() {
-        assert_eq!(client("nope").unwrap_err().1.code(), "invalid_json");
-        assert_eq!(client(r#"{"a":1}"#).unwrap_err().1.code(), "invalid_json");
+        assert_eq!(
+            client("nope").unwrap_err().1.code().as_str(),
+            "invalid_json"
+        );
+        assert_eq!(
+            client(r#"{"a":1}"#).unwrap_err().1.code().as_str(),
+            "invalid_json"
+        );
         let (id, e) = client(r#"{"type":"future.thing","event_id":"x"}"#).unwrap_err();
-        assert_eq!((id.as_deref(), e.code()), (Some("x"), "unknown_event_type"));
+        assert_eq!(
+            (id.as_deref(), e.code().as_str()),
+            (Some("x"), "unknown_event_type")
+        );
         let e = client(r#"{"type":"output_audio_buffer.played","played_ms":"many"}"#).unwrap_err();
-        assert_eq!(e.1.code(), "invalid_event");
+        assert_eq!(e.1.code().as_str(), "invalid_event");
     }
 
     #[test]
@@ -378,7 +534,7 @@ mod tests {
             );
             assert!(!matches!(e, Err((_, ParseError::UnknownType(_)))), "{t}");
         }
-        let ev = ServerEvent::error("server_error", "x", "y");
+        let ev = ServerEvent::error(ErrorCode::AgentFailed, "y");
         assert!(SERVER_EVENT_TYPES.contains(&ev.kind()));
         let back: ServerEvent = serde_json::from_slice(&to_json(&ev)).unwrap();
         assert_eq!(back, ev);

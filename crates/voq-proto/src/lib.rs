@@ -5,6 +5,9 @@
 //! core therefore runs over QUIC, WebTransport and WebSocket, and in deterministic simulations on
 //! virtual time.
 //!
+//! - [`stream`]: stream names and [`stream::Transmit`], the stream operations both sessions
+//!   output (one vocabulary, applied by one piece of shell code).
+//! - [`error`]: wire codes ([`Code`]), `error` event codes ([`ErrorCode`]) and [`Problem`]s.
 //! - [`wire`]: control-event framing, audio stream headers and frames.
 //! - [`mux`]: the WebSocket stream mux (QUIC-like streams in binary messages).
 //! - [`event`]: the control events (OpenAI Realtime names where one exists).
@@ -14,6 +17,7 @@
 //!
 //! The drain rule, for both sessions: **after every input, drain `poll_output` until it returns
 //! `None`, then wait until `poll_timeout`**. See [`server`] for a compiled example.
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod error;
@@ -22,9 +26,10 @@ pub mod mux;
 pub mod pacing;
 pub mod playout;
 pub mod server;
+pub mod stream;
 pub mod wire;
 
-pub use error::{Code, WireError};
+pub use error::{Blame, Code, ErrorCode, ErrorType, Problem, WireError};
 
 /// Sample rate of every voq/1 audio stream (the Realtime API's pcm16 rate; Opus runs natively at
 /// it too).
@@ -32,12 +37,15 @@ pub const SAMPLE_RATE: u32 = 24_000;
 /// Nominal frame duration.
 pub const FRAME_MS: u32 = 20;
 
-/// The audio codecs of voq/1, by their wire names.
+/// The audio codecs of voq/1, by their wire names: the one definition every crate uses
+/// (`voq_audio` implements them).
+///
+/// Not `#[non_exhaustive]` on purpose: a new codec must be handled by every `match` on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
-    /// 16-bit little-endian PCM, 24 kHz mono: bit-exact.
+    /// 16-bit signed little-endian PCM, 24 kHz mono. Lossless: decode(encode(x)) == x.
     Pcm16,
-    /// Opus, 24 kHz mono, 20 ms frames.
+    /// Opus, 24 kHz mono, 20 ms frames. Lossy, with a fixed algorithmic delay.
     Opus,
 }
 
@@ -47,6 +55,10 @@ pub enum Codec {
 pub struct UnknownCodec(pub String);
 
 impl Codec {
+    /// Every codec, in preference order of a lossless-first session.
+    pub const ALL: [Codec; 2] = [Codec::Pcm16, Codec::Opus];
+
+    /// The wire name (`pcm16`, `opus`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Pcm16 => "pcm16",
@@ -54,8 +66,19 @@ impl Codec {
         }
     }
 
+    /// Samples per second (every voq/1 codec runs at [`SAMPLE_RATE`]).
     pub fn sample_rate(self) -> u32 {
         SAMPLE_RATE
+    }
+
+    /// Samples in one nominal frame ([`FRAME_MS`] at [`SAMPLE_RATE`]).
+    pub fn frame_samples(self) -> usize {
+        (self.sample_rate() * FRAME_MS / 1000) as usize
+    }
+
+    /// Whether decoding returns exactly what was encoded.
+    pub fn is_lossless(self) -> bool {
+        matches!(self, Self::Pcm16)
     }
 
     /// Samples a frame's payload decodes to: exact for pcm16, the nominal frame for Opus.
@@ -70,12 +93,12 @@ impl Codec {
 impl std::str::FromStr for Codec {
     type Err = UnknownCodec;
 
+    /// Parses a wire name, exactly as [`Codec::name`] spells it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pcm16" => Ok(Self::Pcm16),
-            "opus" => Ok(Self::Opus),
-            other => Err(UnknownCodec(other.into())),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnknownCodec(s.into()))
     }
 }
 
@@ -83,9 +106,4 @@ impl std::fmt::Display for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Samples in one nominal frame of `codec`.
-pub fn frame_samples(codec: Codec) -> u32 {
-    codec.sample_rate() * FRAME_MS / 1000
 }

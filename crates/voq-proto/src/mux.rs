@@ -23,39 +23,52 @@ const PONG: u8 = 0x11;
 pub enum MuxFrame {
     /// The next bytes of a stream (opens it if new).
     Stream {
+        /// The stream id (QUIC numbering).
         id: u64,
+        /// The bytes, in stream order (may be empty).
         data: Vec<u8>,
     },
     /// The stream ends after the bytes already sent.
     Fin {
+        /// The stream id.
         id: u64,
     },
-    /// The sender abandons the stream.
+    /// The sender abandons the stream (= QUIC RESET_STREAM).
     ResetStream {
+        /// The stream id.
         id: u64,
+        /// Why: a voq [`crate::Code`] number.
         code: u64,
     },
-    /// The receiver wants no more of the stream.
+    /// The receiver wants no more of the stream (= QUIC STOP_SENDING).
     StopSending {
+        /// The stream id.
         id: u64,
+        /// Why: a voq [`crate::Code`] number.
         code: u64,
     },
     /// Answer at once with a [`MuxFrame::Pong`] carrying the same bytes.
     Ping([u8; 8]),
+    /// The answer to a [`MuxFrame::Ping`], with its 8 bytes; the time between is an RTT sample.
     Pong([u8; 8]),
 }
 
 /// Why a message is not a mux frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MuxError {
+    /// A message of zero bytes (not even a type).
     #[error("empty message")]
     Empty,
+    /// A type byte the mux does not define.
     #[error("unknown mux frame type 0x{0:02x}")]
     UnknownType(u8),
+    /// The message ends before the stream id or code is complete.
     #[error("message ends inside a varint")]
     TruncatedVarint,
+    /// A PING or PONG whose stream id is not 0 or that does not carry exactly 8 bytes.
     #[error("PING/PONG must carry exactly 8 bytes after stream id 0")]
     BadPing,
+    /// This many bytes follow a FIN, RESET_STREAM or STOP_SENDING frame.
     #[error("{0} bytes after the end of the frame")]
     TrailingBytes(usize),
 }
@@ -63,11 +76,14 @@ pub enum MuxError {
 /// Who opened a stream and which way it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamKind {
+    /// The server opened it (id bit 0 set); otherwise the client.
     pub server_initiated: bool,
+    /// Only its opener sends on it (id bit 1 set); otherwise both sides do.
     pub unidirectional: bool,
 }
 
 impl StreamKind {
+    /// The kind of stream `id`, from its two low bits.
     pub fn of(id: u64) -> Self {
         Self {
             server_initiated: id & 1 == 1,
@@ -116,6 +132,7 @@ impl MuxFrame {
         out
     }
 
+    /// Appends the frame to `out` (for reusing a buffer; see [`MuxFrame::encode`]).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             Self::Stream { id, data } => {

@@ -35,6 +35,7 @@ impl Lead {
         }
     }
 
+    /// The inverse of [`Lead::from_ms`]: the `send_ahead_ms` this policy is configured as.
     pub fn as_ms(self) -> u64 {
         match self {
             Self::JustInTime => 0,
@@ -60,6 +61,7 @@ pub struct SendAhead {
 }
 
 impl SendAhead {
+    /// Pacing for a new response, before its first frame and first report.
     pub fn new(lead: Lead) -> Self {
         Self {
             lead,
@@ -68,6 +70,7 @@ impl SendAhead {
         }
     }
 
+    /// The configured policy (before RTT adaptation; see [`SendAhead::effective_lead_ms`]).
     pub fn lead(&self) -> Lead {
         self.lead
     }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 pub enum PlayoutState {
     /// Waiting for the start threshold.
     Buffering,
+    /// Rendering queued audio.
     Playing,
     /// Ran dry before the end; waiting for the start threshold again.
     Stalled,
@@ -53,6 +54,8 @@ pub struct Playout {
 }
 
 impl Playout {
+    /// An empty playout of samples at `rate` Hz that starts (and resumes after a stall) once
+    /// `start_threshold_ms` of audio is queued.
     pub fn new(rate: u32, start_threshold_ms: u32) -> Self {
         Self {
             rate,
@@ -137,6 +140,7 @@ impl Playout {
         r
     }
 
+    /// Where the playout is.
     pub fn state(&self) -> PlayoutState {
         self.state
     }
@@ -146,22 +150,29 @@ impl Playout {
         self.played
     }
 
+    /// [`Playout::played_samples`] in ms, rounded down: the `played_ms` of
+    /// `output_audio_buffer.played` and the `audio_end_ms` of a barge-in.
     pub fn played_ms(&self) -> u64 {
         self.played * 1000 / self.rate as u64
     }
 
+    /// Samples queued and not yet played (gap silence included).
     pub fn buffered_samples(&self) -> usize {
         self.queue.len()
     }
 
+    /// [`Playout::buffered_samples`] in ms, rounded down: the `buffered_ms` of
+    /// `output_audio_buffer.played`.
     pub fn buffered_ms(&self) -> u64 {
         self.queue.len() as u64 * 1000 / self.rate as u64
     }
 
+    /// Times the playout ran dry before the response was complete (each began a stall).
     pub fn underruns(&self) -> u32 {
         self.underruns
     }
 
+    /// Silence rendered while stalled, in ms: how long the listener waited mid-response.
     pub fn stall_ms(&self) -> u64 {
         self.stalled_samples * 1000 / self.rate as u64
     }
@@ -171,10 +182,12 @@ impl Playout {
         self.discarded
     }
 
+    /// Samples of silence inserted where a frame's pts left a gap after the audio before it.
     pub fn gap_samples(&self) -> u64 {
         self.gap_samples
     }
 
+    /// Samples trimmed from frames whose pts overlapped audio already queued or played.
     pub fn overlap_samples(&self) -> u64 {
         self.overlap_samples
     }

@@ -9,6 +9,7 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
+//! use voq_proto::stream::Transmit;
 //!
 //! # #[allow(clippy::disallowed_methods)]
 //! let now = Instant::now();
@@ -19,35 +20,56 @@
 //! session.handle_control(now, &bytes);
 //! while let Some(output) = session.poll_output() {
 //!     match output {
-//!         ServerOutput::Control(bytes) => { /* write to the control stream */ }
+//!         ServerOutput::Transmit(Transmit::Control(bytes)) => { /* write to the control stream */ }
+//!         ServerOutput::Transmit(_) => { /* open, write, finish, reset or stop a stream */ }
 //!         ServerOutput::StartResponse { response_id, .. } => {
 //!             /* start the agent; feed its audio with handle_agent_frame(now, &response_id, ..) */
 //!         }
-//!         _ => { /* open, write, finish or reset streams; hand turns to the agent */ }
+//!         _ => { /* hand turns to the agent, record, count problems */ }
 //!     }
 //! }
 //! let wake_at: Option<Instant> = session.poll_timeout();
 //! # let _ = wake_at;
 //! session.handle_timeout(now + Duration::from_millis(20));
 //! ```
+//!
+//! # The methods, by kind
+//!
+//! - **Getters** (no effect): [`ServerSession::config`], [`ServerSession::server_vad`],
+//!   [`ServerSession::wants_agent_audio`], [`ServerSession::is_idle`],
+//!   [`ServerSession::state`], [`ServerSession::is_closed`].
+//! - **Inputs** (`handle_*`), from the carrier: [`ServerSession::handle_control`],
+//!   [`ServerSession::handle_control_closed`], [`ServerSession::handle_stream_data`],
+//!   [`ServerSession::handle_stream_fin`], [`ServerSession::handle_stream_reset`],
+//!   [`ServerSession::handle_stream_stopped`], [`ServerSession::handle_rtt`]; from the agent and
+//!   the VAD: [`ServerSession::handle_agent_frame`], [`ServerSession::handle_agent_done`],
+//!   [`ServerSession::handle_agent_failed`], [`ServerSession::handle_vad`]; from the server:
+//!   [`ServerSession::handle_going_away`]; from the clock: [`ServerSession::handle_timeout`].
+//!   After the session is [`SessionState::Closed`] every input is ignored.
+//! - **Outputs** (`poll_*`): [`ServerSession::poll_output`], [`ServerSession::poll_timeout`].
+//!
+//! **The clock.** Every input that takes `now` (all but `handle_rtt`) advances the session's
+//! notion of the present; [`ServerSession::poll_timeout`] is computed from the latest of them,
+//! so a shell must pass instants that never go backwards.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::error::{Code, WireError};
+use crate::Codec;
+use crate::error::{Code, ErrorCode, Problem, WireError};
 use crate::event::{
-    self, ClientEvent, ResponseInfo, ServerEvent, SessionInfo, VoqResponseStats, VoqSessionInfo,
+    self, ClientEvent, ResponseInfo, ResponseStatus, ServerEvent, SessionInfo, VoqResponseStats,
+    VoqSessionInfo,
 };
 use crate::pacing::{Lead, SendAhead};
+use crate::stream::{OutStream, StreamId, Transmit};
 use crate::wire::{self, AudioHeader, AudioItem, AudioStreamDecoder, DecodedEvent, StreamKind};
-use crate::{Codec, frame_samples};
 
-/// A stream the peer opened, named by the shell (e.g. the QUIC stream id).
-pub type StreamId = u64;
-
-/// A stream the session asks the shell to open, named by the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OutStream(pub u64);
+/// Assistant items a session remembers for `conversation.item.truncate` (the newest; a client
+/// truncates what it is playing, never an item from hundreds of responses ago).
+const MAX_REMEMBERED_ITEMS: usize = 64;
+/// Client item ids a session remembers to refuse their reuse.
+const MAX_REMEMBERED_TURN_IDS: usize = 1024;
 
 /// Settings of one server session.
 #[derive(Debug, Clone)]
@@ -88,86 +110,103 @@ impl Default for ServerConfig {
 /// What the session asks its shell to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerOutput {
-    /// Write these bytes on the control stream.
-    Control(Vec<u8>),
-    /// Open a unidirectional stream and write `bytes` (its header) on it.
-    OpenStream { stream: OutStream, bytes: Vec<u8> },
-    /// Write on a stream opened before.
-    StreamData { stream: OutStream, bytes: Vec<u8> },
-    /// Finish the stream (FIN).
-    FinishStream { stream: OutStream },
-    /// Abandon the stream (RESET_STREAM with `code`).
-    ResetStream { stream: OutStream, code: Code },
-    /// Ask the peer to stop sending on one of its streams (STOP_SENDING with `code`).
-    StopSending { stream: StreamId, code: Code },
+    /// A stream operation for the carrier (the same vocabulary as the client's).
+    Transmit(Transmit),
     /// A user audio frame arrived (for VAD, recording, streaming agents). Frames of one item
     /// arrive in order, each exactly once.
     TurnAudio {
+        /// The turn's item id, from its stream header.
         item_id: String,
+        /// How the payload is encoded.
         codec: Codec,
+        /// Timestamp of the frame's first sample, in samples from the stream's start.
         pts: u32,
+        /// The encoded audio, exactly as the client sent it.
         payload: Vec<u8>,
     },
     /// The server holds the whole user turn; `input_audio_buffer.committed` was sent. Its audio
     /// is `samples` (by pts) of the stream whose header named `source_item_id`: the same item in
     /// push-to-talk mode, a segment of the one input stream with server VAD.
     TurnCommitted {
+        /// The committed item.
         item_id: String,
+        /// Frames it holds, as confirmed to the client.
         frames: u64,
+        /// Its audio in ms, as confirmed to the client.
         audio_ms: u64,
+        /// The stream (by its header's item id) the audio came from.
         source_item_id: String,
+        /// The samples of that stream that make up the turn.
         samples: std::ops::Range<u64>,
     },
     /// A user turn ended without being committed (cleared, aborted or malformed): forget its
     /// audio.
-    TurnDiscarded { item_id: String, reason: String },
+    TurnDiscarded {
+        /// The turn's item id.
+        item_id: String,
+        /// Why, for the log.
+        reason: String,
+    },
     /// Start the agent. Feed its audio with [`ServerSession::handle_agent_frame`] and end with
-    /// [`ServerSession::handle_agent_done`]. `input_item_id` is the user turn it answers.
+    /// [`ServerSession::handle_agent_done`].
     StartResponse {
+        /// The response's id (`resp_N`): name it in every agent input.
         response_id: String,
+        /// The user turn it answers (`None` for a `response.create` with nothing committed).
         input_item_id: Option<String>,
+        /// The codec to encode the agent's audio with.
         codec: Codec,
     },
     /// Stop the agent's generation for this response now.
-    CancelResponse { response_id: String },
+    CancelResponse {
+        /// The response to stop.
+        response_id: String,
+    },
     /// A response ended: how, and what it sent (for metrics and recordings).
     ResponseEnded {
+        /// The response.
         response_id: String,
+        /// Completed, cancelled or failed.
         status: ResponseStatus,
+        /// Audio generated and sent.
         stats: VoqResponseStats,
     },
-    /// Something for the log: a client error or a protocol violation answered with an `error`.
-    Warning(String),
+    /// Something went wrong and the session dealt with it (an `error` event, a stopped stream,
+    /// a failed response); `blame` says whether to count it as the client's or ours.
+    Problem(Problem),
 }
 
-/// How a response ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseStatus {
-    Completed,
-    Cancelled,
-    Failed,
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// Taking turns and responding.
+    Open,
+    /// The server is shutting down: what is in progress finishes, new turns are refused.
+    Draining,
+    /// The control stream or the connection ended; every input is ignored from now on.
+    Closed,
 }
 
-impl ResponseStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-            Self::Failed => "failed",
-        }
-    }
+/// Where one user-turn stream is.
+#[derive(Debug)]
+enum TurnState {
+    /// Opened; its header has not arrived whole yet.
+    AwaitingHeader,
+    /// The header was accepted: frames are being received.
+    Receiving { header: AudioHeader, codec: Codec },
+    /// Refused or failed (STOP_SENDING sent): later bytes are ignored until the stream ends.
+    Refused,
 }
 
 #[derive(Debug)]
 struct Turn {
     decoder: AudioStreamDecoder,
-    header: Option<(AudioHeader, Codec)>,
+    state: TurnState,
     frames: u64,
     bytes: u64,
     /// End of the last frame, in samples.
     end: u64,
     last_pts: Option<u32>,
-    failed: bool,
 }
 
 #[derive(Debug)]
@@ -217,9 +256,11 @@ pub struct ServerSession {
     server_vad: Option<serde_json::Value>,
     events: wire::EventDecoder,
     turns: BTreeMap<StreamId, Turn>,
-    seen_items: std::collections::BTreeSet<String>,
-    /// Assistant items by id: (response id, ms of audio sent) — what a truncation checks.
-    items: BTreeMap<String, (String, u64)>,
+    /// Client item ids seen, oldest first (bounded by [`MAX_REMEMBERED_TURN_IDS`]).
+    seen_items: VecDeque<String>,
+    /// Assistant items, oldest first: (item id, response id, ms of audio sent) — what a
+    /// truncation checks (bounded by [`MAX_REMEMBERED_ITEMS`]).
+    items: VecDeque<(String, String, u64)>,
     response: Option<Response>,
     last_committed: Option<String>,
     vad: VadSegment,
@@ -228,8 +269,7 @@ pub struct ServerSession {
     next_id: u64,
     next_stream: u64,
     out: VecDeque<ServerOutput>,
-    closed: bool,
-    going_away: bool,
+    state: SessionState,
 }
 
 impl ServerSession {
@@ -243,7 +283,7 @@ impl ServerSession {
             events: wire::EventDecoder::default(),
             turns: BTreeMap::new(),
             seen_items: Default::default(),
-            items: BTreeMap::new(),
+            items: VecDeque::new(),
             response: None,
             last_committed: None,
             vad: VadSegment::default(),
@@ -252,14 +292,14 @@ impl ServerSession {
             next_id: 1,
             next_stream: 0,
             out: VecDeque::new(),
-            closed: false,
-            going_away: false,
+            state: SessionState::Open,
         };
         let session = s.info();
         s.send(ServerEvent::SessionCreated { session });
         s
     }
 
+    /// The session's settings (the send-ahead lead as the client last set it).
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
@@ -270,35 +310,45 @@ impl ServerSession {
         self.server_vad.is_some()
     }
 
+    /// Where the session is in its life.
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
     /// The server is shutting down: the response in progress and turns already open finish;
     /// new turns are refused with `going_away`, and the client is told to reconnect elsewhere
     /// once it is done. The shell closes the connection when the client does, or at its drain
     /// timeout.
-    pub fn handle_going_away(&mut self, _now: Instant) {
-        if self.going_away {
+    pub fn handle_going_away(&mut self, now: Instant) {
+        if self.state != SessionState::Open {
             return;
         }
-        self.going_away = true;
+        self.last_now = Some(now);
+        self.state = SessionState::Draining;
         self.send(ServerEvent::error(
-            "server_error",
-            Code::GoingAway.as_str(),
+            ErrorCode::GoingAway,
             "the server is shutting down: finish this response, then reconnect",
         ));
     }
 
-    /// Updates the smoothed RTT the pacer adapts to (from the carrier's estimator).
+    /// Updates the smoothed RTT the pacer adapts to (from the carrier's estimator). Does not
+    /// advance the clock.
     pub fn handle_rtt(&mut self, rtt: Duration) {
         self.rtt = rtt;
     }
 
     /// Bytes received on the control stream.
     pub fn handle_control(&mut self, now: Instant, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_now = Some(now);
         self.events.push(bytes);
         while let Some(decoded) = self.events.poll_event() {
             match decoded {
                 DecodedEvent::Skipped(len) => self.client_error(
                     None,
-                    "event_too_large",
+                    ErrorCode::EventTooLarge,
                     &format!("event of {len} bytes skipped"),
                 ),
                 DecodedEvent::Event(body) => {
@@ -308,37 +358,44 @@ impl ServerSession {
                     }
                 }
             }
+            if self.is_closed() {
+                return;
+            }
         }
     }
 
-    /// The control stream ended (FIN or reset): the session is over.
+    /// The control stream ended (FIN or reset), or the connection did: the session is over.
     pub fn handle_control_closed(&mut self, now: Instant) {
         self.close(now);
     }
 
     /// Bytes on a unidirectional stream the client opened (the first call opens it).
-    pub fn handle_stream_data(&mut self, _now: Instant, stream: StreamId, bytes: &[u8]) {
+    pub fn handle_stream_data(&mut self, now: Instant, stream: StreamId, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_now = Some(now);
         if !self.turns.contains_key(&stream) {
-            if self.going_away {
-                self.out.push_back(ServerOutput::StopSending {
+            if self.state == SessionState::Draining {
+                self.transmit(Transmit::StopSending {
                     stream,
                     code: Code::GoingAway,
                 });
-                self.turns.insert(stream, Turn::failed());
+                self.turns.insert(stream, Turn::refused());
                 return;
             }
-            if self.turns.values().filter(|t| !t.failed).count() >= self.config.max_open_turns {
-                self.out.push_back(ServerOutput::StopSending {
+            if self.open_turns() >= self.config.max_open_turns {
+                self.transmit(Transmit::StopSending {
                     stream,
                     code: Code::StreamRefused,
                 });
                 self.client_error(
                     None,
-                    Code::StreamRefused.as_str(),
+                    ErrorCode::StreamRefused,
                     "too many user turns open at once",
                 );
-                // Remember it as failed so later bytes are ignored quietly.
-                self.turns.insert(stream, Turn::failed());
+                // Remember it as refused so later bytes are ignored quietly.
+                self.turns.insert(stream, Turn::refused());
                 return;
             }
             self.turns.insert(stream, Turn::new());
@@ -346,7 +403,7 @@ impl ServerSession {
         let Some(turn) = self.turns.get_mut(&stream) else {
             return;
         };
-        if turn.failed {
+        if turn.is_refused() {
             return;
         }
         turn.decoder.push(bytes);
@@ -354,6 +411,9 @@ impl ServerSession {
             let Some(turn) = self.turns.get_mut(&stream) else {
                 return;
             };
+            if turn.is_refused() {
+                return;
+            }
             match turn.decoder.poll_item() {
                 Ok(None) => break,
                 Ok(Some(AudioItem::Header(kind, header))) => {
@@ -372,23 +432,37 @@ impl ServerSession {
 
     /// The client finished a turn stream (FIN): in push-to-talk mode this commits the turn.
     pub fn handle_stream_fin(&mut self, now: Instant, stream: StreamId) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_now = Some(now);
         let Some(turn) = self.turns.get(&stream) else {
             return;
         };
-        if turn.failed {
-            self.turns.remove(&stream);
-            return;
-        }
-        if turn.decoder.pending() > 0 || turn.header.is_none() {
-            let e = WireError::BadHeader("stream ended inside a header or frame".into());
-            self.fail_turn(stream, Code::ProtocolViolation, &e.to_string());
-            self.turns.remove(&stream);
-            return;
+        let incomplete = turn.decoder.pending() > 0;
+        match &turn.state {
+            TurnState::Refused => {
+                self.turns.remove(&stream);
+                return;
+            }
+            TurnState::AwaitingHeader => {
+                let e = WireError::BadHeader("stream ended inside its header".into());
+                self.fail_turn(stream, Code::ProtocolViolation, &e.to_string());
+                self.turns.remove(&stream);
+                return;
+            }
+            TurnState::Receiving { .. } if incomplete => {
+                let e = WireError::BadHeader("stream ended inside a frame".into());
+                self.fail_turn(stream, Code::ProtocolViolation, &e.to_string());
+                self.turns.remove(&stream);
+                return;
+            }
+            TurnState::Receiving { .. } => {}
         }
         let Some(turn) = self.turns.remove(&stream) else {
             return;
         };
-        let Some((header, codec)) = turn.header else {
+        let TurnState::Receiving { header, codec } = turn.state else {
             return;
         };
         if self.server_vad.is_some() {
@@ -413,30 +487,31 @@ impl ServerSession {
     }
 
     /// The client reset a turn stream: the turn is abandoned (nothing was confirmed).
-    pub fn handle_stream_reset(&mut self, _now: Instant, stream: StreamId, code: u64) {
-        if let Some(turn) = self.turns.remove(&stream)
-            && let (false, Some((header, _))) = (turn.failed, turn.header)
-        {
-            self.out.push_back(ServerOutput::TurnDiscarded {
-                item_id: header.item_id,
-                reason: format!("client reset the stream (code {code})"),
-            });
+    pub fn handle_stream_reset(&mut self, now: Instant, stream: StreamId, code: u64) {
+        if self.is_closed() {
+            return;
         }
+        self.last_now = Some(now);
+        self.discard_turn(stream, format!("client reset the stream (code {code})"));
     }
 
     /// The client sent STOP_SENDING on a response stream: it does not want the rest.
-    pub fn handle_stream_stopped(&mut self, _now: Instant, stream: OutStream, _code: u64) {
+    pub fn handle_stream_stopped(&mut self, now: Instant, stream: OutStream, _code: u64) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_now = Some(now);
         if self.response.as_ref().is_some_and(|r| r.stream == stream) {
             self.end_response(ResponseStatus::Cancelled);
         }
     }
 
-    /// A server-VAD decision on the user audio of `item_id`'s stream, at `at_ms` from the start
-    /// of the input stream.
+    /// A server-VAD decision on the user audio of the input stream, at `at_ms` from its start.
     pub fn handle_vad(&mut self, now: Instant, speech: bool, at_ms: u64) {
-        if self.server_vad.is_none() {
+        if self.server_vad.is_none() || self.is_closed() {
             return;
         }
+        self.last_now = Some(now);
         if speech {
             let item_id = self.new_id("item");
             self.vad.item_id = Some(item_id.clone());
@@ -466,6 +541,9 @@ impl ServerSession {
         payload: Vec<u8>,
         samples: u32,
     ) {
+        if self.is_closed() {
+            return;
+        }
         let Some(r) = self.response.as_mut().filter(|r| r.id == response_id) else {
             return;
         };
@@ -478,6 +556,9 @@ impl ServerSession {
 
     /// The agent finished `response_id`: once its queued audio is sent, the stream is finished.
     pub fn handle_agent_done(&mut self, now: Instant, response_id: &str) {
+        if self.is_closed() {
+            return;
+        }
         if let Some(r) = self.response.as_mut().filter(|r| r.id == response_id) {
             r.agent_done = true;
             self.release(now);
@@ -485,14 +566,13 @@ impl ServerSession {
     }
 
     /// The agent failed: the response ends with `failed` and an `error` event.
-    pub fn handle_agent_failed(&mut self, _now: Instant, response_id: &str, reason: &str) {
+    pub fn handle_agent_failed(&mut self, now: Instant, response_id: &str, reason: &str) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_now = Some(now);
         if self.response.as_ref().is_some_and(|r| r.id == response_id) {
-            self.send(ServerEvent::error(
-                "server_error",
-                Code::AgentFailed.as_str(),
-                reason,
-            ));
-            self.end_response(ResponseStatus::Failed);
+            self.fail_response(ErrorCode::AgentFailed, reason);
         }
     }
 
@@ -500,7 +580,7 @@ impl ServerSession {
     /// `max_queued` waits unsent (backpressure for agents much faster than real time).
     pub fn wants_agent_audio(&self) -> bool {
         self.response.as_ref().is_some_and(|r| {
-            let queued: u64 = r.queue.len() as u64 * frame_samples(r.codec) as u64;
+            let queued: u64 = r.queue.len() as u64 * r.codec.frame_samples() as u64;
             queued * 1000 / (r.codec.sample_rate() as u64)
                 < self.config.max_queued.as_millis() as u64
         })
@@ -516,7 +596,11 @@ impl ServerSession {
         r.pacer.next_release(self.last_now?, pts_ms, self.rtt)
     }
 
+    /// The instant of [`ServerSession::poll_timeout`] (or later) has come: pacing runs.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
         self.release(now);
     }
 
@@ -527,11 +611,12 @@ impl ServerSession {
 
     /// No response is playing and no user turn is open: a graceful shutdown may close now.
     pub fn is_idle(&self) -> bool {
-        self.response.is_none() && self.turns.values().all(|t| t.failed)
+        self.response.is_none() && self.open_turns() == 0
     }
 
+    /// Whether the session is [`SessionState::Closed`].
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.state == SessionState::Closed
     }
 }
 
@@ -539,23 +624,32 @@ impl Turn {
     fn new() -> Self {
         Self {
             decoder: AudioStreamDecoder::default(),
-            header: None,
+            state: TurnState::AwaitingHeader,
             frames: 0,
             bytes: 0,
             end: 0,
             last_pts: None,
-            failed: false,
         }
     }
 
-    fn failed() -> Self {
+    fn refused() -> Self {
         Self {
-            failed: true,
+            state: TurnState::Refused,
             ..Self::new()
         }
     }
-}
 
+    fn is_refused(&self) -> bool {
+        matches!(self.state, TurnState::Refused)
+    }
+
+    fn item_id(&self) -> Option<&str> {
+        match &self.state {
+            TurnState::Receiving { header, .. } => Some(&header.item_id),
+            TurnState::AwaitingHeader | TurnState::Refused => None,
+        }
+    }
+}
 impl ServerSession {
     fn info(&self) -> SessionInfo {
         SessionInfo {
@@ -578,55 +672,105 @@ impl ServerSession {
         id
     }
 
+    fn transmit(&mut self, op: Transmit) {
+        self.out.push_back(ServerOutput::Transmit(op));
+    }
+
     fn send(&mut self, event: ServerEvent) {
         let mut bytes = Vec::new();
         // Our own events are far below the size limit.
         if wire::encode_event(&event::to_json(&event), &mut bytes).is_ok() {
-            self.out.push_back(ServerOutput::Control(bytes));
+            self.transmit(Transmit::Control(bytes));
         }
     }
 
-    fn client_error(&mut self, event_id: Option<String>, code: &str, message: &str) {
+    /// The client sent something wrong: tell it (echoing `event_id`) and report the problem.
+    fn client_error(&mut self, event_id: Option<String>, code: ErrorCode, message: &str) {
         self.out
-            .push_back(ServerOutput::Warning(format!("{code}: {message}")));
-        let mut ev = ServerEvent::error("invalid_request_error", code, message);
+            .push_back(ServerOutput::Problem(Problem::peer(code, message)));
+        let mut ev = ServerEvent::error(code, message);
         if let ServerEvent::Error { error } = &mut ev {
             error.event_id = event_id;
         }
         self.send(ev);
     }
 
+    /// The response failed on our side: tell the client, report the problem, reset the stream.
+    fn fail_response(&mut self, code: ErrorCode, message: &str) {
+        self.out
+            .push_back(ServerOutput::Problem(Problem::local(code, message)));
+        self.send(ServerEvent::error(code, message));
+        self.end_response(ResponseStatus::Failed);
+    }
+
+    fn open_turns(&self) -> usize {
+        self.turns.values().filter(|t| !t.is_refused()).count()
+    }
+
+    /// Forgets a turn the client abandoned (or that was cleared): its audio is not committed.
+    fn discard_turn(&mut self, stream: StreamId, reason: String) {
+        if let Some(turn) = self.turns.remove(&stream)
+            && let Some(item_id) = turn.item_id()
+        {
+            self.out.push_back(ServerOutput::TurnDiscarded {
+                item_id: item_id.to_string(),
+                reason,
+            });
+        }
+    }
+
+    fn remember_turn_id(&mut self, item_id: &str) {
+        if self.seen_items.len() >= MAX_REMEMBERED_TURN_IDS {
+            self.seen_items.pop_front();
+        }
+        self.seen_items.push_back(item_id.to_string());
+    }
+
+    /// The assistant item `item_id`: (response id, ms of audio sent).
+    fn item(&self, item_id: &str) -> Option<(String, u64)> {
+        self.items
+            .iter()
+            .find(|(id, ..)| id == item_id)
+            .map(|(_, response_id, ms)| (response_id.clone(), *ms))
+    }
+
     fn on_event(&mut self, now: Instant, event_id: Option<String>, event: ClientEvent) {
         self.last_now = Some(now);
         match event {
             ClientEvent::SessionUpdate { session } => {
-                for (field, value, target) in [
-                    ("input_audio_format", &session.input_audio_format, 0),
-                    ("output_audio_format", &session.output_audio_format, 1),
+                // Validate everything before changing anything: a refused update leaves the
+                // session exactly as the client last saw it in `session.updated`.
+                let mut codecs = [None, None];
+                for (slot, field, value) in [
+                    (0, "input_audio_format", &session.input_audio_format),
+                    (1, "output_audio_format", &session.output_audio_format),
                 ] {
                     let Some(name) = value else { continue };
                     match name.parse::<Codec>() {
-                        Ok(c) if target == 0 => self.input_codec = c,
-                        Ok(c) => self.output_codec = c,
+                        Ok(c) => codecs[slot] = Some(c),
                         Err(_) => {
                             let msg = format!(
                                 "{field}: unsupported codec \"{name}\" (use pcm16 or opus)"
                             );
-                            return self.client_error(event_id, "invalid_value", &msg);
+                            return self.client_error(event_id, ErrorCode::InvalidValue, &msg);
                         }
                     }
                 }
-                match session.turn_detection {
-                    None => {}
-                    Some(serde_json::Value::Null) => self.server_vad = None,
+                let server_vad = match session.turn_detection {
+                    None => self.server_vad.clone(),
+                    Some(serde_json::Value::Null) => None,
                     Some(v) if v.get("type").and_then(|t| t.as_str()) == Some("server_vad") => {
-                        self.server_vad = Some(v)
+                        Some(v)
                     }
                     Some(_) => {
                         let msg = "turn_detection: use null or {\"type\":\"server_vad\"}";
-                        return self.client_error(event_id, "invalid_value", msg);
+                        return self.client_error(event_id, ErrorCode::InvalidValue, msg);
                     }
-                }
+                };
+                let [input, output] = codecs;
+                self.input_codec = input.unwrap_or(self.input_codec);
+                self.output_codec = output.unwrap_or(self.output_codec);
+                self.server_vad = server_vad;
                 if let Some(ms) = session.voq.and_then(|v| v.send_ahead_ms) {
                     self.config.send_ahead = Lead::from_ms(ms);
                 }
@@ -639,23 +783,24 @@ impl ServerSession {
                 } else {
                     let msg = "nothing to commit: in push-to-talk mode a turn is committed by \
                                finishing its stream";
-                    self.client_error(event_id, "input_audio_buffer_commit_empty", msg);
+                    self.client_error(event_id, ErrorCode::InputAudioBufferCommitEmpty, msg);
                 }
             }
             ClientEvent::InputAudioBufferClear {} => {
                 let open: Vec<StreamId> = self
                     .turns
                     .iter()
-                    .filter(|(_, t)| !t.failed)
+                    .filter(|(_, t)| !t.is_refused())
                     .map(|(s, _)| *s)
                     .collect();
                 for stream in open {
-                    self.out.push_back(ServerOutput::StopSending {
+                    self.transmit(Transmit::StopSending {
                         stream,
                         code: Code::Cancelled,
                     });
-                    self.handle_stream_reset(now, stream, Code::Cancelled as u64);
-                    self.turns.insert(stream, Turn::failed());
+                    self.discard_turn(stream, "input_audio_buffer.clear".into());
+                    // Bytes still in flight on it are ignored until it ends.
+                    self.turns.insert(stream, Turn::refused());
                 }
                 self.vad = VadSegment {
                     item_id: None,
@@ -671,13 +816,15 @@ impl ServerSession {
                 match (active, response_id) {
                     (Some(a), Some(want)) if a != want => self.client_error(
                         event_id,
-                        "response_not_found",
+                        ErrorCode::ResponseNotFound,
                         &format!("response {want} is not in progress (active: {a})"),
                     ),
                     (Some(_), _) => self.end_response(ResponseStatus::Cancelled),
-                    (None, _) => {
-                        self.client_error(event_id, "response_not_found", "no response in progress")
-                    }
+                    (None, _) => self.client_error(
+                        event_id,
+                        ErrorCode::ResponseNotFound,
+                        "no response in progress",
+                    ),
                 }
             }
             ClientEvent::ConversationItemTruncate {
@@ -685,18 +832,18 @@ impl ServerSession {
                 content_index,
                 audio_end_ms,
             } => {
-                let Some((response_id, sent_ms)) = self.items.get(&item_id).cloned() else {
+                let Some((response_id, sent_ms)) = self.item(&item_id) else {
                     let msg = format!("no assistant audio item \"{item_id}\"");
-                    return self.client_error(event_id, "item_not_found", &msg);
+                    return self.client_error(event_id, ErrorCode::ItemNotFound, &msg);
                 };
                 // Stop first: every ms counts for a barge-in.
                 if self.response.as_ref().is_some_and(|r| r.id == response_id) {
                     self.end_response(ResponseStatus::Cancelled);
                 }
-                let sent_ms = self.items.get(&item_id).map_or(sent_ms, |(_, ms)| *ms);
+                let sent_ms = self.item(&item_id).map_or(sent_ms, |(_, ms)| ms);
                 if audio_end_ms > sent_ms {
                     let msg = format!("audio_end_ms {audio_end_ms} is past the {sent_ms} ms sent");
-                    return self.client_error(event_id, "invalid_value", &msg);
+                    return self.client_error(event_id, ErrorCode::InvalidValue, &msg);
                 }
                 self.send(ServerEvent::ConversationItemTruncated {
                     item_id,
@@ -745,10 +892,10 @@ impl ServerSession {
                         header.sample_rate
                     ),
                 )),
-                Ok(c) => {
-                    self.seen_items.insert(header.item_id.clone());
+                Ok(codec) => {
+                    self.remember_turn_id(&header.item_id);
                     if let Some(t) = self.turns.get_mut(&stream) {
-                        t.header = Some((header, c));
+                        t.state = TurnState::Receiving { header, codec };
                     }
                     None
                 }
@@ -763,14 +910,15 @@ impl ServerSession {
         let Some(turn) = self.turns.get_mut(&stream) else {
             return;
         };
-        let Some((header, codec)) = turn.header.clone() else {
+        let TurnState::Receiving { header, codec } = &turn.state else {
             return;
         };
+        let (item_id, frame_ms, codec) = (header.item_id.clone(), header.frame_ms, *codec);
         if turn.last_pts.is_some_and(|last| pts <= last) {
             let msg = format!("frame pts {pts} is not after the previous frame's");
             return self.fail_turn(stream, Code::ProtocolViolation, &msg);
         }
-        let samples = codec.samples_in(&payload, header.frame_ms);
+        let samples = codec.samples_in(&payload, frame_ms);
         turn.last_pts = Some(pts);
         turn.frames += 1;
         turn.bytes += payload.len() as u64;
@@ -778,36 +926,30 @@ impl ServerSession {
         if self.server_vad.is_some() {
             if self.vad.frames == 0 {
                 self.vad.start_sample = pts as u64;
-                self.vad.source = Some(header.item_id.clone());
+                self.vad.source = Some(item_id.clone());
             }
             self.vad.frames += 1;
             self.vad.bytes += payload.len() as u64;
             self.vad.end_sample = pts as u64 + samples;
         }
         self.out.push_back(ServerOutput::TurnAudio {
-            item_id: header.item_id,
+            item_id,
             codec,
             pts,
             payload,
         });
     }
 
+    /// The client broke a rule on a turn stream: stop it, forget the turn, tell the client.
     fn fail_turn(&mut self, stream: StreamId, code: Code, message: &str) {
-        let item_id = self
-            .turns
-            .get(&stream)
-            .and_then(|t| t.header.as_ref())
-            .map(|(h, _)| h.item_id.clone());
-        self.turns.insert(stream, Turn::failed());
-        self.out
-            .push_back(ServerOutput::StopSending { stream, code });
-        if let Some(item_id) = item_id {
-            self.out.push_back(ServerOutput::TurnDiscarded {
-                item_id,
-                reason: message.into(),
-            });
-        }
-        self.client_error(None, code.as_str(), message);
+        self.transmit(Transmit::StopSending { stream, code });
+        self.discard_turn(stream, message.into());
+        self.turns.insert(stream, Turn::refused());
+        self.client_error(
+            None,
+            code.error_code().unwrap_or(ErrorCode::ProtocolViolation),
+            message,
+        );
     }
 
     fn commit(&mut self, now: Instant, turn: CommittedTurn) {
@@ -873,17 +1015,19 @@ impl ServerSession {
         };
         let mut bytes = Vec::new();
         wire::encode_header(StreamKind::AgentAudio, &header, &mut bytes);
-        self.items.insert(item_id.clone(), (id.clone(), 0));
+        if self.items.len() >= MAX_REMEMBERED_ITEMS {
+            self.items.pop_front();
+        }
+        self.items.push_back((item_id.clone(), id.clone(), 0));
         self.send(ServerEvent::ResponseCreated {
             response: ResponseInfo {
                 id: id.clone(),
-                status: "in_progress".into(),
+                status: ResponseStatus::InProgress,
                 item_id: item_id.clone(),
                 voq: None,
             },
         });
-        self.out
-            .push_back(ServerOutput::OpenStream { stream, bytes });
+        self.transmit(Transmit::Open { stream, bytes });
         self.out.push_back(ServerOutput::StartResponse {
             response_id: id.clone(),
             input_item_id,
@@ -920,27 +1064,28 @@ impl ServerSession {
             let mut bytes = Vec::with_capacity(payload.len() + wire::FRAME_OVERHEAD);
             if wire::encode_frame(pts, &payload, &mut bytes).is_err() {
                 // An agent frame over the limit is our bug, not the client's: fail the response.
-                self.out.push_back(ServerOutput::Warning(format!(
+                let msg = format!(
                     "agent frame of {} bytes is over the frame limit",
                     payload.len()
-                )));
-                return self.end_response(ResponseStatus::Failed);
+                );
+                return self.fail_response(ErrorCode::Internal, &msg);
             }
             r.stats.frames_sent += 1;
             r.stats.bytes_sent += bytes.len() as u64;
             let end = r.queue.front().map_or(r.next_pts, |(p, _)| *p as u64);
             r.stats.audio_ms_sent = end * 1000 / rate;
-            if let Some(item) = self.items.get_mut(&r.item_id) {
-                item.1 = r.stats.audio_ms_sent;
+            if let Some(item) = self.items.iter_mut().find(|(id, ..)| *id == r.item_id) {
+                item.2 = r.stats.audio_ms_sent;
             }
-            self.out.push_back(ServerOutput::StreamData {
+            let op = Transmit::Write {
                 stream: r.stream,
                 bytes,
-            });
+            };
+            self.out.push_back(ServerOutput::Transmit(op));
         }
         if r.agent_done && r.queue.is_empty() {
-            self.out
-                .push_back(ServerOutput::FinishStream { stream: r.stream });
+            let stream = r.stream;
+            self.transmit(Transmit::Finish { stream });
             self.end_response(ResponseStatus::Completed);
         }
     }
@@ -950,7 +1095,7 @@ impl ServerSession {
             return;
         };
         if status != ResponseStatus::Completed {
-            self.out.push_back(ServerOutput::ResetStream {
+            self.transmit(Transmit::Reset {
                 stream: r.stream,
                 code: if status == ResponseStatus::Failed {
                     Code::AgentFailed
@@ -970,7 +1115,7 @@ impl ServerSession {
         self.send(ServerEvent::ResponseDone {
             response: ResponseInfo {
                 id: r.id,
-                status: status.as_str().into(),
+                status,
                 item_id: r.item_id,
                 voq: Some(r.stats),
             },
@@ -978,16 +1123,18 @@ impl ServerSession {
     }
 
     fn close(&mut self, now: Instant) {
-        if self.closed {
+        if self.is_closed() {
             return;
         }
-        self.closed = true;
+        self.last_now = Some(now);
         if self.response.is_some() {
             self.end_response(ResponseStatus::Cancelled);
         }
         let open: Vec<StreamId> = self.turns.keys().copied().collect();
         for stream in open {
-            self.handle_stream_reset(now, stream, Code::NoError as u64);
+            self.discard_turn(stream, "the session ended".into());
         }
+        self.vad = VadSegment::default();
+        self.state = SessionState::Closed;
     }
 }

@@ -61,7 +61,9 @@ pub struct AudioHeader {
 /// the turn or response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioFrame {
+    /// Presentation timestamp, in samples at the header's `sample_rate` (24 kHz).
     pub pts: u32,
+    /// Codec bytes: little-endian pcm16 samples or one Opus packet.
     pub payload: Vec<u8>,
 }
 
@@ -95,7 +97,7 @@ pub fn encode_frame(pts: u32, payload: &[u8], out: &mut Vec<u8>) -> Result<(), W
     Ok(())
 }
 
-/// One result of [`EventDecoder::next`].
+/// One result of [`EventDecoder::poll_event`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodedEvent {
     /// A complete event body (JSON bytes, not yet parsed).
@@ -113,6 +115,8 @@ pub struct EventDecoder {
 }
 
 impl EventDecoder {
+    /// Feeds the next bytes of the control stream, in any pieces (the rest of an oversized event
+    /// being skipped is dropped here, never buffered).
     pub fn push(&mut self, bytes: &[u8]) {
         let skip = self.skipping.min(bytes.len());
         self.skipping -= skip;
@@ -146,10 +150,12 @@ impl EventDecoder {
     }
 }
 
-/// One result of [`AudioStreamDecoder::next`].
+/// One result of [`AudioStreamDecoder::poll_item`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum AudioItem {
+    /// The stream's preamble: its kind byte and JSON header. Always the first item, once.
     Header(StreamKind, AudioHeader),
+    /// The next audio frame.
     Frame(AudioFrame),
 }
 
@@ -170,6 +176,7 @@ pub struct AudioStreamDecoder {
 }
 
 impl AudioStreamDecoder {
+    /// Feeds the next bytes of the stream, in any pieces (ignored once the decoder failed).
     pub fn push(&mut self, bytes: &[u8]) {
         if !matches!(self.state, AudioState::Failed) {
             self.buf.extend_from_slice(bytes);

@@ -35,8 +35,10 @@ use quinn_proto::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use voq_netem::{LinkConfig, Path};
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
+use voq_proto::event::ResponseStatus;
 use voq_proto::pacing::Lead;
-use voq_proto::server::{OutStream, ServerConfig, ServerOutput, ServerSession};
+use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
+use voq_proto::stream::{OutStream, Transmit};
 use voq_proto::{Code, SAMPLE_RATE};
 
 /// The audio device's quantum: 10 ms at 24 kHz.
@@ -404,6 +406,22 @@ impl Quic {
         (data, end)
     }
 
+    /// Carries out a session's stream operation (either side's: one vocabulary).
+    fn apply(&mut self, op: Transmit) {
+        match op {
+            Transmit::Control(b) => self.write(Key::Control, &b),
+            Transmit::Open { stream, bytes } => {
+                let mut w = Writer::new(Dir::Uni, None);
+                w.buf.extend(bytes);
+                self.writers.insert(Key::Out(stream.0), w);
+            }
+            Transmit::Write { stream, bytes } => self.write(Key::Out(stream.0), &bytes),
+            Transmit::Finish { stream } => self.finish(Key::Out(stream.0)),
+            Transmit::Reset { stream, code } => self.reset(Key::Out(stream.0), code),
+            Transmit::StopSending { stream, code } => self.stop(stream, code),
+        }
+    }
+
     fn stop(&mut self, stream: u64, c: Code) {
         if let Some(conn) = self.conn() {
             let _ = conn.recv_stream(qid(stream)).stop(code(c));
@@ -504,7 +522,7 @@ struct Summary {
     played_fp: u64,
     /// Longest gap between two arrivals of reply bytes at the client.
     max_reply_gap_ms: u64,
-    status: Option<String>,
+    status: Option<ResponseStatus>,
     agent_cancelled: bool,
     // Barge-in.
     interrupted_at_played_ms: Option<u64>,
@@ -631,20 +649,7 @@ impl Sim {
     fn drain_client(&mut self) {
         while let Some(out) = self.client.poll_output() {
             match out {
-                ClientOutput::Control(b) => self.cq.write(Key::Control, &b),
-                ClientOutput::OpenStream { stream, bytes } => {
-                    let mut w = Writer::new(Dir::Uni, None);
-                    w.buf.extend(bytes);
-                    self.cq.writers.insert(Key::Out(stream.0), w);
-                }
-                ClientOutput::StreamData { stream, bytes } => {
-                    self.cq.write(Key::Out(stream.0), &bytes)
-                }
-                ClientOutput::FinishStream { stream } => self.cq.finish(Key::Out(stream.0)),
-                ClientOutput::ResetStream { stream, code } => {
-                    self.cq.reset(Key::Out(stream.0), code)
-                }
-                ClientOutput::StopSending { stream, code } => self.cq.stop(stream, code),
+                ClientOutput::Transmit(op) => self.cq.apply(op),
                 ClientOutput::ReplyFrame {
                     response_id,
                     pts,
@@ -657,7 +662,10 @@ impl Sim {
                 }
                 // The session keeps what the tests check (turns, responses, interrupts).
                 ClientOutput::Event(_) => {}
-                ClientOutput::Warning(w) => self.warnings.push(format!("client: {w}")),
+                ClientOutput::Problem(p) => self.warnings.push(format!("client: {p}")),
+                ClientOutput::TurnStopped { item_id, code } => self
+                    .warnings
+                    .push(format!("client: server stopped {item_id} (code {code})")),
             }
         }
     }
@@ -668,20 +676,7 @@ impl Sim {
         };
         while let Some(out) = server.poll_output() {
             match &out {
-                ServerOutput::Control(b) => self.sq.write(Key::Control, b),
-                ServerOutput::OpenStream { stream, bytes } => {
-                    let mut w = Writer::new(Dir::Uni, None);
-                    w.buf.extend(bytes);
-                    self.sq.writers.insert(Key::Out(stream.0), w);
-                }
-                ServerOutput::StreamData { stream, bytes } => {
-                    self.sq.write(Key::Out(stream.0), bytes)
-                }
-                ServerOutput::FinishStream { stream } => self.sq.finish(Key::Out(stream.0)),
-                ServerOutput::ResetStream { stream, code } => {
-                    self.sq.reset(Key::Out(stream.0), *code)
-                }
-                ServerOutput::StopSending { stream, code } => self.sq.stop(*stream, *code),
+                ServerOutput::Transmit(op) => self.sq.apply(op.clone()),
                 ServerOutput::TurnAudio {
                     item_id,
                     pts,
@@ -708,7 +703,7 @@ impl Sim {
                     }
                     self.agent_cancelled = true;
                 }
-                ServerOutput::Warning(w) => self.warnings.push(format!("server: {w}")),
+                ServerOutput::Problem(p) => self.warnings.push(format!("server: {p}")),
                 ServerOutput::TurnDiscarded { item_id, reason } => self
                     .warnings
                     .push(format!("server discarded {item_id}: {reason}")),
@@ -793,6 +788,17 @@ impl Sim {
                     }
                 }
                 Event::Stream(StreamEvent::Readable { id }) => self.client_read(now, id),
+                // Both cores take the same stream inputs: the server may refuse a turn.
+                Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                    if let Some(Key::Out(n)) = self.cq.key_of(id) {
+                        self.client.handle_stream_stopped(
+                            now,
+                            OutStream(n),
+                            error_code.into_inner(),
+                        );
+                        self.drain_client();
+                    }
+                }
                 _ => {}
             }
         }
@@ -1101,7 +1107,7 @@ impl Sim {
             contiguous,
             played_fp: fingerprint(&self.played),
             max_reply_gap_ms: self.max_reply_gap.as_millis() as u64,
-            status: r.status.clone(),
+            status: r.status,
             agent_cancelled: self.agent_cancelled,
             interrupted_at_played_ms: self.interrupted_at_played_ms,
             truncated_audio_end_ms: r.interrupt.as_ref().and_then(|i| i.truncated_audio_end_ms),
@@ -1226,7 +1232,7 @@ fn table(rows: &[Summary]) {
             s.underruns,
             s.stall_ms,
             exact,
-            s.status.as_deref().unwrap_or("-"),
+            s.status.map_or("-", |s| s.as_str()),
             opt(s.interrupted_at_played_ms),
             opt(s.truncated_audio_end_ms),
             format!("{}/{}", s.c2s_dropped, s.c2s_sent),
@@ -1276,7 +1282,7 @@ fn prompt_arrives_bit_exact_under_10_percent_loss() {
     assert_prompt_confirmed(&s);
     assert!(s.c2s_dropped > 0 && s.s2c_dropped > 0, "loss was applied");
     // The reply after it completes and plays exactly (no sample skipped or repeated).
-    assert_eq!(s.status.as_deref(), Some("completed"));
+    assert_eq!(s.status, Some(ResponseStatus::Completed));
     assert!(s.played_equals_reply);
     assert_eq!(s.played_ms, s.reply_ms);
     assert_clean(&s);
@@ -1289,7 +1295,7 @@ fn prompt_arrives_bit_exact_through_a_blackout_during_the_turn() {
     assert_eq!(s.blackout_at_ms, Some(1000));
     assert!(s.c2s_dropped > 0, "the blackout dropped packets");
     assert_prompt_confirmed(&s);
-    assert_eq!(s.status.as_deref(), Some("completed"));
+    assert_eq!(s.status, Some(ResponseStatus::Completed));
     assert!(s.played_equals_reply);
     assert_clean(&s);
 }
@@ -1322,7 +1328,7 @@ fn the_default_lead_turns_a_blackout_into_one_short_stall() {
         s.max_reply_gap_ms
     );
     assert_prompt_confirmed(&s);
-    assert_eq!(s.status.as_deref(), Some("completed"));
+    assert_eq!(s.status, Some(ResponseStatus::Completed));
     assert_eq!(s.played_ms, 8000);
     assert!(s.played_equals_reply, "the played audio is the reply");
     assert_clean(&s);
@@ -1351,7 +1357,7 @@ fn a_lead_covering_quic_recovery_rides_out_the_blackout() {
         "the blackout silenced the network"
     );
     assert_prompt_confirmed(&s);
-    assert_eq!(s.status.as_deref(), Some("completed"));
+    assert_eq!(s.status, Some(ResponseStatus::Completed));
     assert_eq!(s.underruns, 0, "inaudible");
     assert_eq!(s.stall_ms, 0);
     assert_eq!(s.played_ms, 8000);
@@ -1368,7 +1374,7 @@ fn just_in_time_pacing_underruns_in_the_same_blackout() {
     assert!(s.underruns > 0, "without a lead the blackout is heard");
     assert!(s.stall_ms > 0);
     // Even stalled, nothing is skipped or repeated.
-    assert_eq!(s.status.as_deref(), Some("completed"));
+    assert_eq!(s.status, Some(ResponseStatus::Completed));
     assert!(s.played_equals_reply);
     assert_clean(&s);
 }
@@ -1383,7 +1389,7 @@ fn barge_in_under_loss_truncates_exactly_at_the_played_position() {
     assert_eq!(s.truncated_audio_end_ms, Some(played));
     assert_eq!(s.played_ms, played);
     assert!(s.silent_after_interrupt, "silent from the next quantum on");
-    assert_eq!(s.status.as_deref(), Some("cancelled"));
+    assert_eq!(s.status, Some(ResponseStatus::Cancelled));
     assert!(s.agent_cancelled, "the agent was stopped");
     assert!(s.c2s_dropped > 0 && s.s2c_dropped > 0);
     assert_clean(&s);

@@ -7,8 +7,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
+use voq_proto::event::ResponseStatus;
 use voq_proto::event::ServerEvent;
 use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
+use voq_proto::stream::{OutStream, Transmit};
 use voq_proto::{Code, Codec, wire};
 
 const QUANTUM: usize = 240; // 10 ms at 24 kHz
@@ -29,7 +31,8 @@ enum ToClient {
     Data(u64, Vec<u8>),
     Fin(u64),
     Reset(u64, u64),
-    StopSending,
+    /// STOP_SENDING on one of the client's streams, with its code.
+    StopSending(u64, u64),
 }
 
 struct Harness {
@@ -47,6 +50,10 @@ struct Harness {
     /// Everything the client's device rendered.
     rendered: Vec<i16>,
     turn_audio: Vec<(String, u32, Vec<u8>)>,
+    /// Every stream operation the client asked for, in order.
+    client_ops: Vec<Transmit>,
+    /// `ClientOutput::TurnStopped`: (item id, code).
+    turn_stops: Vec<(String, u64)>,
 }
 
 impl Harness {
@@ -65,22 +72,30 @@ impl Harness {
             client_events: Vec::new(),
             rendered: Vec::new(),
             turn_audio: Vec::new(),
+            client_ops: Vec::new(),
+            turn_stops: Vec::new(),
         }
     }
 
     fn drain(&mut self) {
         let at = self.now + self.one_way;
         while let Some(o) = self.client.poll_output() {
+            if let ClientOutput::Transmit(op) = &o {
+                self.client_ops.push(op.clone());
+            }
             match o {
-                ClientOutput::Control(b) => self.to_server.push_back((at, ToServer::Control(b))),
-                ClientOutput::OpenStream { stream, bytes }
-                | ClientOutput::StreamData { stream, bytes } => self
+                ClientOutput::Transmit(Transmit::Control(b)) => {
+                    self.to_server.push_back((at, ToServer::Control(b)))
+                }
+                ClientOutput::Transmit(
+                    Transmit::Open { stream, bytes } | Transmit::Write { stream, bytes },
+                ) => self
                     .to_server
                     .push_back((at, ToServer::Data(stream.0, bytes))),
-                ClientOutput::FinishStream { stream } => {
+                ClientOutput::Transmit(Transmit::Finish { stream }) => {
                     self.to_server.push_back((at, ToServer::Fin(stream.0)))
                 }
-                ClientOutput::StopSending { stream, .. } => self
+                ClientOutput::Transmit(Transmit::StopSending { stream, .. }) => self
                     .to_server
                     .push_back((at, ToServer::StopSending(stream))),
                 ClientOutput::ReplyFrame {
@@ -96,27 +111,31 @@ impl Harness {
                     self.client.push_reply_audio(&response_id, pts, &pcm);
                 }
                 ClientOutput::Event(e) => self.client_events.push(e),
-                ClientOutput::ResetStream { .. } | ClientOutput::Warning(_) => {}
+                ClientOutput::TurnStopped { item_id, code } => {
+                    self.turn_stops.push((item_id, code))
+                }
+                ClientOutput::Transmit(Transmit::Reset { .. }) | ClientOutput::Problem(_) => {}
             }
         }
         while let Some(o) = self.server.poll_output() {
             match &o {
-                ServerOutput::Control(b) => {
+                ServerOutput::Transmit(Transmit::Control(b)) => {
                     self.to_client.push_back((at, ToClient::Control(b.clone())))
                 }
-                ServerOutput::OpenStream { stream, bytes }
-                | ServerOutput::StreamData { stream, bytes } => self
+                ServerOutput::Transmit(
+                    Transmit::Open { stream, bytes } | Transmit::Write { stream, bytes },
+                ) => self
                     .to_client
                     .push_back((at, ToClient::Data(1000 + stream.0, bytes.clone()))),
-                ServerOutput::FinishStream { stream } => self
+                ServerOutput::Transmit(Transmit::Finish { stream }) => self
                     .to_client
                     .push_back((at, ToClient::Fin(1000 + stream.0))),
-                ServerOutput::ResetStream { stream, code } => self
+                ServerOutput::Transmit(Transmit::Reset { stream, code }) => self
                     .to_client
                     .push_back((at, ToClient::Reset(1000 + stream.0, *code as u64))),
-                ServerOutput::StopSending { .. } => {
-                    self.to_client.push_back((at, ToClient::StopSending))
-                }
+                ServerOutput::Transmit(Transmit::StopSending { stream, code }) => self
+                    .to_client
+                    .push_back((at, ToClient::StopSending(*stream, *code as u64))),
                 ServerOutput::StartResponse { response_id, .. } => {
                     self.agent = Some((response_id.clone(), 0))
                 }
@@ -146,11 +165,10 @@ impl Harness {
                 ToServer::Control(b) => self.server.handle_control(now, &b),
                 ToServer::Data(s, b) => self.server.handle_stream_data(now, s, &b),
                 ToServer::Fin(s) => self.server.handle_stream_fin(now, s),
-                ToServer::StopSending(s) => self.server.handle_stream_stopped(
-                    now,
-                    voq_proto::server::OutStream(s - 1000),
-                    5,
-                ),
+                ToServer::StopSending(s) => {
+                    self.server
+                        .handle_stream_stopped(now, OutStream(s - 1000), 5)
+                }
             }
             self.drain();
         }
@@ -161,7 +179,9 @@ impl Harness {
                 ToClient::Data(s, b) => self.client.handle_stream_data(now, s, &b),
                 ToClient::Fin(s) => self.client.handle_stream_fin(now, s),
                 ToClient::Reset(s, c) => self.client.handle_stream_reset(now, s, c),
-                ToClient::StopSending => {}
+                ToClient::StopSending(s, c) => {
+                    self.client.handle_stream_stopped(now, OutStream(s), c)
+                }
             }
             self.drain();
         }
@@ -271,7 +291,7 @@ fn reply_is_sent_ahead_within_the_lead_and_played_without_underruns() {
         let sent_ms: u64 = h
             .server_outputs
             .iter()
-            .filter(|o| matches!(o, ServerOutput::StreamData { .. }))
+            .filter(|o| matches!(o, ServerOutput::Transmit(Transmit::Write { .. })))
             .count() as u64
             * 20;
         if let Some(r) = h.client.current_response() {
@@ -285,7 +305,7 @@ fn reply_is_sent_ahead_within_the_lead_and_played_without_underruns() {
     let r = h.client.responses().last().unwrap().clone();
     assert_eq!(r.played_ms, 5000);
     assert_eq!(r.underruns, 0);
-    assert_eq!(r.status.as_deref(), Some("completed"));
+    assert_eq!(r.status, Some(ResponseStatus::Completed));
     // The rendered timeline contains the reply exactly, contiguous.
     let start = h.rendered.iter().position(|&s| s != 0).unwrap();
     assert_eq!(
@@ -324,15 +344,15 @@ fn barge_in_silences_at_once_and_truncates_at_the_played_position() {
         "server truncates exactly where the user stopped hearing"
     );
     assert!(i.unplayed_bytes > 0);
-    assert!(i.reset_at.is_some() || r.status.as_deref() == Some("cancelled"));
-    assert_eq!(r.status.as_deref(), Some("cancelled"));
+    assert!(i.reset_at.is_some() || r.status == Some(ResponseStatus::Cancelled));
+    assert_eq!(r.status, Some(ResponseStatus::Cancelled));
     assert!(h.agent.is_none(), "the agent was stopped");
     let ended = h.server_outputs.iter().find_map(|o| match o {
         ServerOutput::ResponseEnded { status, stats, .. } => Some((*status, stats.clone())),
         _ => None,
     });
     let (status, stats) = ended.unwrap();
-    assert_eq!(status, voq_proto::server::ResponseStatus::Cancelled);
+    assert_eq!(status, ResponseStatus::Cancelled);
     // Sent ahead but never played: at most the lead (2 s) plus in-flight slack.
     assert!(
         stats.audio_ms_sent <= played + 2000 + 200,
@@ -448,7 +468,9 @@ fn malformed_turn_is_stopped_alone_and_other_turns_survive() {
     let stops: Vec<(u64, Code)> = outs
         .iter()
         .filter_map(|o| match o {
-            ServerOutput::StopSending { stream, code } => Some((*stream, *code)),
+            ServerOutput::Transmit(Transmit::StopSending { stream, code }) => {
+                Some((*stream, *code))
+            }
             _ => None,
         })
         .collect();
@@ -489,10 +511,10 @@ fn too_many_open_turns_are_refused() {
         .filter(|o| {
             matches!(
                 o,
-                ServerOutput::StopSending {
+                ServerOutput::Transmit(Transmit::StopSending {
                     stream: 2,
                     code: Code::StreamRefused
-                }
+                })
             )
         })
         .count();
@@ -558,4 +580,209 @@ fn pcm16_codec_name_and_sizes() {
     assert!("mp3".parse::<Codec>().is_err());
     assert_eq!(Codec::Pcm16.samples_in(&[0; 960], 20), 480);
     assert_eq!(Codec::Opus.samples_in(&[0; 60], 20), 480);
+}
+
+/// The server refuses a turn (here: it is shutting down) by stopping its stream. The client
+/// core takes the same stream inputs as the server's: it stops writing that turn at once,
+/// says so, and counts what the application still handed it.
+#[test]
+fn a_turn_the_server_stopped_is_no_longer_written() {
+    let mut h = Harness::new(ServerConfig::default(), ClientConfig::default(), 25);
+    h.run_for(100);
+    h.server.handle_going_away(h.now);
+    h.drain();
+    let stream = OutStream(1);
+    let item_id = h.client.start_turn(h.now);
+    let frame: Vec<u8> = speech(FRAME, 4)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    // Capture goes on in real time until the refusal arrives (one RTT later) and after it.
+    for _ in 0..30 {
+        h.client.send_audio(h.now, &frame, FRAME as u32).unwrap();
+        h.drain();
+        h.step();
+        h.step();
+    }
+    h.client.end_turn(h.now);
+    h.drain();
+    h.run_for(200);
+
+    assert_eq!(h.turn_stops, [(item_id, Code::GoingAway as u64)]);
+    let turn = &h.client.turns()[0];
+    assert_eq!(turn.stopped, Some(Code::GoingAway as u64));
+    assert!(
+        turn.frames_dropped > 0,
+        "frames after the refusal were dropped"
+    );
+    assert_eq!(turn.frames_sent + turn.frames_dropped, 30);
+    assert_eq!(turn.frames_confirmed, None);
+    // Writes stop with the refusal: at most what one RTT of capture produced (50 ms of
+    // network = 2-3 frames at 20 ms), never the whole turn; and no FIN on a stopped stream.
+    let writes = h
+        .client_ops
+        .iter()
+        .filter(|op| matches!(op, Transmit::Write { stream: s, .. } if *s == stream))
+        .count() as u64;
+    assert_eq!(writes, turn.frames_sent);
+    assert!(writes <= 4, "{writes} frames written to a refused turn");
+    assert!(
+        !h.client_ops
+            .iter()
+            .any(|op| matches!(op, Transmit::Finish { .. })),
+        "a stopped stream is not finished"
+    );
+    // The next turn opens a new stream (refused too: the server is still going away).
+    h.client.start_turn(h.now);
+    h.drain();
+    assert!(h.client_ops.iter().any(|op| matches!(
+        op,
+        Transmit::Open {
+            stream: OutStream(2),
+            ..
+        }
+    )));
+}
+
+/// A problem names who caused it: bad client input is the client's, an agent frame over the
+/// limit is ours. A shell counts them apart (`client_errors` vs `internal_errors`).
+#[test]
+fn problems_say_who_is_to_blame() {
+    use voq_proto::{Blame, ErrorCode};
+    let now = Instant::now();
+    let mut s = ServerSession::new(ServerConfig::default(), now);
+    let mut bytes = Vec::new();
+    wire::encode_event(br#"{"type":"response.cancel"}"#, &mut bytes).unwrap();
+    wire::encode_event(br#"{"type":"response.create"}"#, &mut bytes).unwrap();
+    s.handle_control(now, &bytes);
+    let mut outs: Vec<ServerOutput> = std::iter::from_fn(|| s.poll_output()).collect();
+    let response_id = outs
+        .iter()
+        .find_map(|o| match o {
+            ServerOutput::StartResponse { response_id, .. } => Some(response_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    s.handle_agent_frame(now, &response_id, vec![0; wire::MAX_FRAME_PAYLOAD + 1], 480);
+    outs.extend(std::iter::from_fn(|| s.poll_output()));
+    let problems: Vec<(Blame, ErrorCode)> = outs
+        .iter()
+        .filter_map(|o| match o {
+            ServerOutput::Problem(p) => Some((p.blame, p.code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (Blame::Peer, ErrorCode::ResponseNotFound),
+            (Blame::Local, ErrorCode::Internal)
+        ]
+    );
+    let ended = outs.iter().find_map(|o| match o {
+        ServerOutput::ResponseEnded { status, .. } => Some(*status),
+        _ => None,
+    });
+    assert_eq!(ended, Some(ResponseStatus::Failed));
+}
+
+/// Once the control stream is gone the session is closed, and no input brings it back to
+/// life: nothing is sent, no agent is started.
+#[test]
+fn a_closed_session_ignores_every_input() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(ServerConfig::default(), now);
+    while s.poll_output().is_some() {}
+    s.handle_control_closed(now);
+    assert_eq!(s.state(), voq_proto::server::SessionState::Closed);
+    let mut bytes = Vec::new();
+    wire::encode_event(br#"{"type":"response.create"}"#, &mut bytes).unwrap();
+    s.handle_control(now, &bytes);
+    s.handle_stream_data(now, 2, &[0x01, 0x00]);
+    s.handle_stream_fin(now, 2);
+    s.handle_vad(now, true, 0);
+    s.handle_going_away(now);
+    s.handle_timeout(now);
+    let after: Vec<ServerOutput> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert_eq!(after, []);
+}
+
+/// A refused `session.update` changes nothing: the codec named before the bad field is not
+/// applied either.
+#[test]
+fn a_refused_session_update_changes_nothing() {
+    let mut h = Harness::new(ServerConfig::default(), ClientConfig::default(), 25);
+    h.run_for(100);
+    let mut bytes = Vec::new();
+    let bad = br#"{"type":"session.update","session":{"input_audio_format":"opus","output_audio_format":"mp3"}}"#;
+    wire::encode_event(bad, &mut bytes).unwrap();
+    h.server.handle_control(h.now, &bytes);
+    bytes.clear();
+    wire::encode_event(br#"{"type":"session.update","session":{}}"#, &mut bytes).unwrap();
+    h.server.handle_control(h.now, &bytes);
+    h.drain();
+    h.run_for(100);
+    let errors = h.events_of("error");
+    assert_eq!(errors.len(), 1);
+    let Some(ServerEvent::SessionUpdated { session }) = h.events_of("session.updated").pop() else {
+        panic!("no session.updated")
+    };
+    assert_eq!(session.input_audio_format, "pcm16");
+}
+
+/// A long call keeps bounded bookkeeping: only recent assistant items can be truncated.
+#[test]
+fn old_assistant_items_are_forgotten() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(ServerConfig::default(), now);
+    let mut bytes = Vec::new();
+    for _ in 0..100 {
+        wire::encode_event(br#"{"type":"response.create"}"#, &mut bytes).unwrap();
+    }
+    s.handle_control(now, &bytes);
+    let items: Vec<String> = std::iter::from_fn(|| s.poll_output())
+        .filter_map(|o| match o {
+            ServerOutput::Transmit(Transmit::Control(b)) => Some(b),
+            _ => None,
+        })
+        .filter_map(|b| {
+            let v: serde_json::Value = serde_json::from_slice(&b[4..]).ok()?;
+            (v["type"] == "response.created")
+                .then(|| v["response"]["item_id"].as_str().map(String::from))?
+        })
+        .collect();
+    assert_eq!(items.len(), 100);
+    let truncate = |item: &str| {
+        let mut b = Vec::new();
+        let ev = format!(
+            r#"{{"type":"conversation.item.truncate","item_id":"{item}","content_index":0,"audio_end_ms":0}}"#
+        );
+        wire::encode_event(ev.as_bytes(), &mut b).unwrap();
+        b
+    };
+    let codes = |s: &mut ServerSession| -> Vec<String> {
+        std::iter::from_fn(|| s.poll_output())
+            .filter_map(|o| match o {
+                ServerOutput::Transmit(Transmit::Control(b)) => {
+                    serde_json::from_slice::<serde_json::Value>(&b[4..]).ok()
+                }
+                _ => None,
+            })
+            .map(|v| {
+                format!(
+                    "{}:{}",
+                    v["type"].as_str().unwrap_or(""),
+                    v["error"]["code"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    s.handle_control(now, &truncate(&items[0]));
+    assert_eq!(codes(&mut s), ["error:item_not_found"]);
+    // The newest is still playing: truncating it cancels the response, then confirms.
+    s.handle_control(now, &truncate(&items[99]));
+    assert_eq!(
+        codes(&mut s),
+        ["response.done:", "conversation.item.truncated:"]
+    );
 }

@@ -440,3 +440,53 @@ fn decoders_read_every_vector() {
         );
     }
 }
+
+/// Every code voq puts on the wire is listed in `testdata/wire/error-codes.json`, which the
+/// TypeScript client checks too: a code added on one side only fails both suites.
+#[test]
+fn error_codes_match_the_shared_list() {
+    use voq_proto::{Code, ErrorCode, ErrorType};
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/wire/error-codes.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    let streams = json["stream_codes"].as_object().unwrap();
+    let ours: Vec<(String, u64)> = (0..=u64::MAX)
+        .map_while(Code::from_u32)
+        .map(|c| (c.as_str().to_string(), c.to_u32() as u64))
+        .collect();
+    let shared: Vec<(String, u64)> = streams
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let mut ours_sorted = ours.clone();
+    ours_sorted.sort();
+    assert_eq!(ours_sorted, shared, "stream codes");
+    let events: Vec<&str> = json["event_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(ours, events, "error.code values");
+    for c in ErrorCode::ALL {
+        assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+    }
+    // Every stream code that is an error has an `error.code` of the same name.
+    for (name, _) in &ours_sorted {
+        let code = (0..=9).find_map(|v| Code::from_u32(v).filter(|c| c.as_str() == name));
+        if let Some(e) = code.and_then(Code::error_code) {
+            assert_eq!(e.as_str(), name);
+        }
+    }
+    let types: Vec<&str> = json["error_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = ErrorType::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(ours, types);
+}

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use voq_proto::event::ResponseStatus;
 use voq_proto::event::VoqResponseStats;
-use voq_proto::server::ResponseStatus;
 
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -51,7 +51,7 @@ impl Recorder {
         let meta = json!({
             "kind": "agent_response", "session_id": session, "transport": transport,
             "response_id": response_id,
-            "status": format!("{status:?}").to_lowercase(), "samples": pcm.len(),
+            "status": status.as_str(), "samples": pcm.len(),
             "sample_rate": voq_audio::SAMPLE_RATE, "audio_ms_generated": stats.audio_ms_generated,
             "audio_ms_sent": stats.audio_ms_sent, "bytes_sent": stats.bytes_sent,
             "frames_sent": stats.frames_sent, "recorded_at_unix_ms": unix_ms(),

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
-use voq_proto::{Code, Codec};
+use voq_proto::{Blame, Code, Codec, ErrorCode, Problem};
 use voq_transport::carrier::{RecvHalf, SendHalf};
 use voq_transport::{Inbound, Link, Streams};
 
@@ -76,8 +76,14 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext) {
     let carrier = link.carrier();
     ctx.proto.transport = carrier.as_str().into();
     let session_id = ctx.proto.session_id.clone();
+    // `instrument`, never `span.enter()` across an await: an entered guard stays on the worker
+    // thread while this task is parked, and other sessions' lines would carry this id.
     let span = tracing::info_span!("session", id = %session_id, %remote, %carrier);
-    let _enter = span.enter();
+    run_session(link, ctx).instrument(span).await
+}
+
+async fn run_session(link: Link, mut ctx: SessionContext) {
+    let carrier = link.carrier();
     ctx.stats.sessions_started.inc();
     ctx.stats.carrier_sessions(carrier).inc();
     let agent = match ctx.agent_factory.session() {
@@ -251,15 +257,12 @@ impl Shell {
     fn drain(&mut self, ctx: &SessionContext) {
         while let Some(out) = self.core.poll_output() {
             match out {
-                ServerOutput::Control(bytes) => self.streams.control(bytes),
-                ServerOutput::OpenStream { stream, bytes } => self.streams.open(stream, bytes),
-                ServerOutput::StreamData { stream, bytes } => {
-                    ctx.stats.agent_bytes_sent.add(bytes.len() as u64);
-                    self.streams.write(stream, bytes);
+                ServerOutput::Transmit(op) => {
+                    if let voq_proto::stream::Transmit::Write { bytes, .. } = &op {
+                        ctx.stats.agent_bytes_sent.add(bytes.len() as u64);
+                    }
+                    self.streams.apply(op);
                 }
-                ServerOutput::FinishStream { stream } => self.streams.finish(stream),
-                ServerOutput::ResetStream { stream, code } => self.streams.reset(stream, code),
-                ServerOutput::StopSending { stream, code } => self.streams.stop(stream, code),
                 ServerOutput::TurnAudio {
                     item_id,
                     codec,
@@ -329,12 +332,7 @@ impl Shell {
                     ctx.stats.responses_ended.inc();
                     ctx.observe(SessionEventKind::ResponseEnded {
                         response_id: response_id.clone(),
-                        status: match status {
-                            voq_proto::server::ResponseStatus::Completed => "completed",
-                            voq_proto::server::ResponseStatus::Cancelled => "cancelled",
-                            voq_proto::server::ResponseStatus::Failed => "failed",
-                        }
-                        .into(),
+                        status,
                     });
                     info!(%response_id, ?status, ms_sent = stats.audio_ms_sent, "response ended");
                     if let Some(r) = self.response.take_if(|r| r.id == response_id) {
@@ -350,16 +348,12 @@ impl Shell {
                         }
                     }
                 }
-                ServerOutput::Warning(w) => {
-                    ctx.stats.client_errors.inc();
-                    warn!("{w}");
-                }
+                ServerOutput::Problem(problem) => count_problem(&ctx.stats, &problem),
             }
         }
     }
 
     fn on_turn_audio(&mut self, item_id: String, codec: Codec, payload: &[u8]) {
-        let codec = audio_codec(codec);
         let turn = match self.turns.entry(item_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match voq_audio::Decoder::new(codec) {
@@ -431,7 +425,7 @@ impl Shell {
         input_item_id: Option<String>,
         codec: Codec,
     ) {
-        let encoder = match voq_audio::Encoder::new(audio_codec(codec)) {
+        let encoder = match voq_audio::Encoder::new(codec) {
             Ok(e) => e,
             Err(e) => {
                 self.core.handle_agent_failed(
@@ -489,6 +483,23 @@ impl Drop for Shell {
     }
 }
 
+/// Counts a problem the core handled where it belongs: the client's mistakes say nothing about
+/// our health, our own failures are what an operator alerts on.
+fn count_problem(stats: &Stats, problem: &Problem) {
+    match (problem.blame, problem.code) {
+        (Blame::Peer, _) => {
+            stats.client_errors.inc();
+            info!("client error {problem}");
+        }
+        // Counted as agent_failures where the agent's result arrives.
+        (Blame::Local, ErrorCode::AgentFailed) => {}
+        (Blame::Local, _) => {
+            stats.internal_errors.inc();
+            warn!("internal error {problem}");
+        }
+    }
+}
+
 fn encode_into_core(
     core: &mut ServerSession,
     r: &mut ActiveResponse,
@@ -499,14 +510,6 @@ fn encode_into_core(
     match r.encoder.encode(pcm, &mut payload) {
         Ok(_) => core.handle_agent_frame(now, &r.id, payload, pcm.len() as u32),
         Err(e) => core.handle_agent_failed(now, &r.id, &format!("cannot encode agent audio: {e}")),
-    }
-}
-
-/// Maps a wire codec to its implementation.
-pub(crate) fn audio_codec(codec: Codec) -> voq_audio::Codec {
-    match codec {
-        Codec::Pcm16 => voq_audio::Codec::Pcm16,
-        Codec::Opus => voq_audio::Codec::Opus,
     }
 }
 

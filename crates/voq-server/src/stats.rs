@@ -51,6 +51,7 @@ stats! {
     agent_failures: "agent responses that failed",
     agent_bytes_sent: "bytes of agent audio frames sent",
     client_errors: "error events sent for bad client input",
+    internal_errors: "failures of the server's own making (a bug or a resource failure)",
 }
 
 impl Stats {
@@ -93,7 +94,10 @@ pub enum SessionEventKind {
     ResponseStarted { response_id: String },
     /// An agent response ended: `completed`, `cancelled` (after a barge-in: the server has reset
     /// the stream and stopped the agent) or `failed`.
-    ResponseEnded { response_id: String, status: String },
+    ResponseEnded {
+        response_id: String,
+        status: voq_proto::event::ResponseStatus,
+    },
 }
 
 /// How many events a slow subscriber may fall behind before it misses some.

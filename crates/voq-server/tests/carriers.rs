@@ -84,7 +84,11 @@ async fn every_carrier_echoes_bit_exact_on_one_port() {
             r.prompt.frames_confirmed, r.prompt.frames_sent,
             "{carrier}: nothing lost"
         );
-        assert_eq!(r.reply.status.as_deref(), Some("completed"), "{carrier}");
+        assert_eq!(
+            r.reply.status,
+            Some(voq_proto::event::ResponseStatus::Completed),
+            "{carrier}"
+        );
         assert!(
             r.rtt_ms > 0.0,
             "{carrier}: an RTT was measured ({} ms)",
@@ -201,7 +205,10 @@ async fn tcp_port_serves_page_config_and_refuses_nonsense() {
     assert_eq!(u16::from(close.unwrap().code), 4002);
     // ... and the server still serves calls.
     let out = echo_call(&server, Carrier::WebSocket, false).await;
-    assert_eq!(out.report.reply.status.as_deref(), Some("completed"));
+    assert_eq!(
+        out.report.reply.status,
+        Some(voq_proto::event::ResponseStatus::Completed)
+    );
     server.shutdown().await;
 }
 

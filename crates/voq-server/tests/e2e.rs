@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use voq_proto::event::ResponseStatus;
 
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_proto::Codec;
@@ -71,7 +72,10 @@ async fn echo_in_pcm16_returns_the_prompt_bit_exact() {
     assert_eq!(r.prompt.frames_confirmed, r.prompt.frames_sent);
     assert_eq!(r.prompt.bytes_confirmed, prompt.len() as u64 * 2);
     assert_eq!(r.reply.underruns, 0);
-    assert_eq!(r.reply.status.as_deref(), Some("completed"));
+    assert_eq!(
+        r.reply.status,
+        Some(voq_proto::event::ResponseStatus::Completed)
+    );
     server.shutdown().await;
     // --record wrote the turn and the response, each a WAV and a JSON sidecar.
     let session_dir = std::fs::read_dir(dir.path())
@@ -153,7 +157,10 @@ async fn barge_in_truncates_at_the_played_position() {
         "{} bytes unplayed",
         i.unplayed_bytes
     );
-    assert_eq!(out.report.reply.status.as_deref(), Some("cancelled"));
+    assert_eq!(
+        out.report.reply.status,
+        Some(voq_proto::event::ResponseStatus::Cancelled)
+    );
     // The played timeline is exactly the reply's beginning.
     let file = voq_audio::read_wav_file(&reply)
         .unwrap()
@@ -194,7 +201,7 @@ async fn exec_agent_in_python_round_trips() {
         out.report
             .turns
             .iter()
-            .all(|t| t.reply_status.as_deref() == Some("completed"))
+            .all(|t| t.reply_status == Some(voq_proto::event::ResponseStatus::Completed))
     );
     server.shutdown().await;
 }
@@ -219,15 +226,13 @@ async fn a_crashing_exec_agent_fails_the_response_and_the_session_goes_on() {
         ..Default::default()
     };
     let out = client.call(&target, opts).await.unwrap();
-    let statuses: Vec<_> = out
-        .report
-        .turns
-        .iter()
-        .map(|t| t.reply_status.clone())
-        .collect();
+    let statuses: Vec<_> = out.report.turns.iter().map(|t| t.reply_status).collect();
     assert_eq!(
         statuses,
-        [Some("failed".to_string()), Some("completed".to_string())]
+        [
+            Some(ResponseStatus::Failed),
+            Some(ResponseStatus::Completed)
+        ]
     );
     assert_eq!(
         out.report.prompt.frames_confirmed, out.report.prompt.frames_sent,
@@ -290,7 +295,7 @@ async fn speak_agent_answers_with_synthesized_speech() {
     };
     let out = client.call(&target, opts).await.unwrap();
     let r = &out.report.reply;
-    assert_eq!(r.status.as_deref(), Some("completed"));
+    assert_eq!(r.status, Some(voq_proto::event::ResponseStatus::Completed));
     assert!(
         r.duration_ms > 2_000,
         "a sentence of speech: {} ms",
@@ -373,7 +378,10 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
         "the server waits for the call in progress"
     );
     let out = call.await.unwrap().unwrap();
-    assert_eq!(out.report.reply.status.as_deref(), Some("completed"));
+    assert_eq!(
+        out.report.reply.status,
+        Some(voq_proto::event::ResponseStatus::Completed)
+    );
     assert!(
         out.report.reply.duration_ms > 16_000,
         "the whole reply played: {} ms",

@@ -86,7 +86,7 @@ async fn a_call_is_observed_in_order_on_the_callers_clock() {
     let SessionEventKind::ResponseEnded { status, .. } = &events[3].kind else {
         unreachable!()
     };
-    assert_eq!(status, "completed");
+    assert_eq!(*status, voq_proto::event::ResponseStatus::Completed);
     // One clock: connect start < first frame held < … < the call returned.
     let started = out.started.unwrap();
     assert!(started < events[0].at);
@@ -126,11 +126,11 @@ async fn a_barge_in_ends_the_response_cancelled() {
     let ended = events
         .iter()
         .find_map(|e| match &e.kind {
-            SessionEventKind::ResponseEnded { status, .. } => Some((status.clone(), e.at)),
+            SessionEventKind::ResponseEnded { status, .. } => Some((*status, e.at)),
             _ => None,
         })
         .unwrap();
-    assert_eq!(ended.0, "cancelled");
+    assert_eq!(ended.0, voq_proto::event::ResponseStatus::Cancelled);
     let interrupted = out.responses[0].interrupt.as_ref().unwrap().at.unwrap();
     // The server stopped after the user interrupted, and before the client heard it confirmed.
     assert!(interrupted < ended.1);

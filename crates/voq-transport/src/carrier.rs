@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use voq_proto::Code;
-use voq_proto::server::StreamId;
+use voq_proto::stream::StreamId;
 use web_transport_quinn as wtq;
 
 use crate::ws;

@@ -10,7 +10,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 use voq_proto::Code;
-use voq_proto::server::{OutStream, StreamId};
+use voq_proto::stream::{OutStream, StreamId};
 
 pub mod carrier;
 pub mod metrics;

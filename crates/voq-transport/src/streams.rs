@@ -2,7 +2,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 use voq_proto::Code;
-use voq_proto::server::{OutStream, StreamId};
+use voq_proto::stream::{OutStream, StreamId, Transmit};
 
 use crate::carrier::{Link, Read, RecvHalf, SendHalf, WriteEnd};
 use crate::{Inbound, WriteCmd, Writer};
@@ -201,44 +201,46 @@ impl Streams {
                 self.readers.remove(&id);
                 Some(msg)
             }
+            Inbound::Stopped(stream, _) => {
+                // The writer task has ended; its handle is of no more use.
+                self.writers.remove(&stream);
+                Some(msg)
+            }
             other => Some(other),
         }
     }
 
-    /// Bytes for the control stream.
-    pub fn control(&self, bytes: Vec<u8>) {
-        self.control.write(bytes);
-    }
-
-    /// Opens a unidirectional stream named `stream` and writes `bytes` on it.
-    pub fn open(&mut self, stream: OutStream, bytes: Vec<u8>) {
-        let writer = spawn_uni_writer(self.link.clone(), stream, self.inbound.clone());
-        writer.write(bytes);
-        self.writers.insert(stream, writer);
-    }
-
-    pub fn write(&self, stream: OutStream, bytes: Vec<u8>) {
-        if let Some(w) = self.writers.get(&stream) {
-            w.write(bytes);
-        }
-    }
-
-    pub fn finish(&mut self, stream: OutStream) {
-        if let Some(w) = self.writers.remove(&stream) {
-            w.finish();
-        }
-    }
-
-    pub fn reset(&mut self, stream: OutStream, code: Code) {
-        if let Some(w) = self.writers.remove(&stream) {
-            w.reset(code);
-        }
-    }
-
-    /// Asks the peer to stop sending on one of its streams.
-    pub fn stop(&mut self, stream: StreamId, code: Code) {
-        if let Some(stop) = self.readers.remove(&stream) {
-            let _ = stop.send(code);
+    /// Carries out one stream operation of a session (either side's): never awaits, since
+    /// writes go to the stream's writer task. Operations on streams already finished, reset or
+    /// gone are dropped (the session's bookkeeping is ahead of the carrier's, never behind).
+    pub fn apply(&mut self, op: Transmit) {
+        match op {
+            Transmit::Control(bytes) => self.control.write(bytes),
+            Transmit::Open { stream, bytes } => {
+                let writer = spawn_uni_writer(self.link.clone(), stream, self.inbound.clone());
+                writer.write(bytes);
+                self.writers.insert(stream, writer);
+            }
+            Transmit::Write { stream, bytes } => {
+                if let Some(w) = self.writers.get(&stream) {
+                    w.write(bytes);
+                }
+            }
+            Transmit::Finish { stream } => {
+                if let Some(w) = self.writers.remove(&stream) {
+                    w.finish();
+                }
+            }
+            Transmit::Reset { stream, code } => {
+                if let Some(w) = self.writers.remove(&stream) {
+                    w.reset(code);
+                }
+            }
+            Transmit::StopSending { stream, code } => {
+                if let Some(stop) = self.readers.remove(&stream) {
+                    let _ = stop.send(code);
+                }
+            }
         }
     }
 }

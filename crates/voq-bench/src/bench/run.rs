@@ -572,7 +572,11 @@ fn call_metrics(
             .iter()
             .find_map(|resp| resp.interrupt.as_ref().and_then(|i| i.at));
         let stopped = evs.iter().find_map(|e| match &e.kind {
-            SessionEventKind::ResponseEnded { status, .. } if status == "cancelled" => Some(e.at),
+            SessionEventKind::ResponseEnded { status, .. }
+                if *status == voq_proto::event::ResponseStatus::Cancelled =>
+            {
+                Some(e.at)
+            }
             _ => None,
         });
         if let (Some(a), Some(b)) = (interrupted, stopped) {
