@@ -7,7 +7,10 @@
 //   aec=0                   no echo-cancellation loopback
 //   capture=worklet|track-processor   how the microphone is read (default: the best available)
 //   interrupt_after_ms=N    autostart: barge in N ms after the reply starts playing
-// window.voq = { client, stats(), events, done } lets a test read what happened.
+//   keep_capture=1          keep each turn's captured audio for window.voq.captured()
+// window.voq = { client, stats(), events, done, captured(itemId) } lets a test read what
+// happened; captured(itemId) is the turn's audio as the page captured and encoded it (pcm16
+// samples, with keep_capture=1), which the test compares with the server's recording.
 
 import { VoqClient, VoqError } from '@voq/client';
 import type { Codec, Mode, TransportChoice, VoqEvent, VoqStats } from '@voq/client';
@@ -35,6 +38,7 @@ declare global {
       stats(): VoqStats | null;
       events: LogEntry[];
       done: Promise<Outcome>;
+      captured(itemId: string): number[] | null;
     };
   }
 }
@@ -165,6 +169,7 @@ function makeClient(): VoqClient {
     codec,
     transport,
     echoCancellationLoopback: params.get('aec') !== '0',
+    keepCapturedAudio: params.get('keep_capture') === '1',
     ...(capture === 'worklet' || capture === 'track-processor' ? { capture } : {}),
   });
   c.on('*', (e) => {
@@ -389,6 +394,11 @@ window.voq = {
   stats: () => client?.stats() ?? null,
   events,
   done: new Promise<Outcome>(() => {}),
+  // A plain array: it crosses into the test (playwright's evaluate) as JSON.
+  captured: (itemId) => {
+    const pcm = window.voq.client?.capturedAudio(itemId);
+    return pcm ? Array.from(pcm) : null;
+  },
 };
 if (params.get('autostart') === '1') {
   $('connect').textContent = 'Hang up';

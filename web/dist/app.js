@@ -1,30 +1,31 @@
 // packages/client/src/errors.ts
-var Code = {
-  NoError: 0,
-  InternalError: 1,
-  ProtocolViolation: 2,
-  FrameTooLarge: 3,
-  BadStreamHeader: 4,
-  Cancelled: 5,
-  StreamRefused: 6,
-  GoingAway: 7,
-  AgentFailed: 8,
-  VersionMismatch: 9
+var STREAM_CODES = {
+  no_error: 0,
+  internal_error: 1,
+  protocol_violation: 2,
+  frame_too_large: 3,
+  bad_stream_header: 4,
+  cancelled: 5,
+  stream_refused: 6,
+  going_away: 7,
+  agent_failed: 8,
+  version_mismatch: 9
 };
-var CODE_NAMES = [
-  "no_error",
-  "internal_error",
-  "protocol_violation",
-  "frame_too_large",
-  "bad_stream_header",
-  "cancelled",
-  "stream_refused",
-  "going_away",
-  "agent_failed",
-  "version_mismatch"
-];
+var Code = {
+  NoError: STREAM_CODES.no_error,
+  InternalError: STREAM_CODES.internal_error,
+  ProtocolViolation: STREAM_CODES.protocol_violation,
+  FrameTooLarge: STREAM_CODES.frame_too_large,
+  BadStreamHeader: STREAM_CODES.bad_stream_header,
+  Cancelled: STREAM_CODES.cancelled,
+  StreamRefused: STREAM_CODES.stream_refused,
+  GoingAway: STREAM_CODES.going_away,
+  AgentFailed: STREAM_CODES.agent_failed,
+  VersionMismatch: STREAM_CODES.version_mismatch
+};
+var CODE_NAMES = new Map(Object.entries(STREAM_CODES).map(([name, code]) => [code, name]));
 function codeName(code) {
-  return CODE_NAMES[code] ?? `code_${code}`;
+  return CODE_NAMES.get(code) ?? `code_${code}`;
 }
 var VoqError = class extends Error {
   code;
@@ -1826,6 +1827,12 @@ var ClientSession = class {
   _rttMs = null;
   _turns = [];
   sending = null;
+  /**
+   * Finished turns' streams the server may still stop (→ index in `_turns`), until it confirms
+   * the turn; bounded, since a server that never answers must not grow a long call's
+   * bookkeeping (as in the Rust session).
+   */
+  finished = /* @__PURE__ */ new Map();
   replies = [];
   nextTurn = 1;
   out = [];
@@ -1859,8 +1866,8 @@ var ClientSession = class {
       frame_ms: FRAME_MS
     });
     this.push({ type: "open_stream", stream, bytes });
-    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0 });
-    this.sending = { stream, nextPts: 0, index };
+    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0, framesDropped: 0 });
+    this.sending = { stream, nextPts: 0, index, stopped: false };
     return itemId;
   }
   /** Whether a user turn is open. */
@@ -1869,12 +1876,18 @@ var ClientSession = class {
   }
   /**
    * One encoded frame of user audio, `samples` long, on the open turn (one is started if none
-   * is open). Throws a `WireEncodeError` for payloads over the frame limit.
+   * is open). Throws a `WireEncodeError` for payloads over the frame limit. If the server has
+   * stopped the turn's stream, the frame is dropped (counted in `framesDropped`).
    */
   sendAudio(now, payload, samples) {
     if (!this.sending) this.startTurn(now);
     const s = this.sending;
     if (!s) return;
+    if (s.stopped) {
+      const turn2 = this._turns[s.index];
+      if (turn2) turn2.framesDropped += 1;
+      return;
+    }
     const bytes = encodeFrame(s.nextPts, payload);
     s.nextPts += samples;
     const turn = this._turns[s.index];
@@ -1885,25 +1898,60 @@ var ClientSession = class {
     }
     this.push({ type: "stream_data", stream: s.stream, bytes });
   }
-  /** Ends the open turn (stream FIN): in push-to-talk mode the server commits it. */
+  /**
+   * Ends the open turn (stream FIN): in push-to-talk mode the server commits it. A turn whose
+   * stream the server stopped is closed without a FIN (the stream is gone); the next
+   * `startTurn`/`sendAudio` opens a new stream either way.
+   */
   endTurn(now) {
     const s = this.sending;
     if (!s) return;
     this.sending = null;
     const turn = this._turns[s.index];
     if (turn) turn.endedAt = now;
-    this.push({ type: "finish_stream", stream: s.stream });
+    if (!s.stopped) {
+      this.push({ type: "finish_stream", stream: s.stream });
+      this.rememberFinished(s.stream, s.index);
+    }
   }
   /** Server-VAD mode: ask the server to commit what it has now. */
   commit() {
     this.send({ type: "input_audio_buffer.commit" });
   }
-  /** Discards the open turn: resets its stream (`cancelled`) and tells the server. */
+  /**
+   * Discards the open turn: resets its stream (`cancelled`; not one the server stopped, which
+   * is gone already) and tells the server.
+   */
   clear() {
     const s = this.sending;
     this.sending = null;
-    if (s) this.push({ type: "reset_stream", stream: s.stream, code: Code.Cancelled });
+    if (s && !s.stopped) this.push({ type: "reset_stream", stream: s.stream, code: Code.Cancelled });
     this.send({ type: "input_audio_buffer.clear" });
+  }
+  /**
+   * The server sent STOP_SENDING on one of our user-turn streams: it refused the turn
+   * (`going_away`, too many turns, a bad header…). The turn records `stoppedCode` and a
+   * `turn_stopped` output says so. If it is the open turn, nothing more is written for it:
+   * `sendAudio` drops its frames (`framesDropped`), `endTurn` closes it without a FIN. A turn
+   * already finished (stopped after its FIN, before the server confirmed it) only records the
+   * code. Unknown streams, confirmed turns and a second stop of the same stream are ignored.
+   */
+  handleStreamStopped(_now, stream, code) {
+    let index;
+    const open = this.sending;
+    if (open && open.stream === stream) {
+      if (open.stopped) return;
+      open.stopped = true;
+      index = open.index;
+    } else {
+      index = this.finished.get(stream);
+      if (index === void 0) return;
+      this.finished.delete(stream);
+    }
+    const turn = this._turns[index];
+    if (!turn) return;
+    turn.stoppedCode = code;
+    this.push({ type: "turn_stopped", itemId: turn.itemId, code });
   }
   /** Asks the server to stop the current response (it resets the stream: `cancelled`). */
   cancelResponse() {
@@ -2119,6 +2167,14 @@ var ClientSession = class {
   send(event) {
     this.push({ type: "control", bytes: encodeEvent(JSON.stringify(event)) });
   }
+  rememberFinished(stream, index) {
+    const MAX_UNCONFIRMED = 64;
+    if (this.finished.size >= MAX_UNCONFIRMED) {
+      const oldest = Math.min(...this.finished.keys());
+      this.finished.delete(oldest);
+    }
+    this.finished.set(stream, index);
+  }
   replyByStream(stream) {
     return this.replies.find((r) => r.stream === stream);
   }
@@ -2213,8 +2269,10 @@ var ClientSession = class {
         break;
       }
       case "input_audio_buffer.committed": {
-        const t = this._turns.find((x) => x.itemId === event.item_id);
+        const index = this._turns.findIndex((x) => x.itemId === event.item_id);
+        const t = this._turns[index];
         if (t) {
+          for (const [stream, i] of this.finished) if (i === index) this.finished.delete(stream);
           t.framesConfirmed = event.frames;
           t.audioMsConfirmed = event.audio_ms;
           t.bytesConfirmed = event.bytes;
@@ -2225,6 +2283,7 @@ var ClientSession = class {
             framesSent: 0,
             bytesSent: 0,
             audioMsSent: 0,
+            framesDropped: 0,
             framesConfirmed: event.frames,
             audioMsConfirmed: event.audio_ms,
             bytesConfirmed: event.bytes,
@@ -2306,6 +2365,8 @@ var VoqClient = class extends Emitter {
   connectMs = null;
   attempts = [];
   codecWarnings = [];
+  /** With `keepCapturedAudio`: every turn begun, for {@link capturedAudio}. */
+  kept = [];
   constructor(opts = {}) {
     super();
     this.opts = opts;
@@ -2463,6 +2524,27 @@ var VoqClient = class extends Emitter {
     this.pump();
     return ms2;
   }
+  /**
+   * With the option `keepCapturedAudio`: the audio captured into the turn `itemId` (its current
+   * id: a turn sent again after a reconnect has a new one) — the 24 kHz samples exactly as they
+   * went into the encoder, as pcm16. With codec `pcm16` these are the payloads sent, so the
+   * server's recording of the turn must equal them sample for sample; with Opus, the server
+   * decodes something close. `null` without the option or for an unknown item. In server-VAD
+   * mode the one continuous stream is one "turn" (the server's items are cut from it).
+   */
+  capturedAudio(itemId) {
+    const t = this.kept.find((x) => x.itemId === itemId);
+    if (!t?.copy) return null;
+    let n = 0;
+    for (const c of t.copy) n += c.length;
+    const out = new Int16Array(n >> 1);
+    let i = 0;
+    for (const c of t.copy) {
+      const v = new DataView(c.buffer, c.byteOffset, c.length);
+      for (let j = 0; j + 1 < c.length; j += 2) out[i++] = v.getInt16(j, true);
+    }
+    return out;
+  }
   /** Numbers for a dashboard or a test. */
   stats() {
     const r = this._session.currentResponse ?? this.lastResponse;
@@ -2539,8 +2621,10 @@ var VoqClient = class extends Emitter {
       packets: keep ? [] : null,
       captured: 0,
       limit,
-      state: "capturing"
+      state: "capturing",
+      copy: this.opts.keepCapturedAudio ? [] : null
     };
+    if (t.copy) this.kept.push(t);
     t.encoder = this.codecs.encoder(
       this.inputCodec,
       (payload, samples) => this.onPacket(t, payload, samples),
@@ -2587,6 +2671,7 @@ var VoqClient = class extends Emitter {
     if (frame.length > 0) {
       t.captured += frame.length;
       this.totals.captured += frame.length;
+      t.copy?.push(floatToPcm16(frame));
       t.encoder.encode(frame);
     }
     if (t.limit !== null && t.captured >= t.limit) void this.endTurn();
@@ -2770,10 +2855,11 @@ var VoqClient = class extends Emitter {
       case "open_stream": {
         if (!c) break;
         const s = c.transport.openUni();
-        const item = this.active?.itemId ?? null;
         s.onStop = (code) => {
           c.out.delete(o.stream);
-          this.emit("input.stream_stopped", { type: "input.stream_stopped", item_id: item, code, code_name: codeName(code) });
+          if (this.conn !== c) return;
+          this._session.handleStreamStopped(this.now(), o.stream, code);
+          this.pump();
         };
         c.out.set(o.stream, s);
         s.write(o.bytes);
@@ -2830,6 +2916,9 @@ var VoqClient = class extends Emitter {
         break;
       case "playback":
         this.onPlayback(o.change, o.responseId, o.playedMs, o.reason);
+        break;
+      case "turn_stopped":
+        this.emit("input.stream_stopped", { type: "input.stream_stopped", item_id: o.itemId, code: o.code, code_name: codeName(o.code) });
         break;
       case "event":
         this.onServerEvent(o.event);
@@ -3000,6 +3089,7 @@ function makeClient() {
     codec,
     transport,
     echoCancellationLoopback: params.get("aec") !== "0",
+    keepCapturedAudio: params.get("keep_capture") === "1",
     ...capture === "worklet" || capture === "track-processor" ? { capture } : {}
   });
   c.on("*", (e) => {
@@ -3206,7 +3296,12 @@ window.voq = {
   stats: () => client?.stats() ?? null,
   events,
   done: new Promise(() => {
-  })
+  }),
+  // A plain array: it crosses into the test (playwright's evaluate) as JSON.
+  captured: (itemId) => {
+    const pcm = window.voq.client?.capturedAudio(itemId);
+    return pcm ? Array.from(pcm) : null;
+  }
 };
 if (params.get("autostart") === "1") {
   $("connect").textContent = "Hang up";

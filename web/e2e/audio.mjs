@@ -2,7 +2,10 @@
 // normalized cross-correlation.
 import { readFileSync, writeFileSync } from 'node:fs';
 
-/** Reads a PCM16 WAV: { rate, channels, samples: Float32Array (first channel, −1…1) }. */
+/**
+ * Reads a PCM16 WAV: { rate, channels, samples: Float32Array (first channel, −1…1), pcm:
+ * Int16Array (the same samples as stored, for bit-exact comparisons) }.
+ */
 export function readWav(path) {
   const b = readFileSync(path);
   if (b.toString('ascii', 0, 4) !== 'RIFF' || b.toString('ascii', 8, 12) !== 'WAVE') throw new Error(`${path}: not a WAV file`);
@@ -20,12 +23,34 @@ export function readWav(path) {
       const end = Math.min(b.length, body + size);
       const frames = Math.floor((end - body) / (2 * fmt.channels));
       const samples = new Float32Array(frames);
-      for (let i = 0; i < frames; i++) samples[i] = b.readInt16LE(body + i * 2 * fmt.channels) / 32768;
-      return { rate: fmt.rate, channels: fmt.channels, samples };
+      const pcm = new Int16Array(frames);
+      for (let i = 0; i < frames; i++) {
+        pcm[i] = b.readInt16LE(body + i * 2 * fmt.channels);
+        samples[i] = pcm[i] / 32768;
+      }
+      return { rate: fmt.rate, channels: fmt.channels, samples, pcm };
     }
     pos = body + size + (size & 1);
   }
   throw new Error(`${path}: no data chunk`);
+}
+
+/**
+ * Sample-by-sample comparison of two pcm16 signals: { equal, differing (samples that differ over
+ * the common length), firstDiff (index, or -1) }. Lengths must match too for `equal`.
+ */
+export function compareExact(a, b) {
+  let differing = 0;
+  let firstDiff = -1;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    if (a[i] !== b[i]) {
+      differing += 1;
+      if (firstDiff < 0) firstDiff = i;
+    }
+  }
+  if (firstDiff < 0 && a.length !== b.length) firstDiff = n;
+  return { equal: a.length === b.length && differing === 0, differing, firstDiff };
 }
 
 /** Writes mono PCM16. */

@@ -3,12 +3,15 @@
 // microphone, makes a push-to-talk call to the echo agent, and plays the reply.
 //
 // For each call it checks
-//   (a) the user turn the server recorded (--record) is the prompt: the speech in it lasts as
-//       long as the prompt's own (±60 ms — audio captured at the start was not lost), and it
-//       correlates with the prompt (normalized peak ≥ 0.8, through the browser's audio
-//       processing and Opus);
+//   (a) the user turn the server recorded (--record) is what the page captured (the page keeps
+//       a copy, keep_capture=1): sample for sample with pcm16; with Opus one look-ahead frame
+//       longer, 156 samples behind, normalized correlation ≥ 0.9. And, more loosely (the fake
+//       microphone's way into the page varies with load: a start missing, 10 ms glitches),
+//       that it is the prompt: windowed correlation ≥ 0.7, the speech ending where the
+//       prompt's does (±60 ms);
 //   (b) the page played the reply: response.done completed, played_ms about the turn's length,
 //       no errors.
+// Timing bounds are only where the machine's load cannot reach them; each says why.
 // Calls: WebTransport (Opus); WebSocket (pcm16, Web Audio capture); auto with WebTransport
 // hidden from the page (the fallback); a barge-in against the file agent. Errors: a stale
 // certificate hash, the microphone denied, the server stopped, the server not answering — each
@@ -26,13 +29,14 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { bestAlignment, readWav, speechBounds, windowedCorrelation, writeWav } from './audio.mjs';
+import { bestAlignment, compareExact, readWav, speechBounds, windowedCorrelation, writeWav } from './audio.mjs';
 
 const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const repo = path.dirname(web);
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
 const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
+const REPLY = path.join(repo, 'testdata/audio/reply-carwash-24k.wav');
 const RESULTS = path.join(web, 'test-results');
 const TURN_MS = 3200;
 
@@ -89,7 +93,7 @@ describe('browser call', { skip: missing ?? false }, () => {
     micFile = path.join(tmp, 'mic.wav');
     writeWav(micFile, reference, 24000);
     server = startServer(path.join(tmp, 'record'));
-    fileServer = startServer(path.join(tmp, 'record-file'), `file:${path.join(repo, 'testdata/audio/reply-carwash-24k.wav')}`);
+    fileServer = startServer(path.join(tmp, 'record-file'), `file:${REPLY}`);
     [base, fileBase] = await Promise.all([server.url, fileServer.url]);
   });
 
@@ -129,31 +133,57 @@ describe('browser call', { skip: missing ?? false }, () => {
           });
         });
       }
-      await page.goto(`${at}?${query}&autostart=1&turn_ms=${TURN_MS}`);
+      await page.goto(`${at}?${query}&autostart=1&turn_ms=${TURN_MS}&keep_capture=1`);
       await page.waitForFunction(() => window.voq?.done, null, { timeout: 10000 }).catch(() => {
         throw new Error(`the page did not start (no window.voq): is the page compiled into ${VOQ_BIN} current? (VOQ_E2E_FRESH_DIST=1 serves web/dist)\n${console.join('\n')}`);
       });
       const outcome = await page.evaluate(() => window.voq.done);
       const events = await page.evaluate(() => window.voq.events.map((e) => ({ t: e.t, type: e.type, event: e.event })));
+      // The page's own copy of what it captured (keep_capture=1): the push-to-talk turn, which
+      // the server must hold exactly, or server VAD's one continuous stream.
+      const itemId = outcome.turn?.item_id ?? events.find((e) => e.type === 'input.turn_started')?.event.item_id;
+      const captured = itemId ? await page.evaluate((id) => window.voq.captured?.(id) ?? null, itemId) : null;
       await page.waitForTimeout(200); // let the meters settle for the picture
       await page.screenshot({ path: path.join(RESULTS, `${name}.png`), fullPage: true });
-      return { outcome, events, console };
+      return { outcome, events, console, captured: captured && Int16Array.from(captured) };
     } finally {
       await browser.close();
     }
   }
 
-  /** (a): the recorded user turn against the prompt. */
-  async function checkRecording(sessionId, itemId) {
+  /**
+   * (a): the recorded user turn against what the page captured (exact for pcm16, Opus-close for
+   * opus), and against the prompt (looser: the fake microphone's path into the page glitches
+   * under load, which is Chromium's, not voq's).
+   */
+  async function checkRecording(sessionId, itemId, captured, codec) {
     const wav = path.join(tmp, 'record', sessionId, `${itemId}.wav`);
-    for (let i = 0; i < 50 && !existsSync(wav); i++) await new Promise((r) => setTimeout(r, 100));
+    // The server writes the recording on a blocking thread after it commits the turn (long
+    // before the page has played the echo), the WAV first, then the JSON sidecar: once the
+    // sidecar parses, the WAV is complete.
+    const sidecar = wav.replace(/\.wav$/, '.json');
+    let meta = null;
+    for (const deadline = Date.now() + 10000; !meta; ) {
+      try {
+        meta = JSON.parse(readFileSync(sidecar, 'utf8'));
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`no recording of ${itemId} within 10 s (${sidecar}): ${e.message}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     const rec = readWav(wav);
-    const meta = JSON.parse(readFileSync(wav.replace(/\.wav$/, '.json'), 'utf8'));
     assert.equal(meta.kind, 'user_turn');
+    assert.equal(meta.samples, rec.pcm.length);
     assert.equal(rec.rate, 24000);
     const recMs = (rec.samples.length * 1000) / 24000;
-    // Opus may add one frame at the end: the encoder's look-ahead, flushed rather than dropped.
-    assert.ok(recMs >= TURN_MS && recMs <= TURN_MS + 20, `recorded turn is ${recMs} ms, the page captured ${TURN_MS} ms`);
+    const vsCapture = { capturedSamples: captured.length, recordedSamples: rec.pcm.length };
+    if (codec === 'pcm16') {
+      Object.assign(vsCapture, compareExact(rec.pcm, captured));
+    } else {
+      const cap = Float32Array.from(captured, (x) => x / 32768);
+      const { lag, corr } = bestAlignment(cap, rec.samples, 960);
+      Object.assign(vsCapture, { lag, corr: Number(corr.toFixed(4)) });
+    }
     const p = speechBounds(reference, 24000);
     const r = speechBounds(rec.samples, 24000);
     const promptSpeechMs = ((p.end - p.start) * 1000) / 24000;
@@ -162,10 +192,17 @@ describe('browser call', { skip: missing ?? false }, () => {
     const w = windowedCorrelation(reference, rec.samples, lag, 24000);
     return {
       recMs,
+      vsCapture,
       promptSpeechMs,
       recSpeechMs,
       // recorded[i] ≈ prompt[i + lag]: a positive lag is prompt audio missing at the start.
       lagMs: Number(((lag * 1000) / 24000).toFixed(1)),
+      firstWindowLagMs: Number((((w.lags[0] ?? lag) * 1000) / 24000).toFixed(1)),
+      // Where the speech ends against the prompt, at the alignment of the last window that
+      // agrees with the one before it (a weak stretch can lock a window onto a wrong lag).
+      speechEndErrMs: Number((((r.end + (w.lags.findLast((l, k) => k > 0 && Math.abs(l - w.lags[k - 1]) <= 24) ?? lag) - p.end) * 1000) / 24000).toFixed(1)),
+      recSpeechStartMs: (r.start * 1000) / 24000,
+      lags: w.lags,
       globalCorr: Number(corr.toFixed(3)),
       corr: Number(w.corr.toFixed(3)),
       captureGlitches: w.glitches,
@@ -210,7 +247,10 @@ describe('browser call', { skip: missing ?? false }, () => {
       // canceller then removes the echo needs a real speaker and microphone (web/README.md).
       assert.equal(r.outcome.stats.echoLoopback, 'active', `echo loopback: ${r.outcome.stats.echoLoopback}`);
       assert.ok(typeof r.outcome.stats.loopbackLatencyMs === 'number', 'the loopback delay was measured');
-      // An RTT on every carrier: WebSocket from the mux PINGs, WebTransport from voq.ping.
+      // An RTT on every carrier: WebSocket from the mux PINGs, WebTransport from voq.ping. The
+      // bound only says it is a loopback figure, not a timeout or garbage: 4–65 ms measured,
+      // up to 93 ms under load (a ping queues behind the page's and the server's work); 1 s is
+      // far beyond either.
       const rtt = r.outcome.stats.rttMs;
       assert.ok(typeof rtt === 'number' && rtt >= 0 && rtt < 1000, `rttMs ${rtt} over ${c.transport}`);
       if (c.name.startsWith('auto')) {
@@ -223,15 +263,40 @@ describe('browser call', { skip: missing ?? false }, () => {
           ],
         );
       }
-      const rec = await checkRecording(r.outcome.stats.sessionId, committed.item_id);
-      process.stdout.write(`# ${c.name}: ${JSON.stringify({ ...rec, playedMs: r.outcome.playback.played_ms, connectMs: r.outcome.stats.connectMs, echoLoopback: r.outcome.stats.echoLoopback })}\n`);
-      assert.ok(rec.corr >= 0.8, `recorded turn vs prompt: normalized correlation ${rec.corr} < 0.8 (${JSON.stringify(rec)})`);
-      assert.ok(rec.captureGlitches <= 5, `Chromium's capture glitched ${rec.captureGlitches} times in one turn (${JSON.stringify(rec)})`);
-      assert.ok(rec.lagMs <= 60, `the first ${rec.lagMs} ms of the prompt are missing from the recorded turn (${JSON.stringify(rec)})`);
-      assert.ok(
-        Math.abs(rec.recSpeechMs - rec.promptSpeechMs) <= 60,
-        `speech in the recorded turn lasts ${rec.recSpeechMs} ms, in the prompt ${rec.promptSpeechMs} ms (${JSON.stringify(rec)})`,
-      );
+      assert.ok(r.captured, `the page kept no copy of ${committed.item_id} (keep_capture=1): is the page compiled into ${VOQ_BIN} current? (VOQ_E2E_FRESH_DIST=1 serves web/dist)`);
+      const rec = await checkRecording(r.outcome.stats.sessionId, committed.item_id, r.captured, c.codec);
+      process.stdout.write(`# ${c.name}: ${JSON.stringify({ ...rec, playedMs: r.outcome.playback.played_ms, connectMs: r.outcome.stats.connectMs, rttMs: rtt, echoLoopback: r.outcome.stats.echoLoopback })}\n`);
+      // What voq guarantees: the server holds exactly what the page captured and sent. This is
+      // exact whatever the machine's load, so it is checked exactly.
+      const vs = rec.vsCapture;
+      if (c.codec === 'pcm16') {
+        assert.ok(vs.equal, `the server's recording differs from what the page captured: ${JSON.stringify(vs)}`);
+      } else {
+        // Opus: the server decodes what the page encoded. The encoder's flush turns its 6.5 ms
+        // look-ahead into one more 20 ms packet (160 captured frames → 161 sent), and the
+        // decoded audio runs 156 samples (6.5 ms) behind the captured audio. Correlation at
+        // that alignment, measured on this 2-core machine: 0.949–0.974 over 18 calls in 9 suite
+        // runs, 3 of them loaded (two `yes` loops and/or a cargo build competing); lag −155
+        // every time. A lost, repeated or misplaced frame drops it far lower (and changes the
+        // length or the lag).
+        assert.equal(vs.recordedSamples, vs.capturedSamples + 480, `recorded ${vs.recordedSamples} samples, captured ${vs.capturedSamples} (+ one look-ahead frame): ${JSON.stringify(vs)}`);
+        assert.ok(Math.abs(vs.lag + 156) <= 4, `the recording is ${-vs.lag} samples behind the capture, not the encoder's 156: ${JSON.stringify(vs)}`);
+        assert.ok(vs.corr >= 0.9, `recorded turn vs the page's capture: normalized correlation ${vs.corr} < 0.9 (${JSON.stringify(vs)})`);
+      }
+      // Looser: the capture is the prompt. Chromium's path from the fake microphone into the
+      // page is outside voq and varies with load: its file starts playing before the page reads
+      // the track (−37…+168 ms of the prompt missing at the start over 27 calls; a 60 ms bound
+      // would have failed 9 of them), it drops or inserts 10 ms buffers (captureGlitches, which
+      // also counts a window that locked onto a wrong lag: 0–5 per turn), and its noise
+      // suppression and AGC shape the audio. So neither the missing start nor the glitches are
+      // asserted (both are printed above). Windowed correlation (each 200 ms window aligned on
+      // its own, glitches left out): 0.795–0.881 over 27 calls, loaded or not.
+      assert.ok(rec.corr >= 0.7, `recorded turn vs prompt: normalized correlation ${rec.corr} < 0.7 (${JSON.stringify(rec)})`);
+      // The speech ends where the prompt's does, at the alignment in force at the end (which
+      // absorbs a missing start and any glitches): nothing of the prompt was lost or added
+      // between the first captured sample and the end of speech. Measured −1.7…+14.4 ms over
+      // 27 calls, with or without glitches (the speech length itself varied by 180 ms).
+      assert.ok(Math.abs(rec.speechEndErrMs) <= 60, `the speech in the recorded turn ends ${rec.speechEndErrMs} ms off the prompt's (${JSON.stringify(rec)})`);
     });
   }
 
@@ -246,29 +311,47 @@ describe('browser call', { skip: missing ?? false }, () => {
       assert.ok(types.includes(t), `no ${t}: ${detail()}`);
     }
     // The server may cut the prompt at a pause into more than one turn; it answers the last one
-    // committed before its response. Together they hold the prompt's speech (2.37 s).
+    // committed before its response. Together they hold the speech the page captured: the
+    // prompt's 2.37 s less what Chromium's fake microphone played before the page read it
+    // (load-dependent, up to 168 ms in our runs), so the bound comes from the page's copy of
+    // its stream, not from the file. The first 3 s of the stream hold the prompt once (it
+    // repeats after 5.8 s). Measured: one turn of 2760–2900 ms (the VAD's padding included)
+    // for 2260–2370 ms of captured speech.
+    assert.ok(r.captured, `the page kept no copy of its stream (keep_capture=1): ${detail()}`);
+    const sp = speechBounds(Float32Array.from(r.captured.subarray(0, 3 * 24000), (x) => x / 32768), 24000);
+    const capturedSpeechMs = ((sp.end - sp.start) * 1000) / 24000;
     const created = r.events.findIndex((e) => e.type === 'response.created');
     const commits = r.events.slice(0, created).filter((e) => e.type === 'input_audio_buffer.committed').map((e) => e.event);
     const committed = commits.at(-1);
     const total = commits.reduce((n, c) => n + c.audio_ms, 0);
-    assert.ok(total >= 2300, `committed ${total} ms in ${commits.length} turns: ${detail()}`);
+    process.stdout.write(`# server-vad: ${JSON.stringify({ turns: commits.length, committedMs: total, capturedSpeechMs, playedMs: r.outcome.playback?.played_ms, transport: r.outcome.stats.transport })}\n`);
+    assert.ok(total >= capturedSpeechMs - 70, `committed ${total} ms in ${commits.length} turns of ${capturedSpeechMs} ms of captured speech: ${detail()}`);
     // The echo plays all of the turn it answers.
     assert.ok(r.outcome.playback.played_ms >= committed.audio_ms - 100, detail());
     assert.equal(r.events.filter((e) => e.type === 'error' || e.type === 'client.error').length, 0, detail());
-    process.stdout.write(`# server-vad: ${JSON.stringify({ turns: commits.length, committedMs: total, playedMs: r.outcome.playback.played_ms, transport: r.outcome.stats.transport })}\n`);
   });
 
   // Barge-in against the file agent (a 16 s reply sent ahead of playback): the page silences
   // the reply, the server cuts it where the user stopped hearing it.
   test('barge-in (webtransport, file agent)', { timeout: 90000 }, async () => {
     const INTERRUPT_AFTER = 1500;
+    const replyMs = (readWav(REPLY).samples.length * 1000) / 24000;
     const r = await call('barge-in-webtransport', `transport=webtransport&codec=opus&interrupt_after_ms=${INTERRUPT_AFTER}`, fileBase);
     const detail = () => JSON.stringify(r.outcome, null, 1);
     assert.ok(r.outcome.ok, `barge-in failed: ${detail()}\n${r.console.join('\n')}`);
     const { heard, truncated, stats } = r.outcome.interrupt;
-    // The page heard ~1.5 s (a wall-clock timer from playback.started against the audio clock of
-    // a loaded headless Chromium: ±300 ms) and the server agrees to the ms.
-    assert.ok(heard >= INTERRUPT_AFTER - 300 && heard <= INTERRUPT_AFTER + 300, `heard ${heard} ms: ${detail()}`);
+    const { stallMs, loopbackLatencyMs } = r.outcome.stats;
+    process.stdout.write(`# barge-in: ${JSON.stringify({ heard, truncated: truncated.audio_end_ms, unplayedBytes: stats.unplayedBytes, transport: r.outcome.stats.transport, stallMs, loopbackLatencyMs })}\n`);
+    // The page cut the reply in the middle (the server agrees to the ms, below). The page's
+    // timer waited INTERRUPT_AFTER ms after it saw playback start, and playback started before
+    // the page saw it, so the played cursor is at least that, less what the client subtracts on
+    // purpose (the echo loopback's delay, what the ear is behind) and any stall; 300 ms of
+    // slack for the audio clock of a starved headless Chromium running behind the wall clock.
+    // Nothing bounds it from above but the reply's end: how late the timer fires and how late
+    // the page learns that playback started both grow with load. Measured: 1446–1495 ms, with
+    // a 48–78 ms loopback delay and no stall, loaded or not.
+    assert.ok(heard >= INTERRUPT_AFTER - (loopbackLatencyMs ?? 0) - stallMs - 300, `heard ${heard} ms: ${detail()}`);
+    assert.ok(heard < replyMs, `heard ${heard} ms of a ${replyMs} ms reply: ${detail()}`);
     assert.equal(truncated.audio_end_ms, heard);
     assert.equal(r.outcome.response.response.status, 'cancelled');
     // Audio was sent ahead and thrown away unplayed: what send-ahead costs a barge-in.
@@ -276,7 +359,6 @@ describe('browser call', { skip: missing ?? false }, () => {
     const ended = r.events.find((e) => e.type === 'playback.ended')?.event;
     assert.equal(ended?.reason, 'interrupted');
     assert.equal(ended?.played_ms, heard);
-    process.stdout.write(`# barge-in: ${JSON.stringify({ heard, truncated: truncated.audio_end_ms, unplayedBytes: stats.unplayedBytes, transport: r.outcome.stats.transport })}\n`);
   });
 
   // The page works with every built-in agent: they differ only in what comes back. echo and
@@ -422,6 +504,8 @@ describe('browser errors', { skip: missing ?? false }, () => {
       assert.deepEqual(errors[0].classes, ['MicrophoneError', 'VoqError'], detail);
       assert.match(status, /The microphone is blocked\. Allow it for this page/, detail);
       assert.equal(await page.getAttribute('#status', 'class'), 'status error');
+      // Only that the page does not hang on a denied microphone: 0.2–0.5 s after load measured
+      // (loaded or not); 15 s is 30 times that and still tells a hang from an answer.
       assert.ok(errors[0].t < 15000, `mic_denied after ${errors[0].t} ms: ${detail}`);
       process.stdout.write(`# microphone-denied: ${JSON.stringify({ errorAtMs: errors[0].t, message: errors[0].message })}\n`);
     } finally {
@@ -508,6 +592,8 @@ describe('browser errors', { skip: missing ?? false }, () => {
       const r = await connectFails(page, 'server-not-answering');
       await checkUnreachable(r, origin, page);
       assert.ok(accepted > 0, `the page never dialed the silent port: ${JSON.stringify(r)}`);
+      // A lower bound on a timer is safe under any load (timers fire late, never early); the
+      // upper one is connectFails' 15 s wait: 10.2–10.4 s measured (loaded or not).
       assert.ok(r.elapsedMs >= 9000, `failed after ${r.elapsedMs} ms, before the 10 s time limit: ${JSON.stringify(r)}`);
       process.stdout.write(`# server-not-answering: ${JSON.stringify({ elapsedMs: r.elapsedMs, accepted, message: r.errors[0].message })}\n`);
     } finally {

@@ -19,7 +19,7 @@
 
 import { BrowserAudio } from './audio/browser.js';
 import type { BrowserAudioOptions } from './audio/browser.js';
-import { browserCodecs, opusSupport } from './audio/codecs.js';
+import { browserCodecs, floatToPcm16, opusSupport } from './audio/codecs.js';
 import type { AudioFrameDecoder, AudioFrameEncoder, CodecFactory } from './audio/codecs.js';
 import type { AudioIO, EchoLoopbackState } from './audio/io.js';
 import { connect as defaultConnect } from './connect.js';
@@ -70,6 +70,12 @@ export interface VoqClientOptions {
   connect?: (opts: ConnectOptions) => Promise<Connected>;
   /** Clock in ms (default `performance.now`). */
   now?: () => number;
+  /**
+   * Keep a copy of every turn's captured audio, as the pcm16 samples given to the encoder, for
+   * {@link VoqClient.capturedAudio} (default false). For tests and diagnostics: it holds
+   * 48 KB per second of audio captured into turns, for as long as the client exists.
+   */
+  keepCapturedAudio?: boolean;
 }
 
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -87,7 +93,8 @@ export interface LocalEventMap {
   'transport.reconnecting': { type: 'transport.reconnecting'; attempt: number; delayMs: number; reason: string };
   'input.turn_started': { type: 'input.turn_started'; item_id: string };
   'input.turn_ended': { type: 'input.turn_ended'; item_id: string; frames: number; audio_ms: number; bytes: number };
-  'input.stream_stopped': { type: 'input.stream_stopped'; item_id: string | null; code: number; code_name: string };
+  /** The server stopped a user turn's stream (it refused the turn): nothing more is sent for it. */
+  'input.stream_stopped': { type: 'input.stream_stopped'; item_id: string; code: number; code_name: string };
   'playback.started': { type: 'playback.started'; response_id: string; played_ms: number };
   'playback.underrun': { type: 'playback.underrun'; response_id: string; played_ms: number };
   'playback.resumed': { type: 'playback.resumed'; response_id: string; played_ms: number };
@@ -146,6 +153,8 @@ interface Turn {
   captured: number;
   limit: number | null;
   state: 'capturing' | 'flushing' | 'ended';
+  /** With `keepCapturedAudio`: what was captured into the turn, pcm16 little-endian, in order. */
+  copy: Uint8Array[] | null;
 }
 
 interface Conn {
@@ -186,6 +195,8 @@ export class VoqClient extends Emitter<VoqEventMap> {
   private connectMs: number | null = null;
   private attempts: Attempt[] = [];
   private codecWarnings: string[] = [];
+  /** With `keepCapturedAudio`: every turn begun, for {@link capturedAudio}. */
+  private kept: Turn[] = [];
 
   constructor(opts: VoqClientOptions = {}) {
     super();
@@ -368,6 +379,28 @@ export class VoqClient extends Emitter<VoqEventMap> {
     return ms;
   }
 
+  /**
+   * With the option `keepCapturedAudio`: the audio captured into the turn `itemId` (its current
+   * id: a turn sent again after a reconnect has a new one) — the 24 kHz samples exactly as they
+   * went into the encoder, as pcm16. With codec `pcm16` these are the payloads sent, so the
+   * server's recording of the turn must equal them sample for sample; with Opus, the server
+   * decodes something close. `null` without the option or for an unknown item. In server-VAD
+   * mode the one continuous stream is one "turn" (the server's items are cut from it).
+   */
+  capturedAudio(itemId: string): Int16Array | null {
+    const t = this.kept.find((x) => x.itemId === itemId);
+    if (!t?.copy) return null;
+    let n = 0;
+    for (const c of t.copy) n += c.length;
+    const out = new Int16Array(n >> 1);
+    let i = 0;
+    for (const c of t.copy) {
+      const v = new DataView(c.buffer, c.byteOffset, c.length);
+      for (let j = 0; j + 1 < c.length; j += 2) out[i++] = v.getInt16(j, true);
+    }
+    return out;
+  }
+
   /** Numbers for a dashboard or a test. */
   stats(): VoqStats {
     const r = this._session.currentResponse ?? this.lastResponse;
@@ -448,7 +481,9 @@ export class VoqClient extends Emitter<VoqEventMap> {
       captured: 0,
       limit,
       state: 'capturing',
+      copy: this.opts.keepCapturedAudio ? [] : null,
     };
+    if (t.copy) this.kept.push(t);
     t.encoder = this.codecs.encoder(
       this.inputCodec,
       (payload, samples) => this.onPacket(t, payload, samples),
@@ -498,6 +533,8 @@ export class VoqClient extends Emitter<VoqEventMap> {
     if (frame.length > 0) {
       t.captured += frame.length;
       this.totals.captured += frame.length;
+      // The same conversion the pcm16 encoder makes: for pcm16 the copy is the payload itself.
+      t.copy?.push(floatToPcm16(frame));
       t.encoder.encode(frame);
     }
     if (t.limit !== null && t.captured >= t.limit) void this.endTurn();
@@ -695,10 +732,14 @@ export class VoqClient extends Emitter<VoqEventMap> {
       case 'open_stream': {
         if (!c) break;
         const s = c.transport.openUni();
-        const item = this.active?.itemId ?? null;
         s.onStop = (code) => {
           c.out.delete(o.stream);
-          this.emit('input.stream_stopped', { type: 'input.stream_stopped', item_id: item, code, code_name: codeName(code) });
+          // A stream of an earlier connection: that session is gone (stream numbers start over
+          // in the next one), and its unconfirmed turns are sent again whole.
+          if (this.conn !== c) return;
+          // The server refused the turn: the session stops writing it (→ `turn_stopped`).
+          this._session.handleStreamStopped(this.now(), o.stream, code);
+          this.pump();
         };
         c.out.set(o.stream, s);
         s.write(o.bytes);
@@ -755,6 +796,9 @@ export class VoqClient extends Emitter<VoqEventMap> {
         break;
       case 'playback':
         this.onPlayback(o.change, o.responseId, o.playedMs, o.reason);
+        break;
+      case 'turn_stopped':
+        this.emit('input.stream_stopped', { type: 'input.stream_stopped', item_id: o.itemId, code: o.code, code_name: codeName(o.code) });
         break;
       case 'event':
         this.onServerEvent(o.event);

@@ -5,38 +5,78 @@
  * server is down") without parsing messages.
  */
 
-/** The wire codes of RESET_STREAM, STOP_SENDING and connection close (docs/PROTOCOL.md). */
+/**
+ * The wire codes of RESET_STREAM, STOP_SENDING and connection close (docs/PROTOCOL.md), by the
+ * name that is also their `error.code` string. testdata/wire/error-codes.json (`stream_codes`)
+ * is the shared list; a unit test holds this one to it.
+ */
+export const STREAM_CODES = {
+  no_error: 0x00,
+  internal_error: 0x01,
+  protocol_violation: 0x02,
+  frame_too_large: 0x03,
+  bad_stream_header: 0x04,
+  cancelled: 0x05,
+  stream_refused: 0x06,
+  going_away: 0x07,
+  agent_failed: 0x08,
+  version_mismatch: 0x09,
+} as const;
+/** The name of a wire code (`cancelled`, …). */
+export type StreamCodeName = keyof typeof STREAM_CODES;
+
+/** The same wire codes under constant-style names, for code (`Code.Cancelled`). */
 export const Code = {
-  NoError: 0x00,
-  InternalError: 0x01,
-  ProtocolViolation: 0x02,
-  FrameTooLarge: 0x03,
-  BadStreamHeader: 0x04,
-  Cancelled: 0x05,
-  StreamRefused: 0x06,
-  GoingAway: 0x07,
-  AgentFailed: 0x08,
-  VersionMismatch: 0x09,
+  NoError: STREAM_CODES.no_error,
+  InternalError: STREAM_CODES.internal_error,
+  ProtocolViolation: STREAM_CODES.protocol_violation,
+  FrameTooLarge: STREAM_CODES.frame_too_large,
+  BadStreamHeader: STREAM_CODES.bad_stream_header,
+  Cancelled: STREAM_CODES.cancelled,
+  StreamRefused: STREAM_CODES.stream_refused,
+  GoingAway: STREAM_CODES.going_away,
+  AgentFailed: STREAM_CODES.agent_failed,
+  VersionMismatch: STREAM_CODES.version_mismatch,
 } as const;
 export type Code = (typeof Code)[keyof typeof Code];
 
-const CODE_NAMES: readonly string[] = [
-  'no_error',
+const CODE_NAMES = new Map<number, StreamCodeName>(Object.entries(STREAM_CODES).map(([name, code]) => [code, name as StreamCodeName]));
+
+/** The `error.code` string of a wire code (`cancelled` for 5), or `code_N` for unknown ones. */
+export function codeName(code: number): string {
+  return CODE_NAMES.get(code) ?? `code_${code}`;
+}
+
+/**
+ * Every `error.code` a voq/1 server's `error` event may carry (docs/PROTOCOL.md): the wire
+ * codes that are also event codes, and the codes of rejected client events.
+ * testdata/wire/error-codes.json (`event_codes`) is the shared list; a unit test holds this one
+ * to it, both ways.
+ */
+export const ERROR_CODES = [
   'internal_error',
   'protocol_violation',
   'frame_too_large',
   'bad_stream_header',
-  'cancelled',
   'stream_refused',
   'going_away',
   'agent_failed',
-  'version_mismatch',
-];
+  'invalid_json',
+  'unknown_event_type',
+  'invalid_event',
+  'event_too_large',
+  'invalid_value',
+  'input_audio_buffer_commit_empty',
+  'response_not_found',
+  'item_not_found',
+] as const;
+/** A known `error.code` of a server `error` event. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
-/** The `error.code` string of a wire code (`cancelled` for 5), or `code_N` for unknown ones. */
-export function codeName(code: number): string {
-  return CODE_NAMES[code] ?? `code_${code}`;
-}
+/** Every `error.type` of a server `error` event. */
+export const ERROR_TYPES = ['invalid_request_error', 'server_error'] as const;
+/** `invalid_request_error` (the client's event was wrong) or `server_error`. */
+export type ErrorType = (typeof ERROR_TYPES)[number];
 
 /** What went wrong, as a stable string. */
 export type VoqErrorCode =

@@ -5,6 +5,7 @@
  */
 
 import { utf8Strict } from './bytes.js';
+import type { ErrorCode, ErrorType } from './errors.js';
 
 export type Codec = 'pcm16' | 'opus';
 export const CODECS: readonly Codec[] = ['pcm16', 'opus'];
@@ -65,10 +66,14 @@ export interface ResponseInfo {
   voq?: { audio_ms_generated: number; audio_ms_sent: number; bytes_sent: number; frames_sent: number };
 }
 
+/**
+ * The body of a server `error` event. `type` and `code` are typed with the values voq/1 knows
+ * (`ERROR_TYPES`, `ERROR_CODES`), and still take any string: a newer server's code parses, and
+ * shows up as a string the application does not know.
+ */
 export interface ErrorInfo {
-  /** `invalid_request_error` or `server_error`. */
-  type: string;
-  code: string;
+  type: ErrorType | (string & {});
+  code: ErrorCode | (string & {});
   message: string;
   event_id?: string;
 }
@@ -127,7 +132,7 @@ export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
 
 /** Why a server event could not be used (codes as the server's own `error` events use them). */
 export interface EventParseError {
-  code: 'invalid_json' | 'unknown_event_type' | 'invalid_event';
+  code: Extract<ErrorCode, 'invalid_json' | 'unknown_event_type' | 'invalid_event'>;
   message: string;
 }
 

@@ -18,14 +18,17 @@ export {
   CertificateError,
   ClosedError,
   Code,
+  ERROR_CODES,
+  ERROR_TYPES,
   MicrophoneError,
   ProtocolError,
   UnreachableError,
   UnsupportedError,
+  STREAM_CODES,
   VoqError,
   codeName,
 } from './errors.js';
-export type { VoqErrorCode } from './errors.js';
+export type { ErrorCode, ErrorType, StreamCodeName, VoqErrorCode } from './errors.js';
 export * from './events.js';
 export * from './wire.js';
 export * from './mux.js';

@@ -95,6 +95,11 @@ export type ClientOutput =
       playedMs: number;
       reason?: 'finished' | 'interrupted' | 'cancelled' | 'superseded' | 'failed';
     }
+  /**
+   * The server stopped a user-turn stream (STOP_SENDING with `code`): it refused the turn
+   * (`going_away`, too many turns, a bad header…). No more audio goes out on it.
+   */
+  | { type: 'turn_stopped'; itemId: string; code: number }
   /** A server event, for the application. */
   | { type: 'event'; event: ServerEvent }
   /** Something for the log (a server error, a malformed stream). */
@@ -112,6 +117,10 @@ export interface TurnStats {
   bytesConfirmed?: number;
   endedAt?: number;
   confirmedAt?: number;
+  /** The code of the server's STOP_SENDING on the turn's stream: it refused the turn, not committed. */
+  stoppedCode?: number;
+  /** Frames given to `sendAudio` after the server stopped the stream: not sent. */
+  framesDropped: number;
 }
 
 /** A barge-in and what came of it. */
@@ -161,6 +170,8 @@ interface Sending {
   stream: OutStream;
   nextPts: number;
   index: number;
+  /** The server stopped the stream: the turn stays open (until `endTurn`) but sends nothing. */
+  stopped: boolean;
 }
 
 interface Inbound {
@@ -185,6 +196,12 @@ export class ClientSession {
   private _rttMs: number | null = null;
   private _turns: TurnStats[] = [];
   private sending: Sending | null = null;
+  /**
+   * Finished turns' streams the server may still stop (→ index in `_turns`), until it confirms
+   * the turn; bounded, since a server that never answers must not grow a long call's
+   * bookkeeping (as in the Rust session).
+   */
+  private finished = new Map<OutStream, number>();
   private replies: Reply[] = [];
   private nextTurn = 1;
   private out: ClientOutput[] = [];
@@ -221,8 +238,8 @@ export class ClientSession {
       frame_ms: FRAME_MS,
     });
     this.push({ type: 'open_stream', stream, bytes });
-    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0 });
-    this.sending = { stream, nextPts: 0, index };
+    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0, framesDropped: 0 });
+    this.sending = { stream, nextPts: 0, index, stopped: false };
     return itemId;
   }
 
@@ -233,12 +250,20 @@ export class ClientSession {
 
   /**
    * One encoded frame of user audio, `samples` long, on the open turn (one is started if none
-   * is open). Throws a `WireEncodeError` for payloads over the frame limit.
+   * is open). Throws a `WireEncodeError` for payloads over the frame limit. If the server has
+   * stopped the turn's stream, the frame is dropped (counted in `framesDropped`).
    */
   sendAudio(now: number, payload: Uint8Array, samples: number): void {
     if (!this.sending) this.startTurn(now);
     const s = this.sending;
     if (!s) return;
+    if (s.stopped) {
+      // The server refused this turn (`turn_stopped` said so): writing more would only be
+      // discarded by the carrier.
+      const turn = this._turns[s.index];
+      if (turn) turn.framesDropped += 1;
+      return;
+    }
     const bytes = encodeFrame(s.nextPts, payload);
     s.nextPts += samples;
     const turn = this._turns[s.index];
@@ -250,14 +275,21 @@ export class ClientSession {
     this.push({ type: 'stream_data', stream: s.stream, bytes });
   }
 
-  /** Ends the open turn (stream FIN): in push-to-talk mode the server commits it. */
+  /**
+   * Ends the open turn (stream FIN): in push-to-talk mode the server commits it. A turn whose
+   * stream the server stopped is closed without a FIN (the stream is gone); the next
+   * `startTurn`/`sendAudio` opens a new stream either way.
+   */
   endTurn(now: number): void {
     const s = this.sending;
     if (!s) return;
     this.sending = null;
     const turn = this._turns[s.index];
     if (turn) turn.endedAt = now;
-    this.push({ type: 'finish_stream', stream: s.stream });
+    if (!s.stopped) {
+      this.push({ type: 'finish_stream', stream: s.stream });
+      this.rememberFinished(s.stream, s.index);
+    }
   }
 
   /** Server-VAD mode: ask the server to commit what it has now. */
@@ -265,12 +297,41 @@ export class ClientSession {
     this.send({ type: 'input_audio_buffer.commit' });
   }
 
-  /** Discards the open turn: resets its stream (`cancelled`) and tells the server. */
+  /**
+   * Discards the open turn: resets its stream (`cancelled`; not one the server stopped, which
+   * is gone already) and tells the server.
+   */
   clear(): void {
     const s = this.sending;
     this.sending = null;
-    if (s) this.push({ type: 'reset_stream', stream: s.stream, code: Code.Cancelled });
+    if (s && !s.stopped) this.push({ type: 'reset_stream', stream: s.stream, code: Code.Cancelled });
     this.send({ type: 'input_audio_buffer.clear' });
+  }
+
+  /**
+   * The server sent STOP_SENDING on one of our user-turn streams: it refused the turn
+   * (`going_away`, too many turns, a bad header…). The turn records `stoppedCode` and a
+   * `turn_stopped` output says so. If it is the open turn, nothing more is written for it:
+   * `sendAudio` drops its frames (`framesDropped`), `endTurn` closes it without a FIN. A turn
+   * already finished (stopped after its FIN, before the server confirmed it) only records the
+   * code. Unknown streams, confirmed turns and a second stop of the same stream are ignored.
+   */
+  handleStreamStopped(_now: number, stream: OutStream, code: number): void {
+    let index: number | undefined;
+    const open = this.sending;
+    if (open && open.stream === stream) {
+      if (open.stopped) return;
+      open.stopped = true;
+      index = open.index;
+    } else {
+      index = this.finished.get(stream);
+      if (index === undefined) return;
+      this.finished.delete(stream);
+    }
+    const turn = this._turns[index];
+    if (!turn) return;
+    turn.stoppedCode = code;
+    this.push({ type: 'turn_stopped', itemId: turn.itemId, code });
   }
 
   /** Asks the server to stop the current response (it resets the stream: `cancelled`). */
@@ -516,6 +577,16 @@ export class ClientSession {
     this.push({ type: 'control', bytes: encodeEvent(JSON.stringify(event)) });
   }
 
+  private rememberFinished(stream: OutStream, index: number): void {
+    const MAX_UNCONFIRMED = 64;
+    if (this.finished.size >= MAX_UNCONFIRMED) {
+      // The oldest: streams are numbered in order.
+      const oldest = Math.min(...this.finished.keys());
+      this.finished.delete(oldest);
+    }
+    this.finished.set(stream, index);
+  }
+
   private replyByStream(stream: InStream): Reply | undefined {
     return this.replies.find((r) => r.stream === stream);
   }
@@ -620,8 +691,11 @@ export class ClientSession {
         break;
       }
       case 'input_audio_buffer.committed': {
-        const t = this._turns.find((x) => x.itemId === event.item_id);
+        const index = this._turns.findIndex((x) => x.itemId === event.item_id);
+        const t = this._turns[index];
         if (t) {
+          // Confirmed: the server will not stop this turn's stream any more.
+          for (const [stream, i] of this.finished) if (i === index) this.finished.delete(stream);
           t.framesConfirmed = event.frames;
           t.audioMsConfirmed = event.audio_ms;
           t.bytesConfirmed = event.bytes;
@@ -633,6 +707,7 @@ export class ClientSession {
             framesSent: 0,
             bytesSent: 0,
             audioMsSent: 0,
+            framesDropped: 0,
             framesConfirmed: event.frames,
             audioMsConfirmed: event.audio_ms,
             bytesConfirmed: event.bytes,

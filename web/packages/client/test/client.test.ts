@@ -26,7 +26,7 @@ function events(bytes: Uint8Array): Array<Record<string, unknown>> {
   return out;
 }
 
-function client(opts: { mode?: 'push_to_talk' | 'server_vad' } = {}) {
+function client(opts: { mode?: 'push_to_talk' | 'server_vad'; keepCapturedAudio?: boolean } = {}) {
   const audio = new FakeAudio();
   const dials: Array<ReturnType<typeof deferred<Connected>>> = [];
   const c = new VoqClient({
@@ -89,6 +89,31 @@ describe('VoqClient', () => {
     const frames = parseStream(t.uni[0]!.bytes()).slice(1);
     expect(frames.map((f) => (f.type === 'frame' ? f.payload.length : 0))).toEqual([960, 960, 480]);
     expect(t.uni[0]!.finished).toBe(true);
+  });
+
+  it('keepCapturedAudio: a copy of each turn as captured, equal to the pcm16 payloads it sent', async () => {
+    const { c, audio, accept } = client({ keepCapturedAudio: true });
+    const started = c.start();
+    c.startTurn({ durationMs: 50 }); // 2.5 frames: the copy ends where the turn does
+    for (let i = 1; i <= 2; i++) audio.frame(i); // captured while connecting
+    const t = accept(0);
+    await started;
+    for (let i = 3; i <= 5; i++) audio.frame(i);
+    const copy = c.capturedAudio('item_c1');
+    expect(copy).toHaveLength(1200);
+    expect([copy![0], copy![479], copy![480], copy![960], copy![1199]]).toEqual([1, 1, 2, 3, 3]);
+    const payloads = parseStream(t.uni[0]!.bytes()).flatMap((f) => (f.type === 'frame' ? [f.payload] : []));
+    const sent = concat(payloads);
+    expect(new Int16Array(sent.buffer, sent.byteOffset, sent.length / 2)).toEqual(copy);
+    expect(c.capturedAudio('item_c9')).toBeNull();
+    const plain = client();
+    const p = plain.c.start();
+    plain.c.startTurn();
+    plain.audio.frame(1);
+    plain.accept(0);
+    await p;
+    expect(plain.c.capturedAudio('item_c1')).toBeNull();
+    await Promise.all([c.close(), plain.c.close()]);
   });
 
   it('plays a reply and barges in: silence first, then truncate at the played ms, then STOP_SENDING', async () => {
@@ -194,6 +219,35 @@ describe('VoqClient', () => {
     t.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.speech_started', item_id: 'item_s3', audio_start_ms: 900 })));
     expect(await interrupted).toMatchObject({ response_id: 'r' });
     expect(s.stopped).toBe(Code.Cancelled);
+  });
+
+  it('stops sending a turn the server stopped and sends the next one on a new stream', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    const t = accept(0);
+    await started;
+    const stopped: unknown[] = [];
+    c.on('input.stream_stopped', (e) => stopped.push(e));
+    c.startTurn();
+    for (let i = 0; i < 3; i++) audio.frame(i);
+    const s1 = t.uni[0]!;
+    // The server refuses the turn (STOP_SENDING going_away). FakeSend throws on a write after
+    // the stream has ended, so writing the rest of the turn would fail this test.
+    s1.onStop!(Code.GoingAway);
+    expect(stopped).toEqual([{ type: 'input.stream_stopped', item_id: 'item_c1', code: Code.GoingAway, code_name: 'going_away' }]);
+    s1.finished = true;
+    for (let i = 3; i < 6; i++) audio.frame(i);
+    await c.endTurn();
+    expect(parseStream(s1.bytes())).toHaveLength(4); // the header and the 3 frames before the stop
+    expect(c.session.turns[0]).toMatchObject({ itemId: 'item_c1', framesSent: 3, framesDropped: 3, stoppedCode: Code.GoingAway });
+    // The next turn is a new stream, sent whole and finished.
+    c.startTurn();
+    for (let i = 0; i < 2; i++) audio.frame(i);
+    await c.endTurn();
+    expect(t.uni).toHaveLength(2);
+    expect(parseStream(t.uni[1]!.bytes())).toHaveLength(3);
+    expect(t.uni[1]!.finished).toBe(true);
+    await c.close();
   });
 
   it('moves to another server when this one goes away, once idle', async () => {

@@ -49,3 +49,16 @@ export const VECTORS_PATH = fileURLToPath(new URL('../../../../testdata/wire/vec
 export function loadVectors(): Vectors {
   return JSON.parse(readFileSync(VECTORS_PATH, 'utf8')) as Vectors;
 }
+
+/** The wire's error codes (testdata/wire/error-codes.json), shared with the Rust tests. */
+export interface ErrorCodes {
+  stream_codes: Record<string, number>;
+  event_codes: string[];
+  error_types: string[];
+}
+
+export const ERROR_CODES_PATH = fileURLToPath(new URL('../../../../testdata/wire/error-codes.json', import.meta.url));
+
+export function loadErrorCodes(): ErrorCodes {
+  return JSON.parse(readFileSync(ERROR_CODES_PATH, 'utf8')) as ErrorCodes;
+}

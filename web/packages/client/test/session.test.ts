@@ -68,6 +68,86 @@ describe('ClientSession', () => {
     expect(drain(s).find((o) => o.type === 'open_stream')).toMatchObject({ stream: 2 });
   });
 
+  it('stops writing a turn the server stopped: no frames, no FIN, the next turn on a new stream', () => {
+    const s = new ClientSession();
+    drain(s);
+    s.startTurn(0);
+    s.sendAudio(1, new Uint8Array(960), 480);
+    expect(drain(s).map((o) => o.type)).toEqual(['open_stream', 'stream_data']);
+    s.handleStreamStopped(2, 1, Code.GoingAway);
+    expect(drain(s)).toEqual([{ type: 'turn_stopped', itemId: 'item_c1', code: Code.GoingAway }]);
+    // The turn stays open (the user is still talking) but nothing more goes out on it.
+    expect(s.turnOpen).toBe(true);
+    s.sendAudio(3, new Uint8Array(960), 480);
+    s.sendAudio(4, new Uint8Array(960), 480);
+    expect(drain(s)).toEqual([]);
+    s.endTurn(5);
+    expect(drain(s)).toEqual([]);
+    expect(s.turnOpen).toBe(false);
+    expect(s.turns[0]).toEqual({ itemId: 'item_c1', framesSent: 1, bytesSent: 960, audioMsSent: 20, endedAt: 5, stoppedCode: Code.GoingAway, framesDropped: 2 });
+    // The next turn opens a new stream and is sent in full.
+    s.sendAudio(6, new Uint8Array(960), 480);
+    s.endTurn(7);
+    const outs = drain(s);
+    expect(outs.map((o) => o.type)).toEqual(['open_stream', 'stream_data', 'finish_stream']);
+    expect(outs.map((o) => ('stream' in o ? o.stream : null))).toEqual([2, 2, 2]);
+    expect(s.turns[1]).toMatchObject({ itemId: 'item_c2', framesSent: 1, endedAt: 7 });
+    expect(s.turns[1]!.stoppedCode).toBeUndefined();
+    // startTurn over a stopped open turn closes it without a FIN too.
+    s.startTurn(8);
+    s.handleStreamStopped(9, 3, Code.StreamRefused);
+    drain(s);
+    expect(s.startTurn(10)).toBe('item_c4');
+    expect(drain(s).map((o) => o.type)).toEqual(['open_stream']);
+    expect(s.turns[2]).toMatchObject({ itemId: 'item_c3', stoppedCode: Code.StreamRefused, framesDropped: 0, endedAt: 10 });
+    // clear() resets an open turn's stream, but not a stopped one (it is gone).
+    s.handleStreamStopped(11, 4, Code.GoingAway);
+    drain(s);
+    s.clear();
+    expect(drain(s).map((o) => o.type)).toEqual(['control']);
+  });
+
+  it('records a stop after the FIN until the turn is confirmed; ignores unknown streams and repeated stops', () => {
+    const s = new ClientSession();
+    drain(s);
+    s.startTurn(0);
+    s.sendAudio(1, new Uint8Array(960), 480);
+    s.endTurn(2);
+    s.startTurn(3);
+    drain(s);
+    s.handleStreamStopped(4, 1, Code.BadStreamHeader);
+    expect(drain(s)).toEqual([{ type: 'turn_stopped', itemId: 'item_c1', code: Code.BadStreamHeader }]);
+    expect(s.turns[0]).toMatchObject({ framesSent: 1, endedAt: 2, stoppedCode: Code.BadStreamHeader, framesDropped: 0 });
+    // The open turn (stream 2) is not affected.
+    s.sendAudio(5, new Uint8Array(960), 480);
+    expect(drain(s)).toMatchObject([{ type: 'stream_data', stream: 2 }]);
+    s.handleStreamStopped(6, 1, Code.GoingAway);
+    s.handleStreamStopped(6, 99, Code.GoingAway);
+    expect(drain(s)).toEqual([]);
+    expect(s.turns[0]!.stoppedCode).toBe(Code.BadStreamHeader);
+    expect(s.turns[1]!.stoppedCode).toBeUndefined();
+    // Once the server has confirmed a turn, it does not stop its stream any more.
+    s.endTurn(7);
+    s.handleControl(8, ev({ type: 'input_audio_buffer.committed', item_id: 'item_c2', previous_item_id: null, frames: 1, audio_ms: 20, bytes: 960 }));
+    drain(s);
+    s.handleStreamStopped(9, 2, Code.GoingAway);
+    expect(drain(s)).toEqual([]);
+    expect(s.turns[1]!.stoppedCode).toBeUndefined();
+  });
+
+  it('remembers the streams of the last 64 unconfirmed turns, no more', () => {
+    const s = new ClientSession();
+    drain(s);
+    for (let i = 0; i < 65; i++) {
+      s.startTurn(i);
+      s.endTurn(i);
+    }
+    drain(s);
+    s.handleStreamStopped(100, 1, Code.GoingAway); // the oldest, forgotten
+    s.handleStreamStopped(100, 2, Code.GoingAway);
+    expect(drain(s)).toEqual([{ type: 'turn_stopped', itemId: 'item_c2', code: Code.GoingAway }]);
+  });
+
   it('pings once the session is created and smooths the RTT of the pongs', () => {
     const s = new ClientSession({ pingIntervalMs: 1000 });
     drain(s);
