@@ -54,8 +54,8 @@ use serde::Serialize;
 use tokio::io::Interest;
 use tokio::task::JoinHandle;
 use voq_client::{CallOptions, Client, Target, Trust};
-use voq_lb::proxy_v2::{self, Header};
 use voq_server::{QuicLbSettings, Server, Settings, Tunnel};
+use voq_tunnel::proxy_v2::{self, Header};
 
 const RELAXED: Ordering = Ordering::Relaxed;
 /// The QUIC-LB configuration of every server and of the balancer (as in voq-server's
@@ -842,7 +842,7 @@ async fn migration(vip: SocketAddr, servers: &[Server], calls: usize, prompt: &[
         survived: detail.iter().filter(|c| c.survived).count(),
         sessions_per_server: servers
             .iter()
-            .map(|s| s.stats().sessions_started.get())
+            .map(|s| s.stats().sessions_started.total())
             .collect(),
         calls_detail: detail,
     }

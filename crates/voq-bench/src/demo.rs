@@ -466,7 +466,7 @@ async fn run_cluster(first: usize, total: usize, out: &Path) -> anyhow::Result<V
     }
     let spread: Vec<u64> = servers
         .iter()
-        .map(|s| s.stats().sessions_started.get())
+        .map(|s| s.stats().sessions_started.total())
         .collect();
     let outcome = last.context("no call")?;
     rows.push(cluster_row(
@@ -503,7 +503,7 @@ async fn run_cluster(first: usize, total: usize, out: &Path) -> anyhow::Result<V
     let outcome = call.await.context("the call task failed")??;
     let sessions: u64 = servers
         .iter()
-        .map(|s| s.stats().sessions_started.get())
+        .map(|s| s.stats().sessions_started.total())
         .sum();
     let same_call = sessions == calls as u64 + 1;
     let exact = outcome.reply_received == prompt;

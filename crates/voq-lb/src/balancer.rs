@@ -1,7 +1,7 @@
 //! The balancer: worker sockets on the VIP, the health prober, reloads.
 
 use std::collections::HashSet;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use voq_quic_lb::Config;
 
-use crate::proxy_v2::{self, Header};
 use crate::stats::{Counters, Stats};
-use crate::table::{Backend, Decision, DropReason, RoutingTable, TableError, canonical};
-use crate::tunnel::for_socket;
+use crate::table::{Backend, Decision, DropReason, RoutingTable, TableError};
+use voq_tunnel::proxy_v2::{self, Header};
+use voq_tunnel::{canonical, for_socket, recv_slots};
 
 /// Datagram slots per receive call (recvmmsg).
 const BATCH: usize = quinn::udp::BATCH_SIZE;
@@ -436,7 +436,7 @@ impl Worker {
             let mut batches = 0u32;
             loop {
                 let received = {
-                    let mut iovs = slots::<BATCH>(&mut buf, SLOT_LEN);
+                    let mut iovs = recv_slots::<BATCH>(&mut buf, SLOT_LEN);
                     self.io.try_io(Interest::READABLE, || {
                         self.state.recv((&self.io).into(), &mut iovs, &mut metas)
                     })
@@ -622,17 +622,6 @@ impl Worker {
 
 const RELAXED: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
-/// `buf` cut into `N` receive slots of `slot_len` octets (shared with the tunnel socket).
-pub(crate) fn slots<const N: usize>(buf: &mut [u8], slot_len: usize) -> [IoSliceMut<'_>; N] {
-    let mut rest = buf;
-    std::array::from_fn(|_| {
-        let all = std::mem::take(&mut rest);
-        let (slot, tail) = all.split_at_mut(slot_len.min(all.len()));
-        rest = tail;
-        IoSliceMut::new(slot)
-    })
-}
-
 fn src_ip_for_socket(ip: IpAddr, v6: bool) -> IpAddr {
     match (ip.to_canonical(), v6) {
         (IpAddr::V4(v4), true) => IpAddr::V6(v4.to_ipv6_mapped()),
@@ -802,12 +791,5 @@ mod tests {
         }
         let counts: Vec<usize> = out.runs.iter().map(|r| r.count).collect();
         assert_eq!(counts, [2, 2, 1]);
-    }
-
-    #[test]
-    fn slots_cover_the_buffer() {
-        let mut buf = vec![0u8; BATCH * SLOT_LEN];
-        let s = slots::<BATCH>(&mut buf, SLOT_LEN);
-        assert!(s.iter().all(|s| s.len() == SLOT_LEN));
     }
 }

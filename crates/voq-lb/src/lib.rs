@@ -12,39 +12,24 @@
 //! - datagrams without a DCID are dropped and counted by reason.
 //!
 //! **Tunnel.** So that backends see clients' real addresses and clients see replies from the
-//! VIP, each datagram goes to its backend with a PROXY protocol v2 header ([`proxy_v2`];
-//! source = client, destination = VIP). The backend's [`TunnelSocket`] strips it for quinn
-//! and puts the same kind of header on every reply (destination = client) and sends it to
-//! the VIP; the balancer checks that it comes from a backend's address, strips it and sends
-//! the payload to the client from the VIP. Nothing is remembered in either direction, so a
-//! balancer can restart, or several can share the VIP (ECMP), without breaking connections.
+//! VIP, each datagram goes to its backend with a PROXY protocol v2 header
+//! ([`voq_tunnel::proxy_v2`]; source = client, destination = VIP). The backend's
+//! `voq_tunnel::TunnelSocket` strips it for quinn and puts the same kind of header on every reply
+//! (destination = client) and sends it to the VIP; the balancer checks that it comes from a
+//! backend's address, strips it and sends the payload to the client from the VIP. Nothing is
+//! remembered in either direction, so a balancer can restart, or several can share the VIP
+//! (ECMP), without breaking connections.
 //!
 //! Parts: [`Balancer`] (workers, health probes, reloads, [`Stats`]), [`RoutingTable`] (the
-//! pure per-datagram decision), [`TunnelSocket`] and [`endpoint`] (the server side),
-//! [`proxy_v2`] (the header codec), [`LbConfig`] and [`run`] (the `voq lb` command).
+//! pure per-datagram decision), [`LbConfig`] and [`run`] (the `voq lb` command). The server's
+//! end of the tunnel is the `voq-tunnel` crate, so a server does not link the balancer.
 //! Operator documentation: `docs/LB.md`.
-//!
-//! # A server behind the balancer
-//!
-//! ```no_run
-//! # async fn f(server_config: quinn::ServerConfig, mut endpoint_config: quinn::EndpointConfig) -> std::io::Result<()> {
-//! use std::sync::Arc;
-//! use voq_lb::TunnelSocket;
-//!
-//! // Bound to the backend address the balancer knows; replies go to the VIP.
-//! let socket = TunnelSocket::bind("10.0.0.11:4443".parse().unwrap(), "203.0.113.10:443".parse().unwrap())?;
-//! // endpoint_config.cid_generator(...) with voq_quic_lb::CidGenerator for this server id.
-//! let endpoint = voq_lb::endpoint(endpoint_config, Some(server_config), Arc::new(socket))?;
-//! # let _ = endpoint; Ok(()) }
-//! ```
 
 mod balancer;
 mod config;
 mod hash;
-pub mod proxy_v2;
 mod stats;
 mod table;
-mod tunnel;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -56,7 +41,6 @@ pub use balancer::{Balancer, BalancerConfig, HealthConfig, StartError};
 pub use config::{BackendSpec, DEFAULT_LISTEN, HexKey, LbConfig, LbConfigError, QuicLbSpec};
 pub use stats::{BackendStats, Stats, Traffic};
 pub use table::{Backend, Decision, DropReason, Fallback, RoutingTable, TableError};
-pub use tunnel::{TunnelSocket, TunnelStats, endpoint};
 
 /// How often `run` checks the config file for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
@@ -112,7 +96,7 @@ async fn serve(
         Some(addr) => {
             let stats_of = balancer.stats_handle();
             let render = std::sync::Arc::new(move || stats_of().render_prometheus());
-            let (bound, task) = voq_transport::metrics::serve(addr, render)
+            let (bound, task) = voq_metrics::serve(addr, render)
                 .await
                 .with_context(|| format!("cannot listen on tcp {addr} for metrics"))?;
             info!(addr = %bound, "metrics at http://{bound}/metrics");
@@ -250,7 +234,9 @@ mod tests {
                 .await
                 .ok()?
                 .ok()?;
-            if let Ok((proxy_v2::Header::Proxy { .. }, payload)) = proxy_v2::decode(&buf[..n]) {
+            if let Ok((voq_tunnel::proxy_v2::Header::Proxy { .. }, payload)) =
+                voq_tunnel::proxy_v2::decode(&buf[..n])
+            {
                 return Some(payload.to_vec());
             }
         }

@@ -1,36 +1,14 @@
 //! Counters and their snapshot: JSON (serde) and the Prometheus text format.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use voq_metrics::{Exposition, Kind};
 use voq_quic_lb::Unroutable;
 
 use crate::table::{DropReason, Fallback, RoutingTable};
-
-/// Labels of the `unroutable` metric: the router's reasons.
-const UNROUTABLE: [&str; 7] = [
-    "not_quic",
-    "too_short",
-    "too_long",
-    "reserved_config",
-    "unknown_config",
-    "dcid_length_mismatch",
-    "other",
-];
-
-/// Labels of the `fallback` metric.
-const FALLBACK: [&str; 3] = ["unroutable", "unknown_server", "down"];
-
-fn unroutable_index(u: Unroutable) -> usize {
-    let name = u.as_str();
-    UNROUTABLE
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or(UNROUTABLE.len() - 1)
-}
 
 /// Counters of one worker (or of the prober). Relaxed atomics: each worker writes its own.
 #[derive(Debug, Default)]
@@ -42,8 +20,8 @@ pub(crate) struct Counters {
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) tx_calls: AtomicU64,
     pub(crate) routed: AtomicU64,
-    unroutable: [AtomicU64; UNROUTABLE.len()],
-    fallback: [AtomicU64; FALLBACK.len()],
+    unroutable: [AtomicU64; Unroutable::REASONS.len()],
+    fallback: [AtomicU64; Fallback::REASONS.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     pub(crate) probes_sent: AtomicU64,
     pub(crate) probes_answered: AtomicU64,
@@ -61,29 +39,29 @@ impl Counters {
     }
 
     pub(crate) fn fallback(&self, why: Fallback) {
-        let i = match why {
-            Fallback::Unroutable(u) => {
-                if let Some(c) = self.unroutable.get(unroutable_index(u)) {
-                    bump(c);
-                }
-                0
-            }
-            Fallback::UnknownServer => 1,
-            Fallback::Down => 2,
-        };
-        if let Some(c) = self.fallback.get(i) {
+        if let Fallback::Unroutable(u) = why
+            && let Some(c) = self.unroutable.get(u.index())
+        {
+            bump(c);
+        }
+        if let Some(c) = self.fallback.get(why.index()) {
             bump(c);
         }
     }
 
     /// An unroutable datagram that was dropped rather than hashed (no DCID).
     pub(crate) fn unroutable_dropped(&self, u: Unroutable) {
-        if let Some(c) = self.unroutable.get(unroutable_index(u)) {
+        if let Some(c) = self.unroutable.get(u.index()) {
             bump(c);
         }
         self.dropped(DropReason::unroutable(u));
     }
 }
+
+/// A per-backend metric family: name, help, and how to read its value.
+type BackendFamily = (&'static str, &'static str, fn(&BackendStats) -> u64);
+/// A per-backend, per-direction metric family.
+type TrafficFamily = (&'static str, &'static str, fn(Traffic) -> u64);
 
 /// Packets and octets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -156,8 +134,14 @@ impl Stats {
             recv_calls: 0,
             send_calls: 0,
             routed: 0,
-            fallback: FALLBACK.iter().map(|k| (k.to_string(), 0)).collect(),
-            unroutable: UNROUTABLE.iter().map(|k| (k.to_string(), 0)).collect(),
+            fallback: Fallback::REASONS
+                .iter()
+                .map(|k| (k.to_string(), 0))
+                .collect(),
+            unroutable: Unroutable::REASONS
+                .iter()
+                .map(|k| (k.to_string(), 0))
+                .collect(),
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), 0))
@@ -181,10 +165,10 @@ impl Stats {
             s.routed += load(&c.routed);
             s.probes_sent += load(&c.probes_sent);
             s.probes_answered += load(&c.probes_answered);
-            for (k, v) in UNROUTABLE.iter().zip(&c.unroutable) {
+            for (k, v) in Unroutable::REASONS.iter().zip(&c.unroutable) {
                 add(&mut s.unroutable, k, load(v));
             }
-            for (k, v) in FALLBACK.iter().zip(&c.fallback) {
+            for (k, v) in Fallback::REASONS.iter().zip(&c.fallback) {
                 add(&mut s.fallback, k, load(v));
             }
             for (r, v) in DropReason::ALL.iter().zip(&c.dropped) {
@@ -232,151 +216,145 @@ impl Stats {
         self.backends.iter().find(|b| b.server_id == server_id)
     }
 
-    /// The Prometheus text exposition format (version 0.0.4), metric names `voq_lb_*`.
+    /// The Prometheus text exposition format (version 0.0.4), metric names `voq_lb_*`, in
+    /// the convention of `voq-metrics`.
     pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP voq_lb_{name} {help}");
-            let _ = writeln!(out, "# TYPE voq_lb_{name} {kind}");
-            for (labels, v) in rows {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "voq_lb_{name} {v}");
-                } else {
-                    let _ = writeln!(out, "voq_lb_{name}{{{labels}}} {v}");
+        let mut out = Exposition::new();
+        let by = |map: &BTreeMap<String, u64>| {
+            map.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>()
+        };
+        out.single(
+            "voq_lb_workers",
+            Kind::Gauge,
+            "Worker sockets on the VIP.",
+            self.workers as u64,
+        );
+        let counters = [
+            (
+                "voq_lb_received_packets_total",
+                "Datagrams received on the VIP.",
+                self.received.packets,
+            ),
+            (
+                "voq_lb_received_bytes_total",
+                "UDP payload octets received on the VIP.",
+                self.received.bytes,
+            ),
+            (
+                "voq_lb_sent_packets_total",
+                "Datagrams sent from the VIP.",
+                self.sent.packets,
+            ),
+            (
+                "voq_lb_sent_bytes_total",
+                "UDP payload octets sent from the VIP.",
+                self.sent.bytes,
+            ),
+            (
+                "voq_lb_recv_calls_total",
+                "Receive system calls.",
+                self.recv_calls,
+            ),
+            (
+                "voq_lb_send_calls_total",
+                "Send system calls (a GSO batch is one).",
+                self.send_calls,
+            ),
+            (
+                "voq_lb_routed_total",
+                "Client datagrams routed by the server id in the DCID.",
+                self.routed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            out.single(name, Kind::Counter, help, value);
+        }
+        let labelled = [
+            (
+                "voq_lb_fallback_total",
+                "Client datagrams routed by the hash of the DCID.",
+                by(&self.fallback),
+            ),
+            (
+                "voq_lb_unroutable_total",
+                "Unroutable client datagrams by QUIC-LB reason.",
+                by(&self.unroutable),
+            ),
+            (
+                "voq_lb_dropped_total",
+                "Dropped datagrams by reason.",
+                by(&self.dropped),
+            ),
+        ];
+        for (name, help, rows) in labelled {
+            let mut family = out.family(name, Kind::Counter, help);
+            for (reason, value) in rows {
+                family.sample(&[("reason", &reason)], value);
+            }
+        }
+        out.single(
+            "voq_lb_probes_sent_total",
+            Kind::Counter,
+            "Health probes sent.",
+            self.probes_sent,
+        );
+        out.single(
+            "voq_lb_probes_answered_total",
+            Kind::Counter,
+            "Health probe answers received.",
+            self.probes_answered,
+        );
+        let gauges: [BackendFamily; 2] = [
+            (
+                "voq_lb_backend_up",
+                "1 when the backend takes new flows.",
+                |b| u64::from(b.up),
+            ),
+            (
+                "voq_lb_backend_weight",
+                "Weight of the backend for new flows.",
+                |b| u64::from(b.weight),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = out.family(name, Kind::Gauge, help);
+            for b in &self.backends {
+                let address = b.address.to_string();
+                family.sample(
+                    &[("server_id", &b.server_id), ("address", &address)],
+                    value(b),
+                );
+            }
+        }
+        let traffic: [TrafficFamily; 2] = [
+            (
+                "voq_lb_backend_packets_total",
+                "Datagrams tunnelled per backend and direction.",
+                |t| t.packets,
+            ),
+            (
+                "voq_lb_backend_bytes_total",
+                "Octets tunnelled per backend and direction.",
+                |t| t.bytes,
+            ),
+        ];
+        for (name, help, value) in traffic {
+            let mut family = out.family(name, Kind::Counter, help);
+            for b in &self.backends {
+                let address = b.address.to_string();
+                for (direction, t) in [("to_backend", b.to_backend), ("to_client", b.to_client)] {
+                    family.sample(
+                        &[
+                            ("server_id", &b.server_id),
+                            ("address", &address),
+                            ("direction", direction),
+                        ],
+                        value(t),
+                    );
                 }
             }
-        };
-        let one = |v: u64| vec![(String::new(), v)];
-        let by = |label: &str, map: &BTreeMap<String, u64>| {
-            map.iter()
-                .map(|(k, v)| (format!("{label}=\"{k}\""), *v))
-                .collect::<Vec<_>>()
-        };
-        metric(
-            "workers",
-            "gauge",
-            "Worker sockets on the VIP.",
-            &one(self.workers as u64),
-        );
-        metric(
-            "received_packets_total",
-            "counter",
-            "Datagrams received on the VIP.",
-            &one(self.received.packets),
-        );
-        metric(
-            "received_bytes_total",
-            "counter",
-            "UDP payload octets received on the VIP.",
-            &one(self.received.bytes),
-        );
-        metric(
-            "sent_packets_total",
-            "counter",
-            "Datagrams sent from the VIP.",
-            &one(self.sent.packets),
-        );
-        metric(
-            "sent_bytes_total",
-            "counter",
-            "UDP payload octets sent from the VIP.",
-            &one(self.sent.bytes),
-        );
-        metric(
-            "recv_calls_total",
-            "counter",
-            "Receive system calls.",
-            &one(self.recv_calls),
-        );
-        metric(
-            "send_calls_total",
-            "counter",
-            "Send system calls (a GSO batch is one).",
-            &one(self.send_calls),
-        );
-        metric(
-            "routed_total",
-            "counter",
-            "Client datagrams routed by the server id in the DCID.",
-            &one(self.routed),
-        );
-        metric(
-            "fallback_total",
-            "counter",
-            "Client datagrams routed by the hash of the DCID.",
-            &by("reason", &self.fallback),
-        );
-        metric(
-            "unroutable_total",
-            "counter",
-            "Unroutable client datagrams by QUIC-LB reason.",
-            &by("reason", &self.unroutable),
-        );
-        metric(
-            "dropped_total",
-            "counter",
-            "Dropped datagrams by reason.",
-            &by("reason", &self.dropped),
-        );
-        metric(
-            "probes_sent_total",
-            "counter",
-            "Health probes sent.",
-            &one(self.probes_sent),
-        );
-        metric(
-            "probes_answered_total",
-            "counter",
-            "Health probe answers received.",
-            &one(self.probes_answered),
-        );
-        let label =
-            |b: &BackendStats| format!("server_id=\"{}\",address=\"{}\"", b.server_id, b.address);
-        let rows = |f: &dyn Fn(&BackendStats) -> u64| {
-            self.backends
-                .iter()
-                .map(|b| (label(b), f(b)))
-                .collect::<Vec<_>>()
-        };
-        metric(
-            "backend_up",
-            "gauge",
-            "1 when the backend takes new flows.",
-            &rows(&|b| u64::from(b.up)),
-        );
-        metric(
-            "backend_weight",
-            "gauge",
-            "Weight of the backend for new flows.",
-            &rows(&|b| u64::from(b.weight)),
-        );
-        let per_direction = |f: &dyn Fn(Traffic) -> u64| {
-            let mut v = Vec::new();
-            for b in &self.backends {
-                v.push((
-                    format!("{},direction=\"to_backend\"", label(b)),
-                    f(b.to_backend),
-                ));
-                v.push((
-                    format!("{},direction=\"to_client\"", label(b)),
-                    f(b.to_client),
-                ));
-            }
-            v
-        };
-        metric(
-            "backend_packets_total",
-            "counter",
-            "Datagrams tunnelled per backend and direction.",
-            &per_direction(&|t| t.packets),
-        );
-        metric(
-            "backend_bytes_total",
-            "counter",
-            "Octets tunnelled per backend and direction.",
-            &per_direction(&|t| t.bytes),
-        );
-        out
+        }
+        out.finish()
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use voq_quic_lb::{Config, Route, Router, ServerId, Unroutable};
+use voq_tunnel::canonical;
 
 use crate::hash;
 
@@ -167,6 +168,25 @@ pub enum Fallback {
     /// The DCID names a backend that is down, and the packet may start a connection (a long
     /// header Initial or 0-RTT packet).
     Down,
+}
+
+impl Fallback {
+    /// Every reason's name, at its [`index`](Self::index): the labels of the `fallback` metric.
+    pub const REASONS: [&'static str; 3] = ["unroutable", "unknown_server", "down"];
+
+    /// This reason's position in [`REASONS`](Self::REASONS).
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Unroutable(_) => 0,
+            Self::UnknownServer => 1,
+            Self::Down => 2,
+        }
+    }
+
+    /// A short stable name, for logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        Self::REASONS[self.index()]
+    }
 }
 
 /// Where one client datagram goes.
@@ -496,11 +516,6 @@ fn starts_connection(datagram: &[u8]) -> bool {
         0x6b33_43cf => ty == 1 || ty == 2,
         _ => true,
     }
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4, so one client or backend has one key.
-pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 #[cfg(test)]

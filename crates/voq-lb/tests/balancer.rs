@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use voq_lb::proxy_v2;
 use voq_lb::{DropReason, HealthConfig};
+use voq_tunnel::proxy_v2;
 
 #[tokio::test]
 async fn routable_packets_reach_the_named_backend_and_replies_come_from_the_vip() {

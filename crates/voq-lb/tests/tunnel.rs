@@ -13,9 +13,10 @@ use common::*;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, Runtime, TokioRuntime};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use voq_lb::proxy_v2::{self, Header};
-use voq_lb::{Backend, HealthConfig, TunnelSocket};
+use voq_lb::{Backend, HealthConfig};
 use voq_quic_lb::{CidGenerator, Encoder, ServerId};
+use voq_tunnel::TunnelSocket;
+use voq_tunnel::proxy_v2::{self, Header};
 
 /// Receives one batch from `socket`, split into datagrams at `stride`.
 async fn recv_batch(socket: &dyn AsyncUdpSocket) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -243,7 +244,7 @@ impl QuinnBackend {
             let encoder = Encoder::new(quic_lb(), &server_id, [server_id[1]; 32]).unwrap();
             Box::new(CidGenerator::new(encoder))
         });
-        let endpoint = voq_lb::endpoint(config, Some(server), socket.clone()).unwrap();
+        let endpoint = voq_tunnel::endpoint(config, Some(server), socket.clone()).unwrap();
         let accept = endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {

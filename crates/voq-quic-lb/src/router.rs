@@ -224,16 +224,32 @@ pub enum Unroutable {
 }
 
 impl Unroutable {
+    /// Every reason's name, at its [`index`](Self::index): the label values of a per-reason
+    /// metric, so a counter array can be sized and labelled from the type.
+    pub const REASONS: [&'static str; 6] = [
+        "not_quic",
+        "too_short",
+        "too_long",
+        "reserved_config",
+        "unknown_config",
+        "dcid_length_mismatch",
+    ];
+
+    /// This reason's position in [`REASONS`](Self::REASONS).
+    pub fn index(&self) -> usize {
+        match self {
+            Self::NotQuic => 0,
+            Self::TooShort => 1,
+            Self::TooLong => 2,
+            Self::ReservedConfig => 3,
+            Self::UnknownConfig { .. } => 4,
+            Self::DcidLengthMismatch => 5,
+        }
+    }
+
     /// A short stable name, for logs and metrics labels.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::NotQuic => "not_quic",
-            Self::TooShort => "too_short",
-            Self::TooLong => "too_long",
-            Self::ReservedConfig => "reserved_config",
-            Self::UnknownConfig { .. } => "unknown_config",
-            Self::DcidLengthMismatch => "dcid_length_mismatch",
-        }
+        Self::REASONS[self.index()]
     }
 }
 
@@ -312,6 +328,20 @@ pub enum DecodeError {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn every_unroutable_reason_has_its_own_label() {
+        let all = [
+            Unroutable::NotQuic,
+            Unroutable::TooShort,
+            Unroutable::TooLong,
+            Unroutable::ReservedConfig,
+            Unroutable::UnknownConfig { config_id: 3 },
+            Unroutable::DcidLengthMismatch,
+        ];
+        let indices: Vec<usize> = all.iter().map(Unroutable::index).collect();
+        assert_eq!(indices, (0..Unroutable::REASONS.len()).collect::<Vec<_>>());
+    }
 
     const KEY: [u8; 16] = [
         0x8f, 0x95, 0xf0, 0x92, 0x45, 0x76, 0x5f, 0x80, 0x25, 0x69, 0x34, 0xe5, 0x0c, 0x66, 0x20,

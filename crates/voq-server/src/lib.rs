@@ -99,12 +99,12 @@ impl Server {
         let endpoint = match settings.tunnel {
             // Behind voq lb: the tunnel socket strips and adds the PROXY v2 headers.
             config::Tunnel::Vip(vip) => {
-                let socket = voq_lb::TunnelSocket::new(bind()?, vip)?;
-                voq_lb::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+                let socket = voq_tunnel::TunnelSocket::new(bind()?, vip)?;
+                voq_tunnel::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
             }
             config::Tunnel::Learn => {
-                let socket = voq_lb::TunnelSocket::learning(bind()?)?;
-                voq_lb::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+                let socket = voq_tunnel::TunnelSocket::learning(bind()?)?;
+                voq_tunnel::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
             }
             config::Tunnel::Off => {
                 let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
@@ -269,6 +269,9 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         if let Some(m) = self.metrics.take() {
             m.abort();
+        }
+        for (carrier, value) in self.stats.sessions_started.iter() {
+            info!(target: "voq::stats", "voq_sessions_started_total{{carrier={carrier}}} {value}");
         }
         for (name, _, value) in self.stats.snapshot() {
             info!(target: "voq::stats", "{name} {value}");

@@ -7,21 +7,12 @@ use anyhow::Context;
 
 use crate::stats::Stats;
 
-/// The counters as Prometheus text.
-pub fn render(stats: &Stats) -> String {
-    let mut out = String::new();
-    for (name, help, value) in stats.snapshot() {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
-    }
-    out
-}
-
 /// Serves `/metrics` on `addr` until the task is aborted; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     stats: Arc<Stats>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    voq_transport::metrics::serve(addr, Arc::new(move || render(&stats)))
+    voq_metrics::serve(addr, Arc::new(move || stats.render_prometheus()))
         .await
         .with_context(|| format!("cannot listen on tcp {addr} for metrics"))
 }
@@ -34,11 +25,24 @@ mod tests {
     fn counters_render_as_prometheus_text() {
         let stats = Stats::default();
         stats.turns_committed.add(3);
-        let text = render(&stats);
+        stats
+            .sessions_started
+            .get(voq_transport::Carrier::WebSocket)
+            .inc();
+        let text = stats.render_prometheus();
         assert!(
-            text.contains("# TYPE voq_turns_committed counter\nvoq_turns_committed 3\n"),
+            text.contains(
+                "# TYPE voq_turns_committed_total counter\nvoq_turns_committed_total 3\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("voq_sessions_started 0\n"));
+        assert!(
+            text.contains("voq_sessions_started_total{carrier=\"ws\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("voq_sessions_started_total{carrier=\"quic\"} 0\n"),
+            "{text}"
+        );
     }
 }

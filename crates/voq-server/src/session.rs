@@ -84,8 +84,7 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext) {
 
 async fn run_session(link: Link, mut ctx: SessionContext) {
     let carrier = link.carrier();
-    ctx.stats.sessions_started.inc();
-    ctx.stats.carrier_sessions(carrier).inc();
+    ctx.stats.sessions_started.get(carrier).inc();
     let agent = match ctx.agent_factory.session() {
         Ok(a) => a,
         Err(e) => {

@@ -1,35 +1,24 @@
 //! Server counters: cheap atomics, read as a snapshot (logged at shutdown; exported by the
 //! metrics endpoint of the HTTP carrier).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use voq_metrics::{Counter, Exposition, Kind, LabelledCounter};
+use voq_transport::Carrier;
 
 macro_rules! stats {
     ($($name:ident: $help:literal),* $(,)?) => {
-        /// Counters of one server.
+        /// Counters of one server. Each is exported as `voq_<name>_total`; sessions are one
+        /// family labelled by carrier.
         #[derive(Debug, Default)]
-        pub struct Stats { $(#[doc = $help] pub $name: Counter,)* }
+        pub struct Stats {
+            /// voq sessions started, by carrier (`voq_sessions_started_total{carrier="quic"}`).
+            pub sessions_started: LabelledCounter<Carrier>,
+            $(#[doc = $help] pub $name: Counter,)*
+        }
 
         impl Stats {
-            /// `(name, help, value)` of every counter, for logs and metrics exposition.
+            /// `(name, help, value)` of every unlabelled counter, for logs.
             pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
-                vec![$((concat!("voq_", stringify!($name)), $help, self.$name.get()),)*]
+                vec![$((concat!("voq_", stringify!($name), "_total"), $help, self.$name.get()),)*]
             }
         }
     };
@@ -38,11 +27,7 @@ macro_rules! stats {
 stats! {
     connections_accepted: "QUIC connections accepted",
     connections_refused: "connections refused (handshake failure, capacity)",
-    sessions_started: "voq sessions started",
     sessions_ended: "voq sessions ended",
-    sessions_quic: "voq sessions started over raw QUIC",
-    sessions_webtransport: "voq sessions started over WebTransport",
-    sessions_ws: "voq sessions started over WebSocket",
     http_requests: "HTTP requests on the TCP port (page, config, upgrades)",
     turns_committed: "user turns committed",
     prompt_frames: "user audio frames received",
@@ -55,13 +40,19 @@ stats! {
 }
 
 impl Stats {
-    /// The per-carrier session counter.
-    pub fn carrier_sessions(&self, carrier: voq_transport::Carrier) -> &Counter {
-        match carrier {
-            voq_transport::Carrier::Quic => &self.sessions_quic,
-            voq_transport::Carrier::WebTransport => &self.sessions_webtransport,
-            voq_transport::Carrier::WebSocket => &self.sessions_ws,
+    /// The counters in the Prometheus text format, in the convention of `voq-metrics`.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = Exposition::new();
+        out.by(
+            "voq_sessions_started_total",
+            "voq sessions started, by carrier",
+            "carrier",
+            self.sessions_started.iter(),
+        );
+        for (name, help, value) in self.snapshot() {
+            out.single(name, Kind::Counter, help, value);
         }
+        out.finish()
     }
 }
 

@@ -96,9 +96,9 @@ async fn every_carrier_echoes_bit_exact_on_one_port() {
         );
     }
     let stats = server.stats();
-    assert_eq!(stats.sessions_quic.get(), 1);
-    assert_eq!(stats.sessions_webtransport.get(), 1);
-    assert_eq!(stats.sessions_ws.get(), 2);
+    assert_eq!(stats.sessions_started.get(Carrier::Quic).get(), 1);
+    assert_eq!(stats.sessions_started.get(Carrier::WebTransport).get(), 1);
+    assert_eq!(stats.sessions_started.get(Carrier::WebSocket).get(), 2);
     server.shutdown().await;
 }
 

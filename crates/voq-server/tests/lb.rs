@@ -82,7 +82,7 @@ impl Cluster {
     fn sessions(&self) -> Vec<u64> {
         self.servers
             .iter()
-            .map(|s| s.stats().sessions_started.get())
+            .map(|s| s.stats().sessions_started.total())
             .collect()
     }
 

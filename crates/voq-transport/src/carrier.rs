@@ -33,6 +33,14 @@ impl Carrier {
     }
 }
 
+impl voq_metrics::LabelValue for Carrier {
+    const ALL: &'static [Self] = &Carrier::ALL;
+
+    fn label_value(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 impl std::fmt::Display for Carrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

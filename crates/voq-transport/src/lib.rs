@@ -13,7 +13,6 @@ use voq_proto::Code;
 use voq_proto::stream::{OutStream, StreamId};
 
 pub mod carrier;
-pub mod metrics;
 pub mod streams;
 pub mod ws;
 

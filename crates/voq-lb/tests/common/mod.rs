@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use voq_lb::proxy_v2::{self, Header};
 use voq_lb::{Backend, Balancer, BalancerConfig, HealthConfig};
 use voq_quic_lb::{Config, ServerId};
+use voq_tunnel::proxy_v2::{self, Header};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(5);

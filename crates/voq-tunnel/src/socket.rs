@@ -138,7 +138,7 @@ impl TunnelSocket {
     /// Wraps a bound socket with quinn's tokio wrapper. Must be called inside a tokio runtime.
     pub fn new(socket: std::net::UdpSocket, lb: SocketAddr) -> io::Result<Self> {
         let local = socket.local_addr()?;
-        let lb = crate::table::canonical(lb);
+        let lb = crate::canonical(lb);
         let lb = for_socket(lb, local.is_ipv6()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -364,7 +364,7 @@ impl AsyncUdpSocket for TunnelSocket {
             }
             // Everything buffered is used up (or was dropped): read the next batch.
             let RecvScratch { buf, metas, .. } = &mut *scratch;
-            let mut iovs = crate::balancer::slots::<SLOTS>(buf, SLOT_LEN);
+            let mut iovs = crate::recv_slots::<SLOTS>(buf, SLOT_LEN);
             match self.inner.poll_recv(cx, &mut iovs, metas) {
                 Poll::Ready(Ok(n)) => scratch.reset(n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -452,7 +452,7 @@ impl RecvScratch {
 
 /// `addr` in the family of a socket (IPv4-mapped for IPv6 sockets); `None` when an IPv6
 /// address cannot reach an IPv4 socket.
-pub(crate) fn for_socket(addr: SocketAddr, socket_is_v6: bool) -> Option<SocketAddr> {
+pub fn for_socket(addr: SocketAddr, socket_is_v6: bool) -> Option<SocketAddr> {
     match (addr, socket_is_v6) {
         (SocketAddr::V4(a), true) => Some(SocketAddr::new(
             IpAddr::V6(a.ip().to_ipv6_mapped()),
