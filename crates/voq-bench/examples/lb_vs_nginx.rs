@@ -53,6 +53,7 @@ use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use serde::Serialize;
 use tokio::io::Interest;
 use tokio::task::JoinHandle;
+use voq_bench::bench::report::percentile;
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_server::{QuicLbSettings, Server, Settings, Tunnel};
 use voq_tunnel::proxy_v2::{self, Header};
@@ -496,7 +497,12 @@ async fn latency(
             let l = tokio::task::spawn_blocking(move || -> anyhow::Result<Latency> {
                 let (d, _) = pingpong(direct, &cid, size, pings)?;
                 let (p, lost) = pingpong(proxy, &cid, size, pings)?;
-                let (d50, d99, p50, p99) = (pct(&d, 50), pct(&d, 99), pct(&p, 50), pct(&p, 99));
+                let (d50, d99, p50, p99) = (
+                    percentile(&d, 0.50),
+                    percentile(&d, 0.99),
+                    percentile(&p, 0.50),
+                    percentile(&p, 0.99),
+                );
                 Ok(Latency {
                     placement,
                     size,
@@ -728,10 +734,6 @@ fn pingpong(
     anyhow::ensure!(!rtts.is_empty(), "no answer from {target}");
     rtts.sort_by(f64::total_cmp);
     Ok((rtts, lost))
-}
-
-fn pct(sorted: &[f64], p: usize) -> f64 {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 /// RSS before and after `--flows` new flows through the proxy.

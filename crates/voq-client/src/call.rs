@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
 use voq_proto::{Code, Codec, SAMPLE_RATE};
-use voq_transport::{Carrier, Inbound, Link, Streams};
+use voq_transport::quic::{ALPN_H3, ALPN_HTTP1, ALPN_VOQ};
+use voq_transport::{Carrier, Inbound, Link, Streams, sleep_until};
 
 use crate::report::{CallReport, InterruptReport, PromptReport, ReplyReport, TurnReport};
 use crate::tls::{Trust, client_config};
@@ -165,19 +166,16 @@ impl Client {
             let tls = client_config(trust, alpn)?;
             let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
             let mut config = quinn::ClientConfig::new(Arc::new(quic));
-            let mut transport = quinn::TransportConfig::default();
-            transport.keep_alive_interval(Some(Duration::from_secs(5)));
-            transport.max_concurrent_uni_streams(16u32.into());
-            config.transport_config(Arc::new(transport));
+            config.transport_config(voq_transport::quic::transport_config());
             Ok(config)
         };
         let endpoint =
             quinn::Endpoint::client(bind).with_context(|| format!("cannot bind udp {bind}"))?;
-        let tcp_tls = client_config(trust, b"http/1.1")?;
+        let tcp_tls = client_config(trust, ALPN_HTTP1)?;
         Ok(Self {
             endpoint,
-            config: quic_config(voq_proto_alpn())?,
-            webtransport: quic_config(b"h3")?,
+            config: quic_config(ALPN_VOQ)?,
+            webtransport: quic_config(ALPN_H3)?,
             tcp_tls: Arc::new(tcp_tls),
         })
     }
@@ -286,10 +284,6 @@ impl Client {
             Ok(Link::WebSocket(WsLink::start(ws, false, target.addr)))
         }
     }
-}
-
-fn voq_proto_alpn() -> &'static [u8] {
-    b"voq/1"
 }
 
 struct Call {
@@ -620,13 +614,6 @@ impl Call {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -146,17 +146,13 @@ impl FromStr for BackendSpec {
 impl BackendSpec {
     /// The server id octets.
     pub fn server_id(&self) -> Result<ServerId, LbConfigError> {
-        let invalid = |reason: &'static str| LbConfigError::ServerId {
+        let invalid = |reason: String| LbConfigError::ServerId {
             value: self.server_id.clone(),
             reason,
         };
-        let hex_digits = self.server_id.trim_start_matches("0x");
         let bytes =
-            hex::decode(hex_digits).map_err(|_| invalid("not an even number of hex digits"))?;
-        if bytes.is_empty() {
-            return Err(invalid("empty"));
-        }
-        ServerId::from_slice(&bytes).ok_or_else(|| invalid("longer than 15 octets"))
+            voq_quic_lb::hex::decode(&self.server_id).map_err(|e| invalid(e.to_string()))?;
+        ServerId::from_slice(&bytes).ok_or_else(|| invalid("longer than 15 octets".into()))
     }
 
     /// Whether the address is a literal `IP:PORT` (no name to resolve).
@@ -262,14 +258,8 @@ impl QuicLbSpec {
 }
 
 fn parse_key(config_id: u8, key: &HexKey) -> Result<[u8; 16], LbConfigError> {
-    let digits = key.0.trim_start_matches("0x");
-    hex::decode(digits)
-        .ok()
-        .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .ok_or(LbConfigError::Key {
-            config_id,
-            len: digits.len(),
-        })
+    voq_quic_lb::hex::decode_array(&key.0)
+        .map_err(|source| LbConfigError::Key { config_id, source })
 }
 
 /// An invalid `voq lb` configuration.
@@ -306,17 +296,15 @@ pub enum LbConfigError {
         /// As written.
         value: String,
         /// What is wrong.
-        reason: &'static str,
+        reason: String,
     },
     /// A QUIC-LB key that is not 16 octets of hex. The key itself is not repeated.
-    #[error(
-        "key of QUIC-LB config id {config_id}: expected 32 hex digits (AES-128), got {len} characters"
-    )]
+    #[error("key of QUIC-LB config id {config_id} (AES-128, 32 hex digits): {source}")]
     Key {
         /// The config id the key belongs to.
         config_id: u8,
-        /// Characters given.
-        len: usize,
+        /// What is wrong.
+        source: voq_quic_lb::hex::HexError,
     },
     /// An invalid QUIC-LB configuration.
     #[error("QUIC-LB config id {config_id}: {source}")]

@@ -325,7 +325,7 @@ impl RoutingTable {
         let mut by_addr = HashMap::with_capacity(backends.len());
         for mut backend in backends {
             backend.addr = canonical(backend.addr);
-            let sid_hex = hex::encode(backend.server_id.as_bytes());
+            let sid_hex = voq_quic_lb::hex::encode(backend.server_id.as_bytes());
             let len = backend.server_id.len();
             if !router.configs().any(|c| c.sid_len() == len) {
                 return Err(TableError::ServerIdLength {

@@ -49,6 +49,7 @@ mod cipher;
 mod config;
 mod encoder;
 mod header;
+pub mod hex;
 pub mod nlb;
 #[cfg(feature = "quinn")]
 mod quinn;

@@ -79,26 +79,10 @@ pub fn parse_server_id(s: &str) -> Result<[u8; SERVER_ID_LEN], ServerIdError> {
 }
 
 fn parse_hex(hex: &str) -> Result<[u8; SERVER_ID_LEN], ServerIdError> {
-    let digits = hex.as_bytes();
-    if digits.len() != 2 * SERVER_ID_LEN {
-        return Err(ServerIdError::HexLen(digits.len()));
+    if hex.len() != 2 * SERVER_ID_LEN {
+        return Err(ServerIdError::HexLen(hex.len()));
     }
-    let mut out = [0; SERVER_ID_LEN];
-    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let hi = hex_value(pair[0]).ok_or(ServerIdError::HexDigit)?;
-        let lo = hex_value(pair[1]).ok_or(ServerIdError::HexDigit)?;
-        *o = (hi << 4) | lo;
-    }
-    Ok(out)
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    crate::hex::decode_array(hex).map_err(|_| ServerIdError::HexDigit)
 }
 
 /// Standard or URL-safe alphabet, `=` padding optional.

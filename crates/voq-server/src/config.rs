@@ -161,20 +161,9 @@ fn nlb_settings(server_id: Option<&str>, cid_len: usize) -> anyhow::Result<QuicL
     })
 }
 
-/// Parses hex with an optional `0x` prefix.
-pub fn parse_hex(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
-    let digits = text.strip_prefix("0x").unwrap_or(text);
-    anyhow::ensure!(
-        !digits.is_empty() && digits.len().is_multiple_of(2),
-        "{field}: \"{text}\" is not an even number of hex digits"
-    );
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&digits[i..i + 2], 16)
-                .with_context(|| format!("{field}: \"{text}\" is not hex"))
-        })
-        .collect()
+/// Parses hex with an optional `0x` prefix (voq-quic-lb's parser, shared with `voq lb`).
+fn parse_hex(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
+    voq_quic_lb::hex::decode(text).with_context(|| format!("{field}: \"{text}\""))
 }
 
 impl Default for Settings {
@@ -263,11 +252,10 @@ impl ServeConfig {
             Some(sid) => {
                 let key = match &merged.lb_key {
                     None => None,
-                    Some(k) => {
-                        Some(<[u8; 16]>::try_from(parse_hex("lb-key", k)?).map_err(|_| {
-                            anyhow::anyhow!("lb-key: needs 32 hex digits (AES-128)")
-                        })?)
-                    }
+                    Some(k) => Some(
+                        voq_quic_lb::hex::decode_array::<16>(k)
+                            .context("lb-key (AES-128: 32 hex digits)")?,
+                    ),
                 };
                 let lb = QuicLbSettings {
                     config_id: merged.lb_config_id.unwrap_or(0),

@@ -23,6 +23,7 @@ use anyhow::Context;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
+use voq_transport::quic::{ALPN_H3, ALPN_HTTP1, ALPN_VOQ};
 
 pub use config::{QuicLbSettings, ServeConfig, Settings, Tunnel};
 pub use record::Recorder;
@@ -62,17 +63,11 @@ impl Server {
             None => Identity::generate_dev(&[])?,
         };
         let certs = tls::CertStore::new(identity)?;
-        let tls = tls::server_config_with(&certs, &[tls::ALPN_VOQ, tls::ALPN_H3])?;
+        let tls = tls::server_config_with(&certs, &[ALPN_VOQ, ALPN_H3])?;
         let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .context("TLS configuration unusable for QUIC")?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_concurrent_uni_streams(16u32.into());
-        // The control stream, plus the CONNECT request stream of a WebTransport session.
-        transport.max_concurrent_bidi_streams(2u32.into());
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
-        transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
-        server_config.transport_config(Arc::new(transport));
+        server_config.transport_config(voq_transport::quic::transport_config());
         let mut endpoint_config = quinn::EndpointConfig::default();
         if let Some(lb) = &settings.quic_lb {
             let config = lb.config()?;
@@ -141,7 +136,7 @@ impl Server {
         let (web, web_addr) = match tcp {
             Some(listener) => {
                 let web_addr = listener.local_addr()?;
-                let mut http_tls = tls::server_config_with(&certs, &[tls::ALPN_HTTP1])?;
+                let mut http_tls = tls::server_config_with(&certs, &[ALPN_HTTP1])?;
                 // tokio-rustls never reads TLS early data: a resumed browser's 0-RTT request
                 // would be dropped and the connection would hang.
                 http_tls.max_early_data_size = 0;
@@ -439,7 +434,7 @@ async fn accept_link(
             }
         },
     };
-    if alpn.as_deref() == Some(tls::ALPN_H3) {
+    if alpn.as_deref() == Some(ALPN_H3) {
         return accept_webtransport(conn, ctx).await;
     }
     Some(voq_transport::Link::quic(conn))

@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, info, warn};
 use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
 use voq_proto::{Blame, Code, Codec, ErrorCode, Problem};
 use voq_transport::carrier::{RecvHalf, SendHalf};
-use voq_transport::{Inbound, Link, Streams};
+use voq_transport::{Inbound, Link, Streams, sleep_until};
 
 use crate::agent::{Agent, AgentMsg, ReplySink, Turn};
 use crate::record::Recorder;
@@ -509,12 +509,5 @@ fn encode_into_core(
     match r.encoder.encode(pcm, &mut payload) {
         Ok(_) => core.handle_agent_frame(now, &r.id, payload, pcm.len() as u32),
         Err(e) => core.handle_agent_failed(now, &r.id, &format!("cannot encode agent audio: {e}")),
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -17,13 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// ALPN of raw-QUIC voq sessions.
-pub const ALPN_VOQ: &[u8] = b"voq/1";
-/// ALPN of HTTP/3, which carries WebTransport.
-pub const ALPN_H3: &[u8] = b"h3";
-/// ALPN of the TCP port's HTTPS and WSS.
-pub const ALPN_HTTP1: &[u8] = b"http/1.1";
-
 /// How often a development certificate is replaced: about half its validity, so clients that
 /// fetched a hash shortly before a rotation still have days of overlap.
 pub const DEV_CERT_ROTATION: Duration = Duration::from_secs(6 * 24 * 3600);
@@ -311,7 +304,7 @@ mod tests {
         assert!(cert, "ecdsa-with-SHA256 / P-256 OIDs present");
         assert_eq!(id.sha256_hex().len(), 64);
         assert!(id.cert_pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
-        server_config(&id, &[ALPN_VOQ])?;
+        server_config(&id, &[voq_transport::quic::ALPN_VOQ])?;
         Ok(())
     }
 

@@ -396,7 +396,8 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
 
 /// A bare QUIC connection speaking voq/1 by hand, for sending what a real client never would.
 async fn raw_connection(server: &Server) -> quinn::Connection {
-    let tls = voq_client::tls::client_config(&Trust::Insecure, b"voq/1").unwrap();
+    let tls =
+        voq_client::tls::client_config(&Trust::Insecure, voq_transport::quic::ALPN_VOQ).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));

@@ -13,10 +13,12 @@ use voq_proto::Code;
 use voq_proto::stream::{OutStream, StreamId};
 
 pub mod carrier;
+pub mod quic;
 pub mod streams;
 pub mod ws;
 
 pub use carrier::{Carrier, Link, LinkError};
+pub use quic::sleep_until;
 pub use streams::Streams;
 /// web-transport-quinn, re-exported for the shells that accept and dial WebTransport sessions.
 pub use web_transport_quinn;

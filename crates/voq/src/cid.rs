@@ -128,18 +128,12 @@ fn config(id: u8, sid_len: usize, nonce_len: usize, key: Option<&str>) -> Result
     let Some(key) = key else {
         return Ok(config);
     };
-    let bytes = parse_hex("--key", key).map_err(Failure::Usage)?;
-    let key: [u8; 16] = bytes.as_slice().try_into().map_err(|_| {
-        Failure::Usage(format!(
-            "--key: needs 32 hex digits (16 octets), got {}",
-            2 * bytes.len()
-        ))
-    })?;
+    let key = voq_quic_lb::hex::decode_array::<16>(key)
+        .map_err(|e| Failure::Usage(format!("--key (AES-128): {e}")))?;
     Ok(config.with_key(key))
 }
 
 /// Hex with an optional `0x` prefix, either case.
 fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>, String> {
-    let digits = s.strip_prefix("0x").unwrap_or(s);
-    hex::decode(digits).map_err(|e| format!("{what}: invalid hex {s:?}: {e}"))
+    voq_quic_lb::hex::decode(s).map_err(|e| format!("{what}: invalid hex {s:?}: {e}"))
 }

@@ -94,8 +94,14 @@ impl Dist {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let pos = p * (sorted.len() - 1) as f64;
+/// The `q` quantile (0..=1) of sorted values, linearly interpolated between the two nearest
+/// ranks (Hyndman and Fan's type 7, numpy's and R's default). The one definition behind every
+/// table voq publishes; NaN for no values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
@@ -728,4 +734,19 @@ pub fn html(report: &BenchReport, figures: &[Figure]) -> String {
          li.met{{color:#070}}li.missed{{color:#b00;font-weight:600}}.meta{{color:#555}}\
          .plot{{margin:1em 0}}</style>{body}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let v = [10.0, 20.0, 30.0, 40.0];
+        assert_eq!(percentile(&v, 0.0), 10.0);
+        assert_eq!(percentile(&v, 0.5), 25.0);
+        assert_eq!(percentile(&v, 1.0), 40.0);
+        assert!((percentile(&v, 0.99) - 39.7).abs() < 1e-9);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
 }
