@@ -892,6 +892,8 @@ fn lb_settings(server_id: u8) -> QuicLbSettings {
         server_id: vec![server_id],
         nonce_len: NONCE_LEN,
         key: Some(KEY),
+        cid_len: None,
+        self_encoded_len: None,
     }
 }
 

@@ -423,6 +423,8 @@ async fn run_cluster(first: usize, total: usize, out: &Path) -> anyhow::Result<V
             server_id: vec![id],
             nonce_len: 8,
             key: None,
+            cid_len: None,
+            self_encoded_len: None,
         };
         let settings = Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

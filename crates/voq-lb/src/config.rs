@@ -3,11 +3,11 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:443"
-//! # the QUIC-LB configuration servers issue CIDs with
-//! config-id = 1
-//! server-id-len = 2
-//! nonce-len = 6
-//! key = "8f95f09245765f80256934e50c66207f"   # optional: AES-128, else plaintext
+//! # the QUIC-LB configuration servers issue CIDs with (voq serve's names for it)
+//! lb-config-id = 1
+//! lb-server-id-len = 2
+//! lb-nonce-len = 6
+//! lb-key = "8f95f09245765f80256934e50c66207f"   # optional: AES-128, else plaintext
 //!
 //! # optional: more configurations, e.g. the previous one during a key rotation
 //! [[quic-lb]]
@@ -65,24 +65,49 @@ pub struct LbConfig {
     #[arg(long = "backend", value_name = "HEX=ADDR[@WEIGHT]")]
     #[serde(rename = "backend")]
     pub backends: Vec<BackendSpec>,
+    // The QUIC-LB settings carry the `lb-` names `voq serve` uses for the same settings (one
+    // vocabulary: crates/voq/src/main.rs checks it); the bare names of earlier releases stay
+    // accepted as aliases.
     /// QUIC-LB config id, 0..=6 [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long = "lb-config-id", alias = "config-id", value_name = "N")]
+    #[serde(rename = "lb-config-id", alias = "config-id")]
     pub config_id: Option<u8>,
-    /// QUIC-LB server id length in octets.
-    #[arg(long, value_name = "L")]
+    /// QUIC-LB server id length in octets [default: the length of the backends' ids].
+    #[arg(
+        long = "lb-server-id-len",
+        alias = "server-id-len",
+        value_name = "OCTETS"
+    )]
+    #[serde(rename = "lb-server-id-len", alias = "server-id-len")]
     pub server_id_len: Option<usize>,
-    /// QUIC-LB nonce length in octets.
-    #[arg(long, value_name = "M")]
+    /// QUIC-LB nonce length in octets [default: 8].
+    #[arg(long = "lb-nonce-len", alias = "nonce-len", value_name = "OCTETS")]
+    #[serde(rename = "lb-nonce-len", alias = "nonce-len")]
     pub nonce_len: Option<usize>,
-    /// QUIC-LB AES-128 key, 32 hex digits; without it CIDs are plaintext. Prefer the
-    /// environment variable to keep the key off the command line.
-    #[arg(long, value_name = "HEX", env = "VOQ_LB_KEY", hide_env_values = true)]
+    /// QUIC-LB AES-128 key (32 hex digits), shared with the servers; without it CIDs are
+    /// plaintext (the server id is visible on the wire). Prefer the environment variable to
+    /// keep the key off the command line.
+    #[arg(
+        long = "lb-key",
+        alias = "key",
+        value_name = "HEX",
+        env = "VOQ_LB_KEY",
+        hide_env_values = true
+    )]
+    #[serde(rename = "lb-key", alias = "key")]
     pub key: Option<HexKey>,
-    /// Total CID length, first octet included (adds server-use octets) [default: 1 + L + M].
-    #[arg(long, value_name = "N")]
+    /// QUIC-LB CID length, first octet included (adds server-use octets)
+    /// [default: 1 + server id + nonce].
+    #[arg(long = "lb-cid-len", alias = "cid-len", value_name = "OCTETS")]
+    #[serde(rename = "lb-cid-len", alias = "cid-len")]
     pub cid_len: Option<usize>,
-    /// Whether CIDs self-encode their length in the first octet [default: true].
-    #[arg(long, value_name = "BOOL")]
+    /// Whether QUIC-LB CIDs self-encode their length in the first octet [default: true].
+    #[arg(
+        long = "lb-self-encoded-len",
+        alias = "self-encoded-len",
+        value_name = "BOOL"
+    )]
+    #[serde(rename = "lb-self-encoded-len", alias = "self-encoded-len")]
     pub self_encoded_len: Option<bool>,
     /// More QUIC-LB configurations, e.g. the previous one during a rotation (file only:
     /// `[[quic-lb]]` tables). The one given by flags/top-level keys wins on the same config id.
@@ -322,7 +347,7 @@ pub enum LbConfigError {
     },
     /// No QUIC-LB configuration at all.
     #[error(
-        "no QUIC-LB configuration: give backends (their server id length is used with voq serve's defaults), --server-id-len and --nonce-len, or [[quic-lb]] tables in the file"
+        "no QUIC-LB configuration: give backends (their server id length is used with voq serve's defaults), --lb-server-id-len and --lb-nonce-len, or [[quic-lb]] tables in the file"
     )]
     NoQuicLb,
     /// A health setting out of range.
@@ -398,14 +423,14 @@ impl LbConfig {
             Some(l) => l?,
             None => {
                 return Err(LbConfigError::Missing {
-                    field: "server-id-len",
+                    field: "lb-server-id-len",
                 });
             }
         };
         for l in lens {
             if l? != first {
                 return Err(LbConfigError::Missing {
-                    field: "server-id-len (the backends' server ids differ in length)",
+                    field: "lb-server-id-len (the backends' server ids differ in length)",
                 });
             }
         }
@@ -518,6 +543,48 @@ weight = 1
 server-id = "0x0C0D"
 address = "127.0.0.1:5002"
 "#;
+
+    #[test]
+    fn the_lb_names_of_voq_serve_and_the_bare_names_read_alike() {
+        let new_names = FILE
+            .replacen("config-id = 1", "lb-config-id = 1", 1)
+            .replacen("server-id-len = 2", "lb-server-id-len = 2", 1)
+            .replacen("nonce-len = 6", "lb-nonce-len = 6", 1)
+            .replacen("key = ", "lb-key = ", 1);
+        assert!(new_names.contains("lb-key = ") && new_names.contains("\nconfig-id = 0"));
+        let old: LbConfig = toml::from_str(FILE).unwrap();
+        let new: LbConfig = toml::from_str(&new_names).unwrap();
+        assert_eq!(
+            format!("{:?}", old.clone().settings().unwrap().configs),
+            format!("{:?}", new.settings().unwrap().configs)
+        );
+        let flags = |args: &[&str]| {
+            use clap::Parser;
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                lb: LbConfig,
+            }
+            Cli::parse_from(std::iter::once("lb").chain(args.iter().copied())).lb
+        };
+        let a = flags(&[
+            "--lb-config-id",
+            "2",
+            "--lb-nonce-len",
+            "5",
+            "--lb-cid-len",
+            "12",
+        ]);
+        let b = flags(&["--config-id", "2", "--nonce-len", "5", "--cid-len", "12"]);
+        assert_eq!(
+            (a.config_id, a.nonce_len, a.cid_len),
+            (Some(2), Some(5), Some(12))
+        );
+        assert_eq!(
+            (a.config_id, a.nonce_len, a.cid_len),
+            (b.config_id, b.nonce_len, b.cid_len)
+        );
+    }
 
     #[test]
     fn reads_the_file_and_applies_defaults() {

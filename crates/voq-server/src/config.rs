@@ -66,7 +66,7 @@ pub struct ServeConfig {
     /// AWS_LBC_QUIC_SERVER_ID (injected by the AWS Load Balancer Controller) or --server-id
     /// (`0x` + 16 hex digits), and issue the NLB's plaintext CIDs of --nlb-cid-len octets.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    #[arg(conflicts_with_all = ["lb_config_id", "lb_nonce_len", "lb_key"])]
+    #[arg(conflicts_with_all = ["lb_config_id", "lb_nonce_len", "lb_key", "lb_cid_len", "lb_self_encoded_len"])]
     pub nlb: Option<bool>,
     /// CID length for --nlb: AWS's documentation and field reports disagree (16 vs 19-20);
     /// see docs/QUIC-LB.md [default: 16].
@@ -75,9 +75,17 @@ pub struct ServeConfig {
     /// QUIC-LB config id (0..=6; the config rotation bits) [default: 0].
     #[arg(long, value_name = "N")]
     pub lb_config_id: Option<u8>,
-    /// QUIC-LB nonce length in octets (4..) [default: 8].
+    /// QUIC-LB nonce length in octets [default: 8].
     #[arg(long, value_name = "OCTETS")]
     pub lb_nonce_len: Option<usize>,
+    /// QUIC-LB CID length, first octet included (adds server-use octets); must match the
+    /// balancer's [default: 1 + server id + nonce].
+    #[arg(long, value_name = "OCTETS")]
+    pub lb_cid_len: Option<usize>,
+    /// Whether QUIC-LB CIDs self-encode their length in the first octet; must match the
+    /// balancer's [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub lb_self_encoded_len: Option<bool>,
     /// QUIC-LB AES-128 key (32 hex digits), shared with the balancer; without it CIDs are
     /// plaintext (the server id is visible on the wire). Prefer the environment variable to
     /// keep the key off the command line.
@@ -125,6 +133,10 @@ pub struct QuicLbSettings {
     pub server_id: Vec<u8>,
     pub nonce_len: usize,
     pub key: Option<[u8; 16]>,
+    /// Total CID length, when longer than the configuration needs.
+    pub cid_len: Option<usize>,
+    /// Whether CIDs self-encode their length (QUIC-LB's default: yes).
+    pub self_encoded_len: Option<bool>,
 }
 
 impl QuicLbSettings {
@@ -132,8 +144,18 @@ impl QuicLbSettings {
     pub fn config(&self) -> anyhow::Result<voq_quic_lb::Config> {
         let config = voq_quic_lb::Config::new(self.config_id, self.server_id.len(), self.nonce_len)
             .context("invalid QUIC-LB settings")?;
-        Ok(match self.key {
+        let config = match self.key {
             Some(key) => config.with_key(key),
+            None => config,
+        };
+        let config = match self.cid_len {
+            Some(len) => config
+                .with_cid_len(len)
+                .context("invalid QUIC-LB settings: lb-cid-len")?,
+            None => config,
+        };
+        Ok(match self.self_encoded_len {
+            Some(on) => config.with_self_encoded_len(on),
             None => config,
         })
     }
@@ -158,6 +180,8 @@ fn nlb_settings(server_id: Option<&str>, cid_len: usize) -> anyhow::Result<QuicL
         server_id: sid.to_vec(),
         nonce_len: config.nonce_len(),
         key: None,
+        cid_len: None,
+        self_encoded_len: None,
     })
 }
 
@@ -214,6 +238,8 @@ impl ServeConfig {
             nlb_cid_len: self.nlb_cid_len.or(file.nlb_cid_len),
             lb_config_id: self.lb_config_id.or(file.lb_config_id),
             lb_nonce_len: self.lb_nonce_len.or(file.lb_nonce_len),
+            lb_cid_len: self.lb_cid_len.or(file.lb_cid_len),
+            lb_self_encoded_len: self.lb_self_encoded_len.or(file.lb_self_encoded_len),
             lb_key: self.lb_key.or(file.lb_key),
         }
     }
@@ -244,7 +270,9 @@ impl ServeConfig {
                 anyhow::ensure!(
                     merged.lb_key.is_none()
                         && merged.lb_config_id.is_none()
-                        && merged.lb_nonce_len.is_none(),
+                        && merged.lb_nonce_len.is_none()
+                        && merged.lb_cid_len.is_none()
+                        && merged.lb_self_encoded_len.is_none(),
                     "the lb-* settings need server-id"
                 );
                 None
@@ -262,6 +290,8 @@ impl ServeConfig {
                     server_id: parse_hex("server-id", sid)?,
                     nonce_len: merged.lb_nonce_len.unwrap_or(8),
                     key,
+                    cid_len: merged.lb_cid_len,
+                    self_encoded_len: merged.lb_self_encoded_len,
                 };
                 lb.config()?;
                 Some(lb)
@@ -370,6 +400,34 @@ mod tests {
             ..Default::default()
         };
         assert!(bad(long).contains("QUIC-LB"), "sid + nonce over 19 octets");
+        assert!(
+            bad(ServeConfig {
+                server_id: Some("01".into()),
+                lb_cid_len: Some(5),
+                ..Default::default()
+            })
+            .contains("lb-cid-len"),
+            "shorter than 1 + server id + nonce"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn cid_length_and_self_encoding_match_a_balancer_that_sets_them() -> anyhow::Result<()> {
+        let config = ServeConfig {
+            server_id: Some("0a01".into()),
+            lb_cid_len: Some(16),
+            lb_self_encoded_len: Some(false),
+            ..Default::default()
+        }
+        .resolve()?
+        .quic_lb
+        .expect("set")
+        .config()?;
+        let mut encoder = voq_quic_lb::Encoder::new(config.clone(), &[0x0a, 0x01], [7; 32])?;
+        let cid = encoder.generate();
+        assert_eq!(cid.len(), 16);
+        assert_eq!(config.decode(&cid)?.server_id.as_bytes(), [0x0a, 0x01]);
         Ok(())
     }
 

@@ -612,6 +612,8 @@ async fn with_a_server_id_every_connection_id_routes_to_this_server() {
         server_id: vec![0x0a, 0x01],
         nonce_len: 6,
         key: Some([0x5c; 16]),
+        cid_len: None,
+        self_encoded_len: None,
     };
     let settings = Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -19,7 +19,7 @@ enum Command {
     /// Encode or decode QUIC-LB routable connection IDs (operators, interop checks).
     #[command(subcommand)]
     Cid(cid::CidCommand),
-    /// Serve voq sessions (QUIC, ALPN voq/1) with an agent.
+    /// Serve voq sessions with an agent: QUIC, WebTransport and WebSocket on one port number.
     Serve(voq_server::ServeConfig),
     /// A stateless QUIC-LB load balancer in front of voq servers.
     Lb(voq_lb::LbConfig),
@@ -78,5 +78,63 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> std:
             eprintln!("voq: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The `lb-*` QUIC-LB settings of a command (`lb-tunnel` is how datagrams arrive, not a
+    /// QUIC-LB setting).
+    fn quic_lb_flags(command: &clap::Command) -> BTreeSet<String> {
+        command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| l.starts_with("lb-") && *l != "lb-tunnel")
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `voq serve` issues the CIDs that `voq lb` decodes, so an operator writes the same
+    /// settings to both: the same flag names, value names and environment variables, and the
+    /// same TOML keys.
+    #[test]
+    fn serve_and_lb_name_their_quic_lb_settings_alike() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let lb = cli.find_subcommand("lb").unwrap();
+        let (serve_flags, lb_flags) = (quic_lb_flags(serve), quic_lb_flags(lb));
+        // The balancer alone needs the server id length: a server knows its own id.
+        let only_lb: Vec<_> = lb_flags.difference(&serve_flags).collect();
+        assert_eq!(only_lb, ["lb-server-id-len"]);
+        assert!(
+            serve_flags.is_subset(&lb_flags),
+            "{serve_flags:?} vs {lb_flags:?}"
+        );
+        assert!(serve_flags.len() >= 5, "{serve_flags:?}");
+        for flag in &serve_flags {
+            let arg = |c: &clap::Command| {
+                c.get_arguments()
+                    .find(|a| a.get_long() == Some(flag.as_str()))
+                    .map(|a| {
+                        (
+                            a.get_value_names().map(<[_]>::to_vec),
+                            a.get_env().map(|e| e.to_owned()),
+                        )
+                    })
+                    .unwrap()
+            };
+            assert_eq!(arg(serve), arg(lb), "--{flag}");
+        }
+        let file = "lb-config-id = 1\nlb-nonce-len = 6\nlb-key = \"00112233445566778899aabbccddeeff\"\n\
+                    lb-cid-len = 12\nlb-self-encoded-len = true\n";
+        toml::from_str::<voq_server::ServeConfig>(file).unwrap();
+        toml::from_str::<voq_lb::LbConfig>(file).unwrap();
     }
 }
