@@ -15,12 +15,16 @@ use crate::ws;
 /// Which carrier a session runs on; the name appears in `session.created`, reports and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Carrier {
+    /// Raw QUIC, ALPN `voq/1`.
     Quic,
+    /// WebTransport over HTTP/3 (ALPN `h3`), for browsers.
     WebTransport,
+    /// The WebSocket mux of docs/PROTOCOL.md over TCP, the fallback.
     WebSocket,
 }
 
 impl Carrier {
+    /// Every carrier, in the order metrics and reports list them.
     pub const ALL: [Carrier; 3] = [Carrier::Quic, Carrier::WebTransport, Carrier::WebSocket];
 
     /// The wire and CLI name: `quic`, `webtransport`, `ws`.
@@ -66,6 +70,7 @@ impl std::str::FromStr for Carrier {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     #[error("the connection is closed: {0}")]
+    /// The connection closed; why, as the carrier reported it.
     Closed(String),
 }
 
@@ -76,8 +81,10 @@ pub enum Link {
     Quic {
         /// Boxed: a session is large, and links are cloned into every stream task.
         session: Box<wtq::Session>,
+        /// Which of the two the session is.
         carrier: Carrier,
     },
+    /// A WebSocket mux connection.
     WebSocket(ws::WsLink),
 }
 
@@ -98,6 +105,7 @@ impl Link {
         }
     }
 
+    /// The carrier this link runs on.
     pub fn carrier(&self) -> Carrier {
         match self {
             Self::Quic { carrier, .. } => *carrier,
@@ -113,6 +121,7 @@ impl Link {
         }
     }
 
+    /// The peer's address (after migration, its current one).
     pub fn remote_address(&self) -> SocketAddr {
         match self {
             Self::Quic { session, .. } => session.remote_address(),
@@ -128,6 +137,7 @@ impl Link {
         }
     }
 
+    /// Opens a bidirectional stream (the client's control stream).
     pub async fn open_bi(&self) -> Result<(SendHalf, RecvHalf), LinkError> {
         match self {
             Self::Quic { session, .. } => {
@@ -141,6 +151,7 @@ impl Link {
         }
     }
 
+    /// Waits for the peer's next bidirectional stream.
     pub async fn accept_bi(&self) -> Result<(SendHalf, RecvHalf), LinkError> {
         match self {
             Self::Quic { session, .. } => {
@@ -154,6 +165,7 @@ impl Link {
         }
     }
 
+    /// Opens a unidirectional stream (a user turn or an agent response).
     pub async fn open_uni(&self) -> Result<SendHalf, LinkError> {
         match self {
             Self::Quic { session, .. } => {
@@ -163,6 +175,7 @@ impl Link {
         }
     }
 
+    /// Waits for the peer's next unidirectional stream.
     pub async fn accept_uni(&self) -> Result<RecvHalf, LinkError> {
         match self {
             Self::Quic { session, .. } => {
@@ -205,20 +218,27 @@ pub enum WriteEnd {
 /// What one read returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
+    /// Bytes, in order.
     Data(Vec<u8>),
+    /// The stream ended cleanly: everything was read.
     Fin,
+    /// The peer reset the stream with this code.
     Reset(u64),
+    /// The connection is gone.
     Lost,
 }
 
 /// The sending side of a stream.
 #[derive(Debug)]
 pub enum SendHalf {
+    /// A QUIC or WebTransport stream.
     Quic(wtq::SendStream),
+    /// A WebSocket mux stream.
     WebSocket(ws::SendStream),
 }
 
 impl SendHalf {
+    /// Writes all of `bytes`, or says why it could not.
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), WriteEnd> {
         match self {
             Self::Quic(s) => s.write_all(bytes).await.map_err(|e| match e {
@@ -229,6 +249,7 @@ impl SendHalf {
         }
     }
 
+    /// Ends the stream cleanly (FIN) after what was written.
     pub fn finish(&mut self) {
         match self {
             Self::Quic(s) => {
@@ -238,6 +259,7 @@ impl SendHalf {
         }
     }
 
+    /// Abandons the stream with `code` (RESET_STREAM): unsent data is dropped.
     pub fn reset(&mut self, code: Code) {
         match self {
             Self::Quic(s) => {
@@ -259,7 +281,9 @@ impl SendHalf {
 /// The receiving side of a stream.
 #[derive(Debug)]
 pub enum RecvHalf {
+    /// A QUIC or WebTransport stream.
     Quic(wtq::RecvStream),
+    /// A WebSocket mux stream.
     WebSocket(ws::RecvStream),
 }
 
@@ -275,6 +299,7 @@ impl RecvHalf {
         }
     }
 
+    /// The next chunk, or how the stream ended.
     pub async fn read(&mut self) -> Read {
         match self {
             Self::Quic(r) => match r.read_chunk(READ_CHUNK, true).await {

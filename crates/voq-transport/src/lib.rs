@@ -7,6 +7,7 @@
 //!
 //! [`carrier`] puts the three carriers (QUIC, WebTransport, WebSocket) behind one [`Link`];
 //! [`streams`] runs the tasks and keeps a session's stream table over any of them.
+#![warn(missing_docs)]
 
 use tokio::sync::{mpsc, oneshot};
 use voq_proto::Code;
@@ -32,8 +33,11 @@ pub enum Inbound {
     ControlClosed,
     /// The peer opened a unidirectional stream; send on `stop` to ask it to stop sending.
     Opened(StreamId, oneshot::Sender<Code>),
+    /// Bytes on a unidirectional stream.
     Data(StreamId, Vec<u8>),
+    /// The stream ended cleanly.
     Fin(StreamId),
+    /// The peer reset the stream with this code.
     Reset(StreamId, u64),
     /// The peer sent STOP_SENDING on one of our streams.
     Stopped(OutStream, u64),
@@ -42,7 +46,9 @@ pub enum Inbound {
 /// Commands to a writer task.
 #[derive(Debug)]
 pub enum WriteCmd {
+    /// Write these bytes.
     Data(Vec<u8>),
+    /// End the stream after what was written.
     Finish,
 }
 
@@ -54,6 +60,7 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A handle over the task's command channel and its reset signal.
     pub fn new(tx: mpsc::UnboundedSender<WriteCmd>, reset: oneshot::Sender<Code>) -> Self {
         Self {
             tx,

@@ -176,6 +176,7 @@ impl WsLink {
         }
     }
 
+    /// The peer's TCP address.
     pub fn remote_address(&self) -> SocketAddr {
         self.shared.remote
     }
@@ -211,10 +212,12 @@ impl WsLink {
         ))
     }
 
+    /// Opens a unidirectional mux stream.
     pub fn open_uni(&self) -> Result<SendStream, LinkError> {
         Ok(self.open(false)?.1)
     }
 
+    /// Opens a bidirectional mux stream.
     pub fn open_bi(&self) -> Result<(SendStream, RecvStream), LinkError> {
         let (id, send) = self.open(true)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -248,12 +251,14 @@ impl WsLink {
         }
     }
 
+    /// Waits for the peer's next unidirectional mux stream.
     pub async fn accept_uni(&self) -> Result<RecvStream, LinkError> {
         let id = self.accept(false).await?;
         let rx = self.take_pending(id)?;
         Ok(self.recv_stream(id, rx))
     }
 
+    /// Waits for the peer's next bidirectional mux stream.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), LinkError> {
         let id = self.accept(true).await?;
         let rx = self.take_pending(id)?;
@@ -334,12 +339,14 @@ impl SendStream {
         Ok(())
     }
 
+    /// Ends the stream cleanly (FIN) after what was written.
     pub fn finish(&mut self) {
         if !std::mem::replace(&mut self.done, true) {
             self.shared.send(MuxFrame::Fin { id: self.id });
         }
     }
 
+    /// Abandons the stream with `code`: the peer sees a RESET.
     pub fn reset(&mut self, code: Code) {
         if !std::mem::replace(&mut self.done, true) {
             self.shared.send(MuxFrame::ResetStream {
@@ -392,10 +399,12 @@ pub struct RecvStream {
 }
 
 impl RecvStream {
+    /// The mux stream id.
     pub fn id(&self) -> u64 {
         self.id
     }
 
+    /// The next chunk, or how the stream ended.
     pub async fn read(&mut self) -> Read {
         if self.done {
             return Read::Lost;
@@ -410,6 +419,7 @@ impl RecvStream {
         r
     }
 
+    /// Asks the peer to stop sending (STOP_SENDING with `code`).
     pub fn stop(&mut self, code: Code) {
         if !std::mem::replace(&mut self.done, true) {
             self.shared.state().readers.remove(&self.id);
