@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod call;
 mod cid;
+#[cfg(feature = "rig")]
 mod netem;
 
 /// voq: voice over QUIC.
@@ -26,10 +27,13 @@ enum Command {
     /// Call a voq server with a WAV file as the user's turn.
     Call(call::CallArgs),
     /// An impaired UDP path (delay, jitter, loss, bursts, blackouts, rate) on this machine.
+    #[cfg(feature = "rig")]
     Netem(netem::NetemArgs),
     /// Measure every claim: scenarios of bench/*.toml, a table, JSON and an HTML report.
+    #[cfg(feature = "rig")]
     Bench(voq_bench::bench::BenchArgs),
     /// The main job: servers, agents and calls on loopback, end to end, with a summary.
+    #[cfg(feature = "rig")]
     Demo(voq_bench::demo::DemoArgs),
 }
 
@@ -54,8 +58,11 @@ fn main() -> std::process::ExitCode {
         Command::Serve(config) => run_async(voq_server::run(config)),
         Command::Call(args) => run_async(call::run(args)),
         Command::Lb(config) => run_async(voq_lb::run(config)),
+        #[cfg(feature = "rig")]
         Command::Netem(args) => run_async(netem::run(args)),
+        #[cfg(feature = "rig")]
         Command::Bench(args) => run_async(voq_bench::bench::run(args)),
+        #[cfg(feature = "rig")]
         Command::Demo(args) => run_async(voq_bench::demo::run(args)),
     }
 }
