@@ -5,6 +5,10 @@
 //! Stream ids follow QUIC (RFC 9000 §2.1): bit 0 says who opened the stream (0 client, 1 server),
 //! bit 1 its direction (0 bidirectional, 1 unidirectional).
 
+mod connection;
+
+pub use connection::{MuxConfig, MuxConnection, MuxOutput, Side, StreamError};
+
 /// The control stream's id: the client's first bidirectional stream.
 pub const CONTROL_STREAM: u64 = 0;
 
