@@ -223,3 +223,14 @@ fn a_violation_leaves_the_connection_closed_with_the_reason() {
     assert!(conn.close_reason().unwrap().contains("text message"));
     assert_eq!(conn.poll_timeout(), None);
 }
+
+#[test]
+fn a_closed_connection_keeps_the_reason_it_closed_with() {
+    let mut conn = MuxConnection::new(Side::Client, MuxConfig::default(), Instant::now());
+    drain(&mut conn); // the first PING
+    conn.handle_peer_closed("closed by peer: 4000 bye");
+    conn.handle_text();
+    conn.handle_message(Instant::now(), &[0xff]);
+    assert_eq!(conn.close_reason(), Some("closed by peer: 4000 bye"));
+    assert_eq!(conn.poll_output(), None);
+}

@@ -270,7 +270,7 @@ impl MuxConnection {
         }
     }
 
-    /// The peer sent a text message: the mux is binary only.
+    /// The peer sent a text message: the mux is binary only (a violation).
     pub fn handle_text(&mut self) {
         self.violation("text message on a voq mux");
     }
@@ -380,6 +380,9 @@ impl MuxConnection {
     }
 
     fn violation(&mut self, why: &str) {
+        if self.closed.is_some() {
+            return; // keep the reason it closed with
+        }
         self.close(Code::ProtocolViolation, why);
         if let Some(reason) = &mut self.closed {
             *reason = format!("protocol violation: {why}");
