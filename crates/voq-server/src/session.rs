@@ -166,7 +166,7 @@ impl Shell {
                     self.on_inbound(msg);
                 }
                 msg = self.agent_rx.recv(), if wants_audio => {
-                    if let Some(msg) = msg { self.on_agent(ctx, msg) }
+                    if let Some(msg) = msg { self.on_agent(msg) }
                 }
                 _ = sleep_until(wake), if wake.is_some() => {
                     self.core.handle_timeout(Instant::now().into_std());
@@ -215,7 +215,7 @@ impl Shell {
         }
     }
 
-    fn on_agent(&mut self, ctx: &SessionContext, msg: AgentMsg) {
+    fn on_agent(&mut self, msg: AgentMsg) {
         let now = Instant::now().into_std();
         let Some(r) = self.response.as_mut() else {
             return;
@@ -243,7 +243,6 @@ impl Shell {
                     Ok(()) => self.core.handle_agent_done(now, &response_id),
                     Err(e) => {
                         warn!(%response_id, "agent failed: {e}");
-                        ctx.stats.agent_failures.inc();
                         self.core.handle_agent_failed(now, &response_id, &e);
                     }
                 }
@@ -490,8 +489,13 @@ fn count_problem(stats: &Stats, problem: &Problem) {
             stats.client_errors.inc();
             info!("client error {problem}");
         }
-        // Counted as agent_failures where the agent's result arrives.
-        (Blame::Local, ErrorCode::AgentFailed) => {}
+        // Every way a response fails on our side (the agent's error, an encoder that cannot be
+        // made or fails) reaches the core as handle_agent_failed and comes back as this one
+        // problem: counted here, once.
+        (Blame::Local, ErrorCode::AgentFailed) => {
+            stats.agent_failures.inc();
+            warn!("agent failed: {problem}");
+        }
         (Blame::Local, _) => {
             stats.internal_errors.inc();
             warn!("internal error {problem}");

@@ -1,5 +1,5 @@
-//! Server counters: cheap atomics, read as a snapshot (logged at shutdown; exported by the
-//! metrics endpoint of the HTTP carrier).
+//! Server counters: cheap atomics, read as a snapshot (logged at shutdown; exported at
+//! `--metrics ADDR`, a listener of its own).
 
 use voq_metrics::{Counter, Exposition, Kind, LabelledCounter};
 use voq_transport::Carrier;
@@ -25,10 +25,10 @@ macro_rules! stats {
 }
 
 stats! {
-    connections_accepted: "QUIC connections accepted",
+    connections_accepted: "connections accepted (QUIC, WebTransport, WebSocket upgrades)",
     connections_refused: "connections refused (handshake failure, capacity)",
     sessions_ended: "voq sessions ended",
-    http_requests: "HTTP requests on the TCP port (page, config, upgrades)",
+    http_requests: "HTTP requests: TCP port (page, config, upgrades), WebTransport CONNECTs",
     turns_committed: "user turns committed",
     prompt_frames: "user audio frames received",
     responses_started: "agent responses started",
