@@ -645,7 +645,8 @@ fn html_report(rows: &[DemoRow]) -> String {
          <style>body{{font:14px system-ui;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:4px 8px}}tr.ok td:nth-child(10){{color:#070}}\
          tr.fail td{{background:#fee}}</style>\
-         <h1>voq demo</h1><p>Calls on loopback through voq/1 over QUIC. \"received\" is the reply as \
+         <h1>voq demo</h1><p>Calls on loopback through voq/1, over QUIC unless the scenario names \
+         WebTransport or WebSocket. \"received\" is the reply as \
          the agent said it (placed by timestamp); \"played\" is what the client's device rendered, \
          silence where it underran.</p>\
          <table><tr><th>scenario</th><th>agent</th><th>codec</th><th>network</th><th>setup RTTs</th>\

@@ -1,6 +1,6 @@
-//! The native voq client: connects over QUIC, sends user turns, plays agent audio by timestamp
-//! through a simulated audio device, barges in, and reports what happened. `voq call` is a thin
-//! wrapper around [`Client::call`].
+//! The native voq client: connects over QUIC, WebTransport or WebSocket, sends user turns, plays
+//! agent audio by timestamp through a simulated audio device, barges in, and reports what
+//! happened. `voq call` is a thin wrapper around [`Client::call`].
 
 mod call;
 pub mod report;
