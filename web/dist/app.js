@@ -912,9 +912,318 @@ function decodeMux(msg) {
   }
 }
 
+// packages/client/src/muxconn.ts
+var DEFAULT_MUX_CONFIG = Object.freeze({
+  pingIntervalMs: 1e3,
+  idleTimeoutMs: 3e4,
+  maxPeerUniStreams: 16,
+  maxFrameData: 64 * 1024
+});
+var OK = { ok: true, value: void 0 };
+var MuxConnection = class {
+  /** A connection that starts at `now` (ms); its first output is a PING. */
+  constructor(side, config, now) {
+    this.side = side;
+    this.config = { ...DEFAULT_MUX_CONFIG, ...config };
+    this.epoch = now;
+    this.nextPing = now;
+    this.lastReceived = now;
+    this.handleTimeout(now);
+  }
+  side;
+  config;
+  /** Time zero of the PING payloads (microseconds since it). */
+  epoch;
+  /** Our next stream index per kind: `[bidirectional, unidirectional]`. */
+  next = [0, 0];
+  /** The peer's next expected stream index per kind; lower ones are old. */
+  peerNext = [0, 0];
+  /** Streams this side reads, until they end, are stopped or released. */
+  reading = /* @__PURE__ */ new Set();
+  /** Streams this side writes, until released. */
+  writing = /* @__PURE__ */ new Map();
+  out = [];
+  outHead = 0;
+  _rtt = null;
+  nextPing;
+  lastReceived;
+  closed = null;
+  /** The smoothed round-trip time in ms from PING/PONG (RFC 9002's 7/8 smoothing), once measured. */
+  rtt() {
+    return this._rtt;
+  }
+  /**
+   * Whether the connection is closed (locally, by a violation, by the idle timeout, or by the
+   * peer). A closed connection ignores every input and command.
+   */
+  get isClosed() {
+    return this.closed !== null;
+  }
+  /** Why the connection closed, once it has. */
+  closeReason() {
+    return this.closed;
+  }
+  /** The next output, if any. Drain after every input and command. */
+  pollOutput() {
+    if (this.outHead >= this.out.length) return null;
+    const o = this.out[this.outHead++] ?? null;
+    if (this.outHead === this.out.length) {
+      this.out.length = 0;
+      this.outHead = 0;
+    }
+    return o;
+  }
+  /**
+   * When (ms) {@link handleTimeout} must next be called: the next PING or the idle deadline.
+   * `null` once closed.
+   */
+  pollTimeout() {
+    if (this.closed !== null) return null;
+    return Math.min(this.nextPing, this.lastReceived + this.config.idleTimeoutMs);
+  }
+  /** Time has reached `now`: PING when due, close when the peer has been silent too long. */
+  handleTimeout(now) {
+    if (this.closed !== null) return;
+    if (now >= this.lastReceived + this.config.idleTimeoutMs) {
+      const why = `nothing received for ${this.config.idleTimeoutMs} ms`;
+      this.close(Code.NoError, why);
+      return;
+    }
+    if (now >= this.nextPing) {
+      const micros = Math.max(0, Math.floor((now - this.epoch) * 1e3));
+      this.send({ type: "ping", data: u64be(micros) });
+      this.nextPing = now + this.config.pingIntervalMs;
+    }
+  }
+  /**
+   * The peer sent a binary message. A malformed one or a breach of the mux rules closes the
+   * connection (`protocol_violation`).
+   */
+  handleMessage(now, message) {
+    if (this.closed !== null) return;
+    this.lastReceived = now;
+    const r = decodeMux(message);
+    if (!r.ok) {
+      this.violation(badFrame(r.error));
+      return;
+    }
+    const frame = r.frame;
+    switch (frame.type) {
+      case "ping":
+        this.send({ type: "pong", data: frame.data });
+        return;
+      case "pong":
+        this.pong(now, frame.data);
+        return;
+      case "stop_sending": {
+        const state = this.writing.get(frame.id);
+        if (state && (state.kind === "open" || state.kind === "done")) {
+          this.writing.set(frame.id, { kind: "stopped", code: frame.code });
+          this.out.push({ type: "stopped", id: frame.id, code: frame.code });
+        }
+        return;
+      }
+      case "stream":
+        this.deliver(frame.id, { kind: "data", data: frame.data });
+        return;
+      case "fin":
+        this.deliver(frame.id, { kind: "fin" });
+        return;
+      case "reset_stream":
+        this.deliver(frame.id, { kind: "reset", code: frame.code });
+        return;
+    }
+  }
+  /** The peer sent a text message: the mux is binary only. */
+  handleText() {
+    this.violation("text message on a voq mux");
+  }
+  /**
+   * The WebSocket closed underneath (the peer's close frame, an error, EOF). Nothing more is
+   * sent; the shell reports `reason` to the streams.
+   */
+  handlePeerClosed(reason) {
+    if (this.closed === null) {
+      this.closed = reason;
+      this.reading.clear();
+      this.writing.clear();
+    }
+  }
+  /** Opens a stream of ours: bidirectional (the client's control stream) or unidirectional. */
+  open(bidirectional) {
+    if (this.closed !== null) return { ok: false, error: { kind: "closed", reason: this.closed } };
+    const kind = { serverInitiated: this.side === "server", unidirectional: !bidirectional };
+    const slot = bidirectional ? 0 : 1;
+    const id = nthStreamId(this.next[slot], kind);
+    this.next[slot] += 1;
+    this.writing.set(id, { kind: "open" });
+    if (bidirectional) this.reading.add(id);
+    return { ok: true, value: id };
+  }
+  /**
+   * Writes bytes on a stream this side writes, cut into frames of at most
+   * {@link MuxConfig.maxFrameData} bytes.
+   */
+  write(id, data) {
+    const w = this.writable(id);
+    if (!w.ok) return w;
+    const size = Math.max(1, this.config.maxFrameData);
+    for (let at = 0; at < data.length; at += size) {
+      this.send({ type: "stream", id, data: data.subarray(at, at + size) });
+    }
+    return OK;
+  }
+  /** Ends a stream cleanly (FIN) after what was written. */
+  finish(id) {
+    const w = this.writable(id);
+    if (!w.ok) return w;
+    this.writing.set(id, { kind: "done" });
+    this.send({ type: "fin", id });
+    return OK;
+  }
+  /**
+   * Abandons a stream this side writes (RESET_STREAM with `code`). Also after the peer stopped
+   * it, as QUIC answers STOP_SENDING.
+   */
+  reset(id, code) {
+    if (this.closed !== null) return;
+    const state = this.writing.get(id);
+    if (state && state.kind !== "done") {
+      this.writing.set(id, { kind: "done" });
+      this.send({ type: "reset_stream", id, code });
+    }
+  }
+  /**
+   * Asks the peer to stop sending a stream this side reads (STOP_SENDING with `code`); its later
+   * frames are ignored.
+   */
+  stop(id, code) {
+    if (this.closed === null && this.reading.delete(id)) {
+      this.send({ type: "stop_sending", id, code });
+    }
+  }
+  /**
+   * The application no longer writes this stream (its handle is gone): a later STOP_SENDING has
+   * nobody to tell and is ignored.
+   */
+  releaseSend(id) {
+    this.writing.delete(id);
+  }
+  /**
+   * The application no longer reads this stream (its handle is gone, without {@link stop}):
+   * later frames are dropped.
+   */
+  releaseRecv(id) {
+    this.reading.delete(id);
+  }
+  /** Closes the connection with `code`; emits a `close` output once. */
+  close(code, reason) {
+    if (this.closed !== null) return;
+    this.closed = `closed locally: ${codeName(code)} ${reason}`;
+    this.reading.clear();
+    this.writing.clear();
+    this.out.push({ type: "close", code, reason });
+  }
+  violation(why) {
+    if (this.closed !== null) return;
+    this.close(Code.ProtocolViolation, why);
+    this.closed = `protocol violation: ${why}`;
+  }
+  writable(id) {
+    if (this.closed !== null) return { ok: false, error: { kind: "closed", reason: this.closed } };
+    const state = this.writing.get(id);
+    if (state?.kind === "open") return OK;
+    if (state?.kind === "stopped") return { ok: false, error: { kind: "stopped", code: state.code } };
+    return { ok: false, error: { kind: "not_writable" } };
+  }
+  send(frame) {
+    this.out.push({ type: "transmit", bytes: encodeMux(frame) });
+  }
+  pong(now, payload) {
+    const sentUs = readU64be(payload);
+    const elapsedUs = Math.max(0, (now - this.epoch) * 1e3);
+    if (sentUs > elapsedUs) return;
+    const sample = (elapsedUs - sentUs) / 1e3;
+    this._rtt = this._rtt === null ? sample : (this._rtt * 7 + sample) / 8;
+  }
+  /** A stream frame from the peer: to a stream this side reads, or the peer's next new one. */
+  deliver(id, what) {
+    if (this.reading.has(id)) {
+      this.emit(id, what);
+      return;
+    }
+    const kind = streamKind(id);
+    const ours = kind.serverInitiated === (this.side === "server");
+    if (ours) {
+      if (kind.unidirectional) this.violation("data on a unidirectional stream of the receiver");
+      return;
+    }
+    const slot = kind.unidirectional ? 1 : 0;
+    const index = Math.floor(id / 4);
+    if (index < this.peerNext[slot]) return;
+    if (index !== this.peerNext[slot]) {
+      this.violation("stream ids of one kind must be used in order");
+      return;
+    }
+    this.peerNext[slot] += 1;
+    const controlStream = this.side === "server" && !kind.unidirectional && index === 0;
+    if (!kind.unidirectional && !controlStream) {
+      this.send({ type: "stop_sending", id, code: Code.StreamRefused });
+      this.send({ type: "reset_stream", id, code: Code.StreamRefused });
+      return;
+    }
+    if (kind.unidirectional && this.openPeerUni() >= this.config.maxPeerUniStreams) {
+      this.send({ type: "stop_sending", id, code: Code.StreamRefused });
+      return;
+    }
+    this.reading.add(id);
+    if (controlStream) this.writing.set(id, { kind: "open" });
+    this.out.push({ type: "opened", id });
+    this.emit(id, what);
+  }
+  openPeerUni() {
+    const ours = this.side === "server";
+    let n = 0;
+    for (const id of this.reading) {
+      const k = streamKind(id);
+      if (k.unidirectional && k.serverInitiated !== ours) n++;
+    }
+    return n;
+  }
+  emit(id, what) {
+    switch (what.kind) {
+      case "data":
+        this.out.push({ type: "data", id, data: what.data });
+        return;
+      case "fin":
+        this.reading.delete(id);
+        this.out.push({ type: "fin", id });
+        return;
+      case "reset":
+        this.reading.delete(id);
+        this.out.push({ type: "reset", id, code: what.code });
+        return;
+    }
+  }
+};
+function u64be(n) {
+  const out = new Uint8Array(8);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, Math.floor(n / 2 ** 32));
+  view.setUint32(4, n % 2 ** 32);
+  return out;
+}
+function readU64be(b) {
+  const view = new DataView(b.buffer, b.byteOffset, 8);
+  return view.getUint32(0) * 2 ** 32 + view.getUint32(4);
+}
+function badFrame(e) {
+  return `bad mux frame: ${muxErrorMessage(e)}`;
+}
+
 // packages/client/src/websocket.ts
 var CLOSE_CODE_BASE = 4e3;
-var PING_INTERVAL_MS = 1e3;
+var PING_INTERVAL_MS = DEFAULT_MUX_CONFIG.pingIntervalMs;
 var MuxRecv = class {
   constructor(id, t) {
     this.id = id;
@@ -937,39 +1246,36 @@ var MuxSend = class {
   id;
   t;
   onStop = null;
-  done = false;
   write(bytes) {
-    if (!this.done) this.t.sendFrame({ type: "stream", id: this.id, data: bytes });
+    this.t.command((c) => void c.write(this.id, bytes));
   }
   finish() {
-    if (this.done) return;
-    this.done = true;
-    this.t.sendFrame({ type: "fin", id: this.id });
+    this.t.command((c) => void c.finish(this.id));
   }
   reset(code) {
-    if (this.done) return;
-    this.done = true;
-    this.t.sendFrame({ type: "reset_stream", id: this.id, code });
+    this.t.command((c) => c.reset(this.id, code));
   }
 };
 var WebSocketTransport = class {
   /** Wraps an open WebSocket. Use {@link connectWebSocket} to dial. */
   constructor(ws, opts = {}) {
     this.ws = ws;
-    this.opts = opts;
     this.now = opts.now ?? (() => performance.now());
+    this.setTimer = opts.setTimeout ?? ((fn, ms2) => setTimeout(fn, ms2));
+    this.clearTimer = opts.clearTimeout ?? ((h) => clearTimeout(h));
     this.closed = new Promise((r) => this.resolveClosed = r);
     ws.binaryType = "arraybuffer";
     ws.onmessage = (ev) => this.onMessage(ev.data);
     ws.onclose = (ev) => {
       const code = ev.code >= CLOSE_CODE_BASE && ev.code < CLOSE_CODE_BASE + 1e3 ? ev.code - CLOSE_CODE_BASE : null;
-      this.finishClose({ code, reason: ev.reason || `WebSocket closed (${ev.code})`, local: this.closingLocally });
+      const reason = ev.reason || `WebSocket closed (${ev.code})`;
+      this.conn.handlePeerClosed(reason);
+      this.finishClose({ code, reason, local: this.closingLocally });
     };
     ws.onerror = () => {
     };
-    this.ping();
-    const si = opts.setInterval ?? ((fn, ms2) => setInterval(fn, ms2));
-    this.timer = si(() => this.ping(), PING_INTERVAL_MS);
+    this.conn = new MuxConnection("client", opts.mux ?? {}, this.now());
+    this.drain();
   }
   ws;
   name = "websocket";
@@ -978,170 +1284,148 @@ var WebSocketTransport = class {
   resolveClosed;
   isClosed = false;
   closingLocally = false;
+  conn;
   readers = /* @__PURE__ */ new Map();
   writers = /* @__PURE__ */ new Map();
-  /** Next index of each stream kind we open. */
-  ourNextBidi = 0;
-  ourNextUni = 0;
-  /** Next index of each stream kind the server opens: [bidi, uni]. */
-  peerNext = [0, 0];
-  rtt = null;
-  pings = /* @__PURE__ */ new Map();
-  pingSeq = 0;
+  draining = false;
+  /** The pending timer and the deadline it was set for. */
   timer = null;
+  timerAt = null;
   now;
-  opts;
+  setTimer;
+  clearTimer;
   openBidi() {
-    const id = nthStreamId(this.ourNextBidi++, { serverInitiated: false, unidirectional: false });
+    const id = this.openId(true);
     const send = new MuxSend(id, this);
     const recv = new MuxRecv(id, this);
-    this.writers.set(id, send);
-    this.readers.set(id, recv);
+    if (!this.isClosed) {
+      this.writers.set(id, send);
+      this.readers.set(id, recv);
+    }
     return { send, recv };
   }
   openUni() {
-    const id = nthStreamId(this.ourNextUni++, { serverInitiated: false, unidirectional: true });
-    const send = new MuxSend(id, this);
-    this.writers.set(id, send);
+    const send = new MuxSend(this.openId(false), this);
+    if (!this.isClosed) this.writers.set(send.id, send);
     return send;
   }
   rttMs() {
-    return this.rtt;
+    return this.conn.rtt();
   }
   close(code = Code.NoError, reason = "") {
-    if (this.isClosed) return;
-    this.closingLocally = true;
-    try {
-      this.ws.close(CLOSE_CODE_BASE + code, reason.slice(0, 120));
-    } catch {
-    }
-    this.finishClose({ code, reason: reason || "closed locally", local: true });
+    this.command((c) => c.close(code, reason));
   }
-  /** @internal */
-  sendFrame(frame) {
-    if (this.isClosed) return;
-    try {
-      this.ws.send(encodeMux(frame));
-    } catch {
-    }
+  /** @internal Runs a command on the mux, then carries out what it asks for. */
+  command(f) {
+    f(this.conn);
+    this.drain();
   }
   /** @internal */
   stopStream(id, code) {
-    if (this.readers.delete(id)) this.sendFrame({ type: "stop_sending", id, code });
+    this.readers.delete(id);
+    this.command((c) => c.stop(id, code));
+  }
+  /**
+   * The id of a new stream of ours. Once closed the mux opens nothing: the stream gets id -1
+   * and its writes go nowhere (the `closed` promise has already said why).
+   */
+  openId(bidirectional) {
+    const r = this.conn.open(bidirectional);
+    return r.ok ? r.value : -1;
+  }
+  onMessage(data) {
+    if (this.isClosed) return;
+    if (data instanceof ArrayBuffer) {
+      this.conn.handleMessage(this.now(), new Uint8Array(data));
+    } else if (ArrayBuffer.isView(data)) {
+      this.conn.handleMessage(this.now(), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } else {
+      this.conn.handleText();
+    }
+    this.drain();
+  }
+  onTimer() {
+    this.timer = null;
+    this.timerAt = null;
+    this.conn.handleTimeout(this.now());
+    this.drain();
+  }
+  /**
+   * Carries out the mux's outputs, then sets the timer for its next deadline. Reentrant: a
+   * callback that writes, stops or closes queues more outputs, which the running loop carries
+   * out in order.
+   */
+  drain() {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let o = this.conn.pollOutput(); o; o = this.conn.pollOutput()) {
+        switch (o.type) {
+          case "transmit":
+            try {
+              this.ws.send(o.bytes);
+            } catch {
+            }
+            break;
+          case "opened": {
+            const recv = new MuxRecv(o.id, this);
+            this.readers.set(o.id, recv);
+            this.onIncomingUni?.(recv);
+            break;
+          }
+          case "data":
+            this.readers.get(o.id)?.onData?.(o.data);
+            break;
+          case "fin": {
+            const r = this.readers.get(o.id);
+            this.readers.delete(o.id);
+            r?.onFin?.();
+            break;
+          }
+          case "reset": {
+            const r = this.readers.get(o.id);
+            this.readers.delete(o.id);
+            r?.onReset?.(o.code);
+            break;
+          }
+          case "stopped":
+            this.writers.get(o.id)?.onStop?.(o.code);
+            break;
+          case "close": {
+            this.closingLocally = true;
+            try {
+              this.ws.close(CLOSE_CODE_BASE + o.code, o.reason.slice(0, 120));
+            } catch {
+            }
+            const reason = o.code === Code.ProtocolViolation ? `protocol violation: ${o.reason}` : o.reason || "closed locally";
+            this.finishClose({ code: o.code, reason, local: true });
+            break;
+          }
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+    this.schedule();
+  }
+  /** One timer, for the mux's next deadline; none once closed. */
+  schedule() {
+    const at = this.conn.pollTimeout();
+    if (at === this.timerAt) return;
+    if (this.timer !== null) this.clearTimer(this.timer);
+    this.timer = null;
+    this.timerAt = at;
+    if (at !== null) this.timer = this.setTimer(() => this.onTimer(), Math.max(0, Math.ceil(at - this.now())));
   }
   finishClose(info) {
     if (this.isClosed) return;
     this.isClosed = true;
-    const ci = this.opts.clearInterval ?? ((h) => clearInterval(h));
-    ci(this.timer);
     this.readers.clear();
     this.writers.clear();
+    this.schedule();
     this.resolveClosed(info);
   }
-  ping() {
-    const data = new Uint8Array(8);
-    const seq = this.pingSeq++;
-    new DataView(data.buffer).setUint32(4, seq);
-    data[0] = 118;
-    this.pings.set(key(data), this.now());
-    if (this.pings.size > 32) this.pings.delete(this.pings.keys().next().value);
-    this.sendFrame({ type: "ping", data });
-  }
-  violation(why) {
-    if (this.isClosed) return;
-    this.closingLocally = true;
-    try {
-      this.ws.close(CLOSE_CODE_BASE + Code.ProtocolViolation, why.slice(0, 120));
-    } catch {
-    }
-    this.finishClose({ code: Code.ProtocolViolation, reason: `protocol violation: ${why}`, local: true });
-  }
-  onMessage(data) {
-    if (this.isClosed) return;
-    if (!(data instanceof ArrayBuffer)) {
-      this.violation(typeof data === "string" ? "text message on a voq mux" : "unexpected message type");
-      return;
-    }
-    const r = decodeMux(new Uint8Array(data));
-    if (!r.ok) {
-      this.violation(muxErrorMessage(r.error));
-      return;
-    }
-    const f = r.frame;
-    switch (f.type) {
-      case "ping":
-        this.sendFrame({ type: "pong", data: f.data });
-        return;
-      case "pong": {
-        const sent = this.pings.get(key(f.data));
-        if (sent === void 0) return;
-        this.pings.delete(key(f.data));
-        const sample = Math.max(0, this.now() - sent);
-        this.rtt = this.rtt === null ? sample : (this.rtt * 7 + sample) / 8;
-        return;
-      }
-      case "stop_sending": {
-        const w = this.writers.get(f.id);
-        if (w) {
-          this.writers.delete(f.id);
-          w.done = true;
-          w.onStop?.(f.code);
-        }
-        return;
-      }
-      default:
-        this.deliver(f);
-    }
-  }
-  /** Hands a stream frame to its reader, opening the stream if it is the server's next one. */
-  deliver(f) {
-    const existing = this.readers.get(f.id);
-    if (existing) {
-      this.apply(existing, f);
-      return;
-    }
-    const kind = streamKind(f.id);
-    if (!kind.serverInitiated) {
-      if (kind.unidirectional) this.violation("data on a unidirectional stream of the receiver");
-      return;
-    }
-    const slot = kind.unidirectional ? 1 : 0;
-    const index = Math.floor(f.id / 4);
-    const next = this.peerNext[slot] ?? 0;
-    if (index < next) return;
-    if (index !== next) {
-      this.violation("stream ids of one kind must be used in order");
-      return;
-    }
-    this.peerNext[slot] = next + 1;
-    if (!kind.unidirectional) {
-      this.sendFrame({ type: "stop_sending", id: f.id, code: Code.StreamRefused });
-      this.sendFrame({ type: "reset_stream", id: f.id, code: Code.StreamRefused });
-      return;
-    }
-    const recv = new MuxRecv(f.id, this);
-    this.readers.set(f.id, recv);
-    this.onIncomingUni?.(recv);
-    if (!this.readers.has(f.id)) return;
-    this.apply(recv, f);
-  }
-  apply(r, f) {
-    if (f.type === "stream") {
-      r.onData?.(f.data);
-    } else if (f.type === "fin") {
-      this.readers.delete(f.id);
-      r.onFin?.();
-    } else {
-      this.readers.delete(f.id);
-      r.onReset?.(f.code);
-    }
-  }
 };
-function key(b) {
-  let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
-  return s;
-}
 function connectWebSocket(url, opts = {}) {
   return new Promise((resolve, reject) => {
     let ws;
@@ -1599,8 +1883,8 @@ var Emitter = class {
     this.listeners.get(type)?.delete(fn);
   }
   emit(type, event) {
-    for (const key2 of [type, "*"]) {
-      for (const fn of [...this.listeners.get(key2) ?? []]) {
+    for (const key of [type, "*"]) {
+      for (const fn of [...this.listeners.get(key) ?? []]) {
         try {
           fn(event);
         } catch (e) {
@@ -1609,6 +1893,209 @@ var Emitter = class {
           });
         }
       }
+    }
+  }
+};
+
+// packages/client/src/reconnect.ts
+var DEFAULT_RECONNECT_CONFIG = {
+  enabled: true,
+  maxAttempts: 5,
+  backoffMs: [250, 500, 1e3, 2e3, 4e3, 8e3],
+  maxTurns: 64,
+  maxBytes: 16 * 1024 * 1024
+};
+var Reconnector = class {
+  config;
+  _state = "idle";
+  _attempt = 0;
+  deadline = null;
+  planned = false;
+  goingAway = false;
+  _reconnects = 0;
+  kept = [];
+  bytes = 0;
+  out = [];
+  constructor(config = {}) {
+    this.config = { ...DEFAULT_RECONNECT_CONFIG, ...config };
+  }
+  // ---- the connection ----
+  /** A dial succeeded (the first one, or a reconnect): connected, the attempt count starts over. */
+  handleConnected(_now) {
+    if (this._state === "dialing") this._reconnects += 1;
+    else if (this._state !== "idle") return;
+    this._state = "connected";
+    this._attempt = 0;
+    this.deadline = null;
+    this.goingAway = false;
+  }
+  /**
+   * The connection is gone (`planned`: the client is leaving on purpose, so the first dial comes
+   * at once). Ignored unless connected.
+   */
+  handleLost(now, reason, planned = false) {
+    if (this._state !== "connected") return;
+    this.goingAway = false;
+    if (!this.config.enabled) {
+      this.giveUp("disabled", reason);
+      return;
+    }
+    this.push({ type: "replay", turns: this.kept.map((k) => ({ turn: k.turn, itemId: k.itemId, packets: k.packets, ended: k.ended })) });
+    this.planned = planned;
+    this.next(now, reason);
+  }
+  /** The dial that `dial` asked for failed with `reason`: wait for the next, or give up. */
+  handleDialFailed(now, reason) {
+    if (this._state !== "dialing") return;
+    this.next(now, reason);
+  }
+  /** The server announced `going_away`: leave it at the next {@link handleIdle}. */
+  handleGoingAway(_now) {
+    if (this._state === "connected" && this.config.enabled) this.goingAway = true;
+  }
+  /** Nothing is being said, sent or played: a server that is going away is left now (`leave`). */
+  handleIdle(now) {
+    if (this._state !== "connected" || !this.goingAway) return;
+    const reason = "the server is going away";
+    this.push({ type: "leave", reason });
+    this.handleLost(now, reason, true);
+  }
+  /** When {@link handleTimeout} wants to run next (same clock as `now`), or `null`. */
+  pollTimeout() {
+    return this.deadline;
+  }
+  /** Dials when the wait is over. */
+  handleTimeout(now) {
+    if (this._state !== "waiting" || this.deadline === null || now < this.deadline) return;
+    this.deadline = null;
+    this._state = "dialing";
+    this.push({ type: "dial", attempt: this._attempt });
+  }
+  /** The client is closing: nothing more comes out, every later input is ignored. */
+  close() {
+    this._state = "closed";
+    this.deadline = null;
+    this.kept = [];
+    this.bytes = 0;
+    this.out = [];
+  }
+  // ---- turns ----
+  /**
+   * A push-to-talk turn was started in the current session as `itemId`; its audio is kept from
+   * now on. For a turn of a `replay`, this records its new item id (its audio is kept already).
+   */
+  turnStarted(turn, itemId) {
+    if (this.done) return;
+    const k = this.find(turn);
+    if (k) k.itemId = itemId;
+    else this.kept.push({ turn, itemId, packets: [], bytes: 0, ended: false });
+  }
+  /** A packet of a started turn went to the session. */
+  turnAudio(turn, payload, samples) {
+    const k = this.done ? void 0 : this.find(turn);
+    if (!k) return;
+    k.packets.push([payload, samples]);
+    k.bytes += payload.length;
+    this.bytes += payload.length;
+    this.enforceLimits();
+  }
+  /** The turn was ended (FIN): kept until {@link handleCommitted} or {@link handleTurnStopped}. */
+  turnEnded(turn) {
+    const k = this.done ? void 0 : this.find(turn);
+    if (!k) return;
+    k.ended = true;
+    this.enforceLimits();
+  }
+  /** The turn was discarded (`clearInput`): nothing of it is kept. */
+  turnDiscarded(turn) {
+    const i = this.kept.findIndex((k) => k.turn === turn);
+    if (i >= 0) this.remove(i);
+  }
+  /** `input_audio_buffer.committed` for `itemId`: the server has the turn; it is not kept any more. */
+  handleCommitted(itemId) {
+    const i = this.kept.findIndex((k) => k.itemId === itemId);
+    if (i >= 0) this.remove(i);
+  }
+  /**
+   * The server stopped the turn `itemId`'s stream (it refused the turn): it is forgotten, not
+   * sent again after a reconnect.
+   */
+  handleTurnStopped(itemId) {
+    this.handleCommitted(itemId);
+  }
+  // ---- outputs ----
+  /** The next action, or `null`. */
+  poll() {
+    return this.out.shift() ?? null;
+  }
+  // ---- what happened ----
+  get state() {
+    return this._state;
+  }
+  /** The current (or last) dial attempt since the connection was lost; 0 while connected. */
+  get attempt() {
+    return this._attempt;
+  }
+  /** Successful reconnects. */
+  get reconnects() {
+    return this._reconnects;
+  }
+  /** Turns kept for a resend: unconfirmed ended ones and the open one. */
+  get keptTurns() {
+    return this.kept.length;
+  }
+  /** Payload bytes kept for resends. */
+  get keptBytes() {
+    return this.bytes;
+  }
+  // ---- internals ----
+  get done() {
+    return this._state === "gave_up" || this._state === "closed";
+  }
+  push(a) {
+    this.out.push(a);
+  }
+  find(turn) {
+    return this.kept.find((k) => k.turn === turn);
+  }
+  remove(i) {
+    const [k] = this.kept.splice(i, 1);
+    if (k) this.bytes -= k.bytes;
+    return k;
+  }
+  /** The next dial attempt after a loss or a failure, or the end. */
+  next(now, reason) {
+    const attempt = this._attempt + 1;
+    if (attempt > this.config.maxAttempts) {
+      this.giveUp("exhausted", reason);
+      return;
+    }
+    this._attempt = attempt;
+    const b = this.config.backoffMs;
+    const delayMs = attempt === 1 && this.planned ? 0 : b[Math.min(attempt - 1, b.length - 1)] ?? 1e3;
+    this._state = "waiting";
+    this.deadline = now + delayMs;
+    this.push({ type: "wait", attempt, delayMs, untilMs: this.deadline, reason });
+  }
+  giveUp(kind, reason) {
+    this._state = "gave_up";
+    this.deadline = null;
+    this.kept = [];
+    this.bytes = 0;
+    this.push({ type: "give_up", kind, reason, attempts: this._attempt });
+  }
+  /** Forgets the oldest ended turns while over `maxTurns` or `maxBytes`; the open turn stays. */
+  enforceLimits() {
+    let ended = 0;
+    for (const k of this.kept) if (k.ended) ended += 1;
+    for (; ; ) {
+      const limit = ended > this.config.maxTurns ? "turns" : this.bytes > this.config.maxBytes ? "bytes" : null;
+      if (!limit) return;
+      const i = this.kept.findIndex((k2) => k2.ended);
+      if (i < 0) return;
+      const k = this.remove(i);
+      ended -= 1;
+      if (k) this.push({ type: "forget", turn: k.turn, itemId: k.itemId, limit });
     }
   }
 };
@@ -2336,7 +2823,6 @@ var ClientSession = class {
 
 // packages/client/src/client.ts
 var NETWORK_OUTPUTS = /* @__PURE__ */ new Set(["control", "open_stream", "stream_data", "finish_stream", "reset_stream", "stop_sending"]);
-var BACKOFF_MS = [250, 500, 1e3, 2e3, 4e3, 8e3];
 var VoqClient = class extends Emitter {
   opts;
   now;
@@ -2344,6 +2830,7 @@ var VoqClient = class extends Emitter {
   connectFn;
   audioIO;
   _session;
+  reconnector;
   _state = "idle";
   conn = null;
   netQueue = [];
@@ -2353,14 +2840,11 @@ var VoqClient = class extends Emitter {
   capturing = null;
   active = null;
   queue = [];
-  /** Ended turns the server has not confirmed yet. */
-  unconfirmed = [];
   decoders = /* @__PURE__ */ new Map();
   nextIn = 1;
   timer = null;
   pumping = false;
-  goingAway = false;
-  totals = { turns: 0, frames: 0, bytes: 0, captured: 0, reconnects: 0 };
+  totals = { turns: 0, frames: 0, bytes: 0, captured: 0 };
   lastResponse = null;
   connectMs = null;
   attempts = [];
@@ -2389,12 +2873,12 @@ var VoqClient = class extends Emitter {
       }
     }
     this._session = this.newSession();
+    const rc = { enabled: opts.reconnect !== false };
+    if (opts.maxReconnectAttempts !== void 0) rc.maxAttempts = opts.maxReconnectAttempts;
+    this.reconnector = new Reconnector(rc);
   }
   get state() {
     return this._state;
-  }
-  get closed() {
-    return this._state === "closed";
   }
   /** The session state machine of the current connection (turn and response details). */
   get session() {
@@ -2492,6 +2976,7 @@ var VoqClient = class extends Emitter {
     if (t && this.mode === "push_to_talk") {
       this.capturing = null;
       t.encoder.close();
+      this.reconnector.turnDiscarded(t);
       this.queue = this.queue.filter((x) => x !== t);
       if (this.active === t) this.active = null;
     }
@@ -2580,7 +3065,7 @@ var VoqClient = class extends Emitter {
       loopbackLatencyMs: this.audioIO?.loopbackLatencyMs() ?? null,
       captureMethod: this.audioIO?.captureMethod?.() ?? null,
       connectMs: this.connectMs,
-      reconnects: this.totals.reconnects,
+      reconnects: this.reconnector.reconnects,
       attempts: this.attempts
     };
   }
@@ -2588,6 +3073,7 @@ var VoqClient = class extends Emitter {
   async close() {
     if (this._state === "closed") return;
     this._state = "closed";
+    this.reconnector.close();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const t of [this.capturing, ...this.queue]) t?.encoder.close();
@@ -2618,7 +3104,9 @@ var VoqClient = class extends Emitter {
       itemId: null,
       encoder: null,
       pending: [],
-      packets: keep ? [] : null,
+      keep,
+      session: null,
+      stopped: false,
       captured: 0,
       limit,
       state: "capturing",
@@ -2639,20 +3127,27 @@ var VoqClient = class extends Emitter {
     const t = this.queue[0];
     if (!t) return;
     this.active = t;
-    t.itemId = this._session.startTurn(this.now());
-    for (const [p, n] of t.pending) this._session.sendAudio(this.now(), p, n);
+    const now = this.now();
+    t.itemId = this._session.startTurn(now);
+    t.session = this._session;
+    if (t.keep) this.reconnector.turnStarted(t, t.itemId);
+    for (const [p, n] of t.pending) {
+      this._session.sendAudio(now, p, n);
+      if (t.keep) this.reconnector.turnAudio(t, p, n);
+    }
     t.pending = [];
     this.emit("input.turn_started", { type: "input.turn_started", item_id: t.itemId });
     if (t.state === "ended") this.finishTurn(t);
     else this.pump();
   }
   finishTurn(t) {
-    this._session.endTurn(this.now());
-    const stats = this._session.turns.find((x) => x.itemId === t.itemId);
+    const s = t.session;
+    if (s === this._session) s.endTurn(this.now());
+    const stats = s?.turns.find((x) => x.itemId === t.itemId);
     this.queue = this.queue.filter((x) => x !== t);
     this.active = null;
     this.totals.turns += 1;
-    if (t.packets) this.unconfirmed.push(t);
+    if (t.keep) this.reconnector.turnEnded(t);
     this.emit("input.turn_ended", {
       type: "input.turn_ended",
       item_id: t.itemId ?? "",
@@ -2677,15 +3172,18 @@ var VoqClient = class extends Emitter {
     if (t.limit !== null && t.captured >= t.limit) void this.endTurn();
   }
   onPacket(t, payload, samples) {
-    this.totals.frames += 1;
-    this.totals.bytes += payload.length;
-    t.packets?.push([payload, samples]);
-    if (this.active === t) {
-      this._session.sendAudio(this.now(), payload, samples);
-      this.pump();
-    } else {
-      t.pending.push([payload, samples]);
+    if (!t.stopped) {
+      this.totals.frames += 1;
+      this.totals.bytes += payload.length;
     }
+    if (this.active !== t) {
+      t.pending.push([payload, samples]);
+      return;
+    }
+    if (t.session !== this._session) return;
+    this._session.sendAudio(this.now(), payload, samples);
+    if (t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
+    this.pump();
   }
   // ---- connection ----
   async dial(reconnect) {
@@ -2702,6 +3200,7 @@ var VoqClient = class extends Emitter {
     this.connectMs = r.connectMs;
     this.attempts = r.attempts;
     this.attach(r.transport);
+    this.reconnector.handleConnected(this.now());
     this.emit("transport.connected", { type: "transport.connected", transport: r.winner, connectMs: r.connectMs, attempts: r.attempts, reconnect });
     this.pump();
   }
@@ -2750,97 +3249,113 @@ var VoqClient = class extends Emitter {
     this.netQueue = [];
     for (const o of q) this.apply(o);
   }
-  /** The connection is gone: play out what arrived, then reconnect (or give up). */
-  lost(conn, reason, planned = false) {
-    if (this.conn !== conn) return;
+  /** Lets go of `conn` (if it is the current one) and plays out what arrived on it. */
+  drop(conn, reason) {
+    if (this.conn !== conn) return false;
     this.conn = null;
     conn.transport.close(Code.NoError, reason);
-    if (this._state === "closed") return;
+    if (this._state === "closed") return false;
     const cur = this._session.currentResponse;
     if (cur) this.finishPlayout(cur.responseId);
-    if (this.opts.reconnect === false) {
-      this._state = "closed";
-      this.emit("client.error", { type: "client.error", error: new ClosedError(`connection closed: ${reason}`) });
-      void this.close();
-      return;
-    }
-    void this.reconnect(reason, planned);
+    return true;
   }
-  async reconnect(reason, planned) {
+  /** The connection is gone: the reconnector says what comes next. */
+  lost(conn, reason) {
+    if (!this.drop(conn, reason)) return;
+    this.reconnector.handleLost(this.now(), reason);
+    this.pump();
+  }
+  /** A new session for a new connection: the kept turns are sent again, whole, in order. */
+  restartSession(turns) {
     this._state = "reconnecting";
-    this.restartSession();
-    const max = this.opts.maxReconnectAttempts ?? 5;
-    for (let attempt = 1; attempt <= max; attempt++) {
-      const delayMs = BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)] ?? 1e3;
-      this.emit("transport.reconnecting", { type: "transport.reconnecting", attempt, delayMs, reason });
-      await new Promise((r) => setTimeout(r, attempt === 1 && planned ? 0 : delayMs));
-      if (this.closed) return;
-      try {
-        await this.dial(true);
-        this.totals.reconnects += 1;
-        return;
-      } catch (e) {
-        reason = e.message;
-      }
-    }
-    this.emit("client.error", { type: "client.error", error: new UnreachableError(`lost the connection and could not reconnect: ${reason}`) });
-    await this.close();
-  }
-  /** A new session for a new connection: unconfirmed turns are sent again, whole. */
-  restartSession() {
     const last = this._session.currentResponse ?? this._session.responses[this._session.responses.length - 1] ?? null;
     if (last) this.lastResponse = last;
     this.netQueue = [];
     this._session = this.newSession();
-    const replay = [...this.unconfirmed];
-    for (const t of replay) {
-      t.itemId = this._session.startTurn(this.now());
-      for (const [p, n] of t.packets ?? []) this._session.sendAudio(this.now(), p, n);
-      this._session.endTurn(this.now());
+    const now = this.now();
+    for (const r of turns) {
+      const t = r.turn;
+      t.itemId = this._session.startTurn(now);
+      t.session = this._session;
+      this.reconnector.turnStarted(t, t.itemId);
+      for (const [p, n] of r.packets) this._session.sendAudio(now, p, n);
+      if (r.ended) this._session.endTurn(now);
     }
     const a = this.active;
-    if (a) {
-      if (a.packets) {
-        a.itemId = this._session.startTurn(this.now());
-        for (const [p, n] of a.packets) this._session.sendAudio(this.now(), p, n);
-      } else {
-        a.itemId = this._session.startTurn(this.now());
-      }
+    if (a && !a.keep) {
+      a.stopped = false;
+      a.itemId = this._session.startTurn(now);
+      a.session = this._session;
     }
-    this.pump();
+  }
+  act(a) {
+    switch (a.type) {
+      case "leave":
+        if (this.conn) this.drop(this.conn, a.reason);
+        break;
+      case "replay":
+        this.restartSession(a.turns);
+        break;
+      case "wait":
+        this.emit("transport.reconnecting", { type: "transport.reconnecting", attempt: a.attempt, delayMs: a.delayMs, reason: a.reason });
+        break;
+      case "dial":
+        this.dial(true).catch((e) => {
+          this.reconnector.handleDialFailed(this.now(), e instanceof Error ? e.message : String(e));
+          this.pump();
+        });
+        break;
+      case "give_up": {
+        const error = a.kind === "disabled" ? new ClosedError(`connection closed: ${a.reason}`) : new UnreachableError(`lost the connection and could not reconnect: ${a.reason}`);
+        void this.close();
+        this.emit("client.error", { type: "client.error", error });
+        break;
+      }
+      case "forget":
+        this.emit("warning", {
+          type: "warning",
+          message: `turn ${a.itemId} will not be sent again after a reconnect: more unconfirmed ${a.limit === "turns" ? "turns" : "audio"} than the client keeps`
+        });
+        break;
+    }
   }
   // ---- the drain loop ----
+  /** Drains both cores until neither has anything more, then sets the timer. */
   pump() {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      for (let o = this._session.poll(); o; o = this._session.poll()) {
-        if (NETWORK_OUTPUTS.has(o.type)) {
-          if (this.conn) this.apply(o);
-          else this.netQueue.push(o);
-        } else {
-          this.apply(o);
+      for (; ; ) {
+        const o = this._session.poll();
+        if (o) {
+          if (NETWORK_OUTPUTS.has(o.type) && !this.conn) this.netQueue.push(o);
+          else this.apply(o);
+          continue;
         }
+        if (this.conn && !this.active && !this.capturing && !this._session.currentResponse) this.reconnector.handleIdle(this.now());
+        const a = this.reconnector.poll();
+        if (!a) break;
+        this.act(a);
       }
     } finally {
       this.pumping = false;
     }
     this.schedule();
-    if (this.goingAway && this.conn && !this.active && !this.capturing && !this._session.currentResponse) {
-      const c = this.conn;
-      this.goingAway = false;
-      this.lost(c, "the server is going away", true);
-    }
   }
+  /** The one timer: at the earlier of the two cores' deadlines. */
   schedule() {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const at = this._session.pollTimeout();
+    const a = this._session.pollTimeout();
+    const b = this.reconnector.pollTimeout();
+    const at = a === null ? b : b === null ? a : Math.min(a, b);
     if (at === null || this._state === "closed") return;
     this.timer = setTimeout(
       () => {
         this.timer = null;
-        this._session.handleTimeout(this.now());
+        const now = this.now();
+        this._session.handleTimeout(now);
+        this.reconnector.handleTimeout(now);
         this.pump();
       },
       Math.max(0, at - this.now())
@@ -2917,9 +3432,13 @@ var VoqClient = class extends Emitter {
       case "playback":
         this.onPlayback(o.change, o.responseId, o.playedMs, o.reason);
         break;
-      case "turn_stopped":
+      case "turn_stopped": {
+        const a = this.active;
+        if (a && a.session === this._session && a.itemId === o.itemId) a.stopped = true;
+        this.reconnector.handleTurnStopped(o.itemId);
         this.emit("input.stream_stopped", { type: "input.stream_stopped", item_id: o.itemId, code: o.code, code_name: codeName(o.code) });
         break;
+      }
       case "event":
         this.onServerEvent(o.event);
         break;
@@ -2959,13 +3478,13 @@ var VoqClient = class extends Emitter {
   onServerEvent(e) {
     switch (e.type) {
       case "input_audio_buffer.committed":
-        this.unconfirmed = this.unconfirmed.filter((t) => t.itemId !== e.item_id);
+        this.reconnector.handleCommitted(e.item_id);
         break;
       case "input_audio_buffer.speech_started":
         if (this.mode === "server_vad" && this.opts.interruptOnSpeech !== false && this._session.currentResponse) void this.interrupt();
         break;
       case "error":
-        if (e.error.code === "going_away") this.goingAway = this.opts.reconnect !== false;
+        if (e.error.code === "going_away") this.reconnector.handleGoingAway(this.now());
         break;
       default:
         break;

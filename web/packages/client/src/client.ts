@@ -14,7 +14,11 @@
  * Capture starts at once: audio of a turn captured before or while the connection is being set
  * up (or re-established) is queued and sent, never dropped. A push-to-talk turn is kept until the
  * server confirms it (`input_audio_buffer.committed`), so a turn cut by a lost connection is sent
- * again, whole, on the next one.
+ * again, whole, on the next one (unless the server refused it: STOP_SENDING).
+ *
+ * The shell over two sans-IO cores: {@link ClientSession} (the protocol) and {@link Reconnector}
+ * (when to dial again, which turns to send again). After every input it drains both, and it
+ * keeps one timer, at the earlier of their `pollTimeout()`s.
  */
 
 import { BrowserAudio } from './audio/browser.js';
@@ -28,6 +32,8 @@ import { Emitter } from './emitter.js';
 import { ClosedError, Code, UnreachableError, VoqError, codeName } from './errors.js';
 import type { Codec, ServerEventMap, SessionInfo } from './events.js';
 import { SAMPLE_RATE } from './events.js';
+import { Reconnector } from './reconnect.js';
+import type { ReconnectAction, ReconnectConfig, ReplayTurn } from './reconnect.js';
 import { ClientSession } from './session.js';
 import type { ClientOutput, InStream, OutStream, PlaybackChange, PlayoutSnapshot, ResponseStats } from './session.js';
 import type { RecvStream, SendStream, Transport, TransportName } from './transport.js';
@@ -59,6 +65,7 @@ export interface VoqClientOptions {
   capture?: 'auto' | 'track-processor' | 'worklet';
   /** Reconnect when the connection drops or the server goes away (default true). */
   reconnect?: boolean;
+  /** Dials after a lost connection before giving up (default 5; backoff 250 ms … 8 s). */
   maxReconnectAttempts?: number;
   /** Server VAD: barge in when the server hears the user start speaking (default true). */
   interruptOnSpeech?: boolean;
@@ -90,6 +97,7 @@ export interface LocalEventMap {
     reconnect: boolean;
   };
   'transport.closed': { type: 'transport.closed'; transport: TransportName; code: number | null; reason: string; local: boolean };
+  /** Dial `attempt` comes after `delayMs` (0 for the first after a `going_away`: at once). */
   'transport.reconnecting': { type: 'transport.reconnecting'; attempt: number; delayMs: number; reason: string };
   'input.turn_started': { type: 'input.turn_started'; item_id: string };
   'input.turn_ended': { type: 'input.turn_ended'; item_id: string; frames: number; audio_ms: number; bytes: number };
@@ -148,8 +156,12 @@ interface Turn {
   encoder: AudioFrameEncoder;
   /** Packets produced before the turn was started in the session. */
   pending: Array<[Uint8Array, number]>;
-  /** Every packet, kept until the server confirms the turn (push-to-talk), for a resend. */
-  packets: Array<[Uint8Array, number]> | null;
+  /** Push-to-talk: the reconnector keeps its packets until the server confirms it, for a resend. */
+  keep: boolean;
+  /** The session it was (last) started in. */
+  session: ClientSession | null;
+  /** The server stopped its stream (refused it): nothing more of it is sent, counted or kept. */
+  stopped: boolean;
   captured: number;
   limit: number | null;
   state: 'capturing' | 'flushing' | 'ended';
@@ -165,7 +177,6 @@ interface Conn {
 }
 
 const NETWORK_OUTPUTS = new Set<ClientOutput['type']>(['control', 'open_stream', 'stream_data', 'finish_stream', 'reset_stream', 'stop_sending']);
-const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 
 export class VoqClient extends Emitter<VoqEventMap> {
   private readonly opts: VoqClientOptions;
@@ -174,6 +185,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
   private readonly connectFn: (opts: ConnectOptions) => Promise<Connected>;
   private audioIO: AudioIO | null;
   private _session: ClientSession;
+  private readonly reconnector: Reconnector<Turn>;
   private _state: ClientState = 'idle';
   private conn: Conn | null = null;
   private netQueue: ClientOutput[] = [];
@@ -183,14 +195,11 @@ export class VoqClient extends Emitter<VoqEventMap> {
   private capturing: Turn | null = null;
   private active: Turn | null = null;
   private queue: Turn[] = [];
-  /** Ended turns the server has not confirmed yet. */
-  private unconfirmed: Turn[] = [];
   private decoders = new Map<string, AudioFrameDecoder>();
   private nextIn = 1;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private pumping = false;
-  private goingAway = false;
-  private totals = { turns: 0, frames: 0, bytes: 0, captured: 0, reconnects: 0 };
+  private totals = { turns: 0, frames: 0, bytes: 0, captured: 0 };
   private lastResponse: ResponseStats | null = null;
   private connectMs: number | null = null;
   private attempts: Attempt[] = [];
@@ -222,14 +231,13 @@ export class VoqClient extends Emitter<VoqEventMap> {
       }
     }
     this._session = this.newSession();
+    const rc: Partial<ReconnectConfig> = { enabled: opts.reconnect !== false };
+    if (opts.maxReconnectAttempts !== undefined) rc.maxAttempts = opts.maxReconnectAttempts;
+    this.reconnector = new Reconnector<Turn>(rc);
   }
 
   get state(): ClientState {
     return this._state;
-  }
-
-  private get closed(): boolean {
-    return this._state === 'closed';
   }
 
   /** The session state machine of the current connection (turn and response details). */
@@ -342,6 +350,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
     if (t && this.mode === 'push_to_talk') {
       this.capturing = null;
       t.encoder.close();
+      this.reconnector.turnDiscarded(t);
       this.queue = this.queue.filter((x) => x !== t);
       if (this.active === t) this.active = null;
     }
@@ -436,7 +445,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
       loopbackLatencyMs: this.audioIO?.loopbackLatencyMs() ?? null,
       captureMethod: this.audioIO?.captureMethod?.() ?? null,
       connectMs: this.connectMs,
-      reconnects: this.totals.reconnects,
+      reconnects: this.reconnector.reconnects,
       attempts: this.attempts,
     };
   }
@@ -445,6 +454,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
   async close(): Promise<void> {
     if (this._state === 'closed') return;
     this._state = 'closed';
+    this.reconnector.close();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     for (const t of [this.capturing, ...this.queue]) t?.encoder.close();
@@ -477,7 +487,9 @@ export class VoqClient extends Emitter<VoqEventMap> {
       itemId: null,
       encoder: null as unknown as AudioFrameEncoder,
       pending: [],
-      packets: keep ? [] : null,
+      keep,
+      session: null,
+      stopped: false,
       captured: 0,
       limit,
       state: 'capturing',
@@ -499,8 +511,14 @@ export class VoqClient extends Emitter<VoqEventMap> {
     const t = this.queue[0];
     if (!t) return;
     this.active = t;
-    t.itemId = this._session.startTurn(this.now());
-    for (const [p, n] of t.pending) this._session.sendAudio(this.now(), p, n);
+    const now = this.now();
+    t.itemId = this._session.startTurn(now);
+    t.session = this._session;
+    if (t.keep) this.reconnector.turnStarted(t, t.itemId);
+    for (const [p, n] of t.pending) {
+      this._session.sendAudio(now, p, n);
+      if (t.keep) this.reconnector.turnAudio(t, p, n);
+    }
     t.pending = [];
     this.emit('input.turn_started', { type: 'input.turn_started', item_id: t.itemId });
     if (t.state === 'ended') this.finishTurn(t);
@@ -508,12 +526,15 @@ export class VoqClient extends Emitter<VoqEventMap> {
   }
 
   private finishTurn(t: Turn): void {
-    this._session.endTurn(this.now());
-    const stats = this._session.turns.find((x) => x.itemId === t.itemId);
+    // A turn the server stopped before the connection was lost was not started again in the
+    // new session: there is nothing of it to end there.
+    const s = t.session;
+    if (s === this._session) s.endTurn(this.now());
+    const stats = s?.turns.find((x) => x.itemId === t.itemId);
     this.queue = this.queue.filter((x) => x !== t);
     this.active = null;
     this.totals.turns += 1;
-    if (t.packets) this.unconfirmed.push(t);
+    if (t.keep) this.reconnector.turnEnded(t);
     this.emit('input.turn_ended', {
       type: 'input.turn_ended',
       item_id: t.itemId ?? '',
@@ -541,15 +562,21 @@ export class VoqClient extends Emitter<VoqEventMap> {
   }
 
   private onPacket(t: Turn, payload: Uint8Array, samples: number): void {
-    this.totals.frames += 1;
-    this.totals.bytes += payload.length;
-    t.packets?.push([payload, samples]);
-    if (this.active === t) {
-      this._session.sendAudio(this.now(), payload, samples);
-      this.pump();
-    } else {
-      t.pending.push([payload, samples]);
+    // Only a started turn can have been stopped; its packets are not sent (so not counted).
+    if (!t.stopped) {
+      this.totals.frames += 1;
+      this.totals.bytes += payload.length;
     }
+    if (this.active !== t) {
+      t.pending.push([payload, samples]);
+      return;
+    }
+    // A stopped turn of a lost session goes nowhere; in its own session, the session drops
+    // the packet and counts it (`framesDropped`).
+    if (t.session !== this._session) return;
+    this._session.sendAudio(this.now(), payload, samples);
+    if (t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
+    this.pump();
   }
 
   // ---- connection ----
@@ -568,6 +595,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
     this.connectMs = r.connectMs;
     this.attempts = r.attempts;
     this.attach(r.transport);
+    this.reconnector.handleConnected(this.now());
     this.emit('transport.connected', { type: 'transport.connected', transport: r.winner, connectMs: r.connectMs, attempts: r.attempts, reconnect });
     this.pump();
   }
@@ -619,104 +647,124 @@ export class VoqClient extends Emitter<VoqEventMap> {
     for (const o of q) this.apply(o);
   }
 
-  /** The connection is gone: play out what arrived, then reconnect (or give up). */
-  private lost(conn: Conn, reason: string, planned = false): void {
-    if (this.conn !== conn) return;
+  /** Lets go of `conn` (if it is the current one) and plays out what arrived on it. */
+  private drop(conn: Conn, reason: string): boolean {
+    if (this.conn !== conn) return false;
     this.conn = null;
     conn.transport.close(Code.NoError, reason);
-    if (this._state === 'closed') return;
+    if (this._state === 'closed') return false;
     const cur = this._session.currentResponse;
     if (cur) this.finishPlayout(cur.responseId);
-    if (this.opts.reconnect === false) {
-      this._state = 'closed';
-      this.emit('client.error', { type: 'client.error', error: new ClosedError(`connection closed: ${reason}`) });
-      void this.close();
-      return;
-    }
-    void this.reconnect(reason, planned);
+    return true;
   }
 
-  private async reconnect(reason: string, planned: boolean): Promise<void> {
+  /** The connection is gone: the reconnector says what comes next. */
+  private lost(conn: Conn, reason: string): void {
+    if (!this.drop(conn, reason)) return;
+    this.reconnector.handleLost(this.now(), reason);
+    this.pump();
+  }
+
+  /** A new session for a new connection: the kept turns are sent again, whole, in order. */
+  private restartSession(turns: ReadonlyArray<ReplayTurn<Turn>>): void {
     this._state = 'reconnecting';
-    this.restartSession();
-    const max = this.opts.maxReconnectAttempts ?? 5;
-    for (let attempt = 1; attempt <= max; attempt++) {
-      const delayMs = BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)] ?? 1000;
-      this.emit('transport.reconnecting', { type: 'transport.reconnecting', attempt, delayMs, reason });
-      await new Promise((r) => setTimeout(r, attempt === 1 && planned ? 0 : delayMs));
-      if (this.closed) return;
-      try {
-        await this.dial(true);
-        this.totals.reconnects += 1;
-        return;
-      } catch (e) {
-        reason = (e as Error).message;
-      }
-    }
-    this.emit('client.error', { type: 'client.error', error: new UnreachableError(`lost the connection and could not reconnect: ${reason}`) });
-    await this.close();
-  }
-
-  /** A new session for a new connection: unconfirmed turns are sent again, whole. */
-  private restartSession(): void {
     const last = this._session.currentResponse ?? this._session.responses[this._session.responses.length - 1] ?? null;
     if (last) this.lastResponse = last;
     this.netQueue = [];
     this._session = this.newSession();
-    const replay = [...this.unconfirmed];
-    for (const t of replay) {
-      t.itemId = this._session.startTurn(this.now());
-      for (const [p, n] of t.packets ?? []) this._session.sendAudio(this.now(), p, n);
-      this._session.endTurn(this.now());
+    const now = this.now();
+    for (const r of turns) {
+      const t = r.turn;
+      t.itemId = this._session.startTurn(now);
+      t.session = this._session;
+      this.reconnector.turnStarted(t, t.itemId);
+      for (const [p, n] of r.packets) this._session.sendAudio(now, p, n);
+      if (r.ended) this._session.endTurn(now);
     }
     const a = this.active;
-    if (a) {
-      if (a.packets) {
-        a.itemId = this._session.startTurn(this.now());
-        for (const [p, n] of a.packets) this._session.sendAudio(this.now(), p, n);
-      } else {
-        // Server VAD: the continuous stream goes on from here.
-        a.itemId = this._session.startTurn(this.now());
-      }
+    if (a && !a.keep) {
+      // Server VAD: the continuous stream goes on from here (also one the old server stopped).
+      a.stopped = false;
+      a.itemId = this._session.startTurn(now);
+      a.session = this._session;
     }
-    this.pump();
+  }
+
+  private act(a: ReconnectAction<Turn>): void {
+    switch (a.type) {
+      case 'leave':
+        if (this.conn) this.drop(this.conn, a.reason);
+        break;
+      case 'replay':
+        this.restartSession(a.turns);
+        break;
+      case 'wait':
+        this.emit('transport.reconnecting', { type: 'transport.reconnecting', attempt: a.attempt, delayMs: a.delayMs, reason: a.reason });
+        break;
+      case 'dial':
+        this.dial(true).catch((e: unknown) => {
+          this.reconnector.handleDialFailed(this.now(), e instanceof Error ? e.message : String(e));
+          this.pump();
+        });
+        break;
+      case 'give_up': {
+        const error =
+          a.kind === 'disabled'
+            ? new ClosedError(`connection closed: ${a.reason}`)
+            : new UnreachableError(`lost the connection and could not reconnect: ${a.reason}`);
+        void this.close();
+        this.emit('client.error', { type: 'client.error', error });
+        break;
+      }
+      case 'forget':
+        this.emit('warning', {
+          type: 'warning',
+          message: `turn ${a.itemId} will not be sent again after a reconnect: more unconfirmed ${a.limit === 'turns' ? 'turns' : 'audio'} than the client keeps`,
+        });
+        break;
+    }
   }
 
   // ---- the drain loop ----
 
+  /** Drains both cores until neither has anything more, then sets the timer. */
   private pump(): void {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      for (let o = this._session.poll(); o; o = this._session.poll()) {
-        if (NETWORK_OUTPUTS.has(o.type)) {
-          if (this.conn) this.apply(o);
-          else this.netQueue.push(o);
-        } else {
-          this.apply(o);
+      for (;;) {
+        const o = this._session.poll();
+        if (o) {
+          if (NETWORK_OUTPUTS.has(o.type) && !this.conn) this.netQueue.push(o);
+          else this.apply(o);
+          continue;
         }
+        // A server that is going away is left once nothing is said, sent or played.
+        if (this.conn && !this.active && !this.capturing && !this._session.currentResponse) this.reconnector.handleIdle(this.now());
+        const a = this.reconnector.poll();
+        if (!a) break;
+        this.act(a);
       }
     } finally {
       this.pumping = false;
     }
     this.schedule();
-    if (this.goingAway && this.conn && !this.active && !this.capturing && !this._session.currentResponse) {
-      // The server is draining and we are idle: move to another server now.
-      const c = this.conn;
-      this.goingAway = false;
-      this.lost(c, 'the server is going away', true);
-    }
   }
 
+  /** The one timer: at the earlier of the two cores' deadlines. */
   private schedule(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const at = this._session.pollTimeout();
+    const a = this._session.pollTimeout();
+    const b = this.reconnector.pollTimeout();
+    const at = a === null ? b : b === null ? a : Math.min(a, b);
     if (at === null || this._state === 'closed') return;
     this.timer = setTimeout(
       () => {
         this.timer = null;
-        this._session.handleTimeout(this.now());
+        const now = this.now();
+        this._session.handleTimeout(now);
+        this.reconnector.handleTimeout(now);
         this.pump();
       },
       Math.max(0, at - this.now()),
@@ -797,9 +845,14 @@ export class VoqClient extends Emitter<VoqEventMap> {
       case 'playback':
         this.onPlayback(o.change, o.responseId, o.playedMs, o.reason);
         break;
-      case 'turn_stopped':
+      case 'turn_stopped': {
+        // The server refused the turn: nothing more of it is sent, nor sent again later.
+        const a = this.active;
+        if (a && a.session === this._session && a.itemId === o.itemId) a.stopped = true;
+        this.reconnector.handleTurnStopped(o.itemId);
         this.emit('input.stream_stopped', { type: 'input.stream_stopped', item_id: o.itemId, code: o.code, code_name: codeName(o.code) });
         break;
+      }
       case 'event':
         this.onServerEvent(o.event);
         break;
@@ -843,13 +896,13 @@ export class VoqClient extends Emitter<VoqEventMap> {
   private onServerEvent(e: ServerEventMap[keyof ServerEventMap]): void {
     switch (e.type) {
       case 'input_audio_buffer.committed':
-        this.unconfirmed = this.unconfirmed.filter((t) => t.itemId !== e.item_id);
+        this.reconnector.handleCommitted(e.item_id);
         break;
       case 'input_audio_buffer.speech_started':
         if (this.mode === 'server_vad' && this.opts.interruptOnSpeech !== false && this._session.currentResponse) void this.interrupt();
         break;
       case 'error':
-        if (e.error.code === 'going_away') this.goingAway = this.opts.reconnect !== false;
+        if (e.error.code === 'going_away') this.reconnector.handleGoingAway(this.now());
         break;
       default:
         break;

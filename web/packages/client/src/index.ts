@@ -2,8 +2,10 @@
  * @voq/client — voq/1 ("voice over QUIC") in the browser.
  *
  * - {@link VoqClient}: the whole thing (microphone, WebTransport/WebSocket, session, playout).
- * - {@link connect}: just the carrier race; {@link ClientSession}: the sans-IO state machine.
- * - `wire`, `mux`, `varint`: the byte formats of docs/PROTOCOL.md.
+ * - {@link connect}: just the carrier race; {@link ClientSession}: the sans-IO state machine;
+ *   {@link Reconnector}: the sans-IO reconnection policy and turn replay.
+ * - `wire`, `mux`, `varint`: the byte formats of docs/PROTOCOL.md; {@link MuxConnection}: the
+ *   WebSocket mux's rules as a sans-IO state machine.
  */
 
 export { VoqClient } from './client.js';
@@ -12,6 +14,8 @@ export { connect, certificateHashes, fetchServerConfig, raceTransports, webSocke
 export type { Attempt, ConnectOptions, Connected, Dial, TransportChoice, VoqServerConfig } from './connect.js';
 export { ClientSession, DEFAULT_SESSION_CONFIG } from './session.js';
 export type { ClientOutput, InStream, InterruptStats, OutStream, PlayoutSnapshot, ResponseStats, SessionConfig, TurnStats } from './session.js';
+export { DEFAULT_RECONNECT_CONFIG, Reconnector } from './reconnect.js';
+export type { Packet, ReconnectAction, ReconnectConfig, ReconnectState, ReplayTurn } from './reconnect.js';
 export { Playout } from './playout.js';
 export type { PlayoutState, Rendered } from './playout.js';
 export {
@@ -32,9 +36,12 @@ export type { ErrorCode, ErrorType, StreamCodeName, VoqErrorCode } from './error
 export * from './events.js';
 export * from './wire.js';
 export * from './mux.js';
+export { DEFAULT_MUX_CONFIG, MuxConnection, streamErrorMessage } from './muxconn.js';
+export type { MuxConfig, MuxOutput, MuxResult, Side as MuxSide, StreamError as MuxStreamError } from './muxconn.js';
 export * from './varint.js';
 export type { CloseInfo, RecvStream, SendStream, Transport, TransportName } from './transport.js';
 export { WebSocketTransport, connectWebSocket, CLOSE_CODE_BASE } from './websocket.js';
+export type { ConnectWebSocketOptions, WebSocketLike, WebSocketTransportOptions } from './websocket.js';
 export { WebTransportTransport, connectWebTransport, webTransportAvailable } from './webtransport.js';
 export { BrowserAudio } from './audio/browser.js';
 export type { BrowserAudioOptions } from './audio/browser.js';

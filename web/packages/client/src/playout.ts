@@ -1,7 +1,7 @@
 /**
  * The playout buffer, a mirror of `crates/voq-proto/src/playout.rs`: agent audio is placed by its
  * presentation timestamp and rendered by the audio device's clock, one quantum at a time. It runs
- * inside the playout AudioWorklet (see `audio/worklets/playout.worklet.ts`) and in the tests.
+ * inside the playout AudioWorklet (see `audio/worklets/processors.worklet.ts`) and in the tests.
  *
  * Playback starts once `startThreshold` of audio is buffered (or the response is complete). When
  * the buffer runs dry before the response is complete the playout *stalls*: silence is rendered,

@@ -1,20 +1,22 @@
 /**
- * voq/1 over WebSocket: the stream mux of docs/PROTOCOL.md ("WebSocket stream mux"). Every
- * message is binary and carries one mux frame; stream ids follow QUIC; each side PINGs every
- * second (and on open) and takes its RTT from the PONGs; the connection closes with
- * `4000 + voq code`.
+ * voq/1 over WebSocket: the stream mux of docs/PROTOCOL.md ("WebSocket stream mux"). Every rule
+ * of the mux (stream ids, which streams are accepted, PING/PONG and RTT, the idle timeout,
+ * protocol violations) lives in the sans-IO {@link MuxConnection} (muxconn.ts); this is the thin
+ * shell around it: it feeds the socket's messages in, drains the outputs after every input and
+ * command (messages to send, stream callbacks, the close), and drives the connection's clock with
+ * one timer set from `pollTimeout()`. The connection closes with `4000 + voq code`.
  */
 
 import { Code } from './errors.js';
 import { UnreachableError } from './errors.js';
-import { decodeMux, encodeMux, muxErrorMessage, nthStreamId, streamKind } from './mux.js';
-import type { MuxFrame } from './mux.js';
+import { DEFAULT_MUX_CONFIG, MuxConnection } from './muxconn.js';
+import type { MuxConfig } from './muxconn.js';
 import type { CloseInfo, RecvStream, SendStream, Transport } from './transport.js';
 
 /** WebSocket close codes are `CLOSE_CODE_BASE + voq code`. */
 export const CLOSE_CODE_BASE = 4000;
-/** PING period. */
-export const PING_INTERVAL_MS = 1000;
+/** PING period (the mux's default). */
+export const PING_INTERVAL_MS = DEFAULT_MUX_CONFIG.pingIntervalMs;
 
 /** The minimal surface of a WebSocket this transport uses (the browser's, or a test double). */
 export interface WebSocketLike {
@@ -43,32 +45,29 @@ class MuxRecv implements RecvStream {
 
 class MuxSend implements SendStream {
   onStop: ((code: number) => void) | null = null;
-  done = false;
   constructor(
     readonly id: number,
     private readonly t: WebSocketTransport,
   ) {}
   write(bytes: Uint8Array): void {
-    if (!this.done) this.t.sendFrame({ type: 'stream', id: this.id, data: bytes });
+    this.t.command((c) => void c.write(this.id, bytes));
   }
   finish(): void {
-    if (this.done) return;
-    this.done = true;
-    this.t.sendFrame({ type: 'fin', id: this.id });
+    this.t.command((c) => void c.finish(this.id));
   }
   reset(code: number): void {
-    if (this.done) return;
-    this.done = true;
-    this.t.sendFrame({ type: 'reset_stream', id: this.id, code });
+    this.t.command((c) => c.reset(this.id, code));
   }
 }
 
 export interface WebSocketTransportOptions {
-  /** Clock for RTT (default `performance.now`). */
+  /** Clock in ms for the mux (PINGs, RTT, idle timeout); default `performance.now`. */
   now?: () => number;
-  /** Timers (default the global ones); the tests pass fakes. */
-  setInterval?: (fn: () => void, ms: number) => unknown;
-  clearInterval?: (h: unknown) => void;
+  /** Timers (default the global ones); the tests pass fakes. One timer is pending at a time. */
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (h: unknown) => void;
+  /** Mux limits and periods (default {@link DEFAULT_MUX_CONFIG}). */
+  mux?: Partial<MuxConfig>;
 }
 
 export class WebSocketTransport implements Transport {
@@ -78,208 +77,185 @@ export class WebSocketTransport implements Transport {
   private resolveClosed!: (c: CloseInfo) => void;
   private isClosed = false;
   private closingLocally = false;
+  private readonly conn: MuxConnection;
   private readers = new Map<number, MuxRecv>();
   private writers = new Map<number, MuxSend>();
-  /** Next index of each stream kind we open. */
-  private ourNextBidi = 0;
-  private ourNextUni = 0;
-  /** Next index of each stream kind the server opens: [bidi, uni]. */
-  private peerNext = [0, 0];
-  private rtt: number | null = null;
-  private pings = new Map<string, number>();
-  private pingSeq = 0;
+  private draining = false;
+  /** The pending timer and the deadline it was set for. */
   private timer: unknown = null;
+  private timerAt: number | null = null;
   private readonly now: () => number;
-  private readonly opts: WebSocketTransportOptions;
+  private readonly setTimer: (fn: () => void, ms: number) => unknown;
+  private readonly clearTimer: (h: unknown) => void;
 
   /** Wraps an open WebSocket. Use {@link connectWebSocket} to dial. */
   constructor(
     private readonly ws: WebSocketLike,
     opts: WebSocketTransportOptions = {},
   ) {
-    this.opts = opts;
     this.now = opts.now ?? (() => performance.now());
+    this.setTimer = opts.setTimeout ?? ((fn: () => void, ms: number) => setTimeout(fn, ms));
+    this.clearTimer = opts.clearTimeout ?? ((h: unknown) => clearTimeout(h as ReturnType<typeof setTimeout>));
     this.closed = new Promise((r) => (this.resolveClosed = r));
     ws.binaryType = 'arraybuffer';
     ws.onmessage = (ev) => this.onMessage(ev.data);
     ws.onclose = (ev) => {
       const code = ev.code >= CLOSE_CODE_BASE && ev.code < CLOSE_CODE_BASE + 1000 ? ev.code - CLOSE_CODE_BASE : null;
-      this.finishClose({ code, reason: ev.reason || `WebSocket closed (${ev.code})`, local: this.closingLocally });
+      const reason = ev.reason || `WebSocket closed (${ev.code})`;
+      this.conn.handlePeerClosed(reason);
+      this.finishClose({ code, reason, local: this.closingLocally });
     };
     ws.onerror = () => {};
-    this.ping();
-    const si = opts.setInterval ?? ((fn: () => void, ms: number) => setInterval(fn, ms));
-    this.timer = si(() => this.ping(), PING_INTERVAL_MS);
+    this.conn = new MuxConnection('client', opts.mux ?? {}, this.now());
+    this.drain(); // the first PING
   }
 
   openBidi(): { send: SendStream; recv: RecvStream } {
-    const id = nthStreamId(this.ourNextBidi++, { serverInitiated: false, unidirectional: false });
+    const id = this.openId(true);
     const send = new MuxSend(id, this);
     const recv = new MuxRecv(id, this);
-    this.writers.set(id, send);
-    this.readers.set(id, recv);
+    if (!this.isClosed) {
+      this.writers.set(id, send);
+      this.readers.set(id, recv);
+    }
     return { send, recv };
   }
 
   openUni(): SendStream {
-    const id = nthStreamId(this.ourNextUni++, { serverInitiated: false, unidirectional: true });
-    const send = new MuxSend(id, this);
-    this.writers.set(id, send);
+    const send = new MuxSend(this.openId(false), this);
+    if (!this.isClosed) this.writers.set(send.id, send);
     return send;
   }
 
   rttMs(): number | null {
-    return this.rtt;
+    return this.conn.rtt();
   }
 
   close(code: number = Code.NoError, reason = ''): void {
-    if (this.isClosed) return;
-    this.closingLocally = true;
-    try {
-      this.ws.close(CLOSE_CODE_BASE + code, reason.slice(0, 120));
-    } catch {
-      // already closing
-    }
-    this.finishClose({ code, reason: reason || 'closed locally', local: true });
+    this.command((c) => c.close(code, reason));
   }
 
-  /** @internal */
-  sendFrame(frame: MuxFrame): void {
-    if (this.isClosed) return;
-    try {
-      this.ws.send(encodeMux(frame));
-    } catch {
-      // The close handler reports it.
-    }
+  /** @internal Runs a command on the mux, then carries out what it asks for. */
+  command(f: (conn: MuxConnection) => void): void {
+    f(this.conn);
+    this.drain();
   }
 
   /** @internal */
   stopStream(id: number, code: number): void {
-    if (this.readers.delete(id)) this.sendFrame({ type: 'stop_sending', id, code });
+    this.readers.delete(id);
+    this.command((c) => c.stop(id, code));
+  }
+
+  /**
+   * The id of a new stream of ours. Once closed the mux opens nothing: the stream gets id -1
+   * and its writes go nowhere (the `closed` promise has already said why).
+   */
+  private openId(bidirectional: boolean): number {
+    const r = this.conn.open(bidirectional);
+    return r.ok ? r.value : -1;
+  }
+
+  private onMessage(data: unknown): void {
+    if (this.isClosed) return;
+    if (data instanceof ArrayBuffer) {
+      this.conn.handleMessage(this.now(), new Uint8Array(data));
+    } else if (ArrayBuffer.isView(data)) {
+      this.conn.handleMessage(this.now(), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } else {
+      this.conn.handleText(); // binaryType is 'arraybuffer': anything else is text
+    }
+    this.drain();
+  }
+
+  private onTimer(): void {
+    this.timer = null;
+    this.timerAt = null;
+    this.conn.handleTimeout(this.now());
+    this.drain();
+  }
+
+  /**
+   * Carries out the mux's outputs, then sets the timer for its next deadline. Reentrant: a
+   * callback that writes, stops or closes queues more outputs, which the running loop carries
+   * out in order.
+   */
+  private drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let o = this.conn.pollOutput(); o; o = this.conn.pollOutput()) {
+        switch (o.type) {
+          case 'transmit':
+            try {
+              this.ws.send(o.bytes);
+            } catch {
+              // The close handler reports it.
+            }
+            break;
+          case 'opened': {
+            // The client only ever accepts the server's unidirectional streams: the mux
+            // refuses the rest.
+            const recv = new MuxRecv(o.id, this);
+            this.readers.set(o.id, recv);
+            this.onIncomingUni?.(recv);
+            break;
+          }
+          case 'data':
+            this.readers.get(o.id)?.onData?.(o.data);
+            break;
+          case 'fin': {
+            const r = this.readers.get(o.id);
+            this.readers.delete(o.id);
+            r?.onFin?.();
+            break;
+          }
+          case 'reset': {
+            const r = this.readers.get(o.id);
+            this.readers.delete(o.id);
+            r?.onReset?.(o.code);
+            break;
+          }
+          case 'stopped':
+            this.writers.get(o.id)?.onStop?.(o.code);
+            break;
+          case 'close': {
+            this.closingLocally = true;
+            try {
+              this.ws.close(CLOSE_CODE_BASE + o.code, o.reason.slice(0, 120));
+            } catch {
+              // already closing
+            }
+            const reason = o.code === Code.ProtocolViolation ? `protocol violation: ${o.reason}` : o.reason || 'closed locally';
+            this.finishClose({ code: o.code, reason, local: true });
+            break;
+          }
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+    this.schedule();
+  }
+
+  /** One timer, for the mux's next deadline; none once closed. */
+  private schedule(): void {
+    const at = this.conn.pollTimeout();
+    if (at === this.timerAt) return;
+    if (this.timer !== null) this.clearTimer(this.timer);
+    this.timer = null;
+    this.timerAt = at;
+    if (at !== null) this.timer = this.setTimer(() => this.onTimer(), Math.max(0, Math.ceil(at - this.now())));
   }
 
   private finishClose(info: CloseInfo): void {
     if (this.isClosed) return;
     this.isClosed = true;
-    const ci = this.opts.clearInterval ?? ((h: unknown) => clearInterval(h as ReturnType<typeof setInterval>));
-    ci(this.timer);
     this.readers.clear();
     this.writers.clear();
+    this.schedule();
     this.resolveClosed(info);
   }
-
-  private ping(): void {
-    const data = new Uint8Array(8);
-    const seq = this.pingSeq++;
-    new DataView(data.buffer).setUint32(4, seq);
-    data[0] = 0x76; // 'v': our pings, for the eye in a packet dump
-    this.pings.set(key(data), this.now());
-    if (this.pings.size > 32) this.pings.delete(this.pings.keys().next().value as string);
-    this.sendFrame({ type: 'ping', data });
-  }
-
-  private violation(why: string): void {
-    if (this.isClosed) return;
-    this.closingLocally = true;
-    try {
-      this.ws.close(CLOSE_CODE_BASE + Code.ProtocolViolation, why.slice(0, 120));
-    } catch {
-      // already closing
-    }
-    this.finishClose({ code: Code.ProtocolViolation, reason: `protocol violation: ${why}`, local: true });
-  }
-
-  private onMessage(data: unknown): void {
-    if (this.isClosed) return;
-    if (!(data instanceof ArrayBuffer)) {
-      this.violation(typeof data === 'string' ? 'text message on a voq mux' : 'unexpected message type');
-      return;
-    }
-    const r = decodeMux(new Uint8Array(data));
-    if (!r.ok) {
-      this.violation(muxErrorMessage(r.error));
-      return;
-    }
-    const f = r.frame;
-    switch (f.type) {
-      case 'ping':
-        this.sendFrame({ type: 'pong', data: f.data });
-        return;
-      case 'pong': {
-        const sent = this.pings.get(key(f.data));
-        if (sent === undefined) return;
-        this.pings.delete(key(f.data));
-        const sample = Math.max(0, this.now() - sent);
-        this.rtt = this.rtt === null ? sample : (this.rtt * 7 + sample) / 8;
-        return;
-      }
-      case 'stop_sending': {
-        const w = this.writers.get(f.id);
-        if (w) {
-          this.writers.delete(f.id);
-          w.done = true;
-          w.onStop?.(f.code);
-        }
-        return;
-      }
-      default:
-        this.deliver(f);
-    }
-  }
-
-  /** Hands a stream frame to its reader, opening the stream if it is the server's next one. */
-  private deliver(f: MuxFrame & { type: 'stream' | 'fin' | 'reset_stream' }): void {
-    const existing = this.readers.get(f.id);
-    if (existing) {
-      this.apply(existing, f);
-      return;
-    }
-    const kind = streamKind(f.id);
-    if (!kind.serverInitiated) {
-      // One of ours: only the bidirectional control stream carries data back, and we hold its
-      // reader; anything else is the server writing on our unidirectional stream.
-      if (kind.unidirectional) this.violation('data on a unidirectional stream of the receiver');
-      return; // a stream we stopped reading
-    }
-    const slot = kind.unidirectional ? 1 : 0;
-    const index = Math.floor(f.id / 4);
-    const next = this.peerNext[slot] ?? 0;
-    if (index < next) return; // already ended or stopped: late frames are ignored
-    if (index !== next) {
-      this.violation('stream ids of one kind must be used in order');
-      return;
-    }
-    this.peerNext[slot] = next + 1;
-    if (!kind.unidirectional) {
-      // voq/1 has no server-opened bidirectional streams.
-      this.sendFrame({ type: 'stop_sending', id: f.id, code: Code.StreamRefused });
-      this.sendFrame({ type: 'reset_stream', id: f.id, code: Code.StreamRefused });
-      return;
-    }
-    const recv = new MuxRecv(f.id, this);
-    this.readers.set(f.id, recv);
-    this.onIncomingUni?.(recv);
-    if (!this.readers.has(f.id)) return; // stopped from the callback
-    this.apply(recv, f);
-  }
-
-  private apply(r: MuxRecv, f: MuxFrame & { type: 'stream' | 'fin' | 'reset_stream' }): void {
-    if (f.type === 'stream') {
-      r.onData?.(f.data);
-    } else if (f.type === 'fin') {
-      this.readers.delete(f.id);
-      r.onFin?.();
-    } else {
-      this.readers.delete(f.id);
-      r.onReset?.(f.code);
-    }
-  }
-}
-
-function key(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
-  return s;
 }
 
 export interface ConnectWebSocketOptions extends WebSocketTransportOptions {

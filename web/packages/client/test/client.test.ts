@@ -26,7 +26,7 @@ function events(bytes: Uint8Array): Array<Record<string, unknown>> {
   return out;
 }
 
-function client(opts: { mode?: 'push_to_talk' | 'server_vad'; keepCapturedAudio?: boolean } = {}) {
+function client(opts: { mode?: 'push_to_talk' | 'server_vad'; keepCapturedAudio?: boolean; reconnect?: boolean; maxReconnectAttempts?: number } = {}) {
   const audio = new FakeAudio();
   const dials: Array<ReturnType<typeof deferred<Connected>>> = [];
   const c = new VoqClient({
@@ -200,6 +200,91 @@ describe('VoqClient', () => {
     expect(t3.uni).toHaveLength(0);
     expect(c.stats().reconnects).toBe(2);
     await c.close();
+  });
+
+  it('does not send a turn the server stopped again after a reconnect, nor count what it dropped', async () => {
+    const { c, audio, dials, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    // Turn 1: ended, then refused before the server confirmed it.
+    c.startTurn();
+    for (let i = 0; i < 3; i++) audio.frame(i);
+    await c.endTurn();
+    t1.uni[0]!.onStop!(Code.GoingAway);
+    // Turn 2: ended and not confirmed: kept.
+    c.startTurn();
+    for (let i = 0; i < 2; i++) audio.frame(10 + i);
+    await c.endTurn();
+    // Turn 3: refused while the user is still talking; the rest of it goes nowhere.
+    c.startTurn();
+    for (let i = 0; i < 2; i++) audio.frame(20 + i);
+    t1.uni[2]!.onStop!(Code.GoingAway);
+    t1.uni[2]!.finished = true; // FakeSend throws on a write after this
+    audio.frame(22);
+    t1.drop();
+    await tick();
+    expect(c.state).toBe('reconnecting');
+    audio.frame(23);
+    audio.frame(24);
+    await new Promise((r) => setTimeout(r, 300)); // the first backoff
+    expect(dials).toHaveLength(2);
+    const t2 = accept(1);
+    await tick();
+    const ended = c.once('input.turn_ended');
+    await c.endTurn();
+    expect(await ended).toMatchObject({ frames: 2 }); // what went out before the stop
+    // Only turn 2 was sent again (as the new session's item_c1), whole.
+    expect(t2.uni).toHaveLength(1);
+    const replay = parseStream(t2.uni[0]!.bytes());
+    expect(replay[0]).toMatchObject({ type: 'header', header: { item_id: 'item_c1' } });
+    expect(replay.slice(1).map((f) => (f.type === 'frame' ? new DataView(f.payload.buffer, f.payload.byteOffset).getInt16(0, true) : -1))).toEqual([10, 11]);
+    expect(t2.uni[0]!.finished).toBe(true);
+    // The next turn opens a new stream on the new connection.
+    c.startTurn();
+    audio.frame(30);
+    await c.endTurn();
+    expect(t2.uni).toHaveLength(2);
+    expect(parseStream(t2.uni[1]!.bytes())).toHaveLength(2);
+    expect(t2.uni[1]!.finished).toBe(true);
+    // Sent: 3 + 2 + 2 + 1 frames; the 3 of turn 3 after its stop were not.
+    expect(c.stats()).toMatchObject({ turnsSent: 4, framesSent: 8, bytesSent: 8 * 960, reconnects: 1 });
+    await c.close();
+  });
+
+  it('gives up after maxReconnectAttempts failed dials: client.error unreachable, closed', async () => {
+    const { c, audio, dials, accept } = client({ maxReconnectAttempts: 1 });
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    const reconnecting: unknown[] = [];
+    c.on('transport.reconnecting', (e) => reconnecting.push(e));
+    const failed = c.once('client.error');
+    t1.drop();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(dials).toHaveLength(2);
+    dials[1]!.reject(new Error('connection refused'));
+    const e = await failed;
+    expect(e.error.code).toBe('unreachable');
+    expect(e.error.message).toContain('connection refused');
+    expect(c.state).toBe('closed');
+    expect(audio.stopped).toBe(true);
+    expect(reconnecting).toEqual([{ type: 'transport.reconnecting', attempt: 1, delayMs: 250, reason: 'network' }]);
+  });
+
+  it('with reconnect: false, a lost connection closes the client', async () => {
+    const { c, audio, dials, accept } = client({ reconnect: false });
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    const failed = c.once('client.error');
+    t1.drop('bye');
+    const e = await failed;
+    expect(e.error.code).toBe('closed');
+    expect(c.state).toBe('closed');
+    expect(audio.stopped).toBe(true); // the microphone and the output are released
+    await new Promise((r) => setTimeout(r, 300));
+    expect(dials).toHaveLength(1);
   });
 
   it('server VAD streams continuously from start and barges in when the server hears speech', async () => {
