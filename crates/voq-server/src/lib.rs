@@ -27,7 +27,7 @@ use voq_transport::quic::{ALPN_H3, ALPN_HTTP1, ALPN_VOQ};
 
 pub use config::{QuicLbSettings, ServeConfig, Settings, Tunnel};
 pub use record::Recorder;
-pub use stats::{SessionEvent, SessionEventKind, Stats};
+pub use stats::{SessionEvent, SessionEventKind, Stats, wait_for_event};
 pub use tls::Identity;
 
 /// A running server.
@@ -227,12 +227,19 @@ impl Server {
         }
     }
 
+    /// The first step of a graceful shutdown, at once: refuse new connections (rather than
+    /// leaving their handshakes unanswered) and new turns; sessions in progress go on.
+    /// [`shutdown`](Self::shutdown) begins with it; call it alone to take a server out of
+    /// service and drain it later.
+    pub fn stop_accepting(&self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint.set_server_config(None);
+    }
+
     /// Graceful shutdown: stop accepting, refuse new turns, let sessions finish what they are
     /// saying and their clients close (up to the drain timeout), then close what is left.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        // Refuse new connections at once (rather than leaving their handshakes unanswered).
-        self.endpoint.set_server_config(None);
+        self.stop_accepting();
         if let Some(r) = self.rotation.take() {
             r.abort();
         }

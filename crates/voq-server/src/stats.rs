@@ -93,3 +93,26 @@ pub enum SessionEventKind {
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub const SESSION_EVENTS_CAPACITY: usize = 1024;
+
+/// Waits up to `timeout` for the next event on `rx` whose kind matches `wanted`, skipping the
+/// others; `None` when none came in time or the feed closed. For tests and benchmarks that must
+/// wait for a moment of a call (the server holds the first prompt frame, a response started)
+/// rather than for a guessed amount of time.
+pub async fn wait_for_event(
+    rx: &mut tokio::sync::broadcast::Receiver<SessionEvent>,
+    timeout: std::time::Duration,
+    mut wanted: impl FnMut(&SessionEventKind) -> bool,
+) -> Option<SessionEvent> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if wanted(&e.kind) => return Some(e),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}

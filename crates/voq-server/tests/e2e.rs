@@ -8,7 +8,7 @@ use voq_proto::event::ResponseStatus;
 
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_proto::Codec;
-use voq_server::{Server, Settings};
+use voq_server::{Server, SessionEventKind, Settings, wait_for_event};
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -343,6 +343,7 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
         ..Default::default()
     };
     let server = Server::start(settings).await.unwrap();
+    let mut events = server.events();
     let (client, target) = client(&server);
     let short: Vec<i16> = prompt()[..9_600].to_vec();
     let opts = CallOptions {
@@ -351,12 +352,17 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
         ..Default::default()
     };
     let call = tokio::spawn(async move { client.call(&target, opts).await });
-    // Shut down while the 16 s reply is playing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Shut down once the 16 s reply is under way.
+    let started = wait_for_event(&mut events, Duration::from_secs(10), |k| {
+        matches!(k, SessionEventKind::ResponseStarted { .. })
+    })
+    .await;
+    assert!(started.is_some(), "the reply started");
     let addr = server.local_addr();
     let stats = server.stats().clone();
+    // Refusing starts now, not whenever the shutdown task first runs.
+    server.stop_accepting();
     let shutdown = tokio::spawn(server.shutdown());
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // A new connection is refused while the old call goes on.
     let late = Client::new(&Trust::Insecure, "127.0.0.1:0".parse().unwrap()).unwrap();
     let late_target = Target {
@@ -526,6 +532,7 @@ async fn a_client_that_never_reads_does_not_hold_up_anyone_else() {
         ..Default::default()
     };
     let server = Server::start(settings).await.unwrap();
+    let mut server_events = server.events();
     // The stuck client: sends a turn, never accepts the response stream, never reads events.
     let stuck = raw_connection(&server).await;
     let (mut control, _events) = stuck.open_bi().await.unwrap();
@@ -537,7 +544,12 @@ async fn a_client_that_never_reads_does_not_hold_up_anyone_else() {
         .await
         .unwrap();
     turn.finish().unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stuck client's response is under way (and it reads none of it).
+    let started = wait_for_event(&mut server_events, Duration::from_secs(10), |k| {
+        matches!(k, SessionEventKind::ResponseStarted { .. })
+    })
+    .await;
+    assert!(started.is_some(), "the stuck client's response started");
     // Meanwhile a normal call completes, with a barge-in, on the same server.
     let (client, target) = client(&server);
     let opts = CallOptions {
@@ -565,6 +577,8 @@ async fn a_client_that_never_reads_does_not_hold_up_anyone_else() {
         }
     };
     ended(1).await.unwrap();
+    // An observation window, not a wait for something: the stuck session must not end by
+    // itself within it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         stats.sessions_ended.get(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use voq_client::{CallOptions, Client, Target, Trust};
-use voq_server::{Server, SessionEvent, SessionEventKind, Settings};
+use voq_server::{Server, SessionEvent, SessionEventKind, Settings, wait_for_event};
 
 fn prompt(ms: usize) -> Vec<i16> {
     let path =
@@ -61,10 +61,16 @@ async fn a_call_is_observed_in_order_on_the_callers_clock() {
     )
     .await;
     let ended = std::time::Instant::now();
-    // The response ends on the server before the client has played it all; give the last event
-    // a moment anyway.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let events = drain(&mut rx);
+    // The response ends on the server before the client has played it all; its last event may
+    // still be on its way: collect up to it.
+    let mut events = Vec::new();
+    while let Some(e) = wait_for_event(&mut rx, Duration::from_secs(5), |_| true).await {
+        let last = matches!(e.kind, SessionEventKind::ResponseEnded { .. });
+        events.push(e);
+        if last {
+            break;
+        }
+    }
     let kinds: Vec<&SessionEventKind> = events.iter().map(|e| &e.kind).collect();
     assert!(
         matches!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_lb::{Backend, Balancer, BalancerConfig, HealthConfig};
 use voq_quic_lb::ServerId;
-use voq_server::{QuicLbSettings, Server, Settings, Tunnel};
+use voq_server::{QuicLbSettings, Server, SessionEventKind, Settings, Tunnel, wait_for_event};
 
 const KEY: [u8; 16] = [0x2b; 16];
 
@@ -80,6 +80,11 @@ impl Cluster {
         Balancer::start(config).await.unwrap()
     }
 
+    /// A feed of every server's session events, subscribed now.
+    fn events(&self) -> Vec<tokio::sync::broadcast::Receiver<voq_server::SessionEvent>> {
+        self.servers.iter().map(Server::events).collect()
+    }
+
     /// Sessions each server has taken so far.
     fn sessions(&self) -> Vec<u64> {
         self.servers
@@ -93,6 +98,23 @@ impl Cluster {
             s.shutdown().await;
         }
     }
+}
+
+/// Waits until one of the servers sees an event of the kind `wanted` (the call has reached that
+/// moment), and says which server.
+async fn wait_on_any(
+    feeds: &mut [tokio::sync::broadcast::Receiver<voq_server::SessionEvent>],
+    wanted: fn(&SessionEventKind) -> bool,
+) -> usize {
+    let waits = feeds
+        .iter_mut()
+        .map(|rx| Box::pin(wait_for_event(rx, Duration::from_secs(10), wanted)));
+    let (event, index, _) = futures_util::future::select_all(waits).await;
+    assert!(
+        event.is_some(),
+        "no server saw the moment the test waits for"
+    );
+    index
 }
 
 fn client() -> Client {
@@ -118,7 +140,6 @@ async fn sixty_calls_spread_over_all_backends_and_each_is_exact() {
         let short = short.clone();
         tasks.spawn(async move {
             // A new client (and so a new random Initial DCID) per call, six at a time.
-            tokio::time::sleep(Duration::from_millis(40 * (i % 10))).await;
             let opts = CallOptions {
                 turns: vec![short.clone()],
                 input_speed: 0.0,
@@ -153,6 +174,7 @@ async fn a_balancer_restart_mid_call_loses_nothing() {
     let vip = balancer.local_addr();
     let whole = prompt(usize::MAX); // 2.8 s, captured in real time
     let expected = whole.clone();
+    let mut feeds = cluster.events();
     let call = tokio::spawn(async move {
         let opts = CallOptions {
             turns: vec![whole],
@@ -161,8 +183,13 @@ async fn a_balancer_restart_mid_call_loses_nothing() {
         };
         client().call(&target(vip), opts).await
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Mid-call: a server holds the first frame of the 2.8 s prompt, spoken in real time.
+    wait_on_any(&mut feeds, |k| {
+        matches!(k, SessionEventKind::TurnFirstAudio { .. })
+    })
+    .await;
     balancer.shutdown().await;
+    // The outage itself (the VIP dark for 300 ms while the process restarts), not a wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A new balancer process on the same VIP, knowing nothing of the call.
     let balancer = cluster.balancer(vip, true).await;
@@ -194,6 +221,7 @@ async fn a_backend_marked_down_takes_no_new_calls_while_its_call_finishes() {
         .balancer("127.0.0.1:0".parse().unwrap(), false)
         .await;
     let vip = balancer.local_addr();
+    let mut feeds = cluster.events();
     let long = tokio::spawn(async move {
         let opts = CallOptions {
             turns: vec![prompt(4_800)],
@@ -203,8 +231,12 @@ async fn a_backend_marked_down_takes_no_new_calls_while_its_call_finishes() {
         };
         client().call(&target(vip), opts).await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let busy = cluster.sessions().iter().position(|&n| n == 1).unwrap();
+    // The long call's reply is under way on one server.
+    let busy = wait_on_any(&mut feeds, |k| {
+        matches!(k, SessionEventKind::ResponseStarted { .. })
+    })
+    .await;
+    assert_eq!(cluster.sessions()[busy], 1);
     let sid = ServerId::from_slice(&[busy as u8 + 1]).unwrap();
     assert!(balancer.table().set_up(&sid, false));
     let before = cluster.sessions();
@@ -241,6 +273,7 @@ async fn a_client_that_changes_address_mid_call_keeps_its_call() {
     let expected = whole.clone();
     let client = Arc::new(client());
     let caller = client.clone();
+    let mut feeds = cluster.events();
     let call = tokio::spawn(async move {
         let opts = CallOptions {
             turns: vec![whole],
@@ -249,7 +282,11 @@ async fn a_client_that_changes_address_mid_call_keeps_its_call() {
         };
         caller.call(&target(vip), opts).await
     });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Mid-prompt: a server holds its first frame (the rest is still being spoken).
+    wait_on_any(&mut feeds, |k| {
+        matches!(k, SessionEventKind::TurnFirstAudio { .. })
+    })
+    .await;
     let before = client.endpoint().local_addr().unwrap();
     client
         .endpoint()
