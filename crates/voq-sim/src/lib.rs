@@ -11,6 +11,10 @@
 //! timer, a 10 ms device tick, an agent tick, a microphone frame, a fleet event). Seconds of call
 //! run in milliseconds, and the same seeds give the same run.
 //!
+//! Two network models, one crate: [`ideal::Pair`] joins a client and a server session with an
+//! ideal network (fixed delay, in order, nothing lost) for specifications of the protocol cores;
+//! [`Sim`] runs them over real QUIC and impaired paths.
+//!
 //! A [`Scenario`] says who calls, what they say, what the network and the fleet do;
 //! [`Sim::run`] returns a [`Summary`]; [`table`] renders summaries as the text pinned in
 //! `crates/voq-sim/tests/summary.txt`. The tests in `tests/` state what the runs prove; the later
@@ -21,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod audio;
+pub mod ideal;
 mod quic;
 mod scenario;
 mod sim;
