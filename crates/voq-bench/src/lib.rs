@@ -1,6 +1,8 @@
-//! voq measurement: an impaired UDP path ([`proxy`]), the end-to-end demo ([`demo`]), and the
-//! benchmark runner behind `voq bench` ([`bench`]).
+//! voq measurement: an impaired UDP path ([`proxy`]), the benchmark engine behind `voq bench`
+//! ([`bench`]), and the end-to-end demo ([`demo`]), which runs its scenarios on that engine and
+//! draws their waveforms ([`waveform`]).
 
 pub mod bench;
 pub mod demo;
 pub mod proxy;
+pub mod waveform;

@@ -101,67 +101,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .as_deref()
         .and_then(|d| d.canonicalize().ok())
         .and_then(|d| d.parent().map(Path::to_path_buf));
-    let work = WorkDir::new()?;
-    let total_runs: u32 = figures
-        .iter()
-        .flat_map(|f| &f.scenarios)
-        .map(|s| s.repeats)
-        .sum();
-    eprintln!(
-        "voq bench{}: {} scenarios, {} runs on loopback (scenarios from {})",
-        if args.quick { " --quick" } else { "" },
-        figures.iter().map(|f| f.scenarios.len()).sum::<usize>(),
-        total_runs,
-        dir.as_ref()
-            .map_or("the built-in copies".into(), |d| d.display().to_string())
-    );
-    let mut results: Vec<ScenarioResult> = Vec::new();
-    let mut done = 0u32;
-    // Baselines first, so the scenarios that subtract them can.
-    let order = run_order(&figures);
-    let mut by_name: std::collections::HashMap<String, ScenarioResult> =
-        std::collections::HashMap::new();
-    for (fi, si) in order {
-        let f = &figures[fi];
-        let s = &f.scenarios[si];
-        let prepared = prepare(s, base.as_deref(), &work)
-            .with_context(|| format!("scenario \"{}\"", s.name))?;
-        let mut runs = Vec::new();
-        for repeat in 0..s.repeats {
-            done += 1;
-            eprint!(
-                "[{done:>3}/{total_runs}] {:<28} run {}/{} … ",
-                s.name,
-                repeat + 1,
-                s.repeats
-            );
-            let r = run::run_once(s, &prepared, repeat).await;
-            eprintln!("{}", progress_note(&r));
-            runs.push(r);
-        }
-        let baseline = match s.baseline.as_deref() {
-            // The baseline itself: its own median.
-            Some(b) if b == s.name => median(
-                runs.iter()
-                    .filter_map(|r| r.metrics.get("prompt_hold_ms").copied()),
-            ),
-            Some(b) => by_name
-                .get(b)
-                .and_then(|b| b.distributions.get("prompt_hold_ms"))
-                .map(|d| d.p50),
-            None => None,
-        };
-        let result = report::aggregate(f, s, runs, baseline);
-        by_name.insert(s.name.clone(), result);
-    }
-    // Report order: the files' order.
-    for f in &figures {
-        for s in &f.scenarios {
-            if let Some(r) = by_name.remove(&s.name) {
-                results.push(r);
-            }
-        }
-    }
+    let results = execute(&figures, base.as_deref(), false).await?;
     let report = BenchReport {
         scenarios: results,
         figures: figures
@@ -192,6 +132,74 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{failed} runs failed (see ERROR lines above); the reports are written"
     );
     Ok(())
+}
+
+/// Runs every scenario of `figures` (baselines first) and returns their results in the files'
+/// order. Audio paths are relative to the working directory or to `base`. With `keep_audio`,
+/// each run keeps its audio (`RunResult::audio`: the prompt sent, what the server holds, the
+/// reply received and played) for reports that show it (`voq demo`).
+pub async fn execute(
+    figures: &[Figure],
+    base: Option<&Path>,
+    keep_audio: bool,
+) -> anyhow::Result<Vec<ScenarioResult>> {
+    let work = WorkDir::new()?;
+    let total_runs: u32 = figures
+        .iter()
+        .flat_map(|f| &f.scenarios)
+        .map(|s| s.repeats)
+        .sum();
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    let mut done = 0u32;
+    // Baselines first, so the scenarios that subtract them can.
+    let order = run_order(figures);
+    let mut by_name: std::collections::HashMap<String, ScenarioResult> =
+        std::collections::HashMap::new();
+    for (fi, si) in order {
+        let f = &figures[fi];
+        let s = &f.scenarios[si];
+        let mut prepared =
+            prepare(s, base, &work).with_context(|| format!("scenario \"{}\"", s.name))?;
+        if keep_audio {
+            prepared.record = Some(work.path.join(format!("record-{}", s.name)));
+        }
+        let mut runs = Vec::new();
+        for repeat in 0..s.repeats {
+            done += 1;
+            eprint!(
+                "[{done:>3}/{total_runs}] {:<28} run {}/{} … ",
+                s.name,
+                repeat + 1,
+                s.repeats
+            );
+            let r = run::run_once(s, &prepared, repeat).await;
+            eprintln!("{}", progress_note(&r));
+            runs.push(r);
+        }
+        let baseline = match s.baseline.as_deref() {
+            // The baseline itself: its own median.
+            Some(b) if b == s.name => median(
+                runs.iter()
+                    .filter_map(|r| r.metrics.get("prompt_hold_ms").copied()),
+            ),
+            Some(b) => by_name
+                .get(b)
+                .and_then(|b| b.distributions.get("prompt_hold_ms"))
+                .map(|d| d.p50),
+            None => None,
+        };
+        let result = report::aggregate(f, s, runs, baseline);
+        by_name.insert(s.name.clone(), result);
+    }
+    // Report order: the files' order.
+    for f in figures {
+        for s in &f.scenarios {
+            if let Some(r) = by_name.remove(&s.name) {
+                results.push(r);
+            }
+        }
+    }
+    Ok(results)
 }
 
 #[allow(clippy::print_stdout)] // the table is this command's output
@@ -331,7 +339,11 @@ fn prepare(s: &Scenario, base: Option<&Path>, work: &WorkDir) -> anyhow::Result<
         }
         None => s.agent.spec.clone(),
     };
-    Ok(Prepared { prompt, agent })
+    Ok(Prepared {
+        prompt,
+        agent,
+        record: None,
+    })
 }
 
 /// A WAV by path (as given, or under `base`), or one of the shared test files by name.

@@ -27,6 +27,25 @@ pub struct Prepared {
     pub prompt: Vec<i16>,
     /// `Settings::agent` (a `file:` spec points at a file on disk).
     pub agent: String,
+    /// Where the server records turns, when the runs keep their audio
+    /// ([`RunResult::audio`]).
+    pub record: Option<std::path::PathBuf>,
+}
+
+/// The audio of one run, for reports that show it (kept only when asked: see
+/// [`super::execute`]).
+#[derive(Debug, Clone, Default)]
+pub struct RunAudio {
+    /// The user's turn as the client sent it.
+    pub prompt: Vec<i16>,
+    /// The turn as the server holds it (its recording), when it could be read.
+    pub held: Option<Vec<i16>>,
+    /// The reply as received, placed by timestamp (what the agent said).
+    pub received: Vec<i16>,
+    /// What the device rendered from the first reply sample on, silence where it stalled.
+    pub played: Vec<i16>,
+    /// Where the user barged in, ms into the reply.
+    pub barge_in_ms: Option<u64>,
 }
 
 /// One repeat's results.
@@ -44,6 +63,9 @@ pub struct RunResult {
     /// The datagram reference model's emulator counters.
     pub reference_netem: Option<ProxyStats>,
     pub wall_s: f64,
+    /// The run's audio, when kept.
+    #[serde(skip)]
+    pub audio: Option<RunAudio>,
 }
 
 /// A blackout that fired.
@@ -117,38 +139,114 @@ fn bit_exact_applies(s: &Scenario) -> bool {
     s.agent.spec == "echo" && s.call.codec == Codec::Pcm16
 }
 
+/// The servers of a run: one, or several behind a real `voq lb`.
+struct Fleet {
+    servers: Vec<Server>,
+    balancer: Option<voq_lb::Balancer>,
+}
+
+impl Fleet {
+    async fn start(s: &Scenario, p: &Prepared) -> anyhow::Result<Self> {
+        let settings = |quic_lb: Option<voq_server::QuicLbSettings>| Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent: p.agent.clone(),
+            agent_speed: s.agent.speed,
+            drain_timeout: Duration::from_secs(1),
+            record: p.record.clone(),
+            tunnel: if quic_lb.is_some() {
+                voq_server::Tunnel::Learn
+            } else {
+                voq_server::Tunnel::Off
+            },
+            quic_lb,
+            ..Default::default()
+        };
+        let Some(spec) = s.balancer else {
+            return Ok(Self {
+                servers: vec![Server::start(settings(None)).await?],
+                balancer: None,
+            });
+        };
+        let mut servers = Vec::new();
+        let mut backends = Vec::new();
+        for id in 1..=spec.servers {
+            let quic_lb = voq_server::QuicLbSettings {
+                config_id: 0,
+                server_id: vec![id],
+                nonce_len: 8,
+                key: None,
+                cid_len: None,
+                self_encoded_len: None,
+            };
+            let server = Server::start(settings(Some(quic_lb))).await?;
+            let sid = voq_quic_lb::ServerId::from_slice(&[id])
+                .ok_or_else(|| anyhow::anyhow!("server id {id}"))?;
+            backends.push(voq_lb::Backend::new(sid, server.local_addr()));
+            servers.push(server);
+        }
+        let configs = vec![voq_quic_lb::Config::new(0, 1, 8)?];
+        let config =
+            voq_lb::BalancerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), configs, backends);
+        let balancer = voq_lb::Balancer::start(config).await?;
+        Ok(Self {
+            servers,
+            balancer: Some(balancer),
+        })
+    }
+
+    /// Where the emulated path ends: the balancer's VIP, or the server.
+    fn front(&self) -> SocketAddr {
+        match &self.balancer {
+            Some(b) => b.local_addr(),
+            None => self.servers[0].local_addr(),
+        }
+    }
+
+    /// How the client trusts the servers: the one server's certificate, or (behind the
+    /// balancer, where each server has its own development certificate) any on loopback.
+    fn trust(&self) -> anyhow::Result<Trust> {
+        match self.balancer {
+            Some(_) => Ok(Trust::Insecure),
+            None => Trust::cert_hash(&self.servers[0].cert_sha256()),
+        }
+    }
+
+    async fn shutdown(self) {
+        if let Some(b) = self.balancer {
+            b.shutdown().await;
+        }
+        for s in self.servers {
+            s.shutdown().await;
+        }
+    }
+}
+
 async fn reliable(
     s: &Scenario,
     p: &Prepared,
     seed: u64,
     result: &mut RunResult,
 ) -> anyhow::Result<()> {
-    let server = Server::start(Settings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        agent: p.agent.clone(),
-        agent_speed: s.agent.speed,
-        drain_timeout: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await?;
+    let fleet = Fleet::start(s, p).await?;
     let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
-    let collector = tokio::spawn(collect(server.events(), events_tx));
-    // The proxy and the client outlive the server's shutdown, so the client's close reaches it
-    // and the session ends at once (rather than at the drain timeout).
+    let events_tx = std::sync::Arc::new(events_tx);
+    let collectors: Vec<_> = fleet
+        .servers
+        .iter()
+        .map(|server| tokio::spawn(collect(server.events(), events_tx.clone())))
+        .collect();
+    // The proxy and the client outlive the servers' shutdown, so the client's close reaches
+    // them and the session ends at once (rather than at the drain timeout).
     let mut keep = None;
     let outcome = async {
         let proxy = NetemProxy::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
-            server.local_addr(),
+            fleet.front(),
             s.network.up.clone(),
             s.network.down.clone(),
             seed,
         )
         .await?;
-        let client = Client::new(
-            &Trust::cert_hash(&server.cert_sha256())?,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )?;
         let target = Target {
             addr: proxy.local_addr(),
             server_name: "localhost".into(),
@@ -156,23 +254,112 @@ async fn reliable(
         };
         let opts = call_options(s, p);
         let blackout = |dir, d| proxy.blackout(dir, d);
-        let first = observed_call(&client, &target, opts.clone(), &blackout, s, &events).await;
+        let mut exact = 0u32;
+        let mut client = Client::new(&fleet.trust()?, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let mut first = None;
+        for call in 0..s.call.calls {
+            if call > 0 {
+                // A new client: a new first flight (and, behind the balancer, a new hash).
+                client = Client::new(&fleet.trust()?, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            }
+            let observed =
+                observed_call(&client, &target, opts.clone(), &blackout, s, &events).await;
+            if let Ok(out) = &observed.outcome {
+                exact += u32::from(out.reply_received == p.prompt);
+            }
+            if call + 1 < s.call.calls {
+                // Only the last call is measured in full; an earlier failure still fails the run.
+                observed.outcome?;
+            } else {
+                first = Some(observed);
+            }
+        }
+        let first = first.ok_or_else(|| anyhow::anyhow!("no call was made"))?;
         let second = if s.call.resume {
             // The same client again: it holds a session ticket now, so it resumes with 0-RTT.
             Some(observed_call(&client, &target, opts, &blackout, s, &events).await)
         } else {
             None
         };
+        if let (true, Ok(out)) = (p.record.is_some(), &first.outcome) {
+            result.audio = Some(RunAudio {
+                prompt: p.prompt.clone(),
+                held: None,
+                received: out.reply_received.clone(),
+                played: out.reply_played.clone(),
+                barge_in_ms: out.report.interrupt.as_ref().map(|i| i.played_ms),
+            });
+        }
         calls_metrics(s, p, first, second, &events, result)?;
+        if bit_exact_applies(s) && s.call.calls > 1 {
+            result.metrics.insert(
+                "calls_bit_exact".into(),
+                f64::from(exact) / f64::from(s.call.calls),
+            );
+        }
+        if fleet.balancer.is_some() {
+            let sessions: Vec<u64> = fleet
+                .servers
+                .iter()
+                .map(|s| s.stats().sessions_started.total())
+                .collect();
+            let m = &mut result.metrics;
+            m.insert(
+                "servers_used".into(),
+                sessions.iter().filter(|&&n| n > 0).count() as f64,
+            );
+            m.insert("sessions_total".into(), sessions.iter().sum::<u64>() as f64);
+        }
         result.netem = Some(proxy.stats());
         keep = Some((proxy, client));
         anyhow::Ok(())
     }
     .await;
-    server.shutdown().await;
+    fleet.shutdown().await;
     drop(keep);
-    collector.abort();
+    for c in collectors {
+        c.abort();
+    }
+    if let (Some(dir), Some(audio)) = (&p.record, result.audio.as_mut()) {
+        audio.held = recorded_turn(dir).await;
+    }
     outcome
+}
+
+/// The user turn the server recorded under `dir` (the newest), once its writer has finished
+/// (the JSON is written after the WAV); `None` if none appears within 5 s.
+async fn recorded_turn(dir: &std::path::Path) -> Option<Vec<i16>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let newest = newest_user_turn(dir);
+        if let Some(wav) = newest {
+            let bytes = std::fs::read(&wav).ok()?;
+            return voq_audio::read_wav(&bytes).ok()?.to_mono_24k().ok();
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The WAV of the most recently recorded user turn under `dir` (sessions are subdirectories).
+fn newest_user_turn(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut best: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
+    for session in std::fs::read_dir(dir).ok()?.flatten() {
+        for entry in std::fs::read_dir(session.path()).ok()?.flatten() {
+            let path = entry.path();
+            let is_turn_meta = path.extension().is_some_and(|e| e == "json")
+                && std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"user_turn\""));
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            if let (true, Some(at)) = (is_turn_meta, modified)
+                && best.as_ref().is_none_or(|(b, _)| at > *b)
+            {
+                best = Some((at, path.with_extension("wav")));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
 }
 
 fn call_options(s: &Scenario, p: &Prepared) -> CallOptions {
@@ -198,6 +385,11 @@ fn calls_metrics(
     result: &mut RunResult,
 ) -> anyhow::Result<()> {
     result.blackouts_fired.extend(first.fired.iter().cloned());
+    if s.call.rebind.is_some() {
+        result
+            .metrics
+            .insert("rebinds".into(), first.rebinds as f64);
+    }
     let first_outcome = first.outcome?;
     let first_events = call_events(&events.borrow(), first.started);
     call_metrics(s, p, &first_outcome, &first_events, &mut result.metrics);
@@ -269,7 +461,7 @@ async fn reliable_netns(
     let outcome = async {
         let (hash, server_events) = ready_rx.await??;
         let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
-        let collector = tokio::spawn(collect(server_events, events_tx));
+        let collector = tokio::spawn(collect(server_events, std::sync::Arc::new(events_tx)));
         let target = Target {
             addr: SocketAddr::from((B_ADDR, 4443)),
             server_name: "localhost".into(),
@@ -337,7 +529,10 @@ fn netns_blackout(link: &voq_netns::NetnsLink, dir: Direction, duration: Duratio
 }
 
 /// Copies the server's events into a watch channel, for the triggers and the metrics.
-async fn collect(mut rx: broadcast::Receiver<SessionEvent>, tx: watch::Sender<Vec<SessionEvent>>) {
+async fn collect(
+    mut rx: broadcast::Receiver<SessionEvent>,
+    tx: std::sync::Arc<watch::Sender<Vec<SessionEvent>>>,
+) {
     loop {
         match rx.recv().await {
             Ok(e) => tx.send_modify(|v| v.push(e)),
@@ -353,6 +548,8 @@ struct Observed {
     started: Instant,
     outcome: anyhow::Result<CallOutcome>,
     fired: Vec<Fired>,
+    /// Network changes made during the call.
+    rebinds: usize,
 }
 
 /// One call, with the scenario's blackouts fired at their phase (as the server observes it).
@@ -366,24 +563,55 @@ async fn observed_call(
 ) -> Observed {
     let started = Instant::now();
     let mut fired = Vec::new();
+    let mut rebound = Vec::new();
     let outcome = {
         let call = client.call(target, opts);
+        let phase_at = |phase, evs: &[SessionEvent]| {
+            if phase == Phase::Connect {
+                return Some(started);
+            }
+            first_of(&call_events(evs, started), phase)
+        };
         let triggers = fire_blackouts(
             &s.network.blackouts,
             started,
             events.clone(),
-            |phase, evs: &[SessionEvent]| {
-                if phase == Phase::Connect {
-                    return Some(started);
-                }
-                first_of(&call_events(evs, started), phase)
-            },
+            phase_at,
             blackout,
             &mut fired,
+        );
+        // A network change: the client's endpoint moves to a new socket (a new address).
+        let rebinds: Vec<PhaseBlackout> = s
+            .call
+            .rebind
+            .iter()
+            .map(|r| PhaseBlackout {
+                phase: r.phase,
+                at_ms: r.at_ms,
+                duration_ms: 0.0,
+                direction: Dir::Both,
+            })
+            .collect();
+        let rebind = |_, _| match std::net::UdpSocket::bind("127.0.0.1:0") {
+            Ok(socket) => {
+                if let Err(e) = client.endpoint().rebind(socket) {
+                    tracing::warn!("bench: rebind failed: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("bench: no socket to rebind to: {e}"),
+        };
+        let rebind_triggers = fire_blackouts(
+            &rebinds,
+            started,
+            events.clone(),
+            phase_at,
+            rebind,
+            &mut rebound,
         );
         tokio::select! {
             r = call => r,
             () = triggers => unreachable!("the triggers never complete"),
+            () = rebind_triggers => unreachable!("the triggers never complete"),
         }
     };
     // The collector runs on another task: let it catch up with the last events of the call.
@@ -392,6 +620,7 @@ async fn observed_call(
         started,
         outcome,
         fired,
+        rebinds: rebound.len(),
     }
 }
 

@@ -101,6 +101,9 @@ pub struct Scenario {
     pub seed: u64,
     /// The datagram reference model, run beside the reliable path on the same network.
     pub reference: Option<Reference>,
+    /// Servers behind a real `voq lb` instead of one server (the emulated path ends at the
+    /// balancer's VIP).
+    pub balancer: Option<BalancerSpec>,
     /// The loss-free scenario whose turn-hold time `prompt_extra_delay_*` subtracts.
     pub baseline: Option<String>,
     pub targets: Vec<TargetSpec>,
@@ -126,6 +129,8 @@ struct ScenarioToml {
     seed: u64,
     #[serde(default)]
     reference: Option<Reference>,
+    #[serde(default)]
+    balancer: Option<BalancerSpec>,
     #[serde(default)]
     baseline: Option<String>,
     #[serde(default)]
@@ -196,6 +201,24 @@ pub struct PhaseBlackout {
     pub duration_ms: f64,
     #[serde(default)]
     pub direction: Dir,
+}
+
+/// A moment `at_ms` after a phase of the call.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseTrigger {
+    pub phase: Phase,
+    #[serde(default)]
+    pub at_ms: f64,
+}
+
+/// Servers behind a real `voq lb`: QUIC-LB server ids 01, 02, …, tunnel sockets that learn the
+/// balancer's address, health probes on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerSpec {
+    /// How many servers (2 to 15).
+    pub servers: u8,
 }
 
 /// Moments of a call a blackout can be tied to. Client-side `connect`; the others are the
@@ -273,6 +296,14 @@ pub struct CallPattern {
     /// Make a second call from the same client (TLS resumption, 0-RTT) and measure it too.
     #[serde(default)]
     pub resume: bool,
+    /// Calls in a row, each from a new client (a new first flight: with a balancer, a new
+    /// hash). The metrics are the last call's, plus `calls_bit_exact` over all of them.
+    #[serde(default = "one")]
+    pub calls: u32,
+    /// The client moves to a new socket (a new address: NAT rebinding, a network change) this
+    /// long after a phase of the call.
+    #[serde(default)]
+    pub rebind: Option<PhaseTrigger>,
     #[serde(default = "timeout")]
     pub timeout_s: u64,
 }
@@ -459,6 +490,22 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
             network.description += " (netns)";
         }
         anyhow::ensure!(s.repeats >= 1, "scenario \"{name}\": repeats must be >= 1");
+        anyhow::ensure!(s.call.calls >= 1, "scenario \"{name}\": calls must be >= 1");
+        anyhow::ensure!(
+            s.call.rebind.is_none() || !network.netns,
+            "scenario \"{name}\": rebind runs on the UDP proxy path only"
+        );
+        if let Some(b) = s.balancer {
+            anyhow::ensure!(
+                (2..=15).contains(&b.servers),
+                "scenario \"{name}\": balancer.servers must be 2 to 15"
+            );
+            anyhow::ensure!(
+                !network.netns && s.reference.is_none() && !s.call.resume,
+                "scenario \"{name}\": a balancer runs on the UDP proxy path only, without the \
+                 reference model or resume"
+            );
+        }
         for t in &s.targets {
             anyhow::ensure!(
                 [t.le, t.ge, t.eq].iter().filter(|x| x.is_some()).count() == 1,
@@ -477,6 +524,7 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
             repeats: s.repeats,
             seed: s.seed,
             reference: s.reference,
+            balancer: s.balancer,
             baseline: s.baseline,
             targets: s.targets,
         });
