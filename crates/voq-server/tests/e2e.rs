@@ -137,8 +137,11 @@ async fn barge_in_truncates_at_the_played_position() {
     };
     let out = client.call(&target, opts).await.unwrap();
     let i = out.report.interrupt.clone().unwrap();
+    // At least the second the client waited; how much more depends on how busy the machine is
+    // (the wait is wall-clock), so the upper bound is loose. What voq guarantees is below: the
+    // truncation is exactly where the user stopped hearing.
     assert!(
-        (1000..1200).contains(&i.played_ms),
+        (1000..3000).contains(&i.played_ms),
         "heard {} ms",
         i.played_ms
     );

@@ -46,8 +46,14 @@ fn build()
         .with_no_client_auth();
     client.alpn_protocols = vec![ALPN.to_vec()];
 
-    let server =
+    let mut server =
         quinn_proto::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server)?));
+    // Spelled out, not left to quinn-proto's defaults: those depend on its `bloom` feature,
+    // which the workspace turns on elsewhere (through quinn), so the same run would send two
+    // NEW_TOKEN frames in one build and none in another. Two, as the real server does.
+    let mut tokens = quinn_proto::ValidationTokenConfig::default();
+    tokens.sent(2).log(Arc::new(quinn_proto::NoneTokenLog));
+    server.validation_token_config(tokens);
     let client = quinn_proto::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client)?));
     Ok((server, client))
 }
