@@ -27,6 +27,23 @@ var CODE_NAMES = new Map(Object.entries(STREAM_CODES).map(([name, code]) => [cod
 function codeName(code) {
   return CODE_NAMES.get(code) ?? `code_${code}`;
 }
+var ERROR_CODES = [
+  "internal_error",
+  "protocol_violation",
+  "frame_too_large",
+  "bad_stream_header",
+  "stream_refused",
+  "going_away",
+  "agent_failed",
+  "invalid_json",
+  "unknown_event_type",
+  "invalid_event",
+  "event_too_large",
+  "invalid_value",
+  "input_audio_buffer_commit_empty",
+  "response_not_found",
+  "item_not_found"
+];
 var VoqError = class extends Error {
   code;
   constructor(code, message, options) {
@@ -158,19 +175,28 @@ var obj = (k, inner) => (v) => {
   }
   return null;
 };
+var u32 = (k) => (v) => num(k)(v) ?? (v[k] <= 4294967295 ? null : `"${k}" must fit in 32 bits`);
+var oneOf = (k, values) => (v) => typeof v[k] === "string" && values.includes(v[k]) ? null : `"${k}" must be one of ${values.join(", ")}`;
+var optional = (k, check) => (v) => v[k] === void 0 || v[k] === null ? null : check(v);
 var session = obj("session", [str("id"), str("input_audio_format"), str("output_audio_format"), obj("voq", [str("version"), num("send_ahead_ms"), num("played_report_interval_ms"), str("transport")])]);
-var response = obj("response", [str("id"), str("status"), str("item_id")]);
+var RESPONSE_STATUSES = ["in_progress", "completed", "cancelled", "failed"];
+var response = obj("response", [
+  str("id"),
+  oneOf("status", RESPONSE_STATUSES),
+  str("item_id"),
+  optional("voq", obj("voq", [num("audio_ms_generated"), num("audio_ms_sent"), num("bytes_sent"), num("frames_sent")]))
+]);
 var CHECKS = {
   "session.created": [session],
   "session.updated": [session],
   "input_audio_buffer.speech_started": [str("item_id"), num("audio_start_ms")],
   "input_audio_buffer.speech_stopped": [str("item_id"), num("audio_end_ms")],
-  "input_audio_buffer.committed": [str("item_id"), num("frames"), num("audio_ms"), num("bytes")],
+  "input_audio_buffer.committed": [str("item_id"), optional("previous_item_id", str("previous_item_id")), num("frames"), num("audio_ms"), num("bytes")],
   "input_audio_buffer.cleared": [],
   "response.created": [response],
   "response.done": [response],
-  "conversation.item.truncated": [str("item_id"), num("content_index"), num("audio_end_ms")],
-  error: [obj("error", [str("type"), str("code"), str("message")])],
+  "conversation.item.truncated": [str("item_id"), u32("content_index"), num("audio_end_ms")],
+  error: [obj("error", [str("type"), str("code"), str("message"), optional("event_id", str("event_id"))])],
   "voq.pong": [num("id")]
 };
 function parseServerEvent(body) {
@@ -2017,10 +2043,13 @@ var Reconnector = class {
     if (i >= 0) this.remove(i);
   }
   /**
-   * The server stopped the turn `itemId`'s stream (it refused the turn): it is forgotten, not
-   * sent again after a reconnect.
+   * The server stopped the turn `itemId`'s stream with `code` (STOP_SENDING: it refused the
+   * turn): it is forgotten, not sent again after a reconnect. `going_away` is the exception:
+   * the server is shutting down, not refusing the turn, so the turn stays kept (with the audio
+   * that still comes for it) and is sent again to the next server.
    */
-  handleTurnStopped(itemId) {
+  handleTurnStopped(itemId, code) {
+    if (code === Code.GoingAway) return;
     this.handleCommitted(itemId);
   }
   // ---- outputs ----
@@ -2301,10 +2330,16 @@ var DEFAULT_SESSION_CONFIG = {
 };
 var ms = (samples) => Math.floor(samples * 1e3 / SAMPLE_RATE);
 var done = (s) => s === "finished" || s === "flushed";
+var problemCode = (code) => {
+  const name = codeName(code);
+  return ERROR_CODES.includes(name) ? name : "protocol_violation";
+};
 var ClientSession = class {
   config;
   events = new EventDecoder();
   inbound = /* @__PURE__ */ new Map();
+  /** Streams of the server this session stopped: what still arrives on them is dropped. */
+  refused = /* @__PURE__ */ new Set();
   _session = null;
   reportInterval = 100;
   nextReport = null;
@@ -2448,11 +2483,17 @@ var ClientSession = class {
     this.send(ev);
   }
   // ---- the agent's audio ----
-  /** Bytes on a stream the server opened (the first call opens it). */
+  /**
+   * Bytes on a stream the server opened (the first call opens it). A stream that breaks a rule
+   * (docs/PROTOCOL.md, "Audio streams": malformed framing or header, a kind or rate the client
+   * does not take, `pts` not increasing) is stopped with its code and reported as a `problem`;
+   * its response plays what arrived, and later bytes on it are dropped.
+   */
   handleStreamData(now, stream, bytes) {
+    if (this.refused.has(stream)) return;
     let entry = this.inbound.get(stream);
     if (!entry) {
-      entry = { decoder: new AudioStreamDecoder(), reply: null };
+      entry = { decoder: new AudioStreamDecoder(), reply: null, lastPts: null };
       this.inbound.set(stream, entry);
     }
     entry.decoder.push(bytes);
@@ -2461,33 +2502,34 @@ var ClientSession = class {
       if (!cur) return;
       const r = cur.decoder.poll();
       if (!r.ok) {
-        this.push({ type: "warning", message: `agent audio stream: ${r.error.message}` });
-        this.push({ type: "stop_sending", stream, code: r.error.code });
-        this.inbound.delete(stream);
-        const reply = this.replyByStream(stream);
-        if (reply && !reply.ended) {
-          reply.ended = true;
-          if (!done(reply.state)) this.push({ type: "playout_finish", responseId: reply.stats.responseId });
-        }
+        this.refuse(stream, r.error.code, `agent audio stream: ${r.error.message}`);
         return;
       }
       if (!r.item) return;
-      if (r.item.type === "header") this.onReplyHeader(now, stream, r.item.kind, r.item.header);
-      else this.onReplyFrame(now, stream, r.item.pts, r.item.payload);
+      if (r.item.type === "header") {
+        this.onReplyHeader(now, stream, r.item.kind, r.item.header);
+      } else if (cur.lastPts !== null && r.item.pts <= cur.lastPts) {
+        this.refuse(stream, Code.ProtocolViolation, `agent audio frame pts ${r.item.pts} is not after the previous frame's (${cur.lastPts})`);
+        return;
+      } else {
+        cur.lastPts = r.item.pts;
+        this.onReplyFrame(now, stream, r.item.pts, r.item.payload);
+      }
     }
   }
-  /** The server finished a response stream: play out what is buffered. */
+  /**
+   * The server finished a response stream: play out what is buffered. A stream that ends
+   * inside its header or a frame is a `protocol_violation` (what arrived whole still plays).
+   */
   handleStreamFin(_now, stream) {
+    if (this.refused.delete(stream)) return;
     const entry = this.inbound.get(stream);
     this.inbound.delete(stream);
     if (entry && entry.decoder.pending() > 0) {
-      this.push({ type: "warning", message: `agent audio stream ended inside a frame (${entry.decoder.pending()} bytes)` });
+      const where = entry.reply ? "a frame" : "its header";
+      this.problem("protocol_violation", `agent audio stream ended inside ${where} (${entry.decoder.pending()} bytes)`);
     }
-    const r = this.replyByStream(stream);
-    if (r && !r.ended) {
-      r.ended = true;
-      if (!done(r.state)) this.push({ type: "playout_finish", responseId: r.stats.responseId });
-    }
+    this.endReply(stream);
   }
   /**
    * The server reset a response stream: cancelled (stop playing at once) or failed (play what
@@ -2495,6 +2537,7 @@ var ClientSession = class {
    */
   handleStreamReset(now, stream, code) {
     this.inbound.delete(stream);
+    this.refused.delete(stream);
     const r = this.replyByStream(stream);
     if (!r) return;
     r.ended = true;
@@ -2502,9 +2545,8 @@ var ClientSession = class {
       r.stats.interrupt.resetAt ??= now;
     } else if (code === Code.Cancelled) {
       if (!done(r.state)) this.flushReply(r, "cancelled");
-    } else {
-      this.push({ type: "warning", message: `response ${r.stats.responseId} stream reset: ${codeName(code)}` });
-      if (!done(r.state)) this.push({ type: "playout_finish", responseId: r.stats.responseId });
+    } else if (!done(r.state)) {
+      this.push({ type: "playout_finish", responseId: r.stats.responseId });
     }
   }
   /** A snapshot of the worklet's playout (on every state change, and periodically). */
@@ -2566,12 +2608,12 @@ var ClientSession = class {
     this.events.push(bytes);
     for (let d = this.events.poll(); d; d = this.events.poll()) {
       if (d.type === "skipped") {
-        this.push({ type: "warning", message: `server event of ${d.length} bytes skipped` });
+        this.problem("event_too_large", `server event of ${d.length} bytes skipped`);
         continue;
       }
       const parsed = parseServerEvent(d.body);
       if (parsed.ok) this.onEvent(now, parsed.event);
-      else this.push({ type: "warning", message: `server event: ${parsed.error.message}` });
+      else this.problem(parsed.error.code, `server event: ${parsed.error.message}`);
     }
   }
   /** When {@link handleTimeout} wants to run next (same clock as `now`), or `null`. */
@@ -2654,6 +2696,31 @@ var ClientSession = class {
   send(event) {
     this.push({ type: "control", bytes: encodeEvent(JSON.stringify(event)) });
   }
+  /** Something the server sent that the session could not use: always the peer's doing. */
+  problem(code, message) {
+    this.push({ type: "problem", code, message });
+  }
+  /**
+   * Stops a stream of the server that broke a rule (STOP_SENDING with `code`, a `problem` with
+   * its `error.code`) and drops whatever still arrives on it; its response plays what arrived.
+   */
+  refuse(stream, code, message) {
+    this.problem(problemCode(code), message);
+    this.push({ type: "stop_sending", stream, code });
+    this.inbound.delete(stream);
+    const MAX_REFUSED = 64;
+    if (this.refused.size >= MAX_REFUSED) this.refused.delete(this.refused.values().next().value);
+    this.refused.add(stream);
+    this.endReply(stream);
+  }
+  /** The response on `stream` gets no more audio: play out what is queued. */
+  endReply(stream) {
+    const r = this.replyByStream(stream);
+    if (r && !r.ended) {
+      r.ended = true;
+      if (!done(r.state)) this.push({ type: "playout_finish", responseId: r.stats.responseId });
+    }
+  }
   rememberFinished(stream, index) {
     const MAX_UNCONFIRMED = 64;
     if (this.finished.size >= MAX_UNCONFIRMED) {
@@ -2701,12 +2768,14 @@ var ClientSession = class {
     return r;
   }
   onReplyHeader(now, stream, kind, header) {
+    if (kind !== StreamKind.AgentAudio) {
+      this.refuse(stream, Code.StreamRefused, "refused server stream: servers only open agent audio streams");
+      return;
+    }
     const codec = header.codec === "pcm16" || header.codec === "opus" ? header.codec : null;
     const responseId = header.response_id;
-    if (!codec || kind !== StreamKind.AgentAudio || responseId === void 0) {
-      this.push({ type: "warning", message: `refused server stream: bad header ${JSON.stringify(header)}` });
-      this.push({ type: "stop_sending", stream, code: Code.BadStreamHeader });
-      this.inbound.delete(stream);
+    if (!codec || responseId === void 0 || header.sample_rate !== SAMPLE_RATE) {
+      this.refuse(stream, Code.BadStreamHeader, `refused server stream: bad header ${JSON.stringify(header)}`);
       return;
     }
     let r = this.reply(responseId);
@@ -2797,9 +2866,6 @@ var ClientSession = class {
         }
         break;
       }
-      case "error":
-        this.push({ type: "warning", message: `server error ${event.error.code}: ${event.error.message}` });
-        break;
       default:
         break;
     }
@@ -3237,6 +3303,7 @@ var VoqClient = class extends Emitter {
       s.onReset = (code) => {
         conn.in.delete(id);
         if (this.conn !== conn) return;
+        if (code !== Code.Cancelled) this.emit("warning", { type: "warning", message: `the server reset an agent audio stream: ${codeName(code)}` });
         this._session.handleStreamReset(this.now(), id, code);
         this.pump();
       };
@@ -3434,15 +3501,16 @@ var VoqClient = class extends Emitter {
         break;
       case "turn_stopped": {
         const a = this.active;
-        if (a && a.session === this._session && a.itemId === o.itemId) a.stopped = true;
-        this.reconnector.handleTurnStopped(o.itemId);
+        const resend = a?.keep === true && o.code === Code.GoingAway;
+        if (a && a.session === this._session && a.itemId === o.itemId && !resend) a.stopped = true;
+        this.reconnector.handleTurnStopped(o.itemId, o.code);
         this.emit("input.stream_stopped", { type: "input.stream_stopped", item_id: o.itemId, code: o.code, code_name: codeName(o.code) });
         break;
       }
       case "event":
         this.onServerEvent(o.event);
         break;
-      case "warning":
+      case "problem":
         this.emit("warning", { type: "warning", message: o.message });
         break;
     }
@@ -3484,6 +3552,7 @@ var VoqClient = class extends Emitter {
         if (this.mode === "server_vad" && this.opts.interruptOnSpeech !== false && this._session.currentResponse) void this.interrupt();
         break;
       case "error":
+        this.emit("warning", { type: "warning", message: `server error ${e.error.code}: ${e.error.message}` });
         if (e.error.code === "going_away") this.reconnector.handleGoingAway(this.now());
         break;
       default:

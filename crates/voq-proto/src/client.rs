@@ -30,7 +30,7 @@
 //! [`ClientSession::poll_timeout`] (the next playback report) is scheduled from the instant
 //! playback started or last reported. Instants must never go backwards.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::error::{Code, ErrorCode, Problem};
@@ -194,6 +194,19 @@ struct OpenTurn {
     state: OpenTurnState,
 }
 
+/// A server stream being read.
+#[derive(Debug)]
+struct Inbound {
+    decoder: AudioStreamDecoder,
+    /// The response and codec its header named, once read.
+    reply: Option<(String, Codec)>,
+    /// The last frame's pts: each must be later than the one before.
+    last_pts: Option<u32>,
+}
+
+/// Refused server streams remembered at once (their late bytes dropped).
+const MAX_REFUSED: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpenTurnState {
     /// Frames are written to the stream.
@@ -207,7 +220,10 @@ enum OpenTurnState {
 pub struct ClientSession {
     config: ClientConfig,
     events: wire::EventDecoder,
-    inbound: BTreeMap<StreamId, (AudioStreamDecoder, Option<(String, Codec)>)>,
+    inbound: BTreeMap<StreamId, Inbound>,
+    /// Server streams this session refused (STOP_SENDING sent): what still arrives on them is
+    /// dropped. Bounded: the oldest are forgotten first, and FIN or RESET ends an entry.
+    refused: BTreeSet<StreamId>,
     session: Option<event::SessionInfo>,
     report_interval: Duration,
     next_report: Option<Instant>,
@@ -228,6 +244,7 @@ impl ClientSession {
             config,
             events: wire::EventDecoder::default(),
             inbound: BTreeMap::new(),
+            refused: BTreeSet::new(),
             session: None,
             report_interval: Duration::from_millis(100),
             next_report: None,
@@ -346,13 +363,17 @@ impl ClientSession {
 
     /// Bytes on a stream the server opened (the first call opens it).
     pub fn handle_stream_data(&mut self, now: Instant, stream: StreamId, bytes: &[u8]) {
-        let entry = self
-            .inbound
-            .entry(stream)
-            .or_insert_with(|| (AudioStreamDecoder::default(), None));
-        entry.0.push(bytes);
+        if self.refused.contains(&stream) {
+            return; // refused: the server has been asked to stop; what is in flight is dropped
+        }
+        let entry = self.inbound.entry(stream).or_insert_with(|| Inbound {
+            decoder: AudioStreamDecoder::default(),
+            reply: None,
+            last_pts: None,
+        });
+        entry.decoder.push(bytes);
         loop {
-            let Some((decoder, _)) = self.inbound.get_mut(&stream) else {
+            let Some(Inbound { decoder, .. }) = self.inbound.get_mut(&stream) else {
                 return;
             };
             match decoder.poll_item() {
@@ -364,13 +385,7 @@ impl ClientSession {
                     self.on_reply_frame(now, stream, frame.pts, frame.payload)
                 }
                 Err(e) => {
-                    let code = e.code();
-                    self.problem(code.error_code(), format!("agent audio stream: {e}"));
-                    self.transmit(Transmit::StopSending { stream, code });
-                    if let Some(r) = self.reply_by_stream(stream) {
-                        r.playout.finish();
-                        r.ended = true;
-                    }
+                    self.refuse(stream, e.code(), format!("agent audio stream: {e}"));
                     return;
                 }
             }
@@ -379,7 +394,16 @@ impl ClientSession {
 
     /// The server finished a response stream: play out what is buffered.
     pub fn handle_stream_fin(&mut self, _now: Instant, stream: StreamId) {
-        self.inbound.remove(&stream);
+        self.refused.remove(&stream);
+        if let Some(inbound) = self.inbound.remove(&stream)
+            && inbound.decoder.pending() > 0
+        {
+            let msg = format!(
+                "agent audio stream ends inside a frame or its header ({} bytes left)",
+                inbound.decoder.pending()
+            );
+            self.problem(Some(ErrorCode::ProtocolViolation), msg);
+        }
         if let Some(r) = self.reply_by_stream(stream) {
             r.playout.finish();
             r.ended = true;
@@ -389,6 +413,7 @@ impl ClientSession {
     /// The server reset a response stream: cancelled (stop playing at once) or failed (play
     /// what arrived).
     pub fn handle_stream_reset(&mut self, now: Instant, stream: StreamId, code: u64) {
+        self.refused.remove(&stream);
         self.inbound.remove(&stream);
         let Some(r) = self.reply_by_stream(stream) else {
             return;
@@ -663,6 +688,24 @@ impl ClientSession {
         &mut self.replies[n - 1]
     }
 
+    /// Refuses a server stream: a problem blamed on the server, STOP_SENDING with `code`, and
+    /// what still arrives on it is dropped. A response already on it plays what arrived.
+    fn refuse(&mut self, stream: StreamId, code: Code, message: String) {
+        self.problem(code.error_code(), message);
+        self.transmit(Transmit::StopSending { stream, code });
+        self.inbound.remove(&stream);
+        if self.refused.len() >= MAX_REFUSED
+            && let Some(oldest) = self.refused.first().copied()
+        {
+            self.refused.remove(&oldest);
+        }
+        self.refused.insert(stream);
+        if let Some(r) = self.reply_by_stream(stream) {
+            r.playout.finish();
+            r.ended = true;
+        }
+    }
+
     fn on_reply_header(
         &mut self,
         now: Instant,
@@ -670,19 +713,24 @@ impl ClientSession {
         kind: StreamKind,
         header: AudioHeader,
     ) {
+        if kind != StreamKind::AgentAudio {
+            let msg = "servers may only open agent audio streams".to_string();
+            return self.refuse(stream, Code::StreamRefused, msg);
+        }
         let codec = header.codec.parse::<Codec>();
-        let (Ok(codec), StreamKind::AgentAudio, Some(response_id)) =
-            (codec, kind, header.response_id.clone())
-        else {
+        let (Ok(codec), Some(response_id)) = (codec, header.response_id.clone()) else {
             let msg = format!("refused server stream: bad header {header:?}");
-            self.problem(Some(ErrorCode::BadStreamHeader), msg);
-            self.transmit(Transmit::StopSending {
-                stream,
-                code: Code::BadHeader,
-            });
-            self.inbound.remove(&stream);
-            return;
+            return self.refuse(stream, Code::BadHeader, msg);
         };
+        if codec.sample_rate() != header.sample_rate {
+            let msg = format!(
+                "{} needs sample_rate {}, got {}",
+                codec.name(),
+                codec.sample_rate(),
+                header.sample_rate
+            );
+            return self.refuse(stream, Code::BadHeader, msg);
+        }
         if self.reply(&response_id).is_none() {
             self.new_reply(&response_id, &header.item_id, codec);
         }
@@ -691,14 +739,21 @@ impl ClientSession {
             r.codec = codec;
         }
         if let Some(entry) = self.inbound.get_mut(&stream) {
-            entry.1 = Some((response_id, codec));
+            entry.reply = Some((response_id, codec));
         }
         self.next_report.get_or_insert(now + self.report_interval);
     }
 
     fn on_reply_frame(&mut self, now: Instant, stream: StreamId, pts: u32, payload: Vec<u8>) {
-        let Some((response_id, codec)) = self.inbound.get(&stream).and_then(|(_, r)| r.clone())
-        else {
+        let Some(inbound) = self.inbound.get_mut(&stream) else {
+            return;
+        };
+        if inbound.last_pts.is_some_and(|last| pts <= last) {
+            let msg = format!("frame pts {pts} is not after the previous frame's");
+            return self.refuse(stream, Code::ProtocolViolation, msg);
+        }
+        inbound.last_pts = Some(pts);
+        let Some((response_id, codec)) = inbound.reply.clone() else {
             return;
         };
         let Some(r) = self.reply(&response_id) else {
@@ -711,6 +766,13 @@ impl ClientSession {
         if let Some(i) = r.stats.interrupt.as_mut() {
             // In flight when the user interrupted: received, never played.
             i.unplayed_bytes += wire_bytes;
+            return;
+        }
+        if matches!(
+            r.playout.state(),
+            PlayoutState::Finished | PlayoutState::Flushed
+        ) {
+            // A response that was superseded or has ended: counted, never played.
             return;
         }
         r.frames.push((pts as u64, wire_bytes));

@@ -101,7 +101,11 @@ export interface LocalEventMap {
   'transport.reconnecting': { type: 'transport.reconnecting'; attempt: number; delayMs: number; reason: string };
   'input.turn_started': { type: 'input.turn_started'; item_id: string };
   'input.turn_ended': { type: 'input.turn_ended'; item_id: string; frames: number; audio_ms: number; bytes: number };
-  /** The server stopped a user turn's stream (it refused the turn): nothing more is sent for it. */
+  /**
+   * The server stopped a user turn's stream (it refused the turn): nothing more is sent for it on
+   * this connection. With `going_away` (a draining server), a push-to-talk turn is sent again,
+   * whole, to the next server; with any other code, never again.
+   */
   'input.stream_stopped': { type: 'input.stream_stopped'; item_id: string; code: number; code_name: string };
   'playback.started': { type: 'playback.started'; response_id: string; played_ms: number };
   'playback.underrun': { type: 'playback.underrun'; response_id: string; played_ms: number };
@@ -160,7 +164,11 @@ interface Turn {
   keep: boolean;
   /** The session it was (last) started in. */
   session: ClientSession | null;
-  /** The server stopped its stream (refused it): nothing more of it is sent, counted or kept. */
+  /**
+   * The server refused it for good (STOP_SENDING with any code but `going_away`): nothing more
+   * of it is sent, counted or kept. A turn stopped with `going_away` is not marked: its session
+   * drops its packets, the reconnector keeps them for the next server.
+   */
   stopped: boolean;
   captured: number;
   limit: number | null;
@@ -572,7 +580,8 @@ export class VoqClient extends Emitter<VoqEventMap> {
       return;
     }
     // A stopped turn of a lost session goes nowhere; in its own session, the session drops
-    // the packet and counts it (`framesDropped`).
+    // the packet and counts it (`framesDropped`). (A turn stopped with `going_away` is not
+    // `stopped` here: the reconnector keeps the packet for the next server.)
     if (t.session !== this._session) return;
     this._session.sendAudio(this.now(), payload, samples);
     if (t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
@@ -633,6 +642,9 @@ export class VoqClient extends Emitter<VoqEventMap> {
       s.onReset = (code) => {
         conn.in.delete(id);
         if (this.conn !== conn) return;
+        // `cancelled` is what a barge-in or `response.cancel` asked for; anything else (the
+        // agent failed) is worth a line in the log. The session plays what arrived either way.
+        if (code !== Code.Cancelled) this.emit('warning', { type: 'warning', message: `the server reset an agent audio stream: ${codeName(code)}` });
         this._session.handleStreamReset(this.now(), id, code);
         this.pump();
       };
@@ -846,17 +858,20 @@ export class VoqClient extends Emitter<VoqEventMap> {
         this.onPlayback(o.change, o.responseId, o.playedMs, o.reason);
         break;
       case 'turn_stopped': {
-        // The server refused the turn: nothing more of it is sent, nor sent again later.
+        // The server refused the turn: nothing more of it goes out on this connection. Refused
+        // with `going_away` (the server is draining), a push-to-talk turn is kept whole, the rest
+        // of it included, and sent again to the next server; any other refusal is final.
         const a = this.active;
-        if (a && a.session === this._session && a.itemId === o.itemId) a.stopped = true;
-        this.reconnector.handleTurnStopped(o.itemId);
+        const resend = a?.keep === true && o.code === Code.GoingAway;
+        if (a && a.session === this._session && a.itemId === o.itemId && !resend) a.stopped = true;
+        this.reconnector.handleTurnStopped(o.itemId, o.code);
         this.emit('input.stream_stopped', { type: 'input.stream_stopped', item_id: o.itemId, code: o.code, code_name: codeName(o.code) });
         break;
       }
       case 'event':
         this.onServerEvent(o.event);
         break;
-      case 'warning':
+      case 'problem':
         this.emit('warning', { type: 'warning', message: o.message });
         break;
     }
@@ -902,6 +917,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
         if (this.mode === 'server_vad' && this.opts.interruptOnSpeech !== false && this._session.currentResponse) void this.interrupt();
         break;
       case 'error':
+        this.emit('warning', { type: 'warning', message: `server error ${e.error.code}: ${e.error.message}` });
         if (e.error.code === 'going_away') this.reconnector.handleGoingAway(this.now());
         break;
       default:

@@ -63,7 +63,7 @@ export interface ResponseInfo {
   /** `in_progress`, `completed`, `cancelled` or `failed`. */
   status: string;
   item_id: string;
-  voq?: { audio_ms_generated: number; audio_ms_sent: number; bytes_sent: number; frames_sent: number };
+  voq?: { audio_ms_generated: number; audio_ms_sent: number; bytes_sent: number; frames_sent: number } | null;
 }
 
 /**
@@ -149,20 +149,32 @@ const obj = (k: string, inner: Check[]): Check => (v) => {
   }
   return null;
 };
+const u32 = (k: string): Check => (v) => num(k)(v) ?? ((v[k] as number) <= 0xffffffff ? null : `"${k}" must fit in 32 bits`);
+const oneOf = (k: string, values: readonly string[]): Check => (v) =>
+  typeof v[k] === 'string' && values.includes(v[k]) ? null : `"${k}" must be one of ${values.join(', ')}`;
+/** Absent or `null` passes (an optional field, as Rust's `Option`); anything else must pass `check`. */
+const optional = (k: string, check: Check): Check => (v) => (v[k] === undefined || v[k] === null ? null : check(v));
 const session = obj('session', [str('id'), str('input_audio_format'), str('output_audio_format'), obj('voq', [str('version'), num('send_ahead_ms'), num('played_report_interval_ms'), str('transport')])]);
-const response = obj('response', [str('id'), str('status'), str('item_id')]);
+/** `response.status`: the four of docs/PROTOCOL.md (Rust's `ResponseStatus`). */
+const RESPONSE_STATUSES = ['in_progress', 'completed', 'cancelled', 'failed'] as const;
+const response = obj('response', [
+  str('id'),
+  oneOf('status', RESPONSE_STATUSES),
+  str('item_id'),
+  optional('voq', obj('voq', [num('audio_ms_generated'), num('audio_ms_sent'), num('bytes_sent'), num('frames_sent')])),
+]);
 
 const CHECKS: Record<ServerEventType, Check[]> = {
   'session.created': [session],
   'session.updated': [session],
   'input_audio_buffer.speech_started': [str('item_id'), num('audio_start_ms')],
   'input_audio_buffer.speech_stopped': [str('item_id'), num('audio_end_ms')],
-  'input_audio_buffer.committed': [str('item_id'), num('frames'), num('audio_ms'), num('bytes')],
+  'input_audio_buffer.committed': [str('item_id'), optional('previous_item_id', str('previous_item_id')), num('frames'), num('audio_ms'), num('bytes')],
   'input_audio_buffer.cleared': [],
   'response.created': [response],
   'response.done': [response],
-  'conversation.item.truncated': [str('item_id'), num('content_index'), num('audio_end_ms')],
-  error: [obj('error', [str('type'), str('code'), str('message')])],
+  'conversation.item.truncated': [str('item_id'), u32('content_index'), num('audio_end_ms')],
+  error: [obj('error', [str('type'), str('code'), str('message'), optional('event_id', str('event_id'))])],
   'voq.pong': [num('id')],
 };
 

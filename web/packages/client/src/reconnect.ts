@@ -34,9 +34,13 @@
  * **Kept turns.** A push-to-talk turn's packets are kept from `turnStarted` until the server
  * confirms the turn (`input_audio_buffer.committed`), so a turn cut by a lost connection is sent
  * again, whole. A turn the server stopped (STOP_SENDING: it refused it) is forgotten at once: it
- * is not sent again. At most `maxTurns` ended turns and `maxBytes` of audio are kept; beyond
+ * is not sent again — unless the code was `going_away`: the server is draining, which is no
+ * fault of the turn, so it stays kept (audio given after the stop included) and goes, whole, to
+ * the next server. At most `maxTurns` ended turns and `maxBytes` of audio are kept; beyond
  * either, the oldest ended turns are forgotten (`forget`) — the open turn never is.
  */
+
+import { Code } from './errors.js';
 
 /** One encoded frame of user audio: payload and its length in samples. */
 export type Packet = readonly [payload: Uint8Array, samples: number];
@@ -238,10 +242,13 @@ export class Reconnector<T = unknown> {
   }
 
   /**
-   * The server stopped the turn `itemId`'s stream (it refused the turn): it is forgotten, not
-   * sent again after a reconnect.
+   * The server stopped the turn `itemId`'s stream with `code` (STOP_SENDING: it refused the
+   * turn): it is forgotten, not sent again after a reconnect. `going_away` is the exception:
+   * the server is shutting down, not refusing the turn, so the turn stays kept (with the audio
+   * that still comes for it) and is sent again to the next server.
    */
-  handleTurnStopped(itemId: string): void {
+  handleTurnStopped(itemId: string, code: number): void {
+    if (code === Code.GoingAway) return;
     this.handleCommitted(itemId);
   }
 

@@ -14,13 +14,18 @@
  *
  * Nothing is lost while the connection is being set up: outputs queue here until the shell
  * drains them, so audio captured before the carrier is up is sent as soon as it is.
+ *
+ * Both cores run the behaviour traces of `testdata/session/client-traces.json`
+ * (`test/client-traces.test.ts` here, `crates/voq-proto/tests/client_traces.rs` there).
  */
 
-import { Code, codeName } from './errors.js';
+import { Code, ERROR_CODES, codeName } from './errors.js';
+import type { ErrorCode } from './errors.js';
 import type { ClientEvent, Codec, ServerEvent, SessionInfo } from './events.js';
 import { FRAME_MS, SAMPLE_RATE, parseServerEvent } from './events.js';
 import type { PlayoutState } from './playout.js';
 import { AudioStreamDecoder, EventDecoder, FRAME_OVERHEAD, StreamKind, encodeEvent, encodeFrame, encodeHeader } from './wire.js';
+import type { AudioHeader } from './wire.js';
 
 export interface SessionConfig {
   /** Codec of the user's audio. */
@@ -102,8 +107,12 @@ export type ClientOutput =
   | { type: 'turn_stopped'; itemId: string; code: number }
   /** A server event, for the application. */
   | { type: 'event'; event: ServerEvent }
-  /** Something for the log (a server error, a malformed stream). */
-  | { type: 'warning'; message: string };
+  /**
+   * The server sent something the session could not use (a malformed event or agent-audio
+   * stream); the session went on without it. `code` is the `error.code` it is (Rust's
+   * `ClientOutput::Problem`).
+   */
+  | { type: 'problem'; code: ErrorCode; message: string };
 
 /** A user turn as the client sent it and the server confirmed it. */
 export interface TurnStats {
@@ -177,16 +186,25 @@ interface Sending {
 interface Inbound {
   decoder: AudioStreamDecoder;
   reply: { responseId: string; codec: Codec } | null;
+  /** The pts of the last frame: each must be greater. */
+  lastPts: number | null;
 }
 
 const ms = (samples: number) => Math.floor((samples * 1000) / SAMPLE_RATE);
 const done = (s: PlayoutState) => s === 'finished' || s === 'flushed';
+/** The `error.code` of a problem that stops a stream with `code` (as Rust's `Code::error_code`). */
+const problemCode = (code: number): ErrorCode => {
+  const name = codeName(code);
+  return (ERROR_CODES as readonly string[]).includes(name) ? (name as ErrorCode) : 'protocol_violation';
+};
 
 /** One voq/1 session, client side. */
 export class ClientSession {
   readonly config: SessionConfig;
   private events = new EventDecoder();
   private inbound = new Map<InStream, Inbound>();
+  /** Streams of the server this session stopped: what still arrives on them is dropped. */
+  private refused = new Set<InStream>();
   private _session: SessionInfo | null = null;
   private reportInterval = 100;
   private nextReport: number | null = null;
@@ -344,11 +362,17 @@ export class ClientSession {
 
   // ---- the agent's audio ----
 
-  /** Bytes on a stream the server opened (the first call opens it). */
+  /**
+   * Bytes on a stream the server opened (the first call opens it). A stream that breaks a rule
+   * (docs/PROTOCOL.md, "Audio streams": malformed framing or header, a kind or rate the client
+   * does not take, `pts` not increasing) is stopped with its code and reported as a `problem`;
+   * its response plays what arrived, and later bytes on it are dropped.
+   */
   handleStreamData(now: number, stream: InStream, bytes: Uint8Array): void {
+    if (this.refused.has(stream)) return;
     let entry = this.inbound.get(stream);
     if (!entry) {
-      entry = { decoder: new AudioStreamDecoder(), reply: null };
+      entry = { decoder: new AudioStreamDecoder(), reply: null, lastPts: null };
       this.inbound.set(stream, entry);
     }
     entry.decoder.push(bytes);
@@ -357,34 +381,35 @@ export class ClientSession {
       if (!cur) return;
       const r = cur.decoder.poll();
       if (!r.ok) {
-        this.push({ type: 'warning', message: `agent audio stream: ${r.error.message}` });
-        this.push({ type: 'stop_sending', stream, code: r.error.code });
-        this.inbound.delete(stream);
-        const reply = this.replyByStream(stream);
-        if (reply && !reply.ended) {
-          reply.ended = true;
-          if (!done(reply.state)) this.push({ type: 'playout_finish', responseId: reply.stats.responseId });
-        }
+        this.refuse(stream, r.error.code, `agent audio stream: ${r.error.message}`);
         return;
       }
       if (!r.item) return;
-      if (r.item.type === 'header') this.onReplyHeader(now, stream, r.item.kind, r.item.header);
-      else this.onReplyFrame(now, stream, r.item.pts, r.item.payload);
+      if (r.item.type === 'header') {
+        this.onReplyHeader(now, stream, r.item.kind, r.item.header);
+      } else if (cur.lastPts !== null && r.item.pts <= cur.lastPts) {
+        this.refuse(stream, Code.ProtocolViolation, `agent audio frame pts ${r.item.pts} is not after the previous frame's (${cur.lastPts})`);
+        return;
+      } else {
+        cur.lastPts = r.item.pts;
+        this.onReplyFrame(now, stream, r.item.pts, r.item.payload);
+      }
     }
   }
 
-  /** The server finished a response stream: play out what is buffered. */
+  /**
+   * The server finished a response stream: play out what is buffered. A stream that ends
+   * inside its header or a frame is a `protocol_violation` (what arrived whole still plays).
+   */
   handleStreamFin(_now: number, stream: InStream): void {
+    if (this.refused.delete(stream)) return;
     const entry = this.inbound.get(stream);
     this.inbound.delete(stream);
     if (entry && entry.decoder.pending() > 0) {
-      this.push({ type: 'warning', message: `agent audio stream ended inside a frame (${entry.decoder.pending()} bytes)` });
+      const where = entry.reply ? 'a frame' : 'its header';
+      this.problem('protocol_violation', `agent audio stream ended inside ${where} (${entry.decoder.pending()} bytes)`);
     }
-    const r = this.replyByStream(stream);
-    if (r && !r.ended) {
-      r.ended = true;
-      if (!done(r.state)) this.push({ type: 'playout_finish', responseId: r.stats.responseId });
-    }
+    this.endReply(stream);
   }
 
   /**
@@ -393,6 +418,7 @@ export class ClientSession {
    */
   handleStreamReset(now: number, stream: InStream, code: number): void {
     this.inbound.delete(stream);
+    this.refused.delete(stream);
     const r = this.replyByStream(stream);
     if (!r) return;
     r.ended = true;
@@ -400,9 +426,8 @@ export class ClientSession {
       r.stats.interrupt.resetAt ??= now;
     } else if (code === Code.Cancelled) {
       if (!done(r.state)) this.flushReply(r, 'cancelled');
-    } else {
-      this.push({ type: 'warning', message: `response ${r.stats.responseId} stream reset: ${codeName(code)}` });
-      if (!done(r.state)) this.push({ type: 'playout_finish', responseId: r.stats.responseId });
+    } else if (!done(r.state)) {
+      this.push({ type: 'playout_finish', responseId: r.stats.responseId });
     }
   }
 
@@ -470,13 +495,13 @@ export class ClientSession {
     this.events.push(bytes);
     for (let d = this.events.poll(); d; d = this.events.poll()) {
       if (d.type === 'skipped') {
-        this.push({ type: 'warning', message: `server event of ${d.length} bytes skipped` });
+        this.problem('event_too_large', `server event of ${d.length} bytes skipped`);
         continue;
       }
       const parsed = parseServerEvent(d.body);
       if (parsed.ok) this.onEvent(now, parsed.event);
       // A newer server's event: note it and go on.
-      else this.push({ type: 'warning', message: `server event: ${parsed.error.message}` });
+      else this.problem(parsed.error.code, `server event: ${parsed.error.message}`);
     }
   }
 
@@ -577,6 +602,36 @@ export class ClientSession {
     this.push({ type: 'control', bytes: encodeEvent(JSON.stringify(event)) });
   }
 
+  /** Something the server sent that the session could not use: always the peer's doing. */
+  private problem(code: ErrorCode, message: string): void {
+    this.push({ type: 'problem', code, message });
+  }
+
+  /**
+   * Stops a stream of the server that broke a rule (STOP_SENDING with `code`, a `problem` with
+   * its `error.code`) and drops whatever still arrives on it; its response plays what arrived.
+   */
+  private refuse(stream: InStream, code: Code, message: string): void {
+    this.problem(problemCode(code), message);
+    this.push({ type: 'stop_sending', stream, code });
+    this.inbound.delete(stream);
+    // Bounded like `finished`: a server that opens stream after bad stream without ending them
+    // must not grow the bookkeeping (a forgotten one is refused again if more arrives on it).
+    const MAX_REFUSED = 64;
+    if (this.refused.size >= MAX_REFUSED) this.refused.delete(this.refused.values().next().value as InStream);
+    this.refused.add(stream);
+    this.endReply(stream);
+  }
+
+  /** The response on `stream` gets no more audio: play out what is queued. */
+  private endReply(stream: InStream): void {
+    const r = this.replyByStream(stream);
+    if (r && !r.ended) {
+      r.ended = true;
+      if (!done(r.state)) this.push({ type: 'playout_finish', responseId: r.stats.responseId });
+    }
+  }
+
   private rememberFinished(stream: OutStream, index: number): void {
     const MAX_UNCONFIRMED = 64;
     if (this.finished.size >= MAX_UNCONFIRMED) {
@@ -630,13 +685,16 @@ export class ClientSession {
     return r;
   }
 
-  private onReplyHeader(now: number, stream: InStream, kind: StreamKind, header: { item_id: string; response_id?: string; codec: string }): void {
+  private onReplyHeader(now: number, stream: InStream, kind: StreamKind, header: AudioHeader): void {
+    if (kind !== StreamKind.AgentAudio) {
+      // A user-audio stream from the server: the wrong kind for the direction.
+      this.refuse(stream, Code.StreamRefused, 'refused server stream: servers only open agent audio streams');
+      return;
+    }
     const codec = header.codec === 'pcm16' || header.codec === 'opus' ? header.codec : null;
     const responseId = header.response_id;
-    if (!codec || kind !== StreamKind.AgentAudio || responseId === undefined) {
-      this.push({ type: 'warning', message: `refused server stream: bad header ${JSON.stringify(header)}` });
-      this.push({ type: 'stop_sending', stream, code: Code.BadStreamHeader });
-      this.inbound.delete(stream);
+    if (!codec || responseId === undefined || header.sample_rate !== SAMPLE_RATE) {
+      this.refuse(stream, Code.BadStreamHeader, `refused server stream: bad header ${JSON.stringify(header)}`);
       return;
     }
     let r = this.reply(responseId);
@@ -734,9 +792,6 @@ export class ClientSession {
         }
         break;
       }
-      case 'error':
-        this.push({ type: 'warning', message: `server error ${event.error.code}: ${event.error.message}` });
-        break;
       default:
         break;
     }

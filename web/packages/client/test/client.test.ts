@@ -211,7 +211,7 @@ describe('VoqClient', () => {
     c.startTurn();
     for (let i = 0; i < 3; i++) audio.frame(i);
     await c.endTurn();
-    t1.uni[0]!.onStop!(Code.GoingAway);
+    t1.uni[0]!.onStop!(Code.StreamRefused);
     // Turn 2: ended and not confirmed: kept.
     c.startTurn();
     for (let i = 0; i < 2; i++) audio.frame(10 + i);
@@ -219,7 +219,7 @@ describe('VoqClient', () => {
     // Turn 3: refused while the user is still talking; the rest of it goes nowhere.
     c.startTurn();
     for (let i = 0; i < 2; i++) audio.frame(20 + i);
-    t1.uni[2]!.onStop!(Code.GoingAway);
+    t1.uni[2]!.onStop!(Code.BadStreamHeader);
     t1.uni[2]!.finished = true; // FakeSend throws on a write after this
     audio.frame(22);
     t1.drop();
@@ -249,6 +249,41 @@ describe('VoqClient', () => {
     expect(t2.uni[1]!.finished).toBe(true);
     // Sent: 3 + 2 + 2 + 1 frames; the 3 of turn 3 after its stop were not.
     expect(c.stats()).toMatchObject({ turnsSent: 4, framesSent: 8, bytesSent: 8 * 960, reconnects: 1 });
+    await c.close();
+  });
+
+  it('sends a turn stopped with going_away again, whole, to the next server', async () => {
+    const { c, audio, dials, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    const stopped: unknown[] = [];
+    c.on('input.stream_stopped', (e) => stopped.push(e));
+    c.startTurn();
+    for (let i = 0; i < 2; i++) audio.frame(i);
+    // The server starts draining: it says so and refuses the turn being spoken.
+    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'error', error: { type: 'server_error', code: 'going_away', message: 'draining' } })));
+    t1.uni[0]!.onStop!(Code.GoingAway);
+    t1.uni[0]!.finished = true; // FakeSend throws on a write after this
+    expect(stopped).toMatchObject([{ item_id: 'item_c1', code_name: 'going_away' }]);
+    // The user goes on talking; nothing more goes to this server.
+    for (let i = 2; i < 4; i++) audio.frame(i);
+    expect(parseStream(t1.uni[0]!.bytes())).toHaveLength(3);
+    expect(t1.closedWith).toBeNull(); // not idle yet: the turn is open
+    await c.endTurn();
+    // Idle: the client leaves and sends the whole turn, the audio after the stop included, to
+    // the next server.
+    expect(t1.closedWith).not.toBeNull();
+    await tick();
+    expect(dials).toHaveLength(2);
+    const t2 = accept(1);
+    await tick();
+    expect(t2.uni).toHaveLength(1);
+    const replay = parseStream(t2.uni[0]!.bytes());
+    expect(replay[0]).toMatchObject({ type: 'header', header: { item_id: 'item_c1' } });
+    expect(replay.slice(1).map((f) => (f.type === 'frame' ? new DataView(f.payload.buffer, f.payload.byteOffset).getInt16(0, true) : -1))).toEqual([0, 1, 2, 3]);
+    expect(t2.uni[0]!.finished).toBe(true);
+    expect(c.stats()).toMatchObject({ turnsSent: 1, framesSent: 4, reconnects: 1 });
     await c.close();
   });
 

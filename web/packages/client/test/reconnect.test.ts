@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { Code } from '../src/errors.js';
 import { Reconnector } from '../src/reconnect.js';
 import type { ReconnectAction, ReconnectConfig } from '../src/reconnect.js';
 
@@ -197,9 +198,9 @@ describe('Reconnector', () => {
     const r = connected();
     turn(r, 'a', 'item_c1', 3); // ended, then refused before the server confirmed it
     turn(r, 'b', 'item_c2', 2);
-    r.handleTurnStopped('item_c1');
+    r.handleTurnStopped('item_c1', Code.StreamRefused);
     turn(r, 'c', 'item_c3', 2, false); // refused while the user is still talking
-    r.handleTurnStopped('item_c3');
+    r.handleTurnStopped('item_c3', Code.BadStreamHeader);
     r.turnAudio('c', ...packet(9)); // the shell no longer sends it; if it did, it is not kept
     r.turnEnded('c');
     expect(r.keptTurns).toBe(1);
@@ -207,6 +208,49 @@ describe('Reconnector', () => {
     r.handleLost(10, 'network');
     const [replay] = drain(r);
     expect(replay).toMatchObject({ type: 'replay', turns: [{ turn: 'b', itemId: 'item_c2', ended: true }] });
+  });
+
+  it('forgets a stopped turn whatever the code, except going_away', () => {
+    const codes = Object.values(Code).filter((c) => c !== Code.GoingAway);
+    expect(codes).toHaveLength(9);
+    for (const code of codes) {
+      const r = connected();
+      turn(r, 'a', 'item_c1', 1);
+      r.handleTurnStopped('item_c1', code);
+      expect(r.keptTurns, `code ${code}`).toBe(0);
+    }
+  });
+
+  it('replays a turn stopped with going_away (the server is draining), whole, to the next server', () => {
+    const r = connected();
+    r.handleGoingAway(0);
+    turn(r, 'a', 'item_c1', 2); // ended, then stopped before the server confirmed it
+    r.handleTurnStopped('item_c1', Code.GoingAway);
+    turn(r, 'b', 'item_c2', 2, false); // stopped while the user is still talking
+    r.handleTurnStopped('item_c2', Code.GoingAway);
+    r.turnAudio('b', ...packet(7)); // the rest of the turn, which this server would not take
+    r.turnEnded('b');
+    expect(r.keptTurns).toBe(2);
+    expect(r.keptBytes).toBe(5 * 960);
+    expect(drain(r)).toEqual([]);
+    // Idle: the client leaves the draining server and sends both turns to the next one.
+    r.handleIdle(10);
+    const [leave, replay, wait] = drain(r);
+    expect(leave).toEqual({ type: 'leave', reason: 'the server is going away' });
+    if (replay?.type !== 'replay') throw new Error('expected a replay');
+    expect(replay.turns.map((t) => [t.turn, t.itemId, t.packets.map((p) => p[0][0]), t.ended])).toEqual([
+      ['a', 'item_c1', [0, 1], true],
+      ['b', 'item_c2', [0, 1, 7], true],
+    ]);
+    expect(wait).toMatchObject({ type: 'wait', attempt: 1, delayMs: 0 });
+    // In the new session they are turns like any other: a later refusal with another code is final.
+    fire(r);
+    r.handleConnected(20);
+    r.turnStarted('a', 'item_c1');
+    r.turnStarted('b', 'item_c2');
+    r.handleTurnStopped('item_c1', Code.StreamRefused);
+    r.handleCommitted('item_c2');
+    expect(r.keptTurns).toBe(0);
   });
 
   it('keeps at most maxTurns ended turns, forgetting the oldest; never the open one', () => {
@@ -248,7 +292,7 @@ describe('Reconnector', () => {
     r.turnAudio('a', ...packet(1));
     r.turnEnded('a');
     r.handleCommitted('item_c9');
-    r.handleTurnStopped('item_c9');
+    r.handleTurnStopped('item_c9', Code.StreamRefused);
     r.turnDiscarded('zzz');
     expect(r.keptTurns).toBe(0);
     expect(r.keptBytes).toBe(0);

@@ -4,6 +4,7 @@ import type { ClientOutput } from '../src/session.js';
 import { AudioStreamDecoder, EventDecoder, StreamKind, encodeEvent, encodeFrame, encodeHeader } from '../src/wire.js';
 import { Code } from '../src/errors.js';
 import { concat } from '../src/bytes.js';
+import { parseServerEvent } from '../src/events.js';
 import { loadVectors, toHex } from './helpers.js';
 
 function drain(s: ClientSession): ClientOutput[] {
@@ -249,7 +250,7 @@ describe('ClientSession', () => {
     t.handleStreamData(0, 3, agentHeader());
     drain(t);
     t.handleStreamReset(1, 3, Code.AgentFailed);
-    expect(drain(t).map((o) => o.type)).toEqual(['warning', 'playout_finish']);
+    expect(drain(t).map((o) => o.type)).toEqual(['playout_finish']);
   });
 
   it('stops a malformed agent stream with its code', () => {
@@ -285,7 +286,41 @@ describe('ClientSession', () => {
     new DataView(big.buffer).setUint32(0, 70000);
     s.handleControl(0, concat([big, new Uint8Array(70000), ev({ type: 'future.thing' }), ev({ type: 'input_audio_buffer.cleared' })]));
     const outs = drain(s);
-    expect(outs.map((o) => o.type)).toEqual(['warning', 'warning', 'event']);
+    expect(outs.map((o) => (o.type === 'problem' ? o.code : o.type))).toEqual(['event_too_large', 'unknown_event_type', 'event']);
+  });
+
+  it('forgets the oldest of more than 64 refused streams: more bytes on it are parsed afresh', () => {
+    const s = new ClientSession();
+    drain(s);
+    for (let id = 1; id <= 65; id++) s.handleStreamData(0, id, new Uint8Array([0x07, 0, 0]));
+    expect(drain(s).filter((o) => o.type === 'stop_sending')).toHaveLength(65);
+    s.handleStreamData(1, 2, new Uint8Array([0x07, 0, 0])); // still refused: dropped
+    expect(drain(s)).toEqual([]);
+    s.handleStreamData(1, 1, new Uint8Array([0x07, 0, 0])); // forgotten: refused again
+    expect(drain(s).map((o) => o.type)).toEqual(['problem', 'stop_sending']);
+  });
+
+  it('parses optional fields as Rust does: absent or null, else of their type', () => {
+    const committed = { type: 'input_audio_buffer.committed', item_id: 'i', frames: 1, audio_ms: 20, bytes: 2 };
+    const codes = (evs: object[]) =>
+      evs.map((e) => {
+        const r = parseServerEvent(JSON.stringify(e));
+        return r.ok ? 'ok' : r.error.code;
+      });
+    expect(
+      codes([
+        committed,
+        { ...committed, previous_item_id: null },
+        { ...committed, previous_item_id: 'p' },
+        { ...committed, previous_item_id: 5 },
+        { type: 'response.done', response: { id: 'r', status: 'completed', item_id: 'i', voq: null } },
+        { type: 'response.done', response: { id: 'r', status: 'completed', item_id: 'i', voq: { audio_ms_generated: 1 } } },
+        { type: 'response.done', response: { id: 'r', status: 'paused', item_id: 'i' } },
+        { type: 'error', error: { type: 'server_error', code: 'x', message: 'm', event_id: null } },
+        { type: 'error', error: { type: 'server_error', code: 'x', message: 'm', event_id: 3 } },
+        { type: 'conversation.item.truncated', item_id: 'i', content_index: 2 ** 32, audio_end_ms: 0 },
+      ]),
+    ).toEqual(['ok', 'ok', 'ok', 'invalid_event', 'ok', 'invalid_event', 'invalid_event', 'ok', 'invalid_event', 'invalid_event']);
   });
 
   it('server VAD: committed items the server cut become turns; commit and clear are events', () => {
