@@ -190,6 +190,19 @@ fn parse_hex(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
     voq_quic_lb::hex::decode(text).with_context(|| format!("{field}: \"{text}\""))
 }
 
+impl Settings {
+    /// A server for tests, benchmarks and the demo: an ephemeral port on 127.0.0.1, `agent`,
+    /// and a 2 s drain; the rest as [`Settings::default`].
+    pub fn loopback(agent: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent: agent.into(),
+            drain_timeout: Duration::from_secs(2),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {

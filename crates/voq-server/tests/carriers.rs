@@ -24,14 +24,7 @@ fn prompt() -> Vec<i16> {
 }
 
 async fn server() -> Server {
-    Server::start(Settings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        agent: "echo".into(),
-        drain_timeout: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    Server::start(Settings::loopback("echo")).await.unwrap()
 }
 
 fn target(server: &Server, tls: bool) -> Target {

@@ -25,12 +25,9 @@ fn prompt() -> Vec<i16> {
 
 async fn server(agent: &str, record: Option<PathBuf>) -> Server {
     let settings = Settings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        agent: agent.into(),
         agent_speed: 4.0,
         record,
-        drain_timeout: Duration::from_secs(2),
-        ..Default::default()
+        ..Settings::loopback(agent)
     };
     Server::start(settings).await.unwrap()
 }

@@ -41,14 +41,7 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<SessionEvent>) -> Vec<Session
 
 #[tokio::test]
 async fn a_call_is_observed_in_order_on_the_callers_clock() {
-    let server = Server::start(Settings {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        agent: "echo".into(),
-        drain_timeout: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let server = Server::start(Settings::loopback("echo")).await.unwrap();
     let mut rx = server.events();
     let out = call(
         &server,

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,14 +128,7 @@ fn concurrent_sessions_log_under_their_own_ids() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let server = Server::start(Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            agent: "echo".into(),
-            drain_timeout: Duration::from_secs(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let server = Server::start(Settings::loopback("echo")).await.unwrap();
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../testdata/audio/prompt-carwash-24k.wav");
         let prompt = voq_audio::read_wav_file(path)
