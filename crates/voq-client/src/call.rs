@@ -330,10 +330,7 @@ impl Call {
             zero_rtt,
             ..Default::default()
         };
-        // Never fall back to another codec: the stream header names `opts.codec`, and pcm16
-        // bytes labelled opus would reach the agent as noise.
-        let encoder = voq_audio::Encoder::new(opts.codec)
-            .with_context(|| format!("cannot create the {} encoder", opts.codec))?;
+        let encoder = call_encoder(opts.codec, voq_audio::Encoder::new)?;
         Ok(Self {
             link,
             session,
@@ -612,6 +609,23 @@ impl Call {
     }
 }
 
+/// The encoder of the call's codec, made by `make` (`voq_audio::Encoder::new`). Never another
+/// codec's: the stream header names `codec`, and pcm16 bytes labelled opus would reach the agent
+/// as noise. A failure is the call's error.
+fn call_encoder<E: std::fmt::Display>(
+    codec: Codec,
+    make: impl FnOnce(Codec) -> Result<voq_audio::Encoder, E>,
+) -> anyhow::Result<voq_audio::Encoder> {
+    let encoder =
+        make(codec).map_err(|e| anyhow::anyhow!("cannot create the {codec} encoder: {e}"))?;
+    anyhow::ensure!(
+        encoder.codec() == codec,
+        "asked for a {codec} encoder, got {}",
+        encoder.codec()
+    );
+    Ok(encoder)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -619,6 +633,27 @@ fn ms(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_fails_when_its_encoder_cannot_be_made_rather_than_falling_back() {
+        let err = call_encoder(Codec::Opus, |_| Err("libopus refused"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            err.contains("opus encoder") && err.contains("libopus refused"),
+            "{err}"
+        );
+        let swapped = call_encoder(Codec::Opus, |_| {
+            voq_audio::Encoder::new(Codec::Pcm16).map_err(|e| e.to_string())
+        });
+        assert!(
+            swapped.is_err(),
+            "a pcm16 encoder is never used for an opus stream"
+        );
+        let opus = call_encoder(Codec::Opus, voq_audio::Encoder::new);
+        assert_eq!(opus.map(|e| e.codec()).ok(), Some(Codec::Opus));
+    }
 
     #[test]
     fn urls_parse_to_address_and_server_name() -> anyhow::Result<()> {

@@ -515,3 +515,32 @@ fn encode_into_core(
         Err(e) => core.handle_agent_failed(now, &r.id, &format!("cannot encode agent audio: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's mistakes, the server's own failures and an agent's failures are three
+    /// counters, so the client's never page an operator.
+    #[test]
+    fn problems_are_counted_by_who_is_to_blame() {
+        let stats = Stats::default();
+        count_problem(&stats, &Problem::peer(ErrorCode::InvalidEvent, "bad json"));
+        count_problem(
+            &stats,
+            &Problem::local(ErrorCode::Internal, "frame over the limit"),
+        );
+        count_problem(
+            &stats,
+            &Problem::local(ErrorCode::AgentFailed, "no encoder"),
+        );
+        assert_eq!(
+            (
+                stats.client_errors.get(),
+                stats.internal_errors.get(),
+                stats.agent_failures.get()
+            ),
+            (1, 1, 1)
+        );
+    }
+}

@@ -614,8 +614,15 @@ async fn observed_call(
             () = rebind_triggers => unreachable!("the triggers never complete"),
         }
     };
-    // The collector runs on another task: let it catch up with the last events of the call.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The collector runs on another task: wait until it holds the call's last event (its
+    // response's end), for at most a moment (a call that failed may never have one).
+    let mut seen = events.clone();
+    let ended = |evs: &Vec<SessionEvent>| {
+        call_events(evs, started)
+            .iter()
+            .any(|e| matches!(e.kind, SessionEventKind::ResponseEnded { .. }))
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), seen.wait_for(ended)).await;
     Observed {
         started,
         outcome,
