@@ -211,12 +211,14 @@ impl Fleet {
         }
     }
 
+    /// The servers first: their sessions close through the balancer, which must still be
+    /// there to carry the goodbyes.
     async fn shutdown(self) {
-        if let Some(b) = self.balancer {
-            b.shutdown().await;
-        }
         for s in self.servers {
             s.shutdown().await;
+        }
+        if let Some(b) = self.balancer {
+            b.shutdown().await;
         }
     }
 }
