@@ -376,10 +376,12 @@ impl LbConfig {
     pub fn over(self, file: LbConfig) -> Self {
         let mut backends = file.backends;
         for cli in self.backends {
-            let key = normalize_hex(&cli.server_id);
+            // The same server id however it is spelled (0x, case); ids that do not parse never
+            // match (they are reported when the settings are resolved).
+            let key = voq_quic_lb::hex::decode(&cli.server_id).ok();
             match backends
                 .iter_mut()
-                .find(|b| normalize_hex(&b.server_id) == key)
+                .find(|b| key.is_some() && voq_quic_lb::hex::decode(&b.server_id).ok() == key)
             {
                 Some(b) => *b = cli,
                 None => backends.push(cli),
@@ -505,10 +507,6 @@ impl LbConfig {
             },
         })
     }
-}
-
-fn normalize_hex(s: &str) -> String {
-    s.trim_start_matches("0x").to_ascii_lowercase()
 }
 
 #[cfg(test)]
