@@ -425,16 +425,19 @@ async fn accept_link(
         .ok()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol);
-    // Take the connection before the handshake completes (0.5-RTT). Raw QUIC: a resuming
-    // client's 0-RTT data (its prompt) is read as it arrives instead of one round trip later;
-    // replayed 0-RTT can only repeat audio into a session the attacker cannot read, and a turn is
-    // acted on when it is committed, after the handshake for any real turn. WebTransport: our
-    // HTTP/3 SETTINGS leave with the handshake, so the client's CONNECT can follow at 1 RTT and
-    // the session is up at 2 RTT (waiting for the handshake first measured 3).
-    let conn = match connecting.into_0rtt() {
-        Ok((conn, _)) => conn,
+    // Take the connection before the handshake completes (0.5-RTT), so our first flight (and,
+    // for WebTransport, our HTTP/3 SETTINGS) leaves with the handshake: the client's CONNECT can
+    // follow at 1 RTT and a WebTransport session is up at 2 RTT (waiting first measured 3).
+    //
+    // But nothing of a 0-RTT flight is acted on before the handshake completes: 0-RTT can be
+    // withheld by an on-path attacker and delivered later from any address, by someone who can
+    // never finish the handshake. So the session (and with it every turn commit and every agent)
+    // starts only once the handshake is done; until then quinn holds the early streams. A
+    // resuming client still saves the round trip on its side: its prompt is already here.
+    let (conn, handshake) = match connecting.into_0rtt() {
+        Ok((conn, done)) => (conn, Some(done)),
         Err(connecting) => match connecting.await {
-            Ok(c) => c,
+            Ok(c) => (c, None),
             Err(e) => {
                 tracing::debug!("handshake failed: {e}");
                 return None;
@@ -442,14 +445,38 @@ async fn accept_link(
         },
     };
     if alpn.as_deref() == Some(ALPN_H3) {
-        return accept_webtransport(conn, ctx).await;
+        return accept_webtransport(conn, handshake, ctx).await;
+    }
+    if !handshake_done(&conn, handshake).await {
+        return None;
     }
     Some(voq_transport::Link::quic(conn))
 }
 
-/// The HTTP/3 part of WebTransport: SETTINGS, then an extended CONNECT to `/voq`.
+/// Waits for a 0.5-RTT connection's handshake to complete; `false` if it never did (the
+/// connection is gone: a replayed flight from someone without the keys ends here, at the idle
+/// timeout, having done nothing).
+async fn handshake_done(
+    conn: &quinn::Connection,
+    handshake: Option<quinn::ZeroRttAccepted>,
+) -> bool {
+    if let Some(done) = handshake {
+        done.await;
+    }
+    match conn.close_reason() {
+        None => true,
+        Some(why) => {
+            tracing::debug!("handshake did not complete: {why}");
+            false
+        }
+    }
+}
+
+/// The HTTP/3 part of WebTransport: SETTINGS, then an extended CONNECT to `/voq`, answered once
+/// the handshake is complete (see [`accept_link`] on 0-RTT).
 async fn accept_webtransport(
     conn: quinn::Connection,
+    handshake: Option<quinn::ZeroRttAccepted>,
     ctx: &session::SessionContext,
 ) -> Option<voq_transport::Link> {
     use voq_transport::web_transport_quinn as wtq;
@@ -475,6 +502,9 @@ async fn accept_webtransport(
         let _ = request.reject(wtq::http::StatusCode::NOT_FOUND).await;
         // Let the 404 reach the client before the connection is dropped.
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        return None;
+    }
+    if !handshake_done(&conn, handshake).await {
         return None;
     }
     match request.ok().await {
