@@ -52,7 +52,7 @@
 //! notion of the present; [`ServerSession::poll_timeout`] is computed from the latest of them,
 //! so a shell must pass instants that never go backwards.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::Codec;
@@ -68,6 +68,9 @@ use crate::wire::{self, AudioHeader, AudioItem, AudioStreamDecoder, DecodedEvent
 /// Assistant items a session remembers for `conversation.item.truncate` (the newest; a client
 /// truncates what it is playing, never an item from hundreds of responses ago).
 const MAX_REMEMBERED_ITEMS: usize = 64;
+/// Refused user-audio streams remembered at once (their ids only), so that what is still in
+/// flight on them is ignored quietly.
+pub const MAX_REFUSED_STREAMS: usize = 256;
 /// Client item ids a session remembers to refuse their reuse.
 const MAX_REMEMBERED_TURN_IDS: usize = 1024;
 
@@ -194,8 +197,6 @@ enum TurnState {
     AwaitingHeader,
     /// The header was accepted: frames are being received.
     Receiving { header: AudioHeader, codec: Codec },
-    /// Refused or failed (STOP_SENDING sent): later bytes are ignored until the stream ends.
-    Refused,
 }
 
 #[derive(Debug)]
@@ -256,6 +257,10 @@ pub struct ServerSession {
     server_vad: Option<serde_json::Value>,
     events: wire::EventDecoder,
     turns: BTreeMap<StreamId, Turn>,
+    /// Streams refused or failed (STOP_SENDING sent) whose end has not arrived: their late bytes
+    /// are ignored. Only ids are kept, at most [`MAX_REFUSED_STREAMS`] (the oldest go first): a
+    /// client that opens streams and never ends them cannot grow the session.
+    refused: BTreeSet<StreamId>,
     /// Client item ids seen, oldest first (bounded by [`MAX_REMEMBERED_TURN_IDS`]).
     seen_items: VecDeque<String>,
     /// Assistant items, oldest first: (item id, response id, ms of audio sent) — what a
@@ -282,6 +287,7 @@ impl ServerSession {
             config,
             events: wire::EventDecoder::default(),
             turns: BTreeMap::new(),
+            refused: BTreeSet::new(),
             seen_items: Default::default(),
             items: VecDeque::new(),
             response: None,
@@ -375,13 +381,16 @@ impl ServerSession {
             return;
         }
         self.last_now = Some(now);
+        if self.refused.contains(&stream) {
+            return; // refused: what is still in flight on it is ignored
+        }
         if !self.turns.contains_key(&stream) {
             if self.state == SessionState::Draining {
                 self.transmit(Transmit::StopSending {
                     stream,
                     code: Code::GoingAway,
                 });
-                self.turns.insert(stream, Turn::refused());
+                self.remember_refused(stream);
                 return;
             }
             if self.open_turns() >= self.config.max_open_turns {
@@ -395,7 +404,7 @@ impl ServerSession {
                     "too many user turns open at once",
                 );
                 // Remember it as refused so later bytes are ignored quietly.
-                self.turns.insert(stream, Turn::refused());
+                self.remember_refused(stream);
                 return;
             }
             self.turns.insert(stream, Turn::new());
@@ -403,17 +412,11 @@ impl ServerSession {
         let Some(turn) = self.turns.get_mut(&stream) else {
             return;
         };
-        if turn.is_refused() {
-            return;
-        }
         turn.decoder.push(bytes);
         loop {
             let Some(turn) = self.turns.get_mut(&stream) else {
-                return;
+                return; // refused by the item before
             };
-            if turn.is_refused() {
-                return;
-            }
             match turn.decoder.poll_item() {
                 Ok(None) => break,
                 Ok(Some(AudioItem::Header(kind, header))) => {
@@ -436,25 +439,24 @@ impl ServerSession {
             return;
         }
         self.last_now = Some(now);
+        if self.refused.remove(&stream) {
+            return; // a refused stream ended: nothing more to remember
+        }
         let Some(turn) = self.turns.get(&stream) else {
             return;
         };
         let incomplete = turn.decoder.pending() > 0;
         match &turn.state {
-            TurnState::Refused => {
-                self.turns.remove(&stream);
-                return;
-            }
             TurnState::AwaitingHeader => {
                 let e = WireError::BadHeader("stream ended inside its header".into());
                 self.fail_turn(stream, Code::ProtocolViolation, &e.to_string());
-                self.turns.remove(&stream);
+                self.refused.remove(&stream);
                 return;
             }
             TurnState::Receiving { .. } if incomplete => {
                 let e = WireError::BadHeader("stream ended inside a frame".into());
                 self.fail_turn(stream, Code::ProtocolViolation, &e.to_string());
-                self.turns.remove(&stream);
+                self.refused.remove(&stream);
                 return;
             }
             TurnState::Receiving { .. } => {}
@@ -492,6 +494,7 @@ impl ServerSession {
             return;
         }
         self.last_now = Some(now);
+        self.refused.remove(&stream);
         self.discard_turn(stream, format!("client reset the stream (code {code})"));
     }
 
@@ -632,21 +635,10 @@ impl Turn {
         }
     }
 
-    fn refused() -> Self {
-        Self {
-            state: TurnState::Refused,
-            ..Self::new()
-        }
-    }
-
-    fn is_refused(&self) -> bool {
-        matches!(self.state, TurnState::Refused)
-    }
-
     fn item_id(&self) -> Option<&str> {
         match &self.state {
             TurnState::Receiving { header, .. } => Some(&header.item_id),
-            TurnState::AwaitingHeader | TurnState::Refused => None,
+            TurnState::AwaitingHeader => None,
         }
     }
 }
@@ -703,8 +695,26 @@ impl ServerSession {
         self.end_response(ResponseStatus::Failed);
     }
 
+    /// Remembers a refused stream (bounded: see `refused`).
+    fn remember_refused(&mut self, stream: StreamId) {
+        self.turns.remove(&stream);
+        if self.refused.len() >= MAX_REFUSED_STREAMS
+            && let Some(oldest) = self.refused.first().copied()
+        {
+            self.refused.remove(&oldest);
+        }
+        self.refused.insert(stream);
+    }
+
+    /// How many user-audio streams the session keeps state for: open turns and refused streams
+    /// it remembers. Bounded by `max_open_turns` + [`MAX_REFUSED_STREAMS`] however the client
+    /// behaves.
+    pub fn tracked_streams(&self) -> usize {
+        self.turns.len() + self.refused.len()
+    }
+
     fn open_turns(&self) -> usize {
-        self.turns.values().filter(|t| !t.is_refused()).count()
+        self.turns.len()
     }
 
     /// Forgets a turn the client abandoned (or that was cleared): its audio is not committed.
@@ -787,12 +797,7 @@ impl ServerSession {
                 }
             }
             ClientEvent::InputAudioBufferClear {} => {
-                let open: Vec<StreamId> = self
-                    .turns
-                    .iter()
-                    .filter(|(_, t)| !t.is_refused())
-                    .map(|(s, _)| *s)
-                    .collect();
+                let open: Vec<StreamId> = self.turns.keys().copied().collect();
                 for stream in open {
                     self.transmit(Transmit::StopSending {
                         stream,
@@ -800,7 +805,7 @@ impl ServerSession {
                     });
                     self.discard_turn(stream, "input_audio_buffer.clear".into());
                     // Bytes still in flight on it are ignored until it ends.
-                    self.turns.insert(stream, Turn::refused());
+                    self.remember_refused(stream);
                 }
                 self.vad = VadSegment {
                     item_id: None,
@@ -944,7 +949,7 @@ impl ServerSession {
     fn fail_turn(&mut self, stream: StreamId, code: Code, message: &str) {
         self.transmit(Transmit::StopSending { stream, code });
         self.discard_turn(stream, message.into());
-        self.turns.insert(stream, Turn::refused());
+        self.remember_refused(stream);
         self.client_error(
             None,
             code.error_code().unwrap_or(ErrorCode::ProtocolViolation),

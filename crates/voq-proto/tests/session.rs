@@ -244,3 +244,38 @@ fn old_assistant_items_are_forgotten() {
         ["response.done:", "conversation.item.truncated:"]
     );
 }
+
+/// A client that opens stream after stream with a bad header and never ends them cannot grow
+/// the session: only the ids of the most recent refused streams are kept (late bytes on those
+/// are ignored quietly), however many it opens.
+#[test]
+fn refused_streams_that_never_end_do_not_grow_the_session() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(ServerConfig::default(), now);
+    let mut stops = 0;
+    for i in 0..2_000u64 {
+        // Kind 0xff: no such stream kind.
+        s.handle_stream_data(now, 2 + 4 * i, &[0xff, 0, 0, 0, 0]);
+        while let Some(out) = s.poll_output() {
+            stops += usize::from(matches!(
+                out,
+                ServerOutput::Transmit(Transmit::StopSending { .. })
+            ));
+        }
+    }
+    assert_eq!(stops, 2_000, "every bad stream was stopped");
+    assert_eq!(
+        s.tracked_streams(),
+        voq_proto::server::MAX_REFUSED_STREAMS,
+        "bounded, however many streams were refused"
+    );
+    // The most recent refused stream's late bytes are ignored: no second stop, no error.
+    s.handle_stream_data(now, 2 + 4 * 1_999, &[1, 2, 3]);
+    assert!(s.poll_output().is_none());
+    // Its end frees its place.
+    s.handle_stream_fin(now, 2 + 4 * 1_999);
+    assert_eq!(
+        s.tracked_streams(),
+        voq_proto::server::MAX_REFUSED_STREAMS - 1
+    );
+}

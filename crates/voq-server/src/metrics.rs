@@ -44,5 +44,15 @@ mod tests {
             text.contains("voq_sessions_started_total{carrier=\"quic\"} 0\n"),
             "{text}"
         );
+        assert!(
+            text.contains("# TYPE voq_sessions_active gauge\nvoq_sessions_active 1\n"),
+            "{text}"
+        );
+        stats.sessions_ended.inc();
+        assert!(
+            stats
+                .render_prometheus()
+                .contains("voq_sessions_active 0\n")
+        );
     }
 }

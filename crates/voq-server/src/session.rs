@@ -85,6 +85,8 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext) {
 async fn run_session(link: Link, mut ctx: SessionContext) {
     let carrier = link.carrier();
     ctx.stats.sessions_started.get(carrier).inc();
+    // Every start has its end, however the session ends (the active gauge is their difference).
+    let _ended = CountEnd(ctx.stats.clone());
     let agent = match ctx.agent_factory.session() {
         Ok(a) => a,
         Err(e) => {
@@ -106,8 +108,16 @@ async fn run_session(link: Link, mut ctx: SessionContext) {
     };
     let mut shell = Shell::new(link, agent, &mut ctx, control);
     shell.run(&mut ctx).await;
-    ctx.stats.sessions_ended.inc();
     info!("session ended");
+}
+
+/// Counts a session as ended when dropped.
+struct CountEnd(Arc<Stats>);
+
+impl Drop for CountEnd {
+    fn drop(&mut self) {
+        self.0.sessions_ended.inc();
+    }
 }
 
 struct Shell {

@@ -52,7 +52,20 @@ impl Stats {
         for (name, help, value) in self.snapshot() {
             out.single(name, Kind::Counter, help, value);
         }
+        out.single(
+            "voq_sessions_active",
+            Kind::Gauge,
+            "voq sessions in progress",
+            self.sessions_active(),
+        );
         out.finish()
+    }
+
+    /// Sessions started and not yet ended.
+    pub fn sessions_active(&self) -> u64 {
+        self.sessions_started
+            .total()
+            .saturating_sub(self.sessions_ended.get())
     }
 }
 

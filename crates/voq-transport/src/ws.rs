@@ -581,6 +581,12 @@ async fn read_task<S>(
         };
         let msg = match next {
             Some(Ok(m)) => m,
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+                // Over the message limit: the peer's mistake, said with its own code (4003).
+                let why = format!("message over {MAX_MESSAGE} bytes: {e}");
+                shared.with_mux(|mux| mux.close(Code::FrameTooLarge, &why));
+                break why;
+            }
             Some(Err(e)) => break format!("read failed: {e}"),
             None => break "the peer went away".to_string(),
         };
@@ -615,10 +621,12 @@ mod tests {
         let (a, b) = tokio::io::duplex(1 << 20);
         let (c, d) = tokio::io::duplex(1 << 20);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
-        let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let server =
+            WebSocketStream::from_raw_socket(b, Role::Server, Some(websocket_config())).await;
         // A third, raw socket for tests that speak the mux by hand.
         let raw = WebSocketStream::from_raw_socket(c, Role::Client, None).await;
-        let raw_server = WebSocketStream::from_raw_socket(d, Role::Server, None).await;
+        let raw_server =
+            WebSocketStream::from_raw_socket(d, Role::Server, Some(websocket_config())).await;
         tokio::spawn(async move {
             let link = WsLink::start(raw_server, true, addr);
             let _ = link.accept_uni().await;
@@ -708,6 +716,35 @@ mod tests {
             .await
             .unwrap();
         assert!(reason.contains("4000"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_closes_with_4003() {
+        let (_client, _server, mut raw) = pair().await;
+        let mut big = MuxFrame::Stream {
+            id: 2,
+            data: vec![],
+        }
+        .encode();
+        big.resize(MAX_MESSAGE + 1024, 0);
+        // The write may fail once the server has closed; what matters is the close it sent.
+        let _ = raw.send(Message::Binary(big.into())).await;
+        let close = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match raw.next().await {
+                    Some(Ok(Message::Close(c))) => break c,
+                    Some(Ok(_)) => continue,
+                    other => panic!("no close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            u16::from(close.code),
+            CLOSE_CODE_BASE + Code::FrameTooLarge.to_u32() as u16
+        );
     }
 
     #[tokio::test]
