@@ -58,6 +58,11 @@ pub struct ServeConfig {
     /// Serve Prometheus metrics at http://ADDR/metrics (TCP).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// A web origin (`https://app.example`) whose pages may open sessions from a browser, beside
+    /// the server's own pages (and loopback pages when it listens on loopback); `*` allows
+    /// every origin. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Option<Vec<String>>,
     /// QUIC-LB server id (hex, e.g. 0a01): issue routable connection IDs so a stateless
     /// `voq lb` can route to this server. Its length is the config's server-id length.
     #[arg(long, value_name = "HEX", env = "VOQ_SERVER_ID")]
@@ -110,6 +115,8 @@ pub struct Settings {
     pub quic_lb: Option<QuicLbSettings>,
     /// Where to serve Prometheus metrics.
     pub metrics: Option<SocketAddr>,
+    /// Web origins allowed beyond the server's own (see [`crate::origin`]).
+    pub allowed_origins: Vec<String>,
     /// How datagrams reach this server.
     pub tunnel: Tunnel,
 }
@@ -217,6 +224,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(5),
             quic_lb: None,
             metrics: None,
+            allowed_origins: Vec::new(),
             tunnel: Tunnel::Off,
         }
     }
@@ -245,6 +253,7 @@ impl ServeConfig {
             max_sessions: self.max_sessions.or(file.max_sessions),
             drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
             metrics: self.metrics.or(file.metrics),
+            allow_origin: self.allow_origin.or(file.allow_origin),
             lb_tunnel: self.lb_tunnel.or(file.lb_tunnel),
             server_id: self.server_id.or(file.server_id),
             nlb: self.nlb.or(file.nlb),
@@ -327,6 +336,7 @@ impl ServeConfig {
         Ok(Settings {
             quic_lb,
             metrics: merged.metrics,
+            allowed_origins: merged.allow_origin.unwrap_or_default(),
             tunnel,
             listen: merged.listen.unwrap_or(d.listen),
             web: merged.web.unwrap_or(d.web),

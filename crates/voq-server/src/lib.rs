@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod metrics;
+pub mod origin;
 mod record;
 mod session;
 pub mod stats;
@@ -123,6 +124,10 @@ impl Server {
             stats: stats.clone(),
             events: events.clone(),
             shutdown: shutdown_rx,
+            origins: Arc::new(origin::OriginPolicy::new(
+                &settings.allowed_origins,
+                settings.listen.ip().is_loopback(),
+            )),
         };
         let metrics = match settings.metrics {
             Some(addr) => {
@@ -496,7 +501,24 @@ async fn accept_webtransport(
                 return None;
             }
         };
-    let path = request.connect().url.path().to_string();
+    let connect = request.connect();
+    let path = connect.url.path().to_string();
+    let origin = connect
+        .headers
+        .get("origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let authority = connect.url.host_str().map(|h| match connect.url.port() {
+        Some(port) => format!("{h}:{port}"),
+        None => h.to_string(),
+    });
+    if let Err(refused) = ctx.origins.check(origin.as_deref(), authority.as_deref()) {
+        tracing::info!("WebTransport CONNECT refused: {refused}");
+        ctx.stats.connections_refused.inc();
+        let _ = request.reject(wtq::http::StatusCode::FORBIDDEN).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        return None;
+    }
     if path != "/voq" {
         tracing::debug!(%path, "WebTransport CONNECT to an unknown path");
         let _ = request.reject(wtq::http::StatusCode::NOT_FOUND).await;

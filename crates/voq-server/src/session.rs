@@ -54,6 +54,8 @@ pub(crate) struct SessionContext {
     /// The observation hook ([`crate::Server::events`]).
     pub events: broadcast::Sender<SessionEvent>,
     pub shutdown: watch::Receiver<bool>,
+    /// Which web pages may open sessions (WebSocket upgrades, WebTransport CONNECTs).
+    pub origins: Arc<crate::origin::OriginPolicy>,
 }
 
 impl SessionContext {

@@ -218,6 +218,16 @@ where
         )
         .await;
     };
+    if let Err(refused) = ctx
+        .session
+        .origins
+        .check(head.header("origin"), head.header("host"))
+    {
+        tracing::info!(%peer, "WebSocket upgrade refused: {refused}");
+        ctx.session.stats.connections_refused.inc();
+        let body = format!("{refused}\n");
+        return respond(&mut s, 403, "text/plain", body.as_bytes()).await;
+    }
     if head.header("sec-websocket-version") != Some("13") {
         return respond(
             &mut s,
@@ -263,6 +273,7 @@ async fn respond<S: AsyncWrite + Unpin>(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -271,7 +282,7 @@ async fn respond<S: AsyncWrite + Unpin>(
     };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     // A client that does not read its response is not waited for.

@@ -227,3 +227,57 @@ async fn webtransport_to_another_path_is_refused() {
     assert!(err.to_string().contains("404"), "{err}");
     server.shutdown().await;
 }
+
+/// A raw HTTP/1.1 request to the TCP port; returns the status line and headers.
+async fn raw_get(server: &Server, path: &str, extra: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let host = server.local_addr();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A page on another site cannot drive the server: its WebSocket upgrade is refused (403),
+/// while native clients (no Origin), the server's own pages and loopback pages for a loopback
+/// server get through; the config is not shared with every site (no `*` CORS header).
+#[tokio::test]
+async fn websocket_upgrades_from_other_sites_are_refused() {
+    let server = server().await;
+    let evil = raw_get(&server, "/voq", "Origin: http://evil.example\r\n").await;
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    let own = format!("Origin: http://{}\r\n", server.local_addr());
+    assert!(
+        raw_get(&server, "/voq", &own)
+            .await
+            .starts_with("HTTP/1.1 101")
+    );
+    let local_dev = raw_get(&server, "/voq", "Origin: http://localhost:5173\r\n").await;
+    assert!(local_dev.starts_with("HTTP/1.1 101"), "{local_dev}");
+    assert!(
+        raw_get(&server, "/voq", "")
+            .await
+            .starts_with("HTTP/1.1 101")
+    );
+    let config = raw_get(
+        &server,
+        "/voq/config.json",
+        "Origin: http://evil.example\r\n",
+    )
+    .await;
+    assert!(
+        config.starts_with("HTTP/1.1 200") && !config.contains("Access-Control-Allow-Origin"),
+        "{config}"
+    );
+    assert!(server.stats().connections_refused.get() >= 1);
+    server.shutdown().await;
+}
