@@ -46,6 +46,11 @@ pub struct ServeConfig {
     /// Sessions served at once; more connections are refused [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
+    /// QUIC handshakes in progress at once, apart from the sessions; past a quarter of it,
+    /// unvalidated clients are sent a Retry first, and past all of it they are refused
+    /// [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
     /// On shutdown, how long sessions may finish their current response, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
     pub drain_timeout_ms: Option<u64>,
@@ -110,6 +115,8 @@ pub struct Settings {
     pub send_ahead_ms: u64,
     pub record: Option<PathBuf>,
     pub max_sessions: usize,
+    /// QUIC handshakes in progress at once (see `--max-handshakes`).
+    pub max_handshakes: usize,
     pub drain_timeout: Duration,
     /// Routable connection IDs (QUIC-LB), when behind `voq lb`.
     pub quic_lb: Option<QuicLbSettings>,
@@ -221,6 +228,7 @@ impl Default for Settings {
             send_ahead_ms: 2000,
             record: None,
             max_sessions: 1000,
+            max_handshakes: 256,
             drain_timeout: Duration::from_secs(5),
             quic_lb: None,
             metrics: None,
@@ -251,6 +259,7 @@ impl ServeConfig {
             send_ahead_ms: self.send_ahead_ms.or(file.send_ahead_ms),
             record: self.record.or(file.record),
             max_sessions: self.max_sessions.or(file.max_sessions),
+            max_handshakes: self.max_handshakes.or(file.max_handshakes),
             drain_timeout_ms: self.drain_timeout_ms.or(file.drain_timeout_ms),
             metrics: self.metrics.or(file.metrics),
             allow_origin: self.allow_origin.or(file.allow_origin),
@@ -346,6 +355,7 @@ impl ServeConfig {
             send_ahead_ms: merged.send_ahead_ms.unwrap_or(d.send_ahead_ms),
             record: merged.record,
             max_sessions: merged.max_sessions.unwrap_or(d.max_sessions),
+            max_handshakes: merged.max_handshakes.unwrap_or(d.max_handshakes).max(1),
             drain_timeout: merged
                 .drain_timeout_ms
                 .map_or(d.drain_timeout, Duration::from_millis),

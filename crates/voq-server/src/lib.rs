@@ -160,7 +160,8 @@ impl Server {
             }
             None => (None, None),
         };
-        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, slots));
+        let handshakes = Arc::new(Slots::new(settings.max_handshakes));
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, slots, handshakes));
         info!(addr = %endpoint.local_addr()?, agent = %settings.agent, "voq server listening");
         let rotation = certs.spawn_rotation(tls::DEV_CERT_ROTATION);
         Ok(Self {
@@ -320,6 +321,16 @@ impl Slots {
         }
     }
 
+    /// Slots taken now.
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Slots in all.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -382,7 +393,18 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 
 /// Accepts QUIC connections until shutdown, then waits for their sessions to end. The ALPN
 /// decides the carrier: `voq/1` is raw QUIC, `h3` is WebTransport.
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, slots: Arc<Slots>) {
+///
+/// Handshakes have a budget of their own (`max_handshakes`), so packets that cost an attacker
+/// nothing cannot take the session slots: a slot is taken only once the handshake is done.
+/// Past a quarter of that budget, a client whose address is not validated yet is sent a QUIC
+/// Retry first (stateless: its next Initial proves the address), which spoofed sources cannot
+/// answer.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    ctx: session::SessionContext,
+    slots: Arc<Slots>,
+    handshakes: Arc<Slots>,
+) {
     let mut sessions = JoinSet::new();
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -392,16 +414,31 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: session::SessionContext, sl
         };
         let Some(incoming) = incoming else { break };
         while sessions.try_join_next().is_some() {}
-        let Some(slot) = slots.try_acquire() else {
-            ctx.stats.connections_refused.inc();
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && handshakes.active() >= handshakes.max().div_ceil(4)
+        {
+            ctx.stats.handshakes_retried.inc();
+            let _ = incoming.retry();
+            continue;
+        }
+        let Some(handshake) = handshakes.try_acquire() else {
+            ctx.stats.handshakes_refused.inc();
             incoming.refuse();
             continue;
         };
         let mut ctx = ctx.clone();
+        let slots = slots.clone();
         sessions.spawn(async move {
-            let _slot = slot;
-            let Some(link) = accept_link(incoming, &ctx).await else {
+            let link = accept_link(incoming, &ctx).await;
+            drop(handshake);
+            let Some(link) = link else {
                 ctx.stats.connections_refused.inc();
+                return;
+            };
+            let Some(_slot) = slots.try_acquire() else {
+                ctx.stats.connections_refused.inc();
+                link.close(voq_proto::Code::GoingAway, "server at capacity");
                 return;
             };
             ctx.stats.connections_accepted.inc();

@@ -26,7 +26,9 @@ macro_rules! stats {
 
 stats! {
     connections_accepted: "connections accepted (QUIC, WebTransport, WebSocket upgrades)",
-    connections_refused: "connections refused (handshake failure, capacity)",
+    connections_refused: "connections refused (handshake failure, capacity, origin)",
+    handshakes_retried: "QUIC handshakes sent a Retry first (unvalidated address under load)",
+    handshakes_refused: "QUIC handshakes refused: the handshake budget was spent",
     sessions_ended: "voq sessions ended",
     http_requests: "HTTP requests: TCP port (page, config, upgrades), WebTransport CONNECTs",
     turns_committed: "user turns committed",
