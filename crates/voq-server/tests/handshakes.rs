@@ -3,26 +3,13 @@
 //! session slot, and past a quarter of that budget unvalidated sources are sent a Retry first.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
+use common::tap;
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_server::{Server, Settings};
-
-/// Captures what is sent to it, answers nothing: where a client's first flight goes to die.
-async fn tap() -> (std::net::SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let keep = captured.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, _)) = socket.recv_from(&mut buf).await {
-            keep.lock().unwrap().push(buf[..n].to_vec());
-        }
-    });
-    (addr, captured)
-}
 
 fn is_retry(packet: &[u8]) -> bool {
     // QUIC v1 long header (0b11......) of type Retry (0b..11....).

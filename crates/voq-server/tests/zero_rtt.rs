@@ -5,9 +5,11 @@
 //! it: 0-RTT data waits, in quinn's buffers, until a handshake that never comes.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
+use common::tap;
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_server::{Server, SessionEventKind, Settings, wait_for_event};
 
@@ -20,21 +22,6 @@ fn prompt() -> Vec<i16> {
         .unwrap();
     pcm.truncate(4_800); // 200 ms: the whole turn fits the first flight
     pcm
-}
-
-/// A UDP socket that swallows everything sent to it and keeps a copy: the attacker's tap.
-async fn tap() -> (std::net::SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let keep = captured.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, _)) = socket.recv_from(&mut buf).await {
-            keep.lock().unwrap().push(buf[..n].to_vec());
-        }
-    });
-    (addr, captured)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
