@@ -134,6 +134,8 @@ struct Shell {
     committed: HashMap<String, Vec<i16>>,
     response: Option<ActiveResponse>,
     vad: Option<voq_audio::Vad>,
+    /// How many problems this session may still log in the current window.
+    log_budget: LogBudget,
 }
 
 impl Shell {
@@ -159,6 +161,7 @@ impl Shell {
             committed: HashMap::new(),
             response: None,
             vad: None,
+            log_budget: LogBudget::default(),
         }
     }
 
@@ -358,7 +361,13 @@ impl Shell {
                         }
                     }
                 }
-                ServerOutput::Problem(problem) => count_problem(&ctx.stats, &problem),
+                ServerOutput::Problem(problem) => {
+                    count_problem(&ctx.stats, &problem);
+                    match self.log_budget.take(std::time::Instant::now()) {
+                        LogLine::Write { suppressed } => log_problem(&problem, suppressed),
+                        LogLine::Skip => {}
+                    }
+                }
             }
         }
     }
@@ -495,22 +504,72 @@ impl Drop for Shell {
 
 /// Counts a problem the core handled where it belongs: the client's mistakes say nothing about
 /// our health, our own failures are what an operator alerts on.
+/// Counts a problem by who is to blame. Every problem is counted; logging is rate-limited
+/// apart (see [`LogBudget`]).
 fn count_problem(stats: &Stats, problem: &Problem) {
     match (problem.blame, problem.code) {
-        (Blame::Peer, _) => {
-            stats.client_errors.inc();
-            info!("client error {problem}");
-        }
+        (Blame::Peer, _) => stats.client_errors.inc(),
         // Every way a response fails on our side (the agent's error, an encoder that cannot be
         // made or fails) reaches the core as handle_agent_failed and comes back as this one
         // problem: counted here, once.
-        (Blame::Local, ErrorCode::AgentFailed) => {
-            stats.agent_failures.inc();
-            warn!("agent failed: {problem}");
+        (Blame::Local, ErrorCode::AgentFailed) => stats.agent_failures.inc(),
+        (Blame::Local, _) => stats.internal_errors.inc(),
+    }
+}
+
+fn log_problem(problem: &Problem, suppressed: u64) {
+    let more = if suppressed > 0 {
+        format!(" ({suppressed} more problems of this session were not logged)")
+    } else {
+        String::new()
+    };
+    match (problem.blame, problem.code) {
+        (Blame::Peer, _) => info!("client error {problem}{more}"),
+        (Blame::Local, ErrorCode::AgentFailed) => warn!("agent failed: {problem}{more}"),
+        (Blame::Local, _) => warn!("internal error {problem}{more}"),
+    }
+}
+
+/// A session logs at most [`LogBudget::PER_WINDOW`] problems per [`LogBudget::WINDOW`]; the
+/// rest are only counted, and the next line written says how many were left out. A client
+/// sending malformed input as fast as it can fills the metrics, not the log.
+#[derive(Debug, Default)]
+struct LogBudget {
+    window_start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// What to do with one problem's log line.
+#[derive(Debug, PartialEq, Eq)]
+enum LogLine {
+    /// Write it, saying how many were left out before it.
+    Write {
+        suppressed: u64,
+    },
+    Skip,
+}
+
+impl LogBudget {
+    const PER_WINDOW: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn take(&mut self, now: std::time::Instant) -> LogLine {
+        let fresh = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW);
+        if fresh {
+            self.window_start = Some(now);
+            self.logged = 0;
         }
-        (Blame::Local, _) => {
-            stats.internal_errors.inc();
-            warn!("internal error {problem}");
+        if self.logged < Self::PER_WINDOW {
+            self.logged += 1;
+            LogLine::Write {
+                suppressed: std::mem::take(&mut self.suppressed),
+            }
+        } else {
+            self.suppressed += 1;
+            LogLine::Skip
         }
     }
 }
@@ -531,6 +590,26 @@ fn encode_into_core(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problem_logs_are_rate_limited_and_say_what_they_left_out() {
+        let t0 = std::time::Instant::now();
+        let mut budget = LogBudget::default();
+        for _ in 0..LogBudget::PER_WINDOW {
+            assert_eq!(budget.take(t0), LogLine::Write { suppressed: 0 });
+        }
+        for _ in 0..500 {
+            assert_eq!(budget.take(t0), LogLine::Skip);
+        }
+        assert_eq!(
+            budget.take(t0 + LogBudget::WINDOW),
+            LogLine::Write { suppressed: 500 }
+        );
+        assert_eq!(
+            budget.take(t0 + LogBudget::WINDOW),
+            LogLine::Write { suppressed: 0 }
+        );
+    }
 
     /// The client's mistakes, the server's own failures and an agent's failures are three
     /// counters, so the client's never page an operator.
