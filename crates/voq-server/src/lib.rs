@@ -45,6 +45,7 @@ pub struct Server {
     accept: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
     metrics: Option<tokio::task::JoinHandle<()>>,
+    recorder: Option<Recorder>,
 }
 
 impl Server {
@@ -120,7 +121,7 @@ impl Server {
         let ctx = session::SessionContext {
             agent_factory,
             proto,
-            recorder,
+            recorder: recorder.clone(),
             stats: stats.clone(),
             events: events.clone(),
             shutdown: shutdown_rx,
@@ -176,6 +177,7 @@ impl Server {
             accept,
             drain_timeout: settings.drain_timeout,
             metrics,
+            recorder,
         })
     }
 
@@ -277,6 +279,10 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         if let Some(m) = self.metrics.take() {
             m.abort();
+        }
+        // The last recordings may still be on their way to disk.
+        if let Some(r) = &self.recorder {
+            r.flush().await;
         }
         for (carrier, value) in self.stats.sessions_started.iter() {
             info!(target: "voq::stats", "voq_sessions_started_total{{carrier={carrier}}} {value}");

@@ -1,8 +1,14 @@
 //! `--record DIR`: every user turn and every agent response as a WAV file with a JSON sidecar,
 //! for debugging and evaluations. Layout: `DIR/<session>/<item or response id>.{wav,json}`.
 //! Writing happens on a blocking thread; a failure is logged and never affects the session.
+//! [`Recorder::flush`] waits for the writes in progress (the server's shutdown does), so a
+//! stopped server has written everything it recorded.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use serde_json::json;
 use voq_proto::event::ResponseStatus;
@@ -11,6 +17,14 @@ use voq_proto::event::VoqResponseStats;
 #[derive(Debug, Clone)]
 pub struct Recorder {
     dir: PathBuf,
+    pending: Arc<Pending>,
+}
+
+/// Writes in progress, and a wake-up when one ends.
+#[derive(Debug, Default)]
+struct Pending {
+    writes: AtomicUsize,
+    done: Notify,
 }
 
 impl Recorder {
@@ -21,6 +35,7 @@ impl Recorder {
         })?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            pending: Arc::default(),
         })
     }
 
@@ -59,21 +74,30 @@ impl Recorder {
         self.write(session, response_id, pcm.to_vec(), meta);
     }
 
+    /// Waits until every write started so far has finished (written or failed and logged).
+    pub async fn flush(&self) {
+        loop {
+            let done = self.pending.done.notified();
+            if self.pending.writes.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Where the user turn `item_id` of `session` is (or will be) recorded.
+    pub fn user_turn_path(&self, session: &str, item_id: &str) -> PathBuf {
+        self.dir
+            .join(safe(session))
+            .join(safe(item_id))
+            .with_extension("wav")
+    }
+
     fn write(&self, session: &str, name: &str, pcm: Vec<i16>, meta: serde_json::Value) {
-        // Ids come from the client: keep only safe characters so a name cannot leave the dir.
-        let safe = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
         let dir = self.dir.join(safe(session));
         let base = dir.join(safe(name));
+        let pending = self.pending.clone();
+        pending.writes.fetch_add(1, Ordering::AcqRel);
         tokio::task::spawn_blocking(move || {
             let result = std::fs::create_dir_all(&dir)
                 .map_err(anyhow::Error::from)
@@ -92,8 +116,23 @@ impl Recorder {
             if let Err(e) = result {
                 tracing::warn!("recording {} failed: {e:#}", base.display());
             }
+            pending.writes.fetch_sub(1, Ordering::AcqRel);
+            pending.done.notify_waiters();
         });
     }
+}
+
+/// Ids come from the client: only safe characters, so a name cannot leave the directory.
+fn safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn unix_ms() -> u64 {

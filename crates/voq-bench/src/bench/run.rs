@@ -148,8 +148,6 @@ struct Fleet {
 impl Fleet {
     async fn start(s: &Scenario, p: &Prepared) -> anyhow::Result<Self> {
         let settings = |quic_lb: Option<voq_server::QuicLbSettings>| Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            agent: p.agent.clone(),
             agent_speed: s.agent.speed,
             drain_timeout: Duration::from_secs(1),
             record: p.record.clone(),
@@ -159,7 +157,7 @@ impl Fleet {
                 voq_server::Tunnel::Off
             },
             quic_lb,
-            ..Default::default()
+            ..Settings::loopback(&p.agent)
         };
         let Some(spec) = s.balancer else {
             return Ok(Self {
@@ -240,6 +238,7 @@ async fn reliable(
     // The proxy and the client outlive the servers' shutdown, so the client's close reaches
     // them and the session ends at once (rather than at the drain timeout).
     let mut keep = None;
+    let mut recorded: Option<(String, String)> = None;
     let outcome = async {
         let proxy = NetemProxy::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -284,6 +283,12 @@ async fn reliable(
             None
         };
         if let (true, Ok(out)) = (p.record.is_some(), &first.outcome) {
+            // Which recording is this call's turn: its session (the server's events) and item.
+            let session = call_events(&events.borrow(), first.started)
+                .first()
+                .map(|e| e.session_id.clone());
+            let item = out.turns.first().map(|t| t.item_id.clone());
+            recorded = session.zip(item);
             result.audio = Some(RunAudio {
                 prompt: p.prompt.clone(),
                 held: None,
@@ -322,46 +327,22 @@ async fn reliable(
     for c in collectors {
         c.abort();
     }
-    if let (Some(dir), Some(audio)) = (&p.record, result.audio.as_mut()) {
-        audio.held = recorded_turn(dir).await;
+    if let (Some(dir), Some(audio), Some((session, item))) =
+        (&p.record, result.audio.as_mut(), &recorded)
+    {
+        audio.held = recorded_turn(dir, session, item);
     }
     outcome
 }
 
-/// The user turn the server recorded under `dir` (the newest), once its writer has finished
-/// (the JSON is written after the WAV); `None` if none appears within 5 s.
-async fn recorded_turn(dir: &std::path::Path) -> Option<Vec<i16>> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let newest = newest_user_turn(dir);
-        if let Some(wav) = newest {
-            let bytes = std::fs::read(&wav).ok()?;
-            return voq_audio::read_wav(&bytes).ok()?.to_mono_24k().ok();
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The WAV of the most recently recorded user turn under `dir` (sessions are subdirectories).
-fn newest_user_turn(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    let mut best: Option<(std::time::SystemTime, std::path::PathBuf)> = None;
-    for session in std::fs::read_dir(dir).ok()?.flatten() {
-        for entry in std::fs::read_dir(session.path()).ok()?.flatten() {
-            let path = entry.path();
-            let is_turn_meta = path.extension().is_some_and(|e| e == "json")
-                && std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"user_turn\""));
-            let modified = entry.metadata().and_then(|m| m.modified()).ok();
-            if let (true, Some(at)) = (is_turn_meta, modified)
-                && best.as_ref().is_none_or(|(b, _)| at > *b)
-            {
-                best = Some((at, path.with_extension("wav")));
-            }
-        }
-    }
-    best.map(|(_, p)| p)
+/// The user turn the server recorded for `session` / `item_id` under `dir`, read after the
+/// servers' shutdown (which waits for their recordings).
+fn recorded_turn(dir: &std::path::Path, session: &str, item_id: &str) -> Option<Vec<i16>> {
+    let path = voq_server::Recorder::new(dir)
+        .ok()?
+        .user_turn_path(session, item_id);
+    let bytes = std::fs::read(path).ok()?;
+    voq_audio::read_wav(&bytes).ok()?.to_mono_24k().ok()
 }
 
 fn call_options(s: &Scenario, p: &Prepared) -> CallOptions {
