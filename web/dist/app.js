@@ -9,7 +9,9 @@ var STREAM_CODES = {
   stream_refused: 6,
   going_away: 7,
   agent_failed: 8,
-  version_mismatch: 9
+  version_mismatch: 9,
+  unauthorized: 10,
+  limit_exceeded: 11
 };
 var Code = {
   NoError: STREAM_CODES.no_error,
@@ -21,7 +23,9 @@ var Code = {
   StreamRefused: STREAM_CODES.stream_refused,
   GoingAway: STREAM_CODES.going_away,
   AgentFailed: STREAM_CODES.agent_failed,
-  VersionMismatch: STREAM_CODES.version_mismatch
+  VersionMismatch: STREAM_CODES.version_mismatch,
+  Unauthorized: STREAM_CODES.unauthorized,
+  LimitExceeded: STREAM_CODES.limit_exceeded
 };
 var CODE_NAMES = new Map(Object.entries(STREAM_CODES).map(([name, code]) => [code, name]));
 function codeName(code) {
@@ -42,7 +46,9 @@ var ERROR_CODES = [
   "invalid_value",
   "input_audio_buffer_commit_empty",
   "response_not_found",
-  "item_not_found"
+  "item_not_found",
+  "unauthorized",
+  "limit_exceeded"
 ];
 var VoqError = class extends Error {
   code;
@@ -1770,6 +1776,12 @@ function webSocketUrl(base, config) {
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
   return u.href;
 }
+function withToken(url, token) {
+  if (!token) return url;
+  const u = new URL(url);
+  u.searchParams.set("token", token);
+  return u.href;
+}
 function raceTransports(primary, fallback, headStartMs, now = () => performance.now()) {
   return new Promise((resolve, reject) => {
     const t02 = now();
@@ -1845,9 +1857,10 @@ async function connect(opts = {}) {
   if (opts.signal) fetchOpts.signal = opts.signal;
   const config = opts.config ?? await fetchServerConfig(base, fetchOpts);
   const hasWt = opts.hasWebTransport ?? webTransportAvailable();
-  const wtUrl = config.webtransport?.url;
+  const token = typeof opts.token === "function" ? await opts.token() : opts.token;
+  const wtUrl = config.webtransport?.url && withToken(config.webtransport.url, token);
   const hashes = certificateHashes(config);
-  const wsUrl = webSocketUrl(base, config);
+  const wsUrl = withToken(webSocketUrl(base, config), token);
   const dialWt = opts.dialWebTransport ?? ((url, h, signal) => connectWebTransport(url, { certificateHashes: h, signal, timeoutMs }));
   const dialWs = opts.dialWebSocket ?? ((url, signal) => connectWebSocket(url, { signal, timeoutMs }));
   const wt = hasWt && wtUrl ? { name: "webtransport", dial: (s) => dialWt(wtUrl, hashes, s) } : null;
@@ -3258,6 +3271,7 @@ var VoqClient = class extends Emitter {
     if (this.opts.transport !== void 0) o.transport = this.opts.transport;
     if (this.opts.headStartMs !== void 0) o.headStartMs = this.opts.headStartMs;
     if (this.opts.timeoutMs !== void 0) o.timeoutMs = this.opts.timeoutMs;
+    if (this.opts.token !== void 0) o.token = this.opts.token;
     const r = await this.connectFn(o);
     if (this._state === "closed") {
       r.transport.close(Code.NoError, "client closed");

@@ -109,6 +109,9 @@ pub struct CallOptions {
     pub server_vad: bool,
     /// The carrier: raw QUIC (0-RTT when resuming), WebTransport or WebSocket.
     pub transport: Carrier,
+    /// The session token for a server with authentication on: sent in the first event on QUIC
+    /// and WebTransport, as `Authorization: Bearer` on the WebSocket upgrade.
+    pub token: Option<voq_proto::event::Token>,
 }
 
 impl Default for CallOptions {
@@ -125,6 +128,7 @@ impl Default for CallOptions {
             progress: false,
             server_vad: false,
             transport: Carrier::Quic,
+            token: None,
         }
     }
 }
@@ -195,7 +199,9 @@ impl Client {
     async fn call_inner(&self, target: &Target, opts: CallOptions) -> anyhow::Result<CallOutcome> {
         anyhow::ensure!(!opts.turns.is_empty(), "nothing to say: no input turns");
         let started = Instant::now();
-        let (link, zero_rtt) = self.connect(target, opts.transport).await?;
+        let (link, zero_rtt) = self
+            .connect(target, opts.transport, opts.token.as_ref())
+            .await?;
         // Closes the connection however the call ends, also when `call`'s timeout drops this
         // future: an abandoned connection would otherwise hold a session on the server.
         let _close = CloseOnDrop(link.clone());
@@ -223,7 +229,12 @@ impl Drop for CloseOnDrop {
 
 impl Client {
     /// Sets up the carrier: the link, and whether it was set up with 0-RTT.
-    async fn connect(&self, target: &Target, transport: Carrier) -> anyhow::Result<(Link, bool)> {
+    async fn connect(
+        &self,
+        target: &Target,
+        transport: Carrier,
+        token: Option<&voq_proto::event::Token>,
+    ) -> anyhow::Result<(Link, bool)> {
         let what = || {
             format!(
                 "cannot connect to {} ({}) over {transport}",
@@ -260,17 +271,31 @@ impl Client {
                     .with_context(|| format!("{}: WebTransport CONNECT /voq refused", what()))?;
                 Ok((Link::webtransport(session), false))
             }
-            Carrier::WebSocket => Ok((self.websocket(target).await.with_context(what)?, false)),
+            Carrier::WebSocket => Ok((
+                self.websocket(target, token).await.with_context(what)?,
+                false,
+            )),
         }
     }
 
     /// TCP (+ TLS for https://), then the WebSocket upgrade at `/voq`.
-    async fn websocket(&self, target: &Target) -> anyhow::Result<Link> {
+    async fn websocket(
+        &self,
+        target: &Target,
+        token: Option<&voq_proto::event::Token>,
+    ) -> anyhow::Result<Link> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use voq_transport::ws::{WsLink, websocket_config};
         let tcp = tokio::net::TcpStream::connect(target.addr).await?;
         tcp.set_nodelay(true)?;
         let scheme = if target.tls { "wss" } else { "ws" };
-        let url = format!("{scheme}://{}/voq", target.authority());
+        let mut url = format!("{scheme}://{}/voq", target.authority()).into_client_request()?;
+        if let Some(token) = token {
+            let value = format!("Bearer {}", token.as_str())
+                .parse()
+                .context("the token is not valid in an HTTP header")?;
+            url.headers_mut().insert("authorization", value);
+        }
         let config = Some(websocket_config());
         if target.tls {
             let name = rustls::pki_types::ServerName::try_from(target.server_name.clone())?;
@@ -288,6 +313,8 @@ impl Client {
 
 struct Call {
     link: Link,
+    /// The last `error` event, for the message when the server then ends the call.
+    last_server_error: Option<String>,
     session: ClientSession,
     streams: Streams,
     inbound_rx: mpsc::UnboundedReceiver<Inbound>,
@@ -321,6 +348,7 @@ impl Call {
             start_threshold_ms: opts.start_threshold_ms,
             send_ahead_ms: opts.send_ahead_ms,
             server_vad: opts.server_vad,
+            token: opts.token.clone(),
         };
         let session = ClientSession::new(config, Instant::now().into_std());
         let report = CallReport {
@@ -332,6 +360,7 @@ impl Call {
         };
         let encoder = call_encoder(opts.codec, voq_audio::Encoder::new)?;
         Ok(Self {
+            last_server_error: None,
             link,
             session,
             streams,
@@ -436,12 +465,26 @@ impl Call {
                 }
                 msg = self.inbound_rx.recv() => {
                     let Some(msg) = msg else { anyhow::bail!("the connection ended") };
+                    if matches!(msg, Inbound::ControlClosed) {
+                        // A closed connection ends the control stream too: say why it closed.
+                        if let Ok(reason) =
+                            tokio::time::timeout(Duration::from_millis(200), self.link.closed()).await
+                        {
+                            match &self.last_server_error {
+                                Some(e) => anyhow::bail!("the server closed the connection ({reason}) after: {e}"),
+                                None => anyhow::bail!("the server closed the connection: {reason}"),
+                            }
+                        }
+                    }
                     self.on_inbound(msg)?;
                 }
                 _ = sleep_until(next_capture.or(wake)), if next_capture.is_some() || wake.is_some() => {
                     self.session.handle_timeout(Instant::now().into_std());
                 }
-                reason = self.link.closed() => anyhow::bail!("the server closed the connection: {reason}"),
+                reason = self.link.closed() => match &self.last_server_error {
+                    Some(e) => anyhow::bail!("the server closed the connection ({reason}) after: {e}"),
+                    None => anyhow::bail!("the server closed the connection: {reason}"),
+                },
             }
         }
         if self.progress {
@@ -457,7 +500,10 @@ impl Call {
         };
         match msg {
             Inbound::Control(bytes) => self.session.handle_control(now, &bytes),
-            Inbound::ControlClosed => anyhow::bail!("the server closed the control stream"),
+            Inbound::ControlClosed => match &self.last_server_error {
+                Some(e) => anyhow::bail!("the server closed the control stream after: {e}"),
+                None => anyhow::bail!("the server closed the control stream"),
+            },
             Inbound::Opened(..) => {}
             Inbound::Data(id, bytes) => self.session.handle_stream_data(now, id, &bytes),
             Inbound::Fin(id) => self.session.handle_stream_fin(now, id),
@@ -497,7 +543,8 @@ impl Call {
                     self.session.push_reply_audio(&response_id, pts, &pcm);
                 }
                 ClientOutput::Event(voq_proto::event::ServerEvent::Error { error }) => {
-                    warn!("server error {}: {}", error.code, error.message)
+                    warn!("server error {}: {}", error.code, error.message);
+                    self.last_server_error = Some(format!("{}: {}", error.code, error.message));
                 }
                 ClientOutput::Event(e) => debug!(kind = e.kind(), "server event"),
                 ClientOutput::TurnStopped { item_id, code } => {

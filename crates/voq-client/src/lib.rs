@@ -9,3 +9,4 @@ pub mod tls;
 pub use call::{CallOptions, CallOutcome, Client, Target};
 pub use report::CallReport;
 pub use tls::Trust;
+pub use voq_proto::event::Token;

@@ -55,6 +55,10 @@ pub struct ClientConfig {
     pub send_ahead_ms: Option<u64>,
     /// Ask for server-side VAD instead of push-to-talk.
     pub server_vad: bool,
+    /// The session token, sent in the first event (`session.update`, `voq.token`) for a server
+    /// with authentication on. A carrier that carries it itself (a WebSocket upgrade's
+    /// `Authorization` header) may leave it out here.
+    pub token: Option<event::Token>,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +69,7 @@ impl Default for ClientConfig {
             start_threshold_ms: 100,
             send_ahead_ms: None,
             server_vad: false,
+            token: None,
         }
     }
 }
@@ -263,8 +268,11 @@ impl ClientSession {
             } else {
                 serde_json::Value::Null
             }),
-            voq: s.config.send_ahead_ms.map(|ms| VoqSessionUpdate {
-                send_ahead_ms: Some(ms),
+            voq: (s.config.send_ahead_ms.is_some() || s.config.token.is_some()).then(|| {
+                VoqSessionUpdate {
+                    send_ahead_ms: s.config.send_ahead_ms,
+                    token: s.config.token.clone(),
+                }
             }),
         };
         s.send(ClientEvent::SessionUpdate { session: update });

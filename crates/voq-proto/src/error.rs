@@ -27,6 +27,12 @@ pub enum Code {
     AgentFailed = 0x08,
     /// The peer sent the wrong application protocol version.
     VersionMismatch = 0x09,
+    /// No valid token: missing, malformed, badly signed, expired, for another audience, or not
+    /// allowing this server's agent. Nothing of the session was processed.
+    Unauthorized = 0x0a,
+    /// A limit of the session or of its token was reached: concurrent sessions per subject,
+    /// call duration, event rate.
+    LimitExceeded = 0x0b,
 }
 
 impl Code {
@@ -49,6 +55,8 @@ impl Code {
             0x07 => Self::GoingAway,
             0x08 => Self::AgentFailed,
             0x09 => Self::VersionMismatch,
+            0x0a => Self::Unauthorized,
+            0x0b => Self::LimitExceeded,
             _ => return None,
         })
     }
@@ -65,6 +73,8 @@ impl Code {
             Self::StreamRefused => ErrorCode::StreamRefused,
             Self::GoingAway => ErrorCode::GoingAway,
             Self::AgentFailed => ErrorCode::AgentFailed,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::LimitExceeded => ErrorCode::LimitExceeded,
             Self::NoError | Self::Cancelled | Self::VersionMismatch => return None,
         })
     }
@@ -82,6 +92,8 @@ impl Code {
             Self::GoingAway => "going_away",
             Self::AgentFailed => "agent_failed",
             Self::VersionMismatch => "version_mismatch",
+            Self::Unauthorized => "unauthorized",
+            Self::LimitExceeded => "limit_exceeded",
         }
     }
 }
@@ -122,11 +134,15 @@ pub enum ErrorCode {
     ResponseNotFound,
     /// `conversation.item.truncate` naming no assistant audio item.
     ItemNotFound,
+    /// No valid token (see [`Code::Unauthorized`]).
+    Unauthorized,
+    /// A session or token limit was reached (see [`Code::LimitExceeded`]).
+    LimitExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `testdata/wire/error-codes.json`.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::Internal,
         Self::ProtocolViolation,
         Self::FrameTooLarge,
@@ -142,6 +158,8 @@ impl ErrorCode {
         Self::InputAudioBufferCommitEmpty,
         Self::ResponseNotFound,
         Self::ItemNotFound,
+        Self::Unauthorized,
+        Self::LimitExceeded,
     ];
 
     /// The string on the wire.
@@ -162,6 +180,8 @@ impl ErrorCode {
             Self::InputAudioBufferCommitEmpty => "input_audio_buffer_commit_empty",
             Self::ResponseNotFound => "response_not_found",
             Self::ItemNotFound => "item_not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::LimitExceeded => "limit_exceeded",
         }
     }
 
@@ -300,11 +320,11 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_codes_are_none() {
-        for v in 0..=0x09 {
+        for v in 0..=0x0b {
             let code = Code::from_u32(v).expect("defined");
             assert_eq!(code.to_u32() as u64, v);
             assert!(!code.as_str().is_empty());
         }
-        assert_eq!(Code::from_u32(0x0a), None);
+        assert_eq!(Code::from_u32(0x0c), None);
     }
 }

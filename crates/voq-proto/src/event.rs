@@ -100,6 +100,30 @@ pub struct VoqSessionUpdate {
     /// How far ahead of the client's playback the server may send agent audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_ahead_ms: Option<u64>,
+    /// The session token (a JWT), when the carrier did not carry one already: it counts only in
+    /// the session's first event, which a server with authentication on reads before anything
+    /// else (docs/PROTOCOL.md, "Authentication"). Never echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
+}
+
+/// A bearer token (a JWT). Its `Debug` never shows it: debug output ends up in logs, and whoever
+/// reads a token can use it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(pub String);
+
+impl Token {
+    /// The token itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Keeps `null` distinct from "absent" (absent fields never reach this function).

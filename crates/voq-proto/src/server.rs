@@ -275,6 +275,9 @@ pub struct ServerSession {
     next_stream: u64,
     out: VecDeque<ServerOutput>,
     state: SessionState,
+    /// Why the session closed itself, if it did (a limit): the code and reason the shell closes
+    /// the connection with.
+    closed_with: Option<(Code, String)>,
 }
 
 impl ServerSession {
@@ -299,6 +302,7 @@ impl ServerSession {
             next_stream: 0,
             out: VecDeque::new(),
             state: SessionState::Open,
+            closed_with: None,
         };
         let session = s.info();
         s.send(ServerEvent::SessionCreated { session });
@@ -620,6 +624,24 @@ impl ServerSession {
     /// Whether the session is [`SessionState::Closed`].
     pub fn is_closed(&self) -> bool {
         self.state == SessionState::Closed
+    }
+
+    /// The code and reason the session closed itself with (a limit it enforced), `None` if it
+    /// is open or closed because the client or the connection went away.
+    pub fn closed_with(&self) -> Option<(Code, &str)> {
+        self.closed_with.as_ref().map(|(c, r)| (*c, r.as_str()))
+    }
+
+    /// A limit the shell enforces was reached (the call's maximum duration): the client is told
+    /// (`error` with `limit_exceeded`), the response in progress is cancelled, open turns are
+    /// discarded, and the session closes with [`Code::LimitExceeded`].
+    pub fn handle_limit_exceeded(&mut self, now: Instant, message: &str) {
+        if self.is_closed() {
+            return;
+        }
+        self.client_error(None, ErrorCode::LimitExceeded, message);
+        self.close(now);
+        self.closed_with = Some((Code::LimitExceeded, message.to_string()));
     }
 }
 

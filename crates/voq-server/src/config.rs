@@ -101,6 +101,25 @@ pub struct ServeConfig {
     /// keep the key off the command line.
     #[arg(long, value_name = "HEX", env = "VOQ_LB_KEY", hide_env_values = true)]
     pub lb_key: Option<String>,
+    /// Session tokens: a JWKS file of the keys that sign them (HS256 `oct` secrets, ES256 P-256
+    /// public keys, by `kid`; re-read when it changes). Every session must then present a
+    /// valid token (`voq token` mints them). Required off loopback unless --no-auth.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    pub auth_keys: Option<PathBuf>,
+    /// The audience (`aud`) tokens must name [default: voq].
+    #[arg(long, value_name = "AUD")]
+    pub auth_audience: Option<String>,
+    /// The issuer (`iss`) tokens must name, if any.
+    #[arg(long, value_name = "ISS")]
+    pub auth_issuer: Option<String>,
+    /// Serve sessions without tokens on a non-loopback address: anyone who can reach the port
+    /// can use the agent. Only for networks you trust.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_auth: Option<bool>,
+    /// The longest a call may last, in seconds; a token may allow less (0 = no limit)
+    /// [default: 14400, 4 hours].
+    #[arg(long, value_name = "S")]
+    pub max_call_duration_s: Option<u64>,
 }
 
 /// Settings with every default applied.
@@ -126,6 +145,10 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// How datagrams reach this server.
     pub tunnel: Tunnel,
+    /// Token verification (`None`: sessions need no token).
+    pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
+    /// The longest a call may last (`None`: no limit).
+    pub max_call_duration: Option<Duration>,
 }
 
 /// How datagrams reach the server.
@@ -204,6 +227,9 @@ fn parse_hex(field: &str, text: &str) -> anyhow::Result<Vec<u8>> {
     voq_quic_lb::hex::decode(text).with_context(|| format!("{field}: \"{text}\""))
 }
 
+/// The longest a call lasts unless configured otherwise.
+pub const DEFAULT_MAX_CALL_DURATION: Duration = Duration::from_secs(4 * 3600);
+
 impl Settings {
     /// A server for tests, benchmarks and the demo: an ephemeral port on 127.0.0.1, `agent`,
     /// and a 2 s drain; the rest as [`Settings::default`].
@@ -234,6 +260,8 @@ impl Default for Settings {
             metrics: None,
             allowed_origins: Vec::new(),
             tunnel: Tunnel::Off,
+            auth: None,
+            max_call_duration: Some(DEFAULT_MAX_CALL_DURATION),
         }
     }
 }
@@ -272,6 +300,11 @@ impl ServeConfig {
             lb_cid_len: self.lb_cid_len.or(file.lb_cid_len),
             lb_self_encoded_len: self.lb_self_encoded_len.or(file.lb_self_encoded_len),
             lb_key: self.lb_key.or(file.lb_key),
+            auth_keys: self.auth_keys.or(file.auth_keys),
+            auth_audience: self.auth_audience.or(file.auth_audience),
+            auth_issuer: self.auth_issuer.or(file.auth_issuer),
+            no_auth: self.no_auth.or(file.no_auth),
+            max_call_duration_s: self.max_call_duration_s.or(file.max_call_duration_s),
         }
     }
 
@@ -342,12 +375,37 @@ impl ServeConfig {
                 })?)
             }
         };
+        let listen = merged.listen.unwrap_or(d.listen);
+        let no_auth = merged.no_auth.unwrap_or(false);
+        let auth = match (&merged.auth_keys, no_auth) {
+            (Some(_), true) => anyhow::bail!("auth-keys and no-auth contradict each other"),
+            (Some(path), false) => Some(std::sync::Arc::new(crate::auth::Authenticator::load(
+                path,
+                merged
+                    .auth_audience
+                    .as_deref()
+                    .unwrap_or(crate::auth::DEFAULT_AUDIENCE),
+                merged.auth_issuer.as_deref(),
+            )?)),
+            (None, false) if !listen.ip().is_loopback() => anyhow::bail!(
+                "voq serve on {listen} would let anyone who reaches it use the agent: give \
+                 --auth-keys FILE (a JWKS file; `voq token keygen` makes one) so that sessions \
+                 need a token, or --no-auth to serve without (docs/DEPLOY.md, \"Security model\")"
+            ),
+            (None, _) => None,
+        };
         Ok(Settings {
+            auth,
+            max_call_duration: match merged.max_call_duration_s {
+                None => d.max_call_duration,
+                Some(0) => None,
+                Some(s) => Some(Duration::from_secs(s)),
+            },
             quic_lb,
             metrics: merged.metrics,
             allowed_origins: merged.allow_origin.unwrap_or_default(),
             tunnel,
-            listen: merged.listen.unwrap_or(d.listen),
+            listen,
             web: merged.web.unwrap_or(d.web),
             agent: merged.agent.unwrap_or(d.agent),
             agent_speed: merged.agent_speed.unwrap_or(d.agent_speed),

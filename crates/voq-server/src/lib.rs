@@ -6,6 +6,7 @@
 //! `voq serve` is a thin wrapper around [`run`]; tests and benchmarks use [`Server`] in-process.
 
 pub mod agent;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod origin;
@@ -110,7 +111,10 @@ impl Server {
         }
         .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
         let recorder = settings.record.as_deref().map(Recorder::new).transpose()?;
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats {
+            auth: settings.auth.as_ref().map(|a| a.stats.clone()),
+            ..Stats::default()
+        });
         let (events, _) = broadcast::channel(stats::SESSION_EVENTS_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let proto = voq_proto::server::ServerConfig {
@@ -129,6 +133,10 @@ impl Server {
                 &settings.allowed_origins,
                 settings.listen.ip().is_loopback(),
             )),
+            auth: settings.auth.clone(),
+            agent_name: settings.agent.as_str().into(),
+            max_call_duration: settings.max_call_duration,
+            refusal_log: Arc::default(),
         };
         let metrics = match settings.metrics {
             Some(addr) => {
@@ -294,7 +302,7 @@ impl Server {
 }
 
 /// 32 bytes from the operating system's CSPRNG.
-fn random_seed() -> anyhow::Result<[u8; 32]> {
+pub(crate) fn random_seed() -> anyhow::Result<[u8; 32]> {
     use ring::rand::SecureRandom;
     let mut seed = [0u8; 32];
     ring::rand::SystemRandom::new()
@@ -438,7 +446,7 @@ async fn accept_loop(
         sessions.spawn(async move {
             let link = accept_link(incoming, &ctx).await;
             drop(handshake);
-            let Some(link) = link else {
+            let Some((link, credential)) = link else {
                 ctx.stats.connections_refused.inc();
                 return;
             };
@@ -449,7 +457,7 @@ async fn accept_loop(
             };
             ctx.stats.connections_accepted.inc();
             ctx.proto.session_id = next_session_id();
-            session::run(link, ctx).await;
+            session::run(link, ctx, credential).await;
         });
     }
     while sessions.join_next().await.is_some() {}
@@ -459,7 +467,7 @@ async fn accept_loop(
 async fn accept_link(
     incoming: quinn::Incoming,
     ctx: &session::SessionContext,
-) -> Option<voq_transport::Link> {
+) -> Option<(voq_transport::Link, session::Credential)> {
     let mut connecting = match incoming.accept() {
         Ok(c) => c,
         Err(e) => {
@@ -498,7 +506,15 @@ async fn accept_link(
     if !handshake_done(&conn, handshake).await {
         return None;
     }
-    Some(voq_transport::Link::quic(conn))
+    Some((voq_transport::Link::quic(conn), first_event_credential(ctx)))
+}
+
+/// The credential of a session whose token, if one is needed, comes in its first event.
+fn first_event_credential(ctx: &session::SessionContext) -> session::Credential {
+    match ctx.auth {
+        Some(_) => session::Credential::FirstEvent,
+        None => session::Credential::Open,
+    }
 }
 
 /// Waits for a 0.5-RTT connection's handshake to complete; `false` if it never did (the
@@ -526,7 +542,7 @@ async fn accept_webtransport(
     conn: quinn::Connection,
     handshake: Option<quinn::ZeroRttAccepted>,
     ctx: &session::SessionContext,
-) -> Option<voq_transport::Link> {
+) -> Option<(voq_transport::Link, session::Credential)> {
     use voq_transport::web_transport_quinn as wtq;
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     let request =
@@ -569,13 +585,41 @@ async fn accept_webtransport(
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
         return None;
     }
+    // A browser cannot add headers to a WebTransport CONNECT, so the token may come in the URL
+    // (`/voq?token=…`); without one there, it must come in the session's first event.
+    let token = connect
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .map(str::to_string)
+        .or_else(|| token_in_query(&connect.url));
+    let credential = match (&ctx.auth, token) {
+        (None, _) => session::Credential::Open,
+        (Some(_), None) => session::Credential::FirstEvent,
+        (Some(auth), Some(token)) => {
+            match auth.admit(Some(&token), &ctx.agent_name, std::time::SystemTime::now()) {
+                Ok((grant, admission)) => session::Credential::Admitted(grant, admission),
+                Err(refused) => {
+                    session::log_refusal(ctx, &refused);
+                    let status = match refused.code() {
+                        voq_proto::Code::LimitExceeded => wtq::http::StatusCode::TOO_MANY_REQUESTS,
+                        _ => wtq::http::StatusCode::UNAUTHORIZED,
+                    };
+                    let _ = request.reject(status).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+                    return None;
+                }
+            }
+        }
+    };
     if !handshake_done(&conn, handshake).await {
         return None;
     }
     match request.ok().await {
         Ok(session) => {
             ctx.stats.http_requests.inc();
-            Some(voq_transport::Link::webtransport(session))
+            Some((voq_transport::Link::webtransport(session), credential))
         }
         Err(e) => {
             tracing::debug!("WebTransport session failed: {e}");
@@ -584,9 +628,36 @@ async fn accept_webtransport(
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header value.
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The `token` query parameter of a URL (how browsers, which cannot set headers on WebSocket
+/// or WebTransport requests, present one).
+pub(crate) fn token_in_query(url: &url::Url) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty())
+}
+
 /// `voq serve`: start, print how to connect, serve until Ctrl-C or SIGTERM, drain, stop.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let no_auth = config.no_auth == Some(true);
     let settings = config.resolve()?;
+    if no_auth && !settings.listen.ip().is_loopback() {
+        warn!(
+            listen = %settings.listen,
+            "AUTHENTICATION IS OFF (--no-auth): anyone who can reach {} can open sessions and \
+             use the agent",
+            settings.listen
+        );
+    }
     let server = Server::start(settings).await?;
     // The banner is this command's output. A closed stdout (`voq serve | head -1`) must not
     // stop the server, so write errors are ignored rather than panicking like println!.

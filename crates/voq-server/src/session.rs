@@ -24,6 +24,20 @@ use crate::stats::{SessionEvent, SessionEventKind, Stats};
 const RTT_INTERVAL: Duration = Duration::from_millis(100);
 /// A session whose client opens no control stream within this time is closed.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// With authentication on, the first event (which carries the token) must arrive within this
+/// time of the control stream's opening.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a session's client proves who it is.
+pub(crate) enum Credential {
+    /// Authentication is off.
+    Open,
+    /// The carrier carried a token and it was admitted before the session started (the
+    /// WebSocket upgrade, the WebTransport CONNECT).
+    Admitted(crate::auth::Grant, crate::auth::Admission),
+    /// The token comes in the session's first control event (`session.update`, `voq.token`).
+    FirstEvent,
+}
 
 /// Per-stream user audio as the shell holds it: decoder and decoded samples not yet committed.
 struct TurnAudio {
@@ -56,6 +70,15 @@ pub(crate) struct SessionContext {
     pub shutdown: watch::Receiver<bool>,
     /// Which web pages may open sessions (WebSocket upgrades, WebTransport CONNECTs).
     pub origins: Arc<crate::origin::OriginPolicy>,
+    /// Token verification; `None` when authentication is off.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// The agent spec (`echo`, …), which a token's `voq.agent` must name.
+    pub agent_name: Arc<str>,
+    /// The longest any call may last (a token may allow less).
+    pub max_call_duration: Option<Duration>,
+    /// Refusals (bad tokens) are logged within this budget, server-wide: a flood of them must
+    /// not flood the log.
+    pub refusal_log: Arc<std::sync::Mutex<LogBudget>>,
 }
 
 impl SessionContext {
@@ -73,7 +96,7 @@ impl SessionContext {
 
 /// Runs one session to its end. Never panics on client input; every error is logged and, where
 /// the client can act on it, reported to it.
-pub(crate) async fn run(link: Link, mut ctx: SessionContext) {
+pub(crate) async fn run(link: Link, mut ctx: SessionContext, credential: Credential) {
     let remote = link.remote_address();
     let carrier = link.carrier();
     ctx.proto.transport = carrier.as_str().into();
@@ -81,10 +104,10 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext) {
     // `instrument`, never `span.enter()` across an await: an entered guard stays on the worker
     // thread while this task is parked, and other sessions' lines would carry this id.
     let span = tracing::info_span!("session", id = %session_id, %remote, %carrier);
-    run_session(link, ctx).instrument(span).await
+    run_session(link, ctx, credential).instrument(span).await
 }
 
-async fn run_session(link: Link, mut ctx: SessionContext) {
+async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential) {
     let carrier = link.carrier();
     ctx.stats.sessions_started.get(carrier).inc();
     // Every start has its end, however the session ends (the active gauge is their difference).
@@ -108,9 +131,135 @@ async fn run_session(link: Link, mut ctx: SessionContext) {
             return;
         }
     };
+    let mut control = control;
+    // Nothing of the session runs before its token is verified: with the token in the first
+    // event, the streams the client opened meanwhile wait in the carrier (bounded by QUIC flow
+    // control), unread, and are dropped with the connection if the token is refused.
+    let (grant, _admission, first_bytes) = match credential {
+        Credential::Open => (None, None, Vec::new()),
+        Credential::Admitted(grant, admission) => (Some(grant), Some(admission), Vec::new()),
+        Credential::FirstEvent => match authenticate_first_event(&link, &mut control, &ctx).await {
+            Some((grant, admission, bytes)) => (Some(grant), Some(admission), bytes),
+            None => return,
+        },
+    };
+    if let Some(grant) = &grant {
+        info!(subject = %grant.subject, kid = ?grant.kid, "session authenticated");
+    }
+    let limit = [
+        ctx.max_call_duration,
+        grant.as_ref().and_then(|g| g.max_duration),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     let mut shell = Shell::new(link, agent, &mut ctx, control);
+    if !first_bytes.is_empty() {
+        shell.on_inbound(Inbound::Control(first_bytes));
+    }
+    shell.call_deadline = limit.map(|d| Instant::now() + d);
     shell.run(&mut ctx).await;
     info!("session ended");
+}
+
+/// Reads the session's first control event, takes the token from it and admits the session.
+/// Returns the grant, the admission and the bytes read (the event goes on to the session); on
+/// refusal, tells the client (an `error` event, then the close code and reason) and returns
+/// `None`.
+async fn authenticate_first_event(
+    link: &Link,
+    control: &mut (SendHalf, RecvHalf),
+    ctx: &SessionContext,
+) -> Option<(crate::auth::Grant, crate::auth::Admission, Vec<u8>)> {
+    use voq_proto::wire::{DecodedEvent, EventDecoder};
+    use voq_transport::carrier::Read;
+    let auth = ctx.auth.as_ref()?;
+    let mut decoder = EventDecoder::default();
+    let mut read = Vec::new();
+    let first = tokio::time::timeout(AUTH_TIMEOUT, async {
+        loop {
+            if let Some(decoded) = decoder.poll_event() {
+                return Some(decoded);
+            }
+            match control.1.read().await {
+                Read::Data(bytes) => {
+                    decoder.push(&bytes);
+                    read.extend_from_slice(&bytes);
+                }
+                Read::Fin | Read::Reset(_) | Read::Lost => return None,
+            }
+        }
+    })
+    .await;
+    let token = match first {
+        Ok(Some(DecodedEvent::Event(body))) => token_of(&body),
+        Ok(Some(DecodedEvent::Skipped(_))) | Err(_) => None,
+        Ok(None) => {
+            debug!("closed before its first event");
+            return None;
+        }
+    };
+    match auth.admit(
+        token.as_deref(),
+        &ctx.agent_name,
+        std::time::SystemTime::now(),
+    ) {
+        Ok((grant, admission)) => Some((grant, admission, read)),
+        Err(refused) => {
+            refuse(link, &mut control.0, ctx, &refused).await;
+            None
+        }
+    }
+}
+
+/// `session.voq.token` of a `session.update` event, if that is what `body` is.
+fn token_of(body: &[u8]) -> Option<String> {
+    let event: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if event.get("type")?.as_str()? != "session.update" {
+        return None;
+    }
+    Some(event.pointer("/session/voq/token")?.as_str()?.to_string())
+}
+
+/// Refuses a session: an `error` event on the control stream and the close code and reason
+/// (which carry the same words, in case the close overtakes the event).
+pub(crate) async fn refuse(
+    link: &Link,
+    control: &mut SendHalf,
+    ctx: &SessionContext,
+    refused: &crate::auth::AuthError,
+) {
+    log_refusal(ctx, refused);
+    let code = refused.code();
+    let message = refused.to_string();
+    if let Some(error_code) = code.error_code() {
+        let event = voq_proto::event::ServerEvent::error(error_code, message.clone());
+        let mut bytes = Vec::new();
+        if voq_proto::wire::encode_event(&voq_proto::event::to_json(&event), &mut bytes).is_ok() {
+            // Not finished: a client that reads the event then sees the close, with its code.
+            let _ = tokio::time::timeout(Duration::from_secs(1), control.write_all(&bytes)).await;
+        }
+    }
+    link.close(code, &message);
+}
+
+/// Logs a refused session within the server-wide budget.
+pub(crate) fn log_refusal(ctx: &SessionContext, refused: &crate::auth::AuthError) {
+    let line = ctx
+        .refusal_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(std::time::Instant::now());
+    if let LogLine::Write { suppressed } = line {
+        if suppressed > 0 {
+            info!(
+                suppressed,
+                "session refused: {refused} ({suppressed} more refusals not logged)"
+            );
+        } else {
+            info!("session refused: {refused}");
+        }
+    }
 }
 
 /// Counts a session as ended when dropped.
@@ -136,6 +285,8 @@ struct Shell {
     vad: Option<voq_audio::Vad>,
     /// How many problems this session may still log in the current window.
     log_budget: LogBudget,
+    /// When the call must end (the server's or the token's maximum duration).
+    call_deadline: Option<Instant>,
 }
 
 impl Shell {
@@ -162,6 +313,7 @@ impl Shell {
             response: None,
             vad: None,
             log_budget: LogBudget::default(),
+            call_deadline: None,
         }
     }
 
@@ -187,6 +339,15 @@ impl Shell {
                     self.core.handle_timeout(Instant::now().into_std());
                 }
                 _ = rtt_tick.tick() => self.core.handle_rtt(self.link.rtt()),
+                _ = sleep_until(self.call_deadline), if self.call_deadline.is_some() => {
+                    self.call_deadline = None;
+                    info!("the call reached its maximum duration");
+                    ctx.stats.limits_exceeded.get(crate::stats::Limit::CallDuration).inc();
+                    self.core.handle_limit_exceeded(
+                        Instant::now().into_std(),
+                        "the call reached its maximum duration",
+                    );
+                }
                 _ = ctx.shutdown.changed(), if !draining => {
                     // Graceful shutdown: the current response and open turns finish, new turns
                     // are refused; the client closes when it is done (or the server's drain
@@ -206,12 +367,17 @@ impl Shell {
         if let Some(r) = self.response.take() {
             r.task.abort();
         }
-        let code = if draining {
-            Code::GoingAway
-        } else {
-            Code::NoError
-        };
-        self.link.close(code, code.as_str());
+        match self.core.closed_with() {
+            Some((code, reason)) => self.link.close(code, reason),
+            None => {
+                let code = if draining {
+                    Code::GoingAway
+                } else {
+                    Code::NoError
+                };
+                self.link.close(code, code.as_str());
+            }
+        }
     }
 
     fn on_inbound(&mut self, msg: Inbound) {
@@ -534,7 +700,7 @@ fn log_problem(problem: &Problem, suppressed: u64) {
 /// rest are only counted, and the next line written says how many were left out. A client
 /// sending malformed input as fast as it can fills the metrics, not the log.
 #[derive(Debug, Default)]
-struct LogBudget {
+pub(crate) struct LogBudget {
     window_start: Option<std::time::Instant>,
     logged: u32,
     suppressed: u64,
@@ -542,7 +708,7 @@ struct LogBudget {
 
 /// What to do with one problem's log line.
 #[derive(Debug, PartialEq, Eq)]
-enum LogLine {
+pub(crate) enum LogLine {
     /// Write it, saying how many were left out before it.
     Write {
         suppressed: u64,

@@ -1,8 +1,28 @@
 //! Server counters: cheap atomics, read as a snapshot (logged at shutdown; exported at
 //! `--metrics ADDR`, a listener of its own).
 
-use voq_metrics::{Counter, Exposition, Kind, LabelledCounter};
+use std::sync::Arc;
+
+use voq_metrics::{Counter, Exposition, Kind, LabelValue, LabelledCounter};
 use voq_transport::Carrier;
+
+use crate::auth::AuthStats;
+
+/// The per-session limits a server enforces (docs/DEPLOY.md, "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The call reached the server's or its token's maximum duration.
+    CallDuration,
+}
+
+impl LabelValue for Limit {
+    const ALL: &'static [Self] = &[Self::CallDuration];
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::CallDuration => "call_duration",
+        }
+    }
+}
 
 macro_rules! stats {
     ($($name:ident: $help:literal),* $(,)?) => {
@@ -12,6 +32,11 @@ macro_rules! stats {
         pub struct Stats {
             /// voq sessions started, by carrier (`voq_sessions_started_total{carrier="quic"}`).
             pub sessions_started: LabelledCounter<Carrier>,
+            /// Sessions closed or refused at a limit, by limit
+            /// (`voq_limits_exceeded_total{limit="call_duration"}`).
+            pub limits_exceeded: LabelledCounter<Limit>,
+            /// Authentication's counters, when it is on.
+            pub auth: Option<Arc<AuthStats>>,
             $(#[doc = $help] pub $name: Counter,)*
         }
 
@@ -53,6 +78,32 @@ impl Stats {
         );
         for (name, help, value) in self.snapshot() {
             out.single(name, Kind::Counter, help, value);
+        }
+        out.by(
+            "voq_limits_exceeded_total",
+            "sessions closed or refused at a per-session limit, by limit",
+            "limit",
+            self.limits_exceeded.iter(),
+        );
+        if let Some(auth) = &self.auth {
+            out.single(
+                "voq_auth_accepted_total",
+                Kind::Counter,
+                "sessions admitted with a valid token",
+                auth.accepted.get(),
+            );
+            out.by(
+                "voq_auth_refused_total",
+                "sessions refused by authentication, by reason",
+                "reason",
+                auth.refused.iter(),
+            );
+            out.single(
+                "voq_auth_key_reload_failures_total",
+                Kind::Counter,
+                "token key file reloads that failed (the previous keys stay in force)",
+                auth.key_reload_failures.get(),
+            );
         }
         out.single(
             "voq_sessions_active",

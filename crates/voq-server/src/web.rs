@@ -237,6 +237,37 @@ where
         )
         .await;
     }
+    // The token: `Authorization: Bearer` (native clients) or `?token=` (browsers cannot set
+    // headers on a WebSocket). Checked before anything else of the session happens.
+    let credential = match &ctx.session.auth {
+        None => session::Credential::Open,
+        Some(auth) => {
+            let token = head
+                .header("authorization")
+                .and_then(crate::bearer)
+                .map(str::to_string)
+                .or_else(|| {
+                    let url = url::Url::parse(&format!("http://voq{}", head.path)).ok()?;
+                    crate::token_in_query(&url)
+                });
+            match auth.admit(
+                token.as_deref(),
+                &ctx.session.agent_name,
+                std::time::SystemTime::now(),
+            ) {
+                Ok((grant, admission)) => session::Credential::Admitted(grant, admission),
+                Err(refused) => {
+                    session::log_refusal(&ctx.session, &refused);
+                    let status = match refused.code() {
+                        voq_proto::Code::LimitExceeded => 429,
+                        _ => 401,
+                    };
+                    let body = format!("{}: {refused}\n", refused.code().as_str());
+                    return respond(&mut s, status, "text/plain", body.as_bytes()).await;
+                }
+            }
+        }
+    };
     let Some(slot) = ctx.slots.try_acquire() else {
         ctx.session.stats.connections_refused.inc();
         return respond(&mut s, 503, "text/plain", b"server at capacity\n").await;
@@ -259,7 +290,7 @@ where
     let link = Link::WebSocket(WsLink::start(ws, true, peer));
     let mut session_ctx = ctx.session.clone();
     session_ctx.proto.session_id = crate::next_session_id();
-    session::run(link, session_ctx).await;
+    session::run(link, session_ctx, credential).await;
     drop(slot);
     Ok(())
 }
@@ -273,10 +304,12 @@ async fn respond<S: AsyncWrite + Unpin>(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         503 => "Service Unavailable",
         _ => "",
     };

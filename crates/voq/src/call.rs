@@ -58,6 +58,10 @@ pub struct CallArgs {
     /// Print one JSON object instead of the human report.
     #[arg(long)]
     pub json: bool,
+    /// The session token for a server with --auth-keys (`voq token mint` makes one); or the
+    /// VOQ_TOKEN environment variable, which keeps it out of the process list.
+    #[arg(long, env = "VOQ_TOKEN", hide_env_values = true, value_name = "JWT")]
+    pub token: Option<String>,
     /// Give up after this long.
     #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -102,6 +106,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         progress: !args.json,
         server_vad: args.vad,
         transport: args.transport.parse().map_err(anyhow::Error::msg)?,
+        token: args.token.clone().map(voq_client::Token),
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await?;

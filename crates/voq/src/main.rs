@@ -6,6 +6,7 @@ mod call;
 mod cid;
 #[cfg(feature = "rig")]
 mod netem;
+mod token;
 
 /// voq: voice over QUIC.
 #[derive(Debug, Parser)]
@@ -21,11 +22,14 @@ enum Command {
     #[command(subcommand)]
     Cid(cid::CidCommand),
     /// Serve voq sessions with an agent: QUIC, WebTransport and WebSocket on one port number.
-    Serve(voq_server::ServeConfig),
+    Serve(Box<voq_server::ServeConfig>),
     /// A stateless QUIC-LB load balancer in front of voq servers.
     Lb(voq_lb::LbConfig),
     /// Call a voq server with a WAV file as the user's turn.
     Call(call::CallArgs),
+    /// Keys and session tokens for `voq serve --auth-keys`.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// An impaired UDP path (delay, jitter, loss, bursts, blackouts, rate) on this machine.
     #[cfg(feature = "rig")]
     Netem(netem::NetemArgs),
@@ -55,8 +59,15 @@ fn main() -> std::process::ExitCode {
         .init();
     match cli.command {
         Command::Cid(cmd) => cid::run(cmd),
-        Command::Serve(config) => run_async(voq_server::run(config)),
+        Command::Serve(config) => run_async(voq_server::run(*config)),
         Command::Call(args) => run_async(call::run(args)),
+        Command::Token(cmd) => match token::run(cmd) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("voq: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Lb(config) => run_async(voq_lb::run(config)),
         #[cfg(feature = "rig")]
         Command::Netem(args) => run_async(netem::run(args)),

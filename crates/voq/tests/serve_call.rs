@@ -20,8 +20,13 @@ struct Serve(Child);
 
 impl Serve {
     fn start(agent: &str) -> (Self, String, String) {
+        Self::start_with(agent, &[])
+    }
+
+    fn start_with(agent: &str, extra: &[&str]) -> (Self, String, String) {
         let mut child = voq()
             .args(["serve", "--listen", "127.0.0.1:0", "--agent", agent])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -233,5 +238,76 @@ fn a_call_through_voq_netem_with_loss_is_still_bit_exact() {
     assert_eq!(
         voq_audio::read_wav_file(&out).unwrap().samples,
         sent.samples
+    );
+}
+
+/// The operator's path to authenticated sessions: `voq token keygen` and `mint`, `voq serve
+/// --auth-keys`, `voq call --token` (and `VOQ_TOKEN`); a call without one is refused with the
+/// reason; and `voq serve` refuses to start off loopback with neither keys nor `--no-auth`.
+#[test]
+fn tokens_from_keygen_to_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signing, jwks) = (
+        dir.path().join("signing.json"),
+        dir.path().join("jwks.json"),
+    );
+    let keygen = voq()
+        .args(["token", "keygen", "--alg", "ES256", "--kid", "2026-12"])
+        .arg("--signing-key")
+        .arg(&signing)
+        .arg("--jwks")
+        .arg(&jwks)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let public = std::fs::read_to_string(&jwks).unwrap();
+    assert!(
+        public.contains("\"kid\": \"2026-12\"") && !public.contains("pkcs8"),
+        "{public}"
+    );
+    let mint = voq()
+        .args([
+            "token", "mint", "--sub", "alice", "--ttl", "2m", "--agent", "echo",
+        ])
+        .arg("--signing-key")
+        .arg(&signing)
+        .output()
+        .unwrap();
+    assert!(mint.status.success(), "{mint:?}");
+    let token = String::from_utf8(mint.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let (_serve, url, _) = Serve::start_with("echo", &["--auth-keys", jwks.to_str().unwrap()]);
+    let call = |token: Option<&str>| {
+        let mut cmd = voq();
+        cmd.args(["call", &url, "--input"])
+            .arg(asset("prompt-carwash-24k.wav"))
+            .args(["--insecure", "--input-speed", "0", "--json"])
+            .env_remove("VOQ_TOKEN");
+        if let Some(t) = token {
+            cmd.env("VOQ_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let ok = call(Some(&token));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = call(None);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("token is required"), "{why}");
+
+    let open = voq()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!open.status.success());
+    let why = String::from_utf8_lossy(&open.stderr);
+    assert!(
+        why.contains("--auth-keys") && why.contains("--no-auth"),
+        "{why}"
     );
 }

@@ -63,6 +63,8 @@ export interface VoqClientOptions {
   echoCancellationLoopback?: boolean;
   /** How the microphone is read (default `auto`: `MediaStreamTrackProcessor` where available). */
   capture?: 'auto' | 'track-processor' | 'worklet';
+  /** The session token, or a function that fetches a fresh one (see {@link ConnectOptions.token}). */
+  token?: ConnectOptions['token'];
   /** Reconnect when the connection drops or the server goes away (default true). */
   reconnect?: boolean;
   /** Dials after a lost connection before giving up (default 5; backoff 250 ms … 8 s). */
@@ -596,6 +598,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
     if (this.opts.transport !== undefined) o.transport = this.opts.transport;
     if (this.opts.headStartMs !== undefined) o.headStartMs = this.opts.headStartMs;
     if (this.opts.timeoutMs !== undefined) o.timeoutMs = this.opts.timeoutMs;
+    if (this.opts.token !== undefined) o.token = this.opts.token;
     const r = await this.connectFn(o);
     if (this._state === 'closed') {
       r.transport.close(Code.NoError, 'client closed');

@@ -35,6 +35,13 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Use this instead of fetching `/voq/config.json`. */
   config?: VoqServerConfig;
+  /**
+   * The session token for a server with authentication on (docs/PROTOCOL.md, "Authentication"),
+   * or a function that fetches a fresh one from the app's backend (called for every dial, so a
+   * reconnect presents a token that has not expired). Sent as `?token=` on the WebTransport and
+   * WebSocket URLs: browsers cannot set headers on either.
+   */
+  token?: string | (() => string | Promise<string>);
   signal?: AbortSignal;
   /** Test hooks. */
   fetch?: typeof fetch;
@@ -120,6 +127,14 @@ export function certificateHashes(config: VoqServerConfig): Uint8Array[] {
 export function webSocketUrl(base: URL, config: VoqServerConfig): string {
   const u = new URL(config.websocket?.path ?? '/voq', base);
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  return u.href;
+}
+
+/** `url` with `?token=` set, when there is a token. */
+export function withToken(url: string, token: string | undefined): string {
+  if (!token) return url;
+  const u = new URL(url);
+  u.searchParams.set('token', token);
   return u.href;
 }
 
@@ -216,9 +231,10 @@ export async function connect(opts: ConnectOptions = {}): Promise<Connected> {
   if (opts.signal) fetchOpts.signal = opts.signal;
   const config = opts.config ?? (await fetchServerConfig(base, fetchOpts));
   const hasWt = opts.hasWebTransport ?? webTransportAvailable();
-  const wtUrl = config.webtransport?.url;
+  const token = typeof opts.token === 'function' ? await opts.token() : opts.token;
+  const wtUrl = config.webtransport?.url && withToken(config.webtransport.url, token);
   const hashes = certificateHashes(config);
-  const wsUrl = webSocketUrl(base, config);
+  const wsUrl = withToken(webSocketUrl(base, config), token);
 
   const dialWt =
     opts.dialWebTransport ??

@@ -21,6 +21,8 @@ export const STREAM_CODES = {
   going_away: 0x07,
   agent_failed: 0x08,
   version_mismatch: 0x09,
+  unauthorized: 0x0a,
+  limit_exceeded: 0x0b,
 } as const;
 /** The name of a wire code (`cancelled`, …). */
 export type StreamCodeName = keyof typeof STREAM_CODES;
@@ -37,6 +39,8 @@ export const Code = {
   GoingAway: STREAM_CODES.going_away,
   AgentFailed: STREAM_CODES.agent_failed,
   VersionMismatch: STREAM_CODES.version_mismatch,
+  Unauthorized: STREAM_CODES.unauthorized,
+  LimitExceeded: STREAM_CODES.limit_exceeded,
 } as const;
 export type Code = (typeof Code)[keyof typeof Code];
 
@@ -69,6 +73,8 @@ export const ERROR_CODES = [
   'input_audio_buffer_commit_empty',
   'response_not_found',
   'item_not_found',
+  'unauthorized',
+  'limit_exceeded',
 ] as const;
 /** A known `error.code` of a server `error` event. */
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -142,6 +142,34 @@ describe('connect', () => {
     expect(r.attempts[0]).toMatchObject({ transport: 'webtransport', result: 'unavailable' });
   });
 
+  it('puts the token on both carriers\' URLs, fetching a fresh one for each dial', async () => {
+    const urls: string[] = [];
+    let minted = 0;
+    const opts = {
+      url: 'http://127.0.0.1:4443/',
+      fetch: fakeFetch({ '/voq/config.json': CONFIG }),
+      hasWebTransport: true,
+      headStartMs: 0,
+      token: async () => `tok.en-${++minted}`,
+      dialWebTransport: async (url: string) => {
+        urls.push(url);
+        throw new Error('no QUIC here');
+      },
+      dialWebSocket: async (url: string) => {
+        urls.push(url);
+        return new FakeTransport('websocket');
+      },
+    };
+    await connect(opts);
+    await connect(opts);
+    expect(urls).toEqual([
+      'https://127.0.0.1:4443/voq?token=tok.en-1',
+      'ws://127.0.0.1:4443/voq?token=tok.en-1',
+      'https://127.0.0.1:4443/voq?token=tok.en-2',
+      'ws://127.0.0.1:4443/voq?token=tok.en-2',
+    ]);
+  });
+
   it('says "unreachable" when nothing answers', async () => {
     await expect(connect({ url: 'http://127.0.0.1:9/', fetch: fakeFetch({}) })).rejects.toBeInstanceOf(UnreachableError);
   });
