@@ -93,6 +93,15 @@ pub struct ServerConfig {
     pub max_open_turns: usize,
     /// Agent audio queued beyond the lead before [`ServerSession::wants_agent_audio`] says no.
     pub max_queued: Duration,
+    /// Audio one turn may hold before it is committed. A push-to-talk turn that grows past it
+    /// is stopped (`limit_exceeded`) and discarded; with server VAD, a segment with speech is
+    /// committed there, and one without speech (silence) is dropped. Default 120 s.
+    pub max_turn_audio: Duration,
+    /// Control events a second a client may send on average; more, beyond the burst, close the
+    /// session (`limit_exceeded`). Default 50 (a client's playback reports need 10).
+    pub max_event_rate: u32,
+    /// Events a client may send at once above the rate. Default 200.
+    pub max_event_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -106,8 +115,25 @@ impl Default for ServerConfig {
             auto_response: true,
             max_open_turns: 4,
             max_queued: Duration::from_secs(30),
+            max_turn_audio: Duration::from_secs(120),
+            max_event_rate: 50,
+            max_event_burst: 200,
         }
     }
+}
+
+/// The limits a session enforces on its client, so that no client can grow a session without
+/// bound (each reached limit is a [`ServerOutput::LimitReached`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionLimit {
+    /// More user turns open at once than [`ServerConfig::max_open_turns`]: the stream is refused.
+    OpenTurns,
+    /// More refused streams than [`MAX_REFUSED_STREAMS`] in flight: the oldest is forgotten.
+    RefusedStreams,
+    /// A turn reached [`ServerConfig::max_turn_audio`].
+    TurnAudio,
+    /// Control events beyond [`ServerConfig::max_event_rate`] and its burst: the session closes.
+    EventRate,
 }
 
 /// What the session asks its shell to do.
@@ -142,6 +168,18 @@ pub enum ServerOutput {
         /// The samples of that stream that make up the turn.
         samples: std::ops::Range<u64>,
     },
+    /// Audio of an open input stream that will never be committed (silence, with server VAD,
+    /// past [`ServerConfig::max_turn_audio`]): forget `samples` of the stream whose header named
+    /// `source_item_id`.
+    TurnAudioDropped {
+        /// The stream (by its header's item id).
+        source_item_id: String,
+        /// The samples to forget.
+        samples: std::ops::Range<u64>,
+    },
+    /// A per-session limit was reached and enforced (for the shell's metrics; the client was
+    /// told with an `error` event).
+    LimitReached(SessionLimit),
     /// A user turn ended without being committed (cleared, aborted or malformed): forget its
     /// audio.
     TurnDiscarded {
@@ -205,6 +243,8 @@ struct Turn {
     state: TurnState,
     frames: u64,
     bytes: u64,
+    /// Samples of audio received (gaps between frames not counted).
+    audio_samples: u64,
     /// End of the last frame, in samples.
     end: u64,
     last_pts: Option<u32>,
@@ -244,6 +284,8 @@ struct VadSegment {
     source: Option<String>,
     frames: u64,
     bytes: u64,
+    /// Samples of audio in the segment (gaps not counted).
+    samples: u64,
     start_sample: u64,
     end_sample: u64,
 }
@@ -278,6 +320,9 @@ pub struct ServerSession {
     /// Why the session closed itself, if it did (a limit): the code and reason the shell closes
     /// the connection with.
     closed_with: Option<(Code, String)>,
+    /// The event-rate bucket: tokens left, and when it was last filled.
+    event_tokens: f64,
+    event_tokens_at: Option<Instant>,
 }
 
 impl ServerSession {
@@ -303,6 +348,8 @@ impl ServerSession {
             out: VecDeque::new(),
             state: SessionState::Open,
             closed_with: None,
+            event_tokens: 0.0,
+            event_tokens_at: None,
         };
         let session = s.info();
         s.send(ServerEvent::SessionCreated { session });
@@ -355,6 +402,14 @@ impl ServerSession {
         self.last_now = Some(now);
         self.events.push(bytes);
         while let Some(decoded) = self.events.poll_event() {
+            if !self.take_event_token(now) {
+                let msg = format!(
+                    "more than {} control events a second (burst {})",
+                    self.config.max_event_rate, self.config.max_event_burst
+                );
+                self.exceed(now, SessionLimit::EventRate, &msg);
+                return;
+            }
             match decoded {
                 DecodedEvent::Skipped(len) => self.client_error(
                     None,
@@ -398,6 +453,8 @@ impl ServerSession {
                 return;
             }
             if self.open_turns() >= self.config.max_open_turns {
+                self.out
+                    .push_back(ServerOutput::LimitReached(SessionLimit::OpenTurns));
                 self.transmit(Transmit::StopSending {
                     stream,
                     code: Code::StreamRefused,
@@ -643,6 +700,34 @@ impl ServerSession {
         self.close(now);
         self.closed_with = Some((Code::LimitExceeded, message.to_string()));
     }
+
+    /// A limit of the core's own closes the session (see [`Self::handle_limit_exceeded`]).
+    fn exceed(&mut self, now: Instant, limit: SessionLimit, message: &str) {
+        self.out.push_back(ServerOutput::LimitReached(limit));
+        self.handle_limit_exceeded(now, message);
+    }
+
+    /// Takes one event from the rate bucket (filled at `max_event_rate`, up to
+    /// `max_event_burst`); `false` if it is empty.
+    fn take_event_token(&mut self, now: Instant) -> bool {
+        let (rate, burst) = (
+            f64::from(self.config.max_event_rate),
+            f64::from(self.config.max_event_burst.max(1)),
+        );
+        self.event_tokens = match self.event_tokens_at {
+            None => burst,
+            Some(at) => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                (self.event_tokens + elapsed * rate).min(burst)
+            }
+        };
+        self.event_tokens_at = Some(now);
+        if self.event_tokens < 1.0 {
+            return false;
+        }
+        self.event_tokens -= 1.0;
+        true
+    }
 }
 
 impl Turn {
@@ -652,6 +737,7 @@ impl Turn {
             state: TurnState::AwaitingHeader,
             frames: 0,
             bytes: 0,
+            audio_samples: 0,
             end: 0,
             last_pts: None,
         }
@@ -724,6 +810,8 @@ impl ServerSession {
             && let Some(oldest) = self.refused.first().copied()
         {
             self.refused.remove(&oldest);
+            self.out
+                .push_back(ServerOutput::LimitReached(SessionLimit::RefusedStreams));
         }
         self.refused.insert(stream);
     }
@@ -946,9 +1034,21 @@ impl ServerSession {
             return self.fail_turn(stream, Code::ProtocolViolation, &msg);
         }
         let samples = codec.samples_in(&payload, frame_ms);
+        let max_samples =
+            self.config.max_turn_audio.as_millis() as u64 * codec.sample_rate() as u64 / 1000;
+        if self.server_vad.is_none() && turn.audio_samples + samples > max_samples {
+            self.out
+                .push_back(ServerOutput::LimitReached(SessionLimit::TurnAudio));
+            let msg = format!(
+                "a turn may hold at most {} s of audio",
+                self.config.max_turn_audio.as_secs()
+            );
+            return self.fail_turn(stream, Code::LimitExceeded, &msg);
+        }
         turn.last_pts = Some(pts);
         turn.frames += 1;
         turn.bytes += payload.len() as u64;
+        turn.audio_samples += samples;
         turn.end = turn.end.max(pts as u64 + samples);
         if self.server_vad.is_some() {
             if self.vad.frames == 0 {
@@ -957,6 +1057,7 @@ impl ServerSession {
             }
             self.vad.frames += 1;
             self.vad.bytes += payload.len() as u64;
+            self.vad.samples += samples;
             self.vad.end_sample = pts as u64 + samples;
         }
         self.out.push_back(ServerOutput::TurnAudio {
@@ -965,6 +1066,25 @@ impl ServerSession {
             pts,
             payload,
         });
+        if self.server_vad.is_some() && self.vad.samples >= max_samples {
+            self.out
+                .push_back(ServerOutput::LimitReached(SessionLimit::TurnAudio));
+            if self.vad.item_id.is_some() {
+                // The user has been talking all this time: commit what they said so far, and
+                // go on with a new item for the rest of the speech (its stop commits it).
+                if let Some(now) = self.last_now {
+                    self.commit_vad_segment(now);
+                    self.vad.item_id = Some(self.new_id("item"));
+                }
+            } else {
+                // Nothing but silence: nothing will ever commit it.
+                let seg = std::mem::take(&mut self.vad);
+                self.out.push_back(ServerOutput::TurnAudioDropped {
+                    source_item_id: seg.source.unwrap_or_default(),
+                    samples: seg.start_sample..seg.end_sample,
+                });
+            }
+        }
     }
 
     /// The client broke a rule on a turn stream: stop it, forget the turn, tell the client.

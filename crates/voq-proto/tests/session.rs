@@ -2,12 +2,18 @@
 //! who is blamed for a problem, a closed session, bounded bookkeeping. Calls between a client
 //! and a server run in the simulator, crates/voq-sim (tests/sessions.rs on an ideal network,
 //! tests/calls.rs over QUIC).
-#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    clippy::single_range_in_vec_init
+)]
 
 use std::time::Instant;
 
+use std::time::Duration;
 use voq_proto::event::ResponseStatus;
-use voq_proto::server::{ServerConfig, ServerOutput, ServerSession};
+
+use voq_proto::server::{ServerConfig, ServerOutput, ServerSession, SessionLimit};
 use voq_proto::stream::Transmit;
 use voq_proto::{Code, Codec, wire};
 
@@ -98,7 +104,9 @@ fn too_many_open_turns_are_refused() {
     for stream in 0..3 {
         s.handle_stream_data(now, stream, &[0x01]);
     }
-    let refused = std::iter::from_fn(|| s.poll_output())
+    let outs: Vec<ServerOutput> = std::iter::from_fn(|| s.poll_output()).collect();
+    let refused = outs
+        .iter()
         .filter(|o| {
             matches!(
                 o,
@@ -110,6 +118,14 @@ fn too_many_open_turns_are_refused() {
         })
         .count();
     assert_eq!(refused, 1);
+    let limits: Vec<_> = outs
+        .iter()
+        .filter(|o| matches!(o, ServerOutput::LimitReached(_)))
+        .collect();
+    assert_eq!(
+        limits,
+        [&ServerOutput::LimitReached(SessionLimit::OpenTurns)]
+    );
 }
 
 #[test]
@@ -253,6 +269,7 @@ fn refused_streams_that_never_end_do_not_grow_the_session() {
     let now = Instant::now();
     let mut s = ServerSession::new(ServerConfig::default(), now);
     let mut stops = 0;
+    let mut limits = Vec::new();
     for i in 0..2_000u64 {
         // Kind 0xff: no such stream kind.
         s.handle_stream_data(now, 2 + 4 * i, &[0xff, 0, 0, 0, 0]);
@@ -261,9 +278,14 @@ fn refused_streams_that_never_end_do_not_grow_the_session() {
                 out,
                 ServerOutput::Transmit(Transmit::StopSending { .. })
             ));
+            if let ServerOutput::LimitReached(l) = out {
+                assert_eq!(l, SessionLimit::RefusedStreams);
+                limits.push(l);
+            }
         }
     }
     assert_eq!(stops, 2_000, "every bad stream was stopped");
+    assert_eq!(limits.len(), 2_000 - voq_proto::server::MAX_REFUSED_STREAMS);
     assert_eq!(
         s.tracked_streams(),
         voq_proto::server::MAX_REFUSED_STREAMS,
@@ -278,4 +300,205 @@ fn refused_streams_that_never_end_do_not_grow_the_session() {
         s.tracked_streams(),
         voq_proto::server::MAX_REFUSED_STREAMS - 1
     );
+}
+
+fn user_audio_header(id: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    let h = wire::AudioHeader {
+        item_id: id.into(),
+        response_id: None,
+        codec: "pcm16".into(),
+        sample_rate: 24_000,
+        frame_ms: 20,
+    };
+    wire::encode_header(wire::StreamKind::UserAudio, &h, &mut b);
+    b
+}
+
+/// 20 ms pcm16 frames `from..to` (by index) of one stream.
+fn frames(from: u32, to: u32, level: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    for i in from..to {
+        wire::encode_frame(i * 480, &[level; 960], &mut b).unwrap();
+    }
+    b
+}
+
+fn drain(s: &mut ServerSession) -> Vec<ServerOutput> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+fn event_types(outs: &[ServerOutput]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            ServerOutput::Transmit(Transmit::Control(b)) => {
+                let v: serde_json::Value = serde_json::from_slice(&b[4..]).unwrap();
+                let code = v
+                    .pointer("/error/code")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("");
+                Some(format!("{}:{code}", v["type"].as_str().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A push-to-talk turn that never ends cannot grow the session: past `max_turn_audio` it is
+/// stopped with `limit_exceeded`, discarded and reported; the session goes on.
+#[test]
+fn a_turn_past_its_audio_limit_is_stopped_and_the_session_goes_on() {
+    let now = Instant::now();
+    let config = ServerConfig {
+        max_turn_audio: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let mut s = ServerSession::new(config, now);
+    let _ = drain(&mut s);
+    let mut bytes = user_audio_header("long");
+    bytes.extend(frames(0, 100, 1)); // exactly 2 s: allowed
+    s.handle_stream_data(now, 2, &bytes);
+    let outs = drain(&mut s);
+    assert_eq!(
+        outs.iter()
+            .filter(|o| matches!(o, ServerOutput::TurnAudio { .. }))
+            .count(),
+        100
+    );
+    s.handle_stream_data(now, 2, &frames(100, 101, 1)); // one frame more
+    let outs = drain(&mut s);
+    assert!(outs.contains(&ServerOutput::LimitReached(SessionLimit::TurnAudio)));
+    assert!(
+        outs.contains(&ServerOutput::Transmit(Transmit::StopSending {
+            stream: 2,
+            code: Code::LimitExceeded
+        }))
+    );
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, ServerOutput::TurnDiscarded { .. }))
+    );
+    assert_eq!(event_types(&outs), ["error:limit_exceeded"]);
+    assert!(
+        !outs
+            .iter()
+            .any(|o| matches!(o, ServerOutput::TurnAudio { .. }))
+    );
+    // A normal turn afterwards is committed.
+    let mut ok = user_audio_header("short");
+    ok.extend(frames(0, 10, 2));
+    s.handle_stream_data(now, 6, &ok);
+    s.handle_stream_fin(now, 6);
+    let outs = drain(&mut s);
+    assert!(
+        outs.iter().any(
+            |o| matches!(o, ServerOutput::TurnCommitted { item_id, .. } if item_id == "short")
+        )
+    );
+    assert!(!s.is_closed());
+}
+
+/// With server VAD the one input stream lasts the whole call: silence that no speech follows is
+/// dropped at the limit (nothing would ever commit it), and speech longer than the limit is
+/// committed there and goes on as a new item.
+#[test]
+fn server_vad_bounds_silence_and_commits_long_speech() {
+    let now = Instant::now();
+    let config = ServerConfig {
+        max_turn_audio: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let mut s = ServerSession::new(config, now);
+    s.handle_control(
+        now,
+        &event(r#"{"type":"session.update","session":{"turn_detection":{"type":"server_vad"}}}"#),
+    );
+    let _ = drain(&mut s);
+    let mut bytes = user_audio_header("mic");
+    bytes.extend(frames(0, 50, 0)); // 1 s of silence
+    s.handle_stream_data(now, 2, &bytes);
+    let outs = drain(&mut s);
+    assert!(outs.contains(&ServerOutput::TurnAudioDropped {
+        source_item_id: "mic".into(),
+        samples: 0..24_000
+    }));
+    assert!(outs.contains(&ServerOutput::LimitReached(SessionLimit::TurnAudio)));
+    // Speech starts and lasts 1.5 s: committed at 1 s (the limit), then the rest at its stop.
+    s.handle_vad(now, true, 1000);
+    s.handle_stream_data(now, 2, &frames(50, 100, 9));
+    let outs = drain(&mut s);
+    let committed: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            ServerOutput::TurnCommitted { samples, .. } => Some(samples.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed, [24_000..48_000]);
+    s.handle_stream_data(now, 2, &frames(100, 125, 9));
+    s.handle_vad(now, false, 2500);
+    let outs = drain(&mut s);
+    let committed: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            ServerOutput::TurnCommitted { samples, .. } => Some(samples.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        committed,
+        [48_000..60_000],
+        "the rest of the speech, nothing lost"
+    );
+    assert!(event_types(&outs).contains(&"input_audio_buffer.speech_stopped:".to_string()));
+}
+
+fn event(json: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    wire::encode_event(json.as_bytes(), &mut b).unwrap();
+    b
+}
+
+/// A client may send events in bursts and at a steady rate well above what it needs; a flood
+/// closes the session with `limit_exceeded`, and nothing after it is processed.
+#[test]
+fn an_event_flood_closes_the_session() {
+    let t0 = Instant::now();
+    let config = ServerConfig {
+        max_event_rate: 50,
+        max_event_burst: 100,
+        ..Default::default()
+    };
+    let mut s = ServerSession::new(config, t0);
+    let ping = |id: u32| event(&format!(r#"{{"type":"voq.ping","id":{id}}}"#));
+    // 10 s at 40 events a second, in bursts of 40: fine.
+    for second in 0..10u32 {
+        let now = t0 + Duration::from_secs(u64::from(second));
+        for i in 0..40 {
+            s.handle_control(now, &ping(second * 100 + i));
+        }
+    }
+    let outs = drain(&mut s);
+    assert_eq!(
+        event_types(&outs)
+            .iter()
+            .filter(|t| t.starts_with("voq.pong"))
+            .count(),
+        400
+    );
+    assert!(!s.is_closed());
+    // Then 1,000 at once.
+    let now = t0 + Duration::from_secs(11);
+    let flood: Vec<u8> = (0..1_000).flat_map(ping).collect();
+    s.handle_control(now, &flood);
+    let outs = drain(&mut s);
+    let pongs = event_types(&outs)
+        .iter()
+        .filter(|t| t.starts_with("voq.pong"))
+        .count();
+    assert!(pongs <= 100, "at most the burst was answered: {pongs}");
+    assert!(outs.contains(&ServerOutput::LimitReached(SessionLimit::EventRate)));
+    assert!(event_types(&outs).contains(&"error:limit_exceeded".to_string()));
+    assert!(s.is_closed());
+    assert_eq!(s.closed_with().map(|(c, _)| c), Some(Code::LimitExceeded));
 }

@@ -24,6 +24,8 @@ use crate::stats::{SessionEvent, SessionEventKind, Stats};
 const RTT_INTERVAL: Duration = Duration::from_millis(100);
 /// A session whose client opens no control stream within this time is closed.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Committed turns whose audio is kept for a response that has not started.
+const MAX_COMMITTED_KEPT: usize = 4;
 /// With authentication on, the first event (which carries the token) must arrive within this
 /// time of the control stream's opening.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -280,7 +282,8 @@ struct Shell {
     agent_tx: mpsc::Sender<AgentMsg>,
     agent_rx: mpsc::Receiver<AgentMsg>,
     turns: HashMap<String, TurnAudio>,
-    committed: HashMap<String, Vec<i16>>,
+    /// Committed turns' audio not yet given to a response, oldest first (bounded).
+    committed: std::collections::VecDeque<(String, Vec<i16>)>,
     response: Option<ActiveResponse>,
     vad: Option<voq_audio::Vad>,
     /// How many problems this session may still log in the current window.
@@ -309,7 +312,7 @@ impl Shell {
             agent_tx,
             agent_rx,
             turns: HashMap::new(),
-            committed: HashMap::new(),
+            committed: std::collections::VecDeque::new(),
             response: None,
             vad: None,
             log_budget: LogBudget::default(),
@@ -475,7 +478,25 @@ impl Shell {
                         let who = (ctx.proto.session_id.as_str(), ctx.proto.transport.as_str());
                         rec.user_turn(who, &item_id, &pcm, frames, audio_ms);
                     }
-                    self.committed.insert(item_id, pcm);
+                    // Only the newest committed turns can still get a response (a new turn
+                    // supersedes older ones): keep a few, not every turn of the call.
+                    if self.committed.len() >= MAX_COMMITTED_KEPT {
+                        self.committed.pop_front();
+                    }
+                    self.committed.push_back((item_id, pcm));
+                }
+                ServerOutput::TurnAudioDropped {
+                    source_item_id,
+                    samples,
+                } => {
+                    // Taking the range drains it from the open stream's audio; nobody wants it.
+                    drop(self.take_committed(&source_item_id, "", samples));
+                }
+                ServerOutput::LimitReached(limit) => {
+                    ctx.stats
+                        .limits_exceeded
+                        .get(crate::stats::Limit::from(limit))
+                        .inc();
                 }
                 ServerOutput::TurnDiscarded { item_id, reason } => {
                     debug!(%item_id, "user turn discarded: {reason}");
@@ -623,7 +644,10 @@ impl Shell {
         };
         let audio = input_item_id
             .as_ref()
-            .and_then(|id| self.committed.remove(id))
+            .and_then(|id| {
+                let at = self.committed.iter().position(|(i, _)| i == id)?;
+                self.committed.remove(at).map(|(_, pcm)| pcm)
+            })
             .unwrap_or_default();
         let turn = Turn {
             item_id: input_item_id.unwrap_or_default(),

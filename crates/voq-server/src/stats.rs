@@ -11,15 +11,46 @@ use crate::auth::AuthStats;
 /// The per-session limits a server enforces (docs/DEPLOY.md, "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    /// The call reached the server's or its token's maximum duration.
+    /// The call reached the server's or its token's maximum duration (closed).
     CallDuration,
+    /// Control events beyond the rate and burst (closed).
+    EventRate,
+    /// A turn reached the most audio a turn may hold (push-to-talk: stopped; server VAD:
+    /// committed, or dropped if silent).
+    TurnAudio,
+    /// Too many user turns open at once (the stream refused).
+    OpenTurns,
+    /// Too many refused streams in flight (the oldest forgotten).
+    RefusedStreams,
+}
+
+impl From<voq_proto::server::SessionLimit> for Limit {
+    fn from(l: voq_proto::server::SessionLimit) -> Self {
+        use voq_proto::server::SessionLimit as S;
+        match l {
+            S::OpenTurns => Self::OpenTurns,
+            S::RefusedStreams => Self::RefusedStreams,
+            S::TurnAudio => Self::TurnAudio,
+            S::EventRate => Self::EventRate,
+        }
+    }
 }
 
 impl LabelValue for Limit {
-    const ALL: &'static [Self] = &[Self::CallDuration];
+    const ALL: &'static [Self] = &[
+        Self::CallDuration,
+        Self::EventRate,
+        Self::TurnAudio,
+        Self::OpenTurns,
+        Self::RefusedStreams,
+    ];
     fn label_value(self) -> &'static str {
         match self {
             Self::CallDuration => "call_duration",
+            Self::EventRate => "event_rate",
+            Self::TurnAudio => "turn_audio",
+            Self::OpenTurns => "open_turns",
+            Self::RefusedStreams => "refused_streams",
         }
     }
 }

@@ -281,3 +281,53 @@ async fn websocket_upgrades_from_other_sites_are_refused() {
     assert!(server.stats().connections_refused.get() >= 1);
     server.shutdown().await;
 }
+
+/// A client that floods its control stream with events (here: 5,000 pings in one WebSocket
+/// message) has its session closed with `limit_exceeded` (close status 4011), counted as
+/// `voq_limits_exceeded_total{limit="event_rate"}`; other calls go on.
+#[tokio::test]
+async fn an_event_flood_closes_that_session_only() {
+    use voq_proto::mux::MuxFrame;
+    let server = server().await;
+    let web = server.web_addr().unwrap();
+    let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{web}/voq"), tcp)
+        .await
+        .unwrap();
+    let mut flood = Vec::new();
+    for id in 0..5_000 {
+        let ping = format!(r#"{{"type":"voq.ping","id":{id}}}"#);
+        voq_proto::wire::encode_event(ping.as_bytes(), &mut flood).unwrap();
+    }
+    let frame = MuxFrame::Stream { id: 0, data: flood }.encode();
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    let mut pongs = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Binary(b))) => {
+                pongs += String::from_utf8_lossy(&b).matches("voq.pong").count()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.unwrap();
+    assert_eq!(u16::from(close.code), 4000 + 0x0b, "{close:?}");
+    assert!(close.reason.contains("events a second"), "{close:?}");
+    assert!(pongs <= 200, "no more than the burst was answered: {pongs}");
+    let metrics = server.stats().render_prometheus();
+    assert!(
+        metrics.contains("voq_limits_exceeded_total{limit=\"event_rate\"} 1"),
+        "{metrics}"
+    );
+    let out = echo_call(&server, Carrier::WebSocket, false).await;
+    assert_eq!(
+        out.report.reply.status,
+        Some(voq_proto::event::ResponseStatus::Completed)
+    );
+    server.shutdown().await;
+}
