@@ -120,6 +120,20 @@ pub struct ServeConfig {
     /// [default: 14400, 4 hours].
     #[arg(long, value_name = "S")]
     pub max_call_duration_s: Option<u64>,
+    /// Sessions one network (IPv4 /24, IPv6 /56) may hold at once; loopback is exempt
+    /// (0 = no cap) [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_prefix: Option<u32>,
+    /// QUIC handshakes a second one network may start (bursts of 4x); unvalidated sources over
+    /// it are sent a Retry, validated ones refused; loopback is exempt (0 = no cap)
+    /// [default: 50].
+    #[arg(long, value_name = "N")]
+    pub max_handshake_rate_per_prefix: Option<u32>,
+    /// A secret shared by the servers of a fleet (64+ hex digits, or 32+ bytes), from which
+    /// the keys of address-validation tokens (Retry) and stateless resets are derived, so that
+    /// any server checks what another issued. Or the VOQ_FLEET_SECRET environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub fleet_secret_file: Option<PathBuf>,
 }
 
 /// Settings with every default applied.
@@ -149,6 +163,10 @@ pub struct Settings {
     pub auth: Option<std::sync::Arc<crate::auth::Authenticator>>,
     /// The longest a call may last (`None`: no limit).
     pub max_call_duration: Option<Duration>,
+    /// Per-source-prefix caps (`None`: off).
+    pub prefix_caps: Option<crate::prefix::PrefixCaps>,
+    /// Keys shared by a fleet (`None`: random per server).
+    pub fleet: Option<crate::fleet::FleetKeys>,
 }
 
 /// How datagrams reach the server.
@@ -262,6 +280,8 @@ impl Default for Settings {
             tunnel: Tunnel::Off,
             auth: None,
             max_call_duration: Some(DEFAULT_MAX_CALL_DURATION),
+            prefix_caps: Some(crate::prefix::PrefixCaps::default()),
+            fleet: None,
         }
     }
 }
@@ -305,6 +325,13 @@ impl ServeConfig {
             auth_issuer: self.auth_issuer.or(file.auth_issuer),
             no_auth: self.no_auth.or(file.no_auth),
             max_call_duration_s: self.max_call_duration_s.or(file.max_call_duration_s),
+            max_sessions_per_prefix: self
+                .max_sessions_per_prefix
+                .or(file.max_sessions_per_prefix),
+            max_handshake_rate_per_prefix: self
+                .max_handshake_rate_per_prefix
+                .or(file.max_handshake_rate_per_prefix),
+            fleet_secret_file: self.fleet_secret_file.or(file.fleet_secret_file),
         }
     }
 
@@ -394,7 +421,41 @@ impl ServeConfig {
             ),
             (None, _) => None,
         };
+        let caps = crate::prefix::PrefixCaps::default();
+        let prefix_caps = match (
+            merged.max_sessions_per_prefix,
+            merged.max_handshake_rate_per_prefix,
+        ) {
+            (Some(0), Some(0)) => None,
+            (sessions, rate) => {
+                let rate = rate.map_or(caps.handshake_rate, f64::from);
+                Some(crate::prefix::PrefixCaps {
+                    // 0 turns one cap off, not both.
+                    sessions: match sessions {
+                        Some(0) => u32::MAX,
+                        Some(n) => n,
+                        None => caps.sessions,
+                    },
+                    handshake_rate: if rate == 0.0 { f64::INFINITY } else { rate },
+                    handshake_burst: if rate == 0.0 {
+                        f64::INFINITY
+                    } else {
+                        rate * 4.0
+                    },
+                    exempt_loopback: true,
+                })
+            }
+        };
+        let fleet = match (&merged.fleet_secret_file, std::env::var("VOQ_FLEET_SECRET")) {
+            (Some(path), _) => Some(crate::fleet::FleetKeys::load(path)?),
+            (None, Ok(text)) => {
+                Some(crate::fleet::FleetKeys::parse(&text).context("VOQ_FLEET_SECRET")?)
+            }
+            (None, Err(_)) => None,
+        };
         Ok(Settings {
+            fleet,
+            prefix_caps,
             auth,
             max_call_duration: match merged.max_call_duration_s {
                 None => d.max_call_duration,

@@ -8,8 +8,10 @@
 pub mod agent;
 pub mod auth;
 pub mod config;
+pub mod fleet;
 pub mod metrics;
 pub mod origin;
+pub mod prefix;
 mod record;
 mod session;
 pub mod stats;
@@ -72,6 +74,11 @@ impl Server {
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
         server_config.transport_config(voq_transport::quic::transport_config());
         let mut endpoint_config = quinn::EndpointConfig::default();
+        if let Some(fleet) = &settings.fleet {
+            // Tokens and stateless resets that every server of the fleet can check.
+            server_config.token_key(fleet.token_key());
+            endpoint_config = quinn::EndpointConfig::new(fleet.reset_key());
+        }
         if let Some(lb) = &settings.quic_lb {
             let config = lb.config()?;
             let server_id = lb.server_id.clone();
@@ -137,6 +144,9 @@ impl Server {
             agent_name: settings.agent.as_str().into(),
             max_call_duration: settings.max_call_duration,
             refusal_log: Arc::default(),
+            prefixes: settings
+                .prefix_caps
+                .map(|caps| Arc::new(prefix::PrefixLimits::new(caps))),
         };
         let metrics = match settings.metrics {
             Some(addr) => {
@@ -159,6 +169,7 @@ impl Server {
                     tls: tokio_rustls::TlsAcceptor::from(Arc::new(http_tls)),
                     session: ctx.clone(),
                     slots: slots.clone(),
+                    pending: Arc::new(Slots::new(settings.max_handshakes)),
                     udp_port: endpoint.local_addr()?.port(),
                 };
                 let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -428,13 +439,46 @@ async fn accept_loop(
         };
         let Some(incoming) = incoming else { break };
         while sessions.try_join_next().is_some() {}
-        if !incoming.remote_address_validated()
-            && incoming.may_retry()
-            && handshakes.active() >= handshakes.max().div_ceil(4)
-        {
-            ctx.stats.handshakes_retried.inc();
-            let _ = incoming.retry();
-            continue;
+        let source = incoming.remote_address().ip();
+        let now = std::time::Instant::now();
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            // An unvalidated source may be spoofed: never charge or refuse it, only make it
+            // prove its address when handshakes are scarce or its network is over its rate.
+            let prefix_over = ctx
+                .prefixes
+                .as_ref()
+                .is_some_and(|p| p.handshakes_exhausted(source, now));
+            if prefix_over || handshakes.active() >= handshakes.max().div_ceil(4) {
+                if prefix_over {
+                    ctx.stats
+                        .limits_exceeded
+                        .get(stats::Limit::PrefixHandshakes)
+                        .inc();
+                }
+                ctx.stats.handshakes_retried.inc();
+                let _ = incoming.retry();
+                continue;
+            }
+        }
+        if let Some(prefixes) = &ctx.prefixes {
+            match prefixes.take_handshake(source, now) {
+                prefix::Verdict::Allow => {}
+                prefix::Verdict::TableFull => {
+                    ctx.stats
+                        .limits_exceeded
+                        .get(stats::Limit::PrefixTable)
+                        .inc();
+                }
+                prefix::Verdict::Over => {
+                    ctx.stats
+                        .limits_exceeded
+                        .get(stats::Limit::PrefixHandshakes)
+                        .inc();
+                    ctx.stats.handshakes_refused.inc();
+                    incoming.refuse();
+                    continue;
+                }
+            }
         }
         let Some(handshake) = handshakes.try_acquire() else {
             ctx.stats.handshakes_refused.inc();
@@ -448,6 +492,14 @@ async fn accept_loop(
             drop(handshake);
             let Some((link, credential)) = link else {
                 ctx.stats.connections_refused.inc();
+                return;
+            };
+            let Ok(_prefix_place) = ctx.take_prefix_session(link.remote_address().ip()) else {
+                ctx.stats.connections_refused.inc();
+                link.close(
+                    voq_proto::Code::LimitExceeded,
+                    "too many sessions from your network",
+                );
                 return;
             };
             let Some(_slot) = slots.try_acquire() else {

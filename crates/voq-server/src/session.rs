@@ -78,12 +78,37 @@ pub(crate) struct SessionContext {
     pub agent_name: Arc<str>,
     /// The longest any call may last (a token may allow less).
     pub max_call_duration: Option<Duration>,
+    /// Per-source-prefix caps (`None`: off).
+    pub prefixes: Option<Arc<crate::prefix::PrefixLimits>>,
     /// Refusals (bad tokens) are logged within this budget, server-wide: a flood of them must
     /// not flood the log.
     pub refusal_log: Arc<std::sync::Mutex<LogBudget>>,
 }
 
 impl SessionContext {
+    /// Takes a session place for `remote`'s network; `Err` (counted) when it holds its cap.
+    pub(crate) fn take_prefix_session(
+        &self,
+        remote: std::net::IpAddr,
+    ) -> Result<Option<crate::prefix::PrefixSession>, ()> {
+        use crate::prefix::Verdict;
+        use crate::stats::Limit;
+        let Some(prefixes) = &self.prefixes else {
+            return Ok(None);
+        };
+        match prefixes.take_session(remote, std::time::Instant::now()) {
+            Ok(place) => Ok(place),
+            Err(Verdict::TableFull) => {
+                self.stats.limits_exceeded.get(Limit::PrefixTable).inc();
+                Ok(None)
+            }
+            Err(_) => {
+                self.stats.limits_exceeded.get(Limit::PrefixSessions).inc();
+                Err(())
+            }
+        }
+    }
+
     /// Publishes an observation, stamped now. Nobody listening is the normal case.
     fn observe(&self, kind: SessionEventKind) {
         if self.events.receiver_count() > 0 {

@@ -22,6 +22,12 @@ pub enum Limit {
     OpenTurns,
     /// Too many refused streams in flight (the oldest forgotten).
     RefusedStreams,
+    /// A network's handshakes a second (Retry for unvalidated sources, refused for validated).
+    PrefixHandshakes,
+    /// A network's sessions at once (refused).
+    PrefixSessions,
+    /// The per-prefix table was full: a new network went uncounted.
+    PrefixTable,
 }
 
 impl From<voq_proto::server::SessionLimit> for Limit {
@@ -43,6 +49,9 @@ impl LabelValue for Limit {
         Self::TurnAudio,
         Self::OpenTurns,
         Self::RefusedStreams,
+        Self::PrefixHandshakes,
+        Self::PrefixSessions,
+        Self::PrefixTable,
     ];
     fn label_value(self) -> &'static str {
         match self {
@@ -51,6 +60,9 @@ impl LabelValue for Limit {
             Self::TurnAudio => "turn_audio",
             Self::OpenTurns => "open_turns",
             Self::RefusedStreams => "refused_streams",
+            Self::PrefixHandshakes => "prefix_handshakes",
+            Self::PrefixSessions => "prefix_sessions",
+            Self::PrefixTable => "prefix_table",
         }
     }
 }
@@ -84,7 +96,7 @@ stats! {
     connections_accepted: "connections accepted (QUIC, WebTransport, WebSocket upgrades)",
     connections_refused: "connections refused (handshake failure, capacity, origin)",
     handshakes_retried: "QUIC handshakes sent a Retry first (unvalidated address under load)",
-    handshakes_refused: "QUIC handshakes refused: the handshake budget was spent",
+    handshakes_refused: "handshakes refused: QUIC handshakes and TCP connections not yet a session, over their budget",
     sessions_ended: "voq sessions ended",
     http_requests: "HTTP requests: TCP port (page, config, upgrades), WebTransport CONNECTs",
     turns_committed: "user turns committed",

@@ -37,6 +37,10 @@ pub(crate) struct WebContext {
     pub tls: tokio_rustls::TlsAcceptor,
     pub session: SessionContext,
     pub slots: Arc<crate::Slots>,
+    /// TCP connections that have not become a session yet (TLS, the request head): their own
+    /// budget, like QUIC handshakes, so that idle connections cannot take session slots or
+    /// every file descriptor.
+    pub pending: Arc<crate::Slots>,
     /// The UDP port of QUIC and WebTransport (the same number as the TCP port).
     pub udp_port: u16,
 }
@@ -59,9 +63,22 @@ pub(crate) async fn serve(listener: TcpListener, ctx: WebContext) {
             _ = shutdown.changed() => break,
         };
         while conns.try_join_next().is_some() {}
+        if let Some(prefixes) = &ctx.session.prefixes
+            && prefixes.take_handshake(peer.ip(), std::time::Instant::now())
+                == crate::prefix::Verdict::Over
+        {
+            // A TCP peer's address is real (it completed the handshake): refuse at once.
+            let limit = crate::stats::Limit::PrefixHandshakes;
+            ctx.session.stats.limits_exceeded.get(limit).inc();
+            continue;
+        }
+        let Some(pending) = ctx.pending.try_acquire() else {
+            ctx.session.stats.handshakes_refused.inc();
+            continue;
+        };
         let ctx = ctx.clone();
         conns.spawn(async move {
-            if let Err(e) = connection(stream, peer, ctx).await {
+            if let Err(e) = connection(stream, peer, ctx, pending).await {
                 debug!(%peer, "http: {e:#}");
             }
         });
@@ -70,15 +87,20 @@ pub(crate) async fn serve(listener: TcpListener, ctx: WebContext) {
     while conns.join_next().await.is_some() {}
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: WebContext) -> anyhow::Result<()> {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: WebContext,
+    pending: crate::Slot,
+) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
     let n = tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await??;
     if n == 1 && first[0] == 0x16 {
         let tls = tokio::time::timeout(HEAD_TIMEOUT, ctx.tls.accept(stream)).await??;
-        request(tls, peer, true, ctx).await
+        request(tls, peer, true, ctx, pending).await
     } else {
-        request(stream, peer, false, ctx).await
+        request(stream, peer, false, ctx, pending).await
     }
 }
 
@@ -134,7 +156,13 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> anyhow::Result<Option<Hea
     }
 }
 
-async fn request<S>(mut s: S, peer: SocketAddr, tls: bool, ctx: WebContext) -> anyhow::Result<()>
+async fn request<S>(
+    mut s: S,
+    peer: SocketAddr,
+    tls: bool,
+    ctx: WebContext,
+    pending: crate::Slot,
+) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -159,7 +187,7 @@ where
         return respond(&mut s, 405, "text/plain", b"only GET\n").await;
     }
     match path {
-        "/voq" => websocket(s, head, peer, ctx).await,
+        "/voq" => websocket(s, head, peer, ctx, pending).await,
         "/" | "/index.html" => respond(&mut s, 200, "text/html; charset=utf-8", PAGE_HTML).await,
         "/app.js" => respond(&mut s, 200, "text/javascript; charset=utf-8", PAGE_JS).await,
         "/voq/config.json" => {
@@ -202,7 +230,13 @@ fn host_without_port(host: &str) -> &str {
     }
 }
 
-async fn websocket<S>(mut s: S, head: Head, peer: SocketAddr, ctx: WebContext) -> anyhow::Result<()>
+async fn websocket<S>(
+    mut s: S,
+    head: Head,
+    peer: SocketAddr,
+    ctx: WebContext,
+    pending: crate::Slot,
+) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -268,6 +302,16 @@ where
             }
         }
     };
+    let Ok(prefix_place) = ctx.session.take_prefix_session(peer.ip()) else {
+        ctx.session.stats.connections_refused.inc();
+        return respond(
+            &mut s,
+            429,
+            "text/plain",
+            b"limit_exceeded: too many sessions from your network\n",
+        )
+        .await;
+    };
     let Some(slot) = ctx.slots.try_acquire() else {
         ctx.session.stats.connections_refused.inc();
         return respond(&mut s, 503, "text/plain", b"server at capacity\n").await;
@@ -287,11 +331,14 @@ where
     )
     .await;
     ctx.session.stats.connections_accepted.inc();
+    // A session now: its slot holds it, not the pending budget.
+    drop(pending);
     let link = Link::WebSocket(WsLink::start(ws, true, peer));
     let mut session_ctx = ctx.session.clone();
     session_ctx.proto.session_id = crate::next_session_id();
     session::run(link, session_ctx, credential).await;
     drop(slot);
+    drop(prefix_place);
     Ok(())
 }
 
