@@ -311,6 +311,9 @@ impl Client {
     }
 }
 
+/// The most reply audio a call keeps (for `--output` and reports), in seconds.
+const MAX_RECEIVED_S: usize = 3600;
+
 struct Call {
     link: Link,
     /// The last `error` event, for the message when the server then ends the call.
@@ -534,12 +537,21 @@ impl Call {
                         warn!("undecodable reply frame: {e}");
                         decoder.conceal(&mut pcm)?;
                     }
-                    // Place by timestamp: what the agent said, independent of playback.
+                    // Place by timestamp: what the agent said, independent of playback. The
+                    // same bounds as the playout: a server's timestamps cannot make this copy
+                    // allocate hours of silence.
                     let at = self.received_base + pts as usize;
-                    if self.received.len() < at + pcm.len() {
-                        self.received.resize(at + pcm.len(), 0);
+                    let gap = at.saturating_sub(self.received.len());
+                    let rate = voq_audio::SAMPLE_RATE as usize;
+                    let max_gap = voq_proto::playout::MAX_GAP_MS as usize * rate / 1000;
+                    if gap <= max_gap && at + pcm.len() <= MAX_RECEIVED_S * rate {
+                        if self.received.len() < at + pcm.len() {
+                            self.received.resize(at + pcm.len(), 0);
+                        }
+                        self.received[at..at + pcm.len()].copy_from_slice(&pcm);
+                    } else {
+                        warn!(pts, "reply frame far beyond the audio so far: not kept");
                     }
-                    self.received[at..at + pcm.len()].copy_from_slice(&pcm);
                     self.session.push_reply_audio(&response_id, pts, &pcm);
                 }
                 ClientOutput::Event(voq_proto::event::ServerEvent::Error { error }) => {

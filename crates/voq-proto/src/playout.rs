@@ -33,6 +33,14 @@ pub struct Rendered {
     pub underrun_started: bool,
 }
 
+/// Gaps between frames' timestamps longer than this are not filled: the frame is discarded (a
+/// broken or hostile server could otherwise ask for hours of silence). Mirrored by
+/// `MAX_GAP_SAMPLES` in `@voq/client`.
+pub const MAX_GAP_MS: u64 = 60_000;
+/// Audio queued (not yet played, gaps included) beyond this is discarded: an honest server stays
+/// within its send-ahead lead, far below. Mirrored by `MAX_QUEUED_SAMPLES` in `@voq/client`.
+pub const MAX_QUEUED_MS: u64 = 120_000;
+
 /// Playout of one response. Samples are mono at one fixed rate.
 #[derive(Debug, Clone)]
 pub struct Playout {
@@ -80,9 +88,15 @@ impl Playout {
             return;
         }
         let end = self.played + self.queue.len() as u64;
+        let rate = u64::from(self.rate);
+        let (max_gap, max_queued) = (MAX_GAP_MS * rate / 1000, MAX_QUEUED_MS * rate / 1000);
         let mut samples = samples;
-        if pts > end {
-            let gap = pts - end;
+        let gap = pts.saturating_sub(end);
+        if gap > max_gap || self.queue.len() as u64 + gap + samples.len() as u64 > max_queued {
+            self.discarded += samples.len() as u64;
+            return;
+        }
+        if gap > 0 {
             self.gap_samples += gap;
             self.queue.extend(std::iter::repeat_n(0, gap as usize));
         } else if pts < end {
@@ -202,6 +216,29 @@ mod tests {
 
     fn ramp(start: i16, n: usize) -> Vec<i16> {
         (0..n).map(|i| start.wrapping_add(i as i16)).collect()
+    }
+
+    /// A hostile server's timestamps cannot make the client queue hours of silence (found by
+    /// the client_session fuzz target: one frame at pts 2^31 asked for 12 GB).
+    #[test]
+    fn huge_gaps_and_overfull_queues_are_discarded_not_allocated() {
+        let mut p = Playout::new(24_000, 100);
+        p.push(0, &ramp(0, 480));
+        p.push(u64::from(u32::MAX), &ramp(0, 480));
+        assert_eq!(p.buffered_samples(), 480);
+        assert_eq!(p.discarded_samples(), 480);
+        // A gap under the limit is filled, until the queue is full.
+        let gap = MAX_GAP_MS * 24 - 1;
+        p.push(480 + gap, &ramp(0, 480));
+        assert_eq!(p.buffered_samples() as u64, 480 + gap + 480);
+        p.push(960 + 2 * gap, &ramp(0, 480));
+        assert_eq!(
+            p.buffered_samples() as u64,
+            480 + gap + 480,
+            "120 s queued at most"
+        );
+        assert_eq!(p.discarded_samples(), 960);
+        assert!(p.buffered_samples() as u64 <= MAX_QUEUED_MS * 24);
     }
 
     #[test]

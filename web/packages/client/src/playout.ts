@@ -30,6 +30,8 @@ export interface Rendered {
 
 /** Gaps between frames larger than this are not filled (a broken peer could ask for hours). */
 export const MAX_GAP_SAMPLES = 60 * 24000;
+/** Audio queued (gaps included) beyond this is discarded (an honest server stays within its lead). */
+export const MAX_QUEUED_SAMPLES = 120 * 24000;
 
 export class Playout {
   readonly rate: number;
@@ -64,6 +66,10 @@ export class Playout {
     }
     const end = this._played + this.len;
     let from = 0;
+    if (this.len + Math.max(0, pts - end) + samples.length > MAX_QUEUED_SAMPLES) {
+      this._discarded += samples.length;
+      return;
+    }
     if (pts > end) {
       const gap = pts - end;
       if (gap > MAX_GAP_SAMPLES) {

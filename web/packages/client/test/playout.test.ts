@@ -1,6 +1,6 @@
 // The playout arithmetic of crates/voq-proto/src/playout.rs, ported with its tests.
 import { describe, expect, it } from 'vitest';
-import { Playout } from '../src/playout.js';
+import { MAX_GAP_SAMPLES, MAX_QUEUED_SAMPLES, Playout } from '../src/playout.js';
 import { rng } from './helpers.js';
 
 const Q = 240; // 10 ms at 24 kHz
@@ -86,6 +86,18 @@ describe('Playout', () => {
     p.push(0xffffff00, [1, 2, 3]);
     expect(p.buffered).toBe(0);
     expect(p.discarded).toBe(3);
+  });
+
+  it('queues at most MAX_QUEUED_SAMPLES, gaps included (as the Rust playout)', () => {
+    const p = new Playout(24000, 0);
+    const gap = MAX_GAP_SAMPLES - 1;
+    p.push(0, new Array(480).fill(1));
+    p.push(480 + gap, new Array(480).fill(1));
+    expect(p.buffered).toBe(480 + gap + 480);
+    p.push(960 + 2 * gap, new Array(480).fill(1));
+    expect(p.buffered).toBe(480 + gap + 480);
+    expect(p.discarded).toBe(480);
+    expect(p.buffered).toBeLessThanOrEqual(MAX_QUEUED_SAMPLES);
   });
 
   it('plays every sample exactly once, whatever the arrival pattern', () => {
