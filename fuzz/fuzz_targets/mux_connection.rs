@@ -14,7 +14,11 @@ fuzz_target!(|input: &[u8]| {
     let Some((&first, mut rest)) = input.split_first() else {
         return;
     };
-    let side = if first & 1 == 0 { Side::Client } else { Side::Server };
+    let side = if first & 1 == 0 {
+        Side::Client
+    } else {
+        Side::Server
+    };
     let config = MuxConfig {
         max_peer_uni_streams: usize::from(first >> 1 & 7),
         max_frame_data: 3,
@@ -61,7 +65,9 @@ fuzz_target!(|input: &[u8]| {
                 MuxOutput::Opened { id } => {
                     known.insert(id);
                 }
-                MuxOutput::Data { id, .. } | MuxOutput::Fin { id } | MuxOutput::Reset { id, .. } => {
+                MuxOutput::Data { id, .. }
+                | MuxOutput::Fin { id }
+                | MuxOutput::Reset { id, .. } => {
                     assert!(known.contains(&id), "data for unannounced stream {id}");
                 }
                 MuxOutput::Stopped { id, .. } => assert!(known.contains(&id)),

@@ -435,6 +435,11 @@ impl Authenticator {
     }
 }
 
+/// Parses a JWKS text as `--auth-keys` would: the number of keys, or why it is refused.
+pub fn parse_key_set(text: &str) -> anyhow::Result<usize> {
+    Ok(KeySet::parse(text)?.by_kid.len())
+}
+
 fn read_keys(path: &Path) -> anyhow::Result<(KeySet, Option<SystemTime>)> {
     let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let text = std::fs::read_to_string(path)

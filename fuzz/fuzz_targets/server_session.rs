@@ -1,0 +1,104 @@
+//! The server's session core driven by an attacker: any sequence of control bytes, user-audio
+//! stream bytes, stream ends and resets, agent output and timer ticks, decoded from the input.
+//! Nothing may panic, the session's stream bookkeeping stays bounded, and a closed session
+//! stays silent.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use voq_proto::server::{MAX_REFUSED_STREAMS, ServerConfig, ServerOutput, ServerSession};
+use voq_proto::stream::OutStream;
+
+/// Reads the input as a little program: one opcode byte, then its operands.
+struct Ops<'a>(&'a [u8]);
+
+impl<'a> Ops<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    fn chunk(&mut self) -> &'a [u8] {
+        let len = usize::from(self.byte().unwrap_or(0)).min(self.0.len());
+        let (c, rest) = self.0.split_at(len);
+        self.0 = rest;
+        c
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let config = ServerConfig {
+        max_open_turns: 3,
+        max_turn_audio: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let max_open = config.max_open_turns;
+    let mut s = ServerSession::new(config, now);
+    let mut responses: Vec<String> = Vec::new();
+    let mut ops = Ops(data);
+    while let Some(op) = ops.byte() {
+        let was_closed = s.is_closed();
+        // Client streams of a QUIC connection: client-initiated uni streams are 2, 6, 10, ...
+        let stream = |b: u8| 2 + 4 * u64::from(b % 8);
+        match op % 12 {
+            0 => s.handle_control(now, ops.chunk()),
+            1 => {
+                let id = stream(ops.byte().unwrap_or(0));
+                s.handle_stream_data(now, id, ops.chunk());
+            }
+            2 => s.handle_stream_fin(now, stream(ops.byte().unwrap_or(0))),
+            3 => {
+                let id = stream(ops.byte().unwrap_or(0));
+                s.handle_stream_reset(now, id, u64::from(ops.byte().unwrap_or(0)));
+            }
+            4 => {
+                let id = OutStream(u64::from(ops.byte().unwrap_or(0) % 4));
+                s.handle_stream_stopped(now, id, u64::from(ops.byte().unwrap_or(0)));
+            }
+            5 => {
+                let speech = ops.byte().unwrap_or(0) & 1 == 1;
+                s.handle_vad(now, speech, u64::from(ops.byte().unwrap_or(0)) * 20);
+            }
+            6 => {
+                let id = responses.last().cloned().unwrap_or_default();
+                let samples = u32::from(ops.byte().unwrap_or(0)) * 8;
+                s.handle_agent_frame(now, &id, ops.chunk().to_vec(), samples);
+            }
+            7 => {
+                let id = responses.last().cloned().unwrap_or_default();
+                if ops.byte().unwrap_or(0) & 1 == 0 {
+                    s.handle_agent_done(now, &id);
+                } else {
+                    s.handle_agent_failed(now, &id, "fuzz");
+                }
+            }
+            8 => {
+                now += Duration::from_millis(u64::from(ops.byte().unwrap_or(0)) * 10);
+                s.handle_timeout(now);
+            }
+            9 => s.handle_rtt(Duration::from_millis(u64::from(ops.byte().unwrap_or(0)))),
+            10 => s.handle_going_away(now),
+            _ => {
+                if let Some(at) = s.poll_timeout() {
+                    now = now.max(at);
+                    s.handle_timeout(now);
+                }
+            }
+        }
+        let mut outputs = 0;
+        while let Some(out) = s.poll_output() {
+            outputs += 1;
+            if let ServerOutput::StartResponse { response_id, .. } = out {
+                responses.push(response_id);
+            }
+        }
+        assert!(
+            !was_closed || outputs == 0,
+            "a closed session produced output"
+        );
+        assert!(s.tracked_streams() <= max_open + MAX_REFUSED_STREAMS);
+    }
+});
