@@ -4,5 +4,6 @@
 
 pub mod bench;
 pub mod demo;
+pub mod load;
 pub mod proxy;
 pub mod waveform;

@@ -96,6 +96,9 @@ impl Server {
         // UDP and TCP share the port number. With port 0, the TCP port follows the one the
         // system gave UDP (retrying if that number is taken on TCP).
         let (udp, tcp) = bind_pair(settings.listen, settings.web)?;
+        if let Some(bytes) = settings.udp_recv_buffer {
+            size_recv_buffer(&udp, bytes);
+        }
         let udp = std::cell::Cell::new(Some(udp));
         let bind = || {
             udp.take()
@@ -369,6 +372,33 @@ impl Slots {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Asks for a receive buffer of `bytes` on the UDP socket and says what the kernel granted (it
+/// caps the request at net.core.rmem_max, and reports twice the usable size).
+fn size_recv_buffer(udp: &std::net::UdpSocket, bytes: usize) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(bytes) {
+        warn!("cannot size the UDP receive buffer to {bytes} bytes: {e}");
+        return;
+    }
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    // Linux reports double the size asked for (half of it is bookkeeping).
+    let granted = if cfg!(target_os = "linux") {
+        granted / 2
+    } else {
+        granted
+    };
+    if granted < bytes {
+        warn!(
+            requested = bytes,
+            granted,
+            "the UDP receive buffer is smaller than asked: raise net.core.rmem_max (sysctl) so \
+             that bursts are not dropped by the kernel"
+        );
+    } else {
+        tracing::debug!(granted, "UDP receive buffer");
     }
 }
 

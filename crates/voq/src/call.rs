@@ -127,37 +127,4 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `1s`, `1.5s`, `750ms`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a duration like 1s or 750ms"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        _ => return Err(format!("\"{s}\": unknown unit \"{unit}\" (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("\"{s}\" is not a valid duration"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("750ms"), Ok(Duration::from_millis(750)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-}
+pub use voq_client::parse_duration;

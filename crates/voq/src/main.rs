@@ -39,6 +39,10 @@ enum Command {
     /// The main job: servers, agents and calls on loopback, end to end, with a summary.
     #[cfg(feature = "rig")]
     Demo(voq_bench::demo::DemoArgs),
+    /// Many real client sessions from one process against a `voq serve` child, in steps of
+    /// concurrent calls: setup and first-audio percentiles, server CPU and memory per call.
+    #[cfg(feature = "rig")]
+    Load(voq_bench::load::LoadArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +79,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => run_async(voq_bench::bench::run(args)),
         #[cfg(feature = "rig")]
         Command::Demo(args) => run_async(voq_bench::demo::run(args)),
+        #[cfg(feature = "rig")]
+        Command::Load(args) => run_async(voq_bench::load::run(args)),
     }
 }
 
