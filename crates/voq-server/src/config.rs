@@ -138,6 +138,10 @@ pub struct ServeConfig {
     /// by the kernel (capped by net.core.rmem_max; 0 keeps the system default) [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub udp_recv_buffer: Option<usize>,
+    /// Opus encoder complexity of agent audio, 0..=10: 5 halves the server's CPU per Opus call
+    /// for a small loss of quality (docs/BENCHMARKS.md, "Capacity") [default: 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub opus_complexity: Option<u8>,
 }
 
 /// Settings with every default applied.
@@ -173,6 +177,8 @@ pub struct Settings {
     pub fleet: Option<crate::fleet::FleetKeys>,
     /// The UDP receive buffer to ask for (`None`: the system default).
     pub udp_recv_buffer: Option<usize>,
+    /// Opus encoder settings of agent audio.
+    pub opus: voq_audio::OpusConfig,
 }
 
 /// How datagrams reach the server.
@@ -293,6 +299,7 @@ impl Default for Settings {
             prefix_caps: Some(crate::prefix::PrefixCaps::default()),
             fleet: None,
             udp_recv_buffer: Some(DEFAULT_UDP_RECV_BUFFER),
+            opus: voq_audio::OpusConfig::default(),
         }
     }
 }
@@ -344,6 +351,7 @@ impl ServeConfig {
                 .or(file.max_handshake_rate_per_prefix),
             fleet_secret_file: self.fleet_secret_file.or(file.fleet_secret_file),
             udp_recv_buffer: self.udp_recv_buffer.or(file.udp_recv_buffer),
+            opus_complexity: self.opus_complexity.or(file.opus_complexity),
         }
     }
 
@@ -466,6 +474,10 @@ impl ServeConfig {
             (None, Err(_)) => None,
         };
         Ok(Settings {
+            opus: voq_audio::OpusConfig {
+                complexity: merged.opus_complexity.unwrap_or(d.opus.complexity).min(10),
+                ..d.opus
+            },
             udp_recv_buffer: match merged.udp_recv_buffer {
                 None => d.udp_recv_buffer,
                 Some(0) => None,

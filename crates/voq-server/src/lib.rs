@@ -147,6 +147,7 @@ impl Server {
             agent_name: settings.agent.as_str().into(),
             max_call_duration: settings.max_call_duration,
             refusal_log: Arc::default(),
+            opus: settings.opus,
             prefixes: settings
                 .prefix_caps
                 .map(|caps| Arc::new(prefix::PrefixLimits::new(caps))),

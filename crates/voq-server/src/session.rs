@@ -80,6 +80,8 @@ pub(crate) struct SessionContext {
     pub max_call_duration: Option<Duration>,
     /// Per-source-prefix caps (`None`: off).
     pub prefixes: Option<Arc<crate::prefix::PrefixLimits>>,
+    /// Opus encoder settings of agent audio.
+    pub opus: voq_audio::OpusConfig,
     /// Refusals (bad tokens) are logged within this budget, server-wide: a flood of them must
     /// not flood the log.
     pub refusal_log: Arc<std::sync::Mutex<LogBudget>>,
@@ -656,7 +658,7 @@ impl Shell {
         input_item_id: Option<String>,
         codec: Codec,
     ) {
-        let encoder = match voq_audio::Encoder::new(codec) {
+        let encoder = match voq_audio::Encoder::with_opus(codec, ctx.opus) {
             Ok(e) => e,
             Err(e) => {
                 self.core.handle_agent_failed(
