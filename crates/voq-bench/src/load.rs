@@ -68,6 +68,9 @@ pub struct StepReport {
     /// The server's resident memory at the end of the step, and its peak during it.
     pub server_rss_mb: f64,
     pub server_rss_peak_mb: f64,
+    /// The server's resident memory every 10 s of the step (seconds since its start, MB): flat
+    /// in a soak.
+    pub server_rss_timeline: Vec<(u64, f64)>,
     /// UDP datagrams the kernel dropped on full receive buffers (whole machine).
     pub udp_rcvbuf_drops: u64,
     pub errors: Vec<String>,
@@ -123,14 +126,20 @@ async fn run_step(
         udp_drops(),
     );
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let timeline = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = {
-        let peak = peak.clone();
+        let (peak, timeline) = (peak.clone(), timeline.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
                 if let Ok(kb) = proc_rss_kb(pid) {
                     peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+                    if n % 20 == 0
+                        && let Ok(mut t) = timeline.lock()
+                    {
+                        t.push((n / 2, kb as f64 / 1024.0));
+                    }
                 }
             }
         })
@@ -206,6 +215,7 @@ async fn run_step(
         server_rss_peak_mb: (peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0)
             .max(rss),
         udp_rcvbuf_drops: udp_drops().saturating_sub(drops0),
+        server_rss_timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         errors,
     })
 }
