@@ -301,6 +301,14 @@ async fn an_initial_flood_does_not_lock_callers_out() {
     }
     flood.await.unwrap();
     let stats = server.stats();
+    // The figures of docs/BENCHMARKS.md ("Floods"), with --nocapture.
+    eprintln!(
+        "flood: {} of {done} calls failed; {} Retries, {} handshakes refused, {} sessions",
+        failed.len(),
+        stats.handshakes_retried.get(),
+        stats.handshakes_refused.get(),
+        stats.connections_accepted.get()
+    );
     assert!(
         failed.len() <= done / 100,
         "{} of {done} calls failed: {failed:?}",
