@@ -9,21 +9,9 @@ use libfuzzer_sys::fuzz_target;
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
 use voq_proto::stream::OutStream;
 
-struct Ops<'a>(&'a [u8]);
-
-impl<'a> Ops<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn chunk(&mut self) -> &'a [u8] {
-        let len = usize::from(self.byte().unwrap_or(0)).min(self.0.len());
-        let (c, rest) = self.0.split_at(len);
-        self.0 = rest;
-        c
-    }
-}
+#[path = "common/ops.rs"]
+mod ops;
+use ops::Ops;
 
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();

@@ -10,22 +10,9 @@ use libfuzzer_sys::fuzz_target;
 use voq_proto::server::{MAX_REFUSED_STREAMS, ServerConfig, ServerOutput, ServerSession};
 use voq_proto::stream::OutStream;
 
-/// Reads the input as a little program: one opcode byte, then its operands.
-struct Ops<'a>(&'a [u8]);
-
-impl<'a> Ops<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn chunk(&mut self) -> &'a [u8] {
-        let len = usize::from(self.byte().unwrap_or(0)).min(self.0.len());
-        let (c, rest) = self.0.split_at(len);
-        self.0 = rest;
-        c
-    }
-}
+#[path = "common/ops.rs"]
+mod ops;
+use ops::Ops;
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();

@@ -21,18 +21,7 @@ use voq_proto::{Code, Codec, wire};
 fn malformed_turn_is_stopped_alone_and_other_turns_survive() {
     let mut s = ServerSession::new(ServerConfig::default(), Instant::now());
     let now = Instant::now();
-    let header = |id: &str| {
-        let mut b = Vec::new();
-        let h = wire::AudioHeader {
-            item_id: id.into(),
-            response_id: None,
-            codec: "pcm16".into(),
-            sample_rate: 24_000,
-            frame_ms: 20,
-        };
-        wire::encode_header(wire::StreamKind::UserAudio, &h, &mut b);
-        b
-    };
+    let header = user_audio_header;
     // Stream 1: pts goes backwards.
     let mut bad = header("a");
     wire::encode_frame(480, &[0; 960], &mut bad).unwrap();

@@ -3,10 +3,12 @@
 //! (agent, concurrent sessions, call duration) hold.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use voq_client::{CallOptions, Client, Target, Token, Trust};
+use voq_client::{CallOptions, Token};
 use voq_server::auth::{self, Authenticator, Claims, RefusalReason, SigningKey};
 use voq_server::stats::Limit;
 use voq_server::{Server, SessionEventKind, Settings, wait_for_event};
@@ -54,22 +56,14 @@ async fn call(
     turn: Vec<i16>,
     input_speed: f64,
 ) -> anyhow::Result<voq_client::CallOutcome> {
-    let trust = Trust::cert_hash(&server.cert_sha256()).unwrap();
-    let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let target = Target {
-        addr: server.local_addr(),
-        server_name: "localhost".into(),
-        tls: true,
-    };
     let opts = CallOptions {
         turns: vec![turn],
         input_speed,
         transport: carrier,
         token: token.map(Token),
-        timeout: Duration::from_secs(20),
         ..Default::default()
     };
-    client.call(&target, opts).await
+    common::call(server, opts).await
 }
 
 fn refused(server: &Server, reason: RefusalReason) -> u64 {
@@ -173,26 +167,12 @@ async fn a_subject_gets_at_most_its_sessions_at_once() {
     let token = f.key.mint(&c).unwrap();
     let mut events = f.server.events();
     // The first call talks in real time for 3 s; the second starts while it does.
+    let server = Arc::new(f.server);
     let first = {
-        let server_token = token.clone();
-        let trust = Trust::cert_hash(&f.server.cert_sha256()).unwrap();
-        let addr = f.server.local_addr();
-        tokio::spawn(async move {
-            let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
-            let target = Target {
-                addr,
-                server_name: "localhost".into(),
-                tls: true,
-            };
-            let opts = CallOptions {
-                turns: vec![prompt(3000)],
-                input_speed: 1.0,
-                token: Some(Token(server_token)),
-                timeout: Duration::from_secs(20),
-                ..Default::default()
-            };
-            client.call(&target, opts).await
-        })
+        let (server, token) = (server.clone(), token.clone());
+        tokio::spawn(
+            async move { call(&server, Carrier::Quic, Some(token), prompt(3000), 1.0).await },
+        )
     };
     wait_for_event(&mut events, Duration::from_secs(10), |k| {
         matches!(k, SessionEventKind::TurnFirstAudio { .. })
@@ -200,7 +180,7 @@ async fn a_subject_gets_at_most_its_sessions_at_once() {
     .await
     .expect("the first call is talking");
     for carrier in [Carrier::Quic, Carrier::WebSocket] {
-        let err = call(&f.server, carrier, Some(token.clone()), prompt(200), 0.0)
+        let err = call(&server, carrier, Some(token.clone()), prompt(200), 0.0)
             .await
             .unwrap_err();
         let text = format!("{err:#}");
@@ -209,13 +189,14 @@ async fn a_subject_gets_at_most_its_sessions_at_once() {
             "{carrier:?}: {text}"
         );
     }
-    assert_eq!(refused(&f.server, RefusalReason::TooManySessions), 2);
+    assert_eq!(refused(&server, RefusalReason::TooManySessions), 2);
     first.await.unwrap().unwrap();
     // Its session over, the subject may call again.
-    call(&f.server, Carrier::Quic, Some(token), prompt(200), 0.0)
+    call(&server, Carrier::Quic, Some(token), prompt(200), 0.0)
         .await
         .unwrap();
-    f.server.shutdown().await;
+    drop(f.key);
+    Arc::try_unwrap(server).unwrap().shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

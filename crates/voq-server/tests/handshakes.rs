@@ -96,30 +96,19 @@ async fn half_open_handshakes_take_no_session_slot_and_meet_retry() {
     server.shutdown().await;
 }
 
-fn target(server: &Server) -> Target {
-    Target {
-        addr: server.local_addr(),
-        server_name: "localhost".into(),
-        tls: true,
-    }
-}
-
 async fn quick_call(
     server: &Server,
     carrier: Carrier,
     turn: Vec<i16>,
     speed: f64,
 ) -> anyhow::Result<voq_client::CallOutcome> {
-    let trust = Trust::cert_hash(&server.cert_sha256()).unwrap();
-    let client = Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
     let opts = CallOptions {
         turns: vec![turn],
         input_speed: speed,
         transport: carrier,
-        timeout: Duration::from_secs(20),
         ..Default::default()
     };
-    client.call(&target(server), opts).await
+    common::call(server, opts).await
 }
 
 fn turn(ms: usize) -> Vec<i16> {
@@ -226,13 +215,7 @@ async fn a_network_starts_at_most_its_handshakes_a_second() {
 
 /// Real first flights (Initials of real QUIC connection attempts), made without sockets.
 fn initials(server: std::net::SocketAddr, n: usize) -> Vec<Vec<u8>> {
-    let (_, client) = voq_sim::tls::quic_configs();
-    let mut endpoint = quinn_proto::Endpoint::new(
-        std::sync::Arc::new(quinn_proto::EndpointConfig::default()),
-        None,
-        true,
-        None,
-    );
+    let (mut endpoint, client) = common::sans_io_client();
     let now = std::time::Instant::now();
     (0..n)
         .map(|_| {
@@ -358,13 +341,7 @@ async fn a_retry_token_from_one_server_validates_at_another_of_its_fleet() {
     let b = server(&secret, None).await.unwrap();
     let other = server(&"77".repeat(32), None).await.unwrap();
 
-    let (_, client_config) = voq_sim::tls::quic_configs();
-    let mut endpoint = quinn_proto::Endpoint::new(
-        std::sync::Arc::new(quinn_proto::EndpointConfig::default()),
-        None,
-        true,
-        None,
-    );
+    let (mut endpoint, client_config) = common::sans_io_client();
     let now = std::time::Instant::now();
     let (_, mut conn) = endpoint
         .connect(now, client_config, a.local_addr(), "localhost")
