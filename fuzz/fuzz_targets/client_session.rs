@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
-use voq_proto::stream::OutStream;
 
 #[path = "common/ops.rs"]
 mod ops;
-use ops::Ops;
+use ops::{Ops, stream_op};
 
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
@@ -19,23 +18,10 @@ fuzz_target!(|data: &[u8]| {
     let mut ops = Ops(data);
     let mut pcm = vec![0i16; 480];
     while let Some(op) = ops.byte() {
-        // Server-initiated uni streams of a QUIC connection: 3, 7, 11, ...
-        let stream = |b: u8| 3 + 4 * u64::from(b % 8);
-        match op % 11 {
-            0 => s.handle_control(now, ops.chunk()),
-            1 => {
-                let id = stream(ops.byte().unwrap_or(0));
-                s.handle_stream_data(now, id, ops.chunk());
-            }
-            2 => s.handle_stream_fin(now, stream(ops.byte().unwrap_or(0))),
-            3 => {
-                let id = stream(ops.byte().unwrap_or(0));
-                s.handle_stream_reset(now, id, u64::from(ops.byte().unwrap_or(0)));
-            }
-            4 => {
-                let id = OutStream(u64::from(ops.byte().unwrap_or(0) % 4));
-                s.handle_stream_stopped(now, id, u64::from(ops.byte().unwrap_or(0)));
-            }
+        let op = op % 11;
+        // Opcodes 0 to 4: control bytes and the peer's streams.
+        match op {
+            _ if stream_op(&mut s, op, &mut ops, now, 3) => {}
             5 => {
                 let _ = s.start_turn(now);
             }

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use voq_proto::server::{MAX_REFUSED_STREAMS, ServerConfig, ServerOutput, ServerSession};
-use voq_proto::stream::OutStream;
 
 #[path = "common/ops.rs"]
 mod ops;
-use ops::Ops;
+use ops::{Ops, stream_op};
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
@@ -28,23 +27,10 @@ fuzz_target!(|data: &[u8]| {
     let mut ops = Ops(data);
     while let Some(op) = ops.byte() {
         let was_closed = s.is_closed();
-        // Client streams of a QUIC connection: client-initiated uni streams are 2, 6, 10, ...
-        let stream = |b: u8| 2 + 4 * u64::from(b % 8);
-        match op % 12 {
-            0 => s.handle_control(now, ops.chunk()),
-            1 => {
-                let id = stream(ops.byte().unwrap_or(0));
-                s.handle_stream_data(now, id, ops.chunk());
-            }
-            2 => s.handle_stream_fin(now, stream(ops.byte().unwrap_or(0))),
-            3 => {
-                let id = stream(ops.byte().unwrap_or(0));
-                s.handle_stream_reset(now, id, u64::from(ops.byte().unwrap_or(0)));
-            }
-            4 => {
-                let id = OutStream(u64::from(ops.byte().unwrap_or(0) % 4));
-                s.handle_stream_stopped(now, id, u64::from(ops.byte().unwrap_or(0)));
-            }
+        let op = op % 12;
+        // Opcodes 0 to 4: control bytes and the peer's streams.
+        match op {
+            _ if stream_op(&mut s, op, &mut ops, now, 2) => {}
             5 => {
                 let speech = ops.byte().unwrap_or(0) & 1 == 1;
                 s.handle_vad(now, speech, u64::from(ops.byte().unwrap_or(0)) * 20);
