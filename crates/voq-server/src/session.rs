@@ -141,14 +141,6 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
     ctx.stats.sessions_started.get(carrier).inc();
     // Every start has its end, however the session ends (the active gauge is their difference).
     let _ended = CountEnd(ctx.stats.clone());
-    let agent = match ctx.agent_factory.session() {
-        Ok(a) => a,
-        Err(e) => {
-            warn!("agent could not start: {e:#}");
-            link.close(Code::AgentFailed, "agent could not start");
-            return;
-        }
-    };
     let control = match tokio::time::timeout(CONTROL_TIMEOUT, link.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
@@ -175,6 +167,15 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
     if let Some(grant) = &grant {
         info!(subject = %grant.subject, kid = ?grant.kid, "session authenticated");
     }
+    // The agent's session only now: an unauthenticated client never makes one.
+    let agent = match ctx.agent_factory.session() {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("agent could not start: {e:#}");
+            link.close(Code::AgentFailed, "agent could not start");
+            return;
+        }
+    };
     let limit = [
         ctx.max_call_duration,
         grant.as_ref().and_then(|g| g.max_duration),
