@@ -6,9 +6,11 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use voq_client::{CallOptions, Token};
+use voq_server::agent::{self, AgentFactory};
 use voq_server::auth::{self, Authenticator, Claims, RefusalReason, SigningKey};
 use voq_server::stats::Limit;
 use voq_server::{Server, SessionEventKind, Settings, wait_for_event};
@@ -18,6 +20,21 @@ struct Fixture {
     _dir: tempfile::TempDir,
     key: SigningKey,
     server: Server,
+    /// Agent sessions the server made.
+    agents: Arc<AtomicUsize>,
+}
+
+/// The server's agent, counting the agent sessions made: a refused client must make none.
+struct Counting(Arc<dyn AgentFactory>, Arc<AtomicUsize>);
+
+impl AgentFactory for Counting {
+    fn session(&self) -> anyhow::Result<Arc<dyn voq_server::agent::Agent>> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.session()
+    }
+    fn name(&self) -> String {
+        self.0.name()
+    }
 }
 
 async fn fixture(agent: &str) -> Fixture {
@@ -26,16 +43,20 @@ async fn fixture(agent: &str) -> Fixture {
     let jwks = dir.path().join("jwks.json");
     auth::add_to_key_set(&jwks, &key).unwrap();
     let authenticator = Authenticator::load(&jwks, auth::DEFAULT_AUDIENCE, None).unwrap();
-    let server = Server::start(Settings {
+    let agents = Arc::new(AtomicUsize::new(0));
+    let factory = Counting(agent::from_spec(agent, 4.0).unwrap(), agents.clone());
+    let settings = Settings {
         auth: Some(Arc::new(authenticator)),
         ..Settings::loopback(agent)
-    })
-    .await
-    .unwrap();
+    };
+    let server = Server::start_with_agent(settings, Arc::new(factory))
+        .await
+        .unwrap();
     Fixture {
         _dir: dir,
         key,
         server,
+        agents,
     }
 }
 
@@ -132,7 +153,8 @@ async fn every_carrier_needs_a_valid_token_and_nothing_runs_without_one() {
         }
     }
     // The refused clients sent their whole turn at once, behind the token: none of it was read,
-    // committed or given to the agent.
+    // committed or given to an agent, and no agent session was even made for them.
+    assert_eq!(f.agents.load(Ordering::SeqCst), 3);
     assert_eq!(stats.turns_committed.get(), committed);
     assert_eq!(stats.prompt_frames.get(), frames);
     assert_eq!(stats.responses_started.get(), started);
