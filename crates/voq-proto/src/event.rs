@@ -483,6 +483,16 @@ pub fn to_json<E: Serialize>(event: &E) -> Vec<u8> {
     serde_json::to_vec(event).unwrap_or_default()
 }
 
+/// A server event as JSON with its top-level `event_id` (`event_N`): every server event has one,
+/// as in the Realtime API's GA events, so that logs and clients can name it.
+pub fn to_json_with_id(event: &ServerEvent, event_id: &str) -> Vec<u8> {
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("event_id".into(), Value::String(event_id.into()));
+    }
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

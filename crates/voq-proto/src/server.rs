@@ -320,6 +320,8 @@ pub struct ServerSession {
     /// Why the session closed itself, if it did (a limit): the code and reason the shell closes
     /// the connection with.
     closed_with: Option<(Code, String)>,
+    /// The number of the last server event sent (its `event_id` is `event_N`).
+    next_event: u64,
     /// The event-rate bucket: tokens left, and when it was last filled.
     event_tokens: f64,
     event_tokens_at: Option<Instant>,
@@ -348,6 +350,7 @@ impl ServerSession {
             out: VecDeque::new(),
             state: SessionState::Open,
             closed_with: None,
+            next_event: 0,
             event_tokens: 0.0,
             event_tokens_at: None,
         };
@@ -778,8 +781,10 @@ impl ServerSession {
 
     fn send(&mut self, event: ServerEvent) {
         let mut bytes = Vec::new();
+        self.next_event += 1;
+        let body = event::to_json_with_id(&event, &format!("event_{}", self.next_event));
         // Our own events are far below the size limit.
-        if wire::encode_event(&event::to_json(&event), &mut bytes).is_ok() {
+        if wire::encode_event(&body, &mut bytes).is_ok() {
             self.transmit(Transmit::Control(bytes));
         }
     }

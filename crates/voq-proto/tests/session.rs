@@ -491,3 +491,41 @@ fn an_event_flood_closes_the_session() {
     assert!(s.is_closed());
     assert_eq!(s.closed_with().map(|(c, _)| c), Some(Code::LimitExceeded));
 }
+
+/// Every server event carries a top-level `event_id`, unique in the session (the Realtime API's
+/// GA events require one); an error still echoes the client's own id under `error.event_id`.
+#[test]
+fn every_server_event_has_its_own_event_id() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(ServerConfig::default(), now);
+    let mut outs = drain(&mut s);
+    s.handle_control(
+        now,
+        &event(r#"{"type":"session.update","event_id":"c1","session":{"turn_detection":null}}"#),
+    );
+    s.handle_control(now, &event(r#"{"type":"no.such.event","event_id":"c2"}"#));
+    let mut turn = user_audio_header("t");
+    turn.extend(frames(0, 5, 1));
+    s.handle_stream_data(now, 2, &turn);
+    s.handle_stream_fin(now, 2);
+    outs.extend(drain(&mut s));
+    let events: Vec<serde_json::Value> = outs
+        .iter()
+        .filter_map(|o| match o {
+            ServerOutput::Transmit(Transmit::Control(b)) => {
+                Some(serde_json::from_slice(&b[4..]).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.len() >= 5, "{types:?}");
+    let ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("every event has an event_id"))
+        .collect();
+    assert_eq!(ids.len(), events.len(), "unique: {ids:?}");
+    let error = events.iter().find(|e| e["type"] == "error").unwrap();
+    assert_eq!(error["error"]["event_id"], "c2");
+    assert_ne!(error["event_id"], "c2");
+}

@@ -265,7 +265,9 @@ pub(crate) async fn refuse(
     if let Some(error_code) = code.error_code() {
         let event = voq_proto::event::ServerEvent::error(error_code, message.clone());
         let mut bytes = Vec::new();
-        if voq_proto::wire::encode_event(&voq_proto::event::to_json(&event), &mut bytes).is_ok() {
+        // The session's first and only event.
+        let body = voq_proto::event::to_json_with_id(&event, "event_1");
+        if voq_proto::wire::encode_event(&body, &mut bytes).is_ok() {
             // Not finished: a client that reads the event then sees the close, with its code.
             let _ = tokio::time::timeout(Duration::from_secs(1), control.write_all(&bytes)).await;
         }

@@ -114,7 +114,11 @@ export interface ServerEventMap {
 }
 
 export type ServerEventType = keyof ServerEventMap;
-export type ServerEvent = ServerEventMap[ServerEventType];
+/**
+ * A server event. Every one carries `event_id` (`event_N`, unique in its session), as the
+ * Realtime API's GA events do.
+ */
+export type ServerEvent = ServerEventMap[ServerEventType] & { event_id?: string };
 
 export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
   'session.created',
