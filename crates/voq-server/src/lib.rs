@@ -471,45 +471,31 @@ async fn accept_loop(
         let Some(incoming) = incoming else { break };
         while sessions.try_join_next().is_some() {}
         let source = incoming.remote_address().ip();
-        let now = std::time::Instant::now();
-        if !incoming.remote_address_validated() && incoming.may_retry() {
-            // An unvalidated source may be spoofed: never charge or refuse it, only make it
-            // prove its address when handshakes are scarce or its network is over its rate.
-            let prefix_over = ctx
-                .prefixes
-                .as_ref()
-                .is_some_and(|p| p.handshakes_exhausted(source, now));
-            if prefix_over || handshakes.active() >= handshakes.max().div_ceil(4) {
-                if prefix_over {
-                    ctx.stats
-                        .limits_exceeded
-                        .get(stats::Limit::PrefixHandshakes)
-                        .inc();
-                }
-                ctx.stats.handshakes_retried.inc();
-                let _ = incoming.retry();
-                continue;
+        // A network's handshake rate is charged only for handshakes that completed (their
+        // address is proven): a spoofer can never spend a victim network's budget. An Initial
+        // from a network over its rate is sent a Retry; once its address is validated, refused.
+        let prefix_over = ctx
+            .prefixes
+            .as_ref()
+            .is_some_and(|p| p.handshakes_exhausted(source, std::time::Instant::now()));
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && (prefix_over || handshakes.active() >= handshakes.max().div_ceil(4))
+        {
+            if prefix_over {
+                let limit = stats::Limit::PrefixHandshakes;
+                ctx.stats.limits_exceeded.get(limit).inc();
             }
+            ctx.stats.handshakes_retried.inc();
+            let _ = incoming.retry();
+            continue;
         }
-        if let Some(prefixes) = &ctx.prefixes {
-            match prefixes.take_handshake(source, now) {
-                prefix::Verdict::Allow => {}
-                prefix::Verdict::TableFull => {
-                    ctx.stats
-                        .limits_exceeded
-                        .get(stats::Limit::PrefixTable)
-                        .inc();
-                }
-                prefix::Verdict::Over => {
-                    ctx.stats
-                        .limits_exceeded
-                        .get(stats::Limit::PrefixHandshakes)
-                        .inc();
-                    ctx.stats.handshakes_refused.inc();
-                    incoming.refuse();
-                    continue;
-                }
-            }
+        if prefix_over {
+            let limit = stats::Limit::PrefixHandshakes;
+            ctx.stats.limits_exceeded.get(limit).inc();
+            ctx.stats.handshakes_refused.inc();
+            incoming.refuse();
+            continue;
         }
         let Some(handshake) = handshakes.try_acquire() else {
             ctx.stats.handshakes_refused.inc();
@@ -525,6 +511,17 @@ async fn accept_loop(
                 ctx.stats.connections_refused.inc();
                 return;
             };
+            if let Some(prefixes) = &ctx.prefixes {
+                let now = std::time::Instant::now();
+                if prefixes.take_handshake(link.remote_address().ip(), now)
+                    == prefix::Verdict::TableFull
+                {
+                    ctx.stats
+                        .limits_exceeded
+                        .get(stats::Limit::PrefixTable)
+                        .inc();
+                }
+            }
             let Ok(_prefix_place) = ctx.take_prefix_session(link.remote_address().ip()) else {
                 ctx.stats.connections_refused.inc();
                 link.close(

@@ -2,9 +2,10 @@
 //! network (an IPv4 /24, an IPv6 /56) may have, so that one attacker with real addresses cannot
 //! take a server's capacity from everyone else.
 //!
-//! Only *validated* addresses are charged: an unvalidated Initial's source may be spoofed, and
-//! charging it would let an attacker spend a victim's budget. Unvalidated Initials from a
-//! prefix over its rate are sent a Retry instead (see `accept_loop`); sessions exist only after a
+//! Only *proven* addresses are charged: a QUIC handshake counts once it completed, a TCP
+//! connection once accepted; an unvalidated Initial's source may be spoofed, and charging it would
+//! let an attacker spend a victim's budget. Initials from a prefix over its rate are sent a Retry,
+//! and refused once their address is validated (see `accept_loop`); sessions exist only after a
 //! handshake, so their sources are real. Loopback sources are exempt (the operator's own
 //! machine: tests, benchmarks, a local proxy).
 

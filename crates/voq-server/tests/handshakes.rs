@@ -408,3 +408,42 @@ async fn a_retry_token_from_one_server_validates_at_another_of_its_fleet() {
         s.shutdown().await;
     }
 }
+
+/// A spoofer cannot spend a victim network's handshake budget: 50 first flights "from" the
+/// victim's network that never complete charge nothing, and the victim's own call goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_initials_do_not_spend_a_networks_budget() {
+    let server = Server::start(Settings {
+        prefix_caps: Some(PrefixCaps {
+            sessions: 100,
+            handshake_rate: 0.01,
+            handshake_burst: 3.0,
+            exempt_loopback: false,
+        }),
+        ..Settings::loopback("echo")
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // 127.0.0.2 ..= 127.0.0.51: the victim's /24 (127.0.0.0/24).
+    let flights = initials(addr, 50);
+    for (i, d) in flights.iter().enumerate() {
+        let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+        let socket = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+        socket.send_to(d, addr).await.unwrap();
+    }
+    // One socket takes every datagram in the order sent, so the server has met all fifty
+    // before the victim's own first flight.
+    quick_call(&server, Carrier::Quic, turn(100), 0.0)
+        .await
+        .expect("the victim's call goes through");
+    assert_eq!(
+        server
+            .stats()
+            .limits_exceeded
+            .get(Limit::PrefixHandshakes)
+            .get(),
+        0
+    );
+    server.shutdown().await;
+}
