@@ -71,8 +71,9 @@ pub struct StepReport {
     /// The server's resident memory every 10 s of the step (seconds since its start, MB): flat
     /// in a soak.
     pub server_rss_timeline: Vec<(u64, f64)>,
-    /// UDP datagrams the kernel dropped on full receive buffers (whole machine).
-    pub udp_rcvbuf_drops: u64,
+    /// UDP datagrams the kernel dropped on full receive buffers (whole machine; `None` where
+    /// the kernel does not report them).
+    pub udp_rcvbuf_drops: Option<u64>,
     pub errors: Vec<String>,
 }
 
@@ -214,7 +215,9 @@ async fn run_step(
         server_rss_mb: rss,
         server_rss_peak_mb: (peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0)
             .max(rss),
-        udp_rcvbuf_drops: udp_drops().saturating_sub(drops0),
+        udp_rcvbuf_drops: udp_drops()
+            .zip(drops0)
+            .map(|(end, start)| end.saturating_sub(start)),
         server_rss_timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
         errors,
     })
@@ -236,6 +239,7 @@ fn row(s: &StepReport) -> String {
         s.server_rss_mb,
         s.server_rss_peak_mb,
         s.udp_rcvbuf_drops
+            .map_or_else(|| "?".to_string(), |d| d.to_string())
     )
 }
 
@@ -344,20 +348,24 @@ impl Drop for ServeChild {
     }
 }
 
-/// User + system CPU seconds of a process (`/proc/PID/stat`, clock ticks of 1/100 s).
+/// User + system CPU seconds of a process (`/proc/PID/stat`, in clock ticks).
 fn proc_cpu_s(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("/proc/{pid}/stat: no command name"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .with_context(|| format!("/proc/{pid}/stat: no CPU time field {}", i + 3))
     };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    Ok((ticks(11) + ticks(12)) / 100.0)
+    let per_second = rustix::param::clock_ticks_per_second() as f64;
+    Ok((ticks(11)? + ticks(12)?) / per_second)
 }
 
 fn proc_rss_kb(pid: u32) -> anyhow::Result<u64> {
@@ -369,21 +377,17 @@ fn proc_rss_kb(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-/// `Udp: RcvbufErrors` of `/proc/net/snmp`.
-fn udp_drops() -> u64 {
-    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
-        return 0;
-    };
+/// `Udp: RcvbufErrors` of `/proc/net/snmp`; `None` where the kernel does not say (then the
+/// report says `null`, never a made-up 0).
+fn udp_drops() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
+    let (names, values) = (udp.next()?, udp.next()?);
     names
         .split_whitespace()
         .zip(values.split_whitespace())
         .find(|(n, _)| *n == "RcvbufErrors")
         .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Many calls need many sockets: raise the soft descriptor limit to the hard one.
