@@ -25,12 +25,22 @@ pub const MAX_BIDI_STREAMS: u32 = 2;
 
 /// The QUIC transport settings of every voq connection, client and server.
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    transport_config_with(true)
+}
+
+/// [`transport_config`], choosing whether a client moves to a server's preferred address
+/// (`false` behaves like a browser, which stays on the address it dialled).
+pub fn transport_config_with(use_preferred_address: bool) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_uni_streams(MAX_UNI_STREAMS.into());
     transport.max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into());
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     // 30 s fits quinn's VarInt bound (2^62 ms) by a wide margin.
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    // Clients move to a fleet server's unicast address (its preferred_address, RFC 9000 §9.6)
+    // once the handshake on the anycast address is confirmed; servers ignore this. Our
+    // quinn-proto patch (third_party/quinn-proto/VOQ-PATCH.md).
+    transport.migrate_to_preferred_address(use_preferred_address);
     Arc::new(transport)
 }
 

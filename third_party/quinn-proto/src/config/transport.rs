@@ -54,6 +54,7 @@ pub struct TransportConfig {
     pub(crate) congestion_controller_factory: Arc<dyn congestion::ControllerFactory + Send + Sync>,
 
     pub(crate) enable_segmentation_offload: bool,
+    pub(crate) migrate_to_preferred_address: bool,
 
     pub(crate) qlog_sink: QlogSink,
 }
@@ -353,6 +354,18 @@ impl TransportConfig {
         self
     }
 
+    /// Whether a client moves to the server's preferred address (RFC 9000 §9.6)
+    ///
+    /// Defaults to `false`. When `true`, a client whose server sent a `preferred_address`
+    /// transport parameter (for the client's address family) validates a path to that address
+    /// once the handshake is confirmed, using the connection ID from the parameter, while
+    /// application data keeps flowing on the original path. It moves there when validation
+    /// succeeds and stays on the original address when it fails. Ignored by servers.
+    pub fn migrate_to_preferred_address(&mut self, enabled: bool) -> &mut Self {
+        self.migrate_to_preferred_address = enabled;
+        self
+    }
+
     /// qlog capture configuration to use for a particular connection
     #[cfg(feature = "qlog")]
     pub fn qlog_stream(&mut self, stream: Option<QlogStream>) -> &mut Self {
@@ -400,6 +413,7 @@ impl Default for TransportConfig {
             congestion_controller_factory: Arc::new(congestion::CubicConfig::default()),
 
             enable_segmentation_offload: true,
+            migrate_to_preferred_address: false,
 
             qlog_sink: QlogSink::default(),
         }
@@ -434,6 +448,7 @@ impl fmt::Debug for TransportConfig {
                 deterministic_packet_numbers: _,
             congestion_controller_factory: _,
             enable_segmentation_offload,
+            migrate_to_preferred_address,
             qlog_sink,
         } = self;
         let mut s = fmt.debug_struct("TransportConfig");
@@ -463,7 +478,8 @@ impl fmt::Debug for TransportConfig {
             .field("datagram_receive_buffer_size", datagram_receive_buffer_size)
             .field("datagram_send_buffer_size", datagram_send_buffer_size)
             // congestion_controller_factory not debug
-            .field("enable_segmentation_offload", enable_segmentation_offload);
+            .field("enable_segmentation_offload", enable_segmentation_offload)
+            .field("migrate_to_preferred_address", migrate_to_preferred_address);
         if cfg!(feature = "qlog") {
             s.field("qlog_stream", &qlog_sink.is_enabled());
         }

@@ -3,7 +3,7 @@ use std::{
     collections::VecDeque,
     convert::TryFrom,
     fmt, io, mem,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, SocketAddrV6},
     sync::Arc,
 };
 
@@ -75,7 +75,7 @@ use spaces::Retransmits;
 use spaces::{PacketNumberFilter, PacketSpace, SendableFrames, SentPacket, ThinRetransmits};
 
 mod stats;
-pub use stats::{ConnectionStats, FrameStats, PathStats, UdpStats};
+pub use stats::{ConnectionStats, FrameStats, PathStats, PreferredAddressStats, UdpStats};
 
 mod streams;
 #[cfg(fuzzing)]
@@ -150,6 +150,14 @@ pub struct Connection {
     /// Whether MTU detection is supported in this environment
     allow_mtud: bool,
     prev_path: Option<(ConnectionId, PathData)>,
+    /// The local address of the datagram being processed (servers use it to answer from the
+    /// address their client moved to, e.g. their preferred address)
+    recv_local_ip: Option<IpAddr>,
+    /// Client: a path to the server's preferred address being validated (RFC 9000 §9.6.1)
+    preferred_probe: Option<PreferredAddressProbe>,
+    /// Client: the server's original address, once moved to its preferred address; late
+    /// packets from there are still accepted
+    preferred_origin: Option<SocketAddr>,
     state: State,
     side: ConnectionSide,
     /// Whether or not 0-RTT was enabled during the handshake. Does not imply acceptance.
@@ -294,6 +302,9 @@ impl Connection {
             allow_mtud,
             local_ip,
             prev_path: None,
+            recv_local_ip: None,
+            preferred_probe: None,
+            preferred_origin: None,
             state,
             side: connection_side,
             zero_rtt_enabled: false,
@@ -478,6 +489,9 @@ impl Connection {
         let min_mtu = Ord::min(self.config.min_mtu, self.path.current_mtu());
 
         if let Some(challenge) = self.send_path_challenge(now, buf) {
+            return Some(challenge);
+        }
+        if let Some(challenge) = self.send_preferred_address_challenge(now, buf) {
             return Some(challenge);
         }
 
@@ -1121,17 +1135,23 @@ impl Connection {
             Datagram(DatagramConnectionEvent {
                 now,
                 remote,
+                local_ip,
                 ecn,
                 first_decode,
                 remaining,
             }) => {
                 // If this packet could initiate a migration and we're a client or a server that
                 // forbids migration, drop the datagram. This could be relaxed to heuristically
-                // permit NAT-rebinding-like migration.
-                if remote != self.path.remote && !self.side.remote_may_migrate() {
+                // permit NAT-rebinding-like migration. A client also hears from the server's
+                // preferred address while validating it, and from its original address after.
+                if remote != self.path.remote
+                    && !self.side.remote_may_migrate()
+                    && !self.is_preferred_address_peer(remote)
+                {
                     trace!("discarding packet from unrecognized peer {}", remote);
                     return;
                 }
+                self.recv_local_ip = local_ip;
 
                 let was_anti_amplification_blocked = self.path.anti_amplification_blocked(1);
 
@@ -1219,6 +1239,9 @@ impl Connection {
                 Timer::KeyDiscard => {
                     self.zero_rtt_crypto = None;
                     self.prev_crypto = None;
+                }
+                Timer::PathValidation if self.preferred_probe.is_some() => {
+                    self.on_preferred_address_timeout(now);
                 }
                 Timer::PathValidation => {
                     debug!("path validation failed");
@@ -2839,6 +2862,14 @@ impl Connection {
                             prev_path.challenge = None;
                             prev_path.challenge_pending = false;
                         }
+                    } else if self
+                        .preferred_probe
+                        .as_ref()
+                        .is_some_and(|probe| probe.challenge == token)
+                    {
+                        // RFC 9000 §8.2.2: a PATH_RESPONSE received on any path validates the
+                        // path its challenge was sent on.
+                        self.on_preferred_address_validated(now);
                     } else {
                         debug!(token, "ignoring invalid PATH_RESPONSE");
                     }
@@ -3013,6 +3044,8 @@ impl Connection {
                     if self.spaces[SpaceId::Handshake].crypto.is_some() {
                         self.discard_space(now, SpaceId::Handshake);
                     }
+                    // The handshake is confirmed: the time to try the preferred address.
+                    self.start_preferred_address_probe(now);
                 }
             }
         }
@@ -3040,10 +3073,19 @@ impl Connection {
             self.close = true;
         }
 
-        if remote != self.path.remote
-            && !is_probing_packet
-            && number == self.spaces[SpaceId::Data].rx_packet
-        {
+        let newest_non_probing =
+            !is_probing_packet && number == self.spaces[SpaceId::Data].rx_packet;
+        // A server answers from the local address its client now sends to (its preferred
+        // address once the client moved there), as it follows the client's own address below.
+        if newest_non_probing && self.side.is_server() && self.local_ip.is_some() {
+            if let Some(ip) = self.recv_local_ip.filter(|ip| Some(*ip) != self.local_ip) {
+                debug!(from = ?self.local_ip, to = %ip, "client moved to another local address");
+                self.local_ip = Some(ip);
+            }
+        }
+        // Clients hear from more than one server address only around a move to the server's
+        // preferred address; that is not the server migrating.
+        if remote != self.path.remote && newest_non_probing && self.side.is_server() {
             let ConnectionSide::Server { ref server_config } = self.side else {
                 panic!("packets from unknown remote should be dropped by clients");
             };
@@ -3100,6 +3142,163 @@ impl Connection {
             Timer::PathValidation,
             now + 3 * cmp::max(self.pto(SpaceId::Data), prev_pto),
         );
+    }
+
+    /// Client, handshake confirmed: start validating a path to the server's preferred address
+    /// for our address family, if it sent one and we may use it (RFC 9000 §9.6.1)
+    fn start_preferred_address_probe(&mut self, now: Instant) {
+        if !self.side.is_client()
+            || !self.config.migrate_to_preferred_address
+            || self.preferred_probe.is_some()
+            || self.preferred_origin.is_some()
+            || self.stats.preferred_address.failed
+        {
+            return;
+        }
+        let Some(info) = self.peer_params.preferred_address else {
+            return;
+        };
+        let remote = match self.path.remote {
+            SocketAddr::V4(_) => info.address_v4.map(SocketAddr::V4),
+            // A dual-stack socket reaches IPv4 servers through mapped addresses.
+            SocketAddr::V6(current) if current.ip().to_ipv4_mapped().is_some() => {
+                info.address_v4.map(|v4| {
+                    SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+                })
+            }
+            SocketAddr::V6(_) => info.address_v6.map(SocketAddr::V6),
+        };
+        let Some(remote) = remote.filter(|r| *r != self.path.remote) else {
+            return;
+        };
+        // The parameter's connection ID (sequence number 1) must not have been used on the
+        // original path yet (e.g. by a local rebinding), or the two paths would be linkable.
+        if self.rem_cids.active_seq() != 0 {
+            debug!("not moving to the preferred address: its connection ID is already in use");
+            return;
+        }
+        // RFC 9000 §8.2.4: abandon validation after three PTOs, at least those of a new path
+        // (whose RTT estimate starts from the initial RTT).
+        let new_path_pto = 3 * self.config.initial_rtt + self.ack_frequency.max_ack_delay_for_pto();
+        let deadline = now + 3 * cmp::max(self.pto(SpaceId::Data), new_path_pto);
+        debug!(%remote, "validating the server's preferred address");
+        self.preferred_probe = Some(PreferredAddressProbe {
+            remote,
+            connection_id: info.connection_id,
+            challenge: self.rng.random(),
+            challenge_pending: true,
+            challenges_sent: 0,
+            last_sent: None,
+            deadline,
+        });
+    }
+
+    /// Client: send the pending PATH_CHALLENGE to the preferred address, off the current path,
+    /// with the connection ID from the transport parameter
+    fn send_preferred_address_challenge(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Option<Transmit> {
+        let probe = self.preferred_probe.as_mut()?;
+        if !probe.challenge_pending || self.highest_space != SpaceId::Data {
+            return None;
+        }
+        probe.challenge_pending = false;
+        let (token, destination, cid) = (probe.challenge, probe.remote, probe.connection_id);
+        buf.reserve(MIN_INITIAL_SIZE as usize);
+        let buf_capacity = buf.capacity();
+        let mut builder =
+            PacketBuilder::new(now, SpaceId::Data, cid, buf, buf_capacity, 0, false, self)?;
+        trace!(%destination, "PATH_CHALLENGE {:08x} to the preferred address", token);
+        buf.write(frame::FrameType::PATH_CHALLENGE);
+        buf.write(token);
+        self.stats.frame_tx.path_challenge += 1;
+        // RFC 9000 §8.2.1: a PATH_CHALLENGE travels in a datagram of at least 1200 bytes.
+        builder.pad_to(MIN_INITIAL_SIZE);
+        builder.finish(self, now, buf);
+        self.stats.udp_tx.on_sent(1, buf.len());
+        self.stats.preferred_address.challenges_sent += 1;
+
+        // Resend the challenge each PTO of the current path until the deadline.
+        let resend = now + self.pto(SpaceId::Data);
+        let probe = self.preferred_probe.as_mut()?;
+        probe.challenges_sent += 1;
+        probe.last_sent = Some(now);
+        let next = cmp::min(resend, probe.deadline);
+        self.timers.set(Timer::PathValidation, next);
+        Some(Transmit {
+            destination,
+            size: buf.len(),
+            ecn: None,
+            segment_size: None,
+            src_ip: self.local_ip,
+        })
+    }
+
+    /// Client: the preferred address's timer fired: challenge again, or give up and stay
+    fn on_preferred_address_timeout(&mut self, now: Instant) {
+        let Some(probe) = self.preferred_probe.as_mut() else {
+            return;
+        };
+        if now < probe.deadline {
+            probe.challenge_pending = true;
+            return;
+        }
+        debug!(
+            preferred = %probe.remote,
+            original = %self.path.remote,
+            "the server's preferred address did not validate; staying on its original address"
+        );
+        self.preferred_probe = None;
+        self.stats.preferred_address.failed = true;
+    }
+
+    /// Client: the preferred address answered our challenge: move there (RFC 9000 §9.6.1)
+    fn on_preferred_address_validated(&mut self, now: Instant) {
+        let Some(probe) = self.preferred_probe.take() else {
+            return;
+        };
+        self.timers.stop(Timer::PathValidation);
+        // RFC 9000 §9.4: a new peer address gets fresh congestion and RTT state. The challenge's
+        // round trip is its first RTT sample when only one challenge could have been answered.
+        self.path_counter = self.path_counter.wrapping_add(1);
+        let peer_max_udp_payload_size =
+            u16::try_from(self.peer_params.max_udp_payload_size.into_inner()).unwrap_or(u16::MAX);
+        let mut path = PathData::new(
+            probe.remote,
+            self.allow_mtud,
+            Some(peer_max_udp_payload_size),
+            self.path_counter,
+            now,
+            &self.config,
+        );
+        if let (1, Some(sent)) = (probe.challenges_sent, probe.last_sent) {
+            path.rtt.update(Duration::ZERO, now.saturating_duration_since(sent));
+        }
+        path.validated = true;
+        let original = mem::replace(&mut self.path, path);
+        // Packets in flight on the original path no longer count against the new one (their
+        // path generation differs); the original path is not validated again.
+        self.prev_path = None;
+        self.datagrams().drop_oversized();
+        debug!(from = %original.remote, to = %probe.remote, "moved to the server's preferred address");
+        self.preferred_origin = Some(original.remote);
+        // Send with the parameter's connection ID from now on, retiring the handshake's.
+        if self.rem_cids.active_seq() == 0 {
+            self.update_rem_cid();
+        }
+        self.spin = false;
+        self.stats.preferred_address.migrated = true;
+    }
+
+    /// Client: whether `remote` is the server's preferred address being validated or, after
+    /// the move, its original address
+    fn is_preferred_address_peer(&self, remote: SocketAddr) -> bool {
+        self.preferred_probe
+            .as_ref()
+            .is_some_and(|probe| probe.remote == remote)
+            || self.preferred_origin == Some(remote)
     }
 
     /// Handle a change in the local address, i.e. an active migration
@@ -4224,4 +4423,18 @@ mod tests {
             assert_eq!(negotiate_max_idle_timeout(right, left), result);
         }
     }
+}
+
+/// Client: validation of a path to the server's preferred address (RFC 9000 §9.6.1). The
+/// connection keeps sending on its current path meanwhile.
+#[derive(Debug)]
+struct PreferredAddressProbe {
+    remote: SocketAddr,
+    /// From the `preferred_address` transport parameter (sequence number 1)
+    connection_id: ConnectionId,
+    challenge: u64,
+    challenge_pending: bool,
+    challenges_sent: u32,
+    last_sent: Option<Instant>,
+    deadline: Instant,
 }

@@ -173,4 +173,18 @@ pub struct ConnectionStats {
     pub frame_rx: FrameStats,
     /// Statistics related to the current transmission path
     pub path: PathStats,
+    /// What became of the server's preferred address (clients only; RFC 9000 §9.6)
+    pub preferred_address: PreferredAddressStats,
+}
+
+/// A client's use of the server's preferred address (RFC 9000 §9.6)
+#[derive(Default, Debug, Copy, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PreferredAddressStats {
+    /// PATH_CHALLENGE frames sent to the preferred address
+    pub challenges_sent: u64,
+    /// The path to the preferred address was validated and the connection moved to it
+    pub migrated: bool,
+    /// Path validation to the preferred address failed; the connection stayed where it was
+    pub failed: bool,
 }
