@@ -163,14 +163,41 @@ pub struct Client {
     tcp_tls: Arc<rustls::ClientConfig>,
 }
 
+/// How a [`Client`] behaves beyond whom it trusts.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Move to a server's preferred address (a fleet server's unicast address) once the
+    /// handshake is confirmed (RFC 9000 §9.6). `false` stays on the dialled address, as
+    /// browsers do. Default `true`.
+    pub use_preferred_address: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            use_preferred_address: true,
+        }
+    }
+}
+
 impl Client {
     /// A client on `bind` (use `0.0.0.0:0` or `[::]:0`) trusting servers per `trust`.
     pub fn new(trust: &Trust, bind: SocketAddr) -> anyhow::Result<Self> {
+        Self::with_options(trust, bind, &ClientOptions::default())
+    }
+
+    /// [`Client::new`] with options.
+    pub fn with_options(
+        trust: &Trust,
+        bind: SocketAddr,
+        options: &ClientOptions,
+    ) -> anyhow::Result<Self> {
+        let transport = voq_transport::quic::transport_config_with(options.use_preferred_address);
         let quic_config = |alpn: &[u8]| -> anyhow::Result<quinn::ClientConfig> {
             let tls = client_config(trust, alpn)?;
             let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
             let mut config = quinn::ClientConfig::new(Arc::new(quic));
-            config.transport_config(voq_transport::quic::transport_config());
+            config.transport_config(transport.clone());
             Ok(config)
         };
         let endpoint =
@@ -595,6 +622,18 @@ impl Call {
         } else {
             r.setup_ms / r.rtt_ms
         };
+        r.setup = crate::report::SetupReport {
+            zero_rtt: r.zero_rtt,
+            first_prompt_byte_rtts: if r.zero_rtt { 0.0 } else { r.setup_rtts },
+        };
+        r.server_id = self.session.session().and_then(|s| s.voq.server_id.clone());
+        r.server_address = self.link.remote_address().to_string();
+        if let Some(conn) = self.link.quic_connection() {
+            let preferred = conn.stats().preferred_address;
+            r.preferred_address_used = preferred.migrated;
+            r.preferred_address_failed = preferred.failed;
+            r.migrations += u32::from(preferred.migrated);
+        }
         let turns = self.session.turns().to_vec();
         let responses: Vec<_> = self.session.responses().cloned().collect();
         let mut prompt = PromptReport::default();

@@ -6,7 +6,7 @@ mod call;
 pub mod report;
 pub mod tls;
 
-pub use call::{CallOptions, CallOutcome, Client, Target};
+pub use call::{CallOptions, CallOutcome, Client, ClientOptions, Target};
 pub use report::CallReport;
 pub use tls::Trust;
 pub use voq_proto::event::Token;

@@ -16,11 +16,34 @@ pub struct CallReport {
     pub setup_rtts: f64,
     /// Whether the connection resumed a session and sent 0-RTT data.
     pub zero_rtt: bool,
+    /// Connection setup, in round trips.
+    pub setup: SetupReport,
+    /// The server's address at the end of the call (its preferred address, if it moved there).
+    pub server_address: String,
+    /// The server's id in its fleet (from `session.created`), when it has one.
+    pub server_id: Option<String>,
+    /// Whether the connection moved to the server's preferred (unicast) address.
+    pub preferred_address_used: bool,
+    /// The server offered a preferred address and it did not validate (the call stayed on the
+    /// address it dialled).
+    pub preferred_address_failed: bool,
+    /// Times the connection's path changed: to the preferred address, and each rebinding to a
+    /// new local address.
+    pub migrations: u32,
     pub prompt: PromptReport,
     pub reply: ReplyReport,
     pub interrupt: Option<InterruptReport>,
     /// Per turn, when there were several.
     pub turns: Vec<TurnReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SetupReport {
+    /// Whether the prompt's first bytes went out with the first flight (0-RTT resumption).
+    pub zero_rtt: bool,
+    /// From the start of connecting until the client could send its first prompt byte, in
+    /// smoothed RTTs (0 with 0-RTT, about 1 for a fresh QUIC handshake).
+    pub first_prompt_byte_rtts: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -93,6 +116,23 @@ impl CallReport {
             self.setup_rtts,
             if self.zero_rtt { " (0-RTT)" } else { "" }
         );
+        if self.preferred_address_used || self.preferred_address_failed || self.migrations > 0 {
+            s += &format!(
+                "path        {} {}{}, {} migration(s)\n",
+                if self.preferred_address_used {
+                    "moved to the preferred address"
+                } else {
+                    "stayed on the dialled address"
+                },
+                self.server_address,
+                if self.preferred_address_failed {
+                    " (the preferred address did not validate)"
+                } else {
+                    ""
+                },
+                self.migrations
+            );
+        }
         s += &format!(
             "prompt      {} frames / {} ms sent, {} frames / {} ms confirmed: {}\n",
             p.frames_sent,

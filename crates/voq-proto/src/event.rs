@@ -246,6 +246,9 @@ pub struct VoqSessionInfo {
     pub played_report_interval_ms: u64,
     /// The carrier the session runs on (`quic`, `webtransport`, `ws`).
     pub transport: String,
+    /// The server's id in its fleet (QUIC-LB server id, hex), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
 }
 
 /// Where a response is: `in_progress` in `response.created`, how it ended in `response.done`.

@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub session_id: String,
     /// Carrier name reported to the client: `quic`, `webtransport` or `ws`.
     pub transport: String,
+    /// This server's id in its fleet (hex), reported in `session.created`.
+    pub server_id: Option<String>,
     /// Send-ahead lead for agent audio. Default 2 s.
     pub send_ahead: Lead,
     /// How often clients should report their playback cursor. Default 100 ms.
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
         Self {
             session_id: "sess_0".into(),
             transport: "quic".into(),
+            server_id: None,
             send_ahead: Lead::from_ms(2000),
             played_report_interval: Duration::from_millis(100),
             output_codec: Codec::Pcm16,
@@ -765,6 +768,7 @@ impl ServerSession {
                 send_ahead_ms: self.config.send_ahead.as_ms(),
                 played_report_interval_ms: self.config.played_report_interval.as_millis() as u64,
                 transport: self.config.transport.clone(),
+                server_id: self.config.server_id.clone(),
             },
         }
     }

@@ -142,6 +142,16 @@ pub struct ServeConfig {
     /// for a small loss of quality (docs/BENCHMARKS.md, "Capacity") [default: 10].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=10))]
     pub opus_complexity: Option<u8>,
+    /// The fleet's shared anycast address (UDP): handshakes land here and are handed to this
+    /// server's own --listen address with QUIC's preferred_address. Its IP must differ from
+    /// --listen's, which must be a specific address (docs/DEPLOY.md, "An anycast fleet").
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub anycast: Option<SocketAddr>,
+    /// Another server of the anycast fleet, `SERVER_ID=UNICAST_ADDR:PORT` (hex server id, as
+    /// its --server-id): datagrams of its connections that reach this server's anycast address
+    /// are forwarded there. Repeatable; needs --anycast and --server-id.
+    #[arg(long = "fleet-peer", value_name = "ID=ADDR:PORT")]
+    pub fleet_peer: Option<Vec<String>>,
 }
 
 /// Settings with every default applied.
@@ -179,6 +189,35 @@ pub struct Settings {
     pub udp_recv_buffer: Option<usize>,
     /// Opus encoder settings of agent audio.
     pub opus: voq_audio::OpusConfig,
+    /// The anycast fleet this server belongs to (`None`: one address).
+    pub anycast: Option<AnycastSettings>,
+}
+
+/// A server of an anycast fleet: handshakes on the shared address, calls on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnycastSettings {
+    /// The shared anycast address.
+    pub addr: SocketAddr,
+    /// The other servers: QUIC-LB server id → unicast address.
+    pub peers: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+impl AnycastSettings {
+    /// Parses `--fleet-peer` values (`HEX=ADDR:PORT`).
+    pub fn parse_peers(values: &[String]) -> anyhow::Result<Vec<(Vec<u8>, SocketAddr)>> {
+        values
+            .iter()
+            .map(|v| {
+                let (id, addr) = v
+                    .split_once('=')
+                    .with_context(|| format!("fleet-peer \"{v}\": expected SERVER_ID=ADDR:PORT"))?;
+                let addr: SocketAddr = addr
+                    .parse()
+                    .with_context(|| format!("fleet-peer \"{v}\": \"{addr}\" is not ADDR:PORT"))?;
+                Ok((parse_hex("fleet-peer server id", id)?, addr))
+            })
+            .collect()
+    }
 }
 
 /// How datagrams reach the server.
@@ -300,6 +339,7 @@ impl Default for Settings {
             fleet: None,
             udp_recv_buffer: Some(DEFAULT_UDP_RECV_BUFFER),
             opus: voq_audio::OpusConfig::default(),
+            anycast: None,
         }
     }
 }
@@ -352,6 +392,8 @@ impl ServeConfig {
             fleet_secret_file: self.fleet_secret_file.or(file.fleet_secret_file),
             udp_recv_buffer: self.udp_recv_buffer.or(file.udp_recv_buffer),
             opus_complexity: self.opus_complexity.or(file.opus_complexity),
+            anycast: self.anycast.or(file.anycast),
+            fleet_peer: self.fleet_peer.or(file.fleet_peer),
         }
     }
 
@@ -409,8 +451,60 @@ impl ServeConfig {
             }
         };
         let nlb = merged.nlb.unwrap_or(false);
+        let listen = merged.listen.unwrap_or(d.listen);
+        let anycast = match merged.anycast {
+            None => {
+                anyhow::ensure!(
+                    merged.fleet_peer.is_none(),
+                    "fleet-peer needs anycast: peers forward each other's anycast traffic"
+                );
+                None
+            }
+            Some(addr) => {
+                anyhow::ensure!(
+                    merged.lb_tunnel.is_none() && !nlb,
+                    "anycast and a balancer (lb-tunnel, nlb) exclude each other: an anycast fleet \
+                     needs no balancer"
+                );
+                anyhow::ensure!(
+                    !listen.ip().is_unspecified(),
+                    "with anycast, listen must be this server's own specific unicast address \
+                     (it is sent to clients as the preferred address), not {listen}"
+                );
+                anyhow::ensure!(
+                    addr.ip() != listen.ip(),
+                    "anycast {addr} and listen {listen} must differ in IP address"
+                );
+                anyhow::ensure!(
+                    addr.is_ipv4() == listen.is_ipv4(),
+                    "anycast {addr} and listen {listen} must be of one address family"
+                );
+                let peers =
+                    AnycastSettings::parse_peers(merged.fleet_peer.as_deref().unwrap_or(&[]))?;
+                if !peers.is_empty() {
+                    let lb = quic_lb.as_ref().context(
+                        "fleet-peer needs server-id: peers are told apart by the server id in \
+                         connection IDs",
+                    )?;
+                    for (id, addr) in &peers {
+                        anyhow::ensure!(
+                            id.len() == lb.server_id.len(),
+                            "fleet-peer {}={addr}: server ids of this fleet have {} octets",
+                            voq_quic_lb::hex::encode(id),
+                            lb.server_id.len()
+                        );
+                        anyhow::ensure!(
+                            *id != lb.server_id,
+                            "fleet-peer {}={addr} has this server's own id",
+                            voq_quic_lb::hex::encode(id)
+                        );
+                    }
+                }
+                Some(AnycastSettings { addr, peers })
+            }
+        };
         let tunnel = match merged.lb_tunnel.as_deref() {
-            None if quic_lb.is_some() && !nlb => Tunnel::Learn,
+            None if quic_lb.is_some() && !nlb && anycast.is_none() => Tunnel::Learn,
             None | Some("off") => Tunnel::Off,
             Some(_) if quic_lb.is_none() => anyhow::bail!(
                 "lb-tunnel needs server-id: the balancer routes by the server id in connection IDs"
@@ -422,7 +516,6 @@ impl ServeConfig {
                 })?)
             }
         };
-        let listen = merged.listen.unwrap_or(d.listen);
         let no_auth = merged.no_auth.unwrap_or(false);
         let auth = match (&merged.auth_keys, no_auth) {
             (Some(_), true) => anyhow::bail!("auth-keys and no-auth contradict each other"),
@@ -484,6 +577,7 @@ impl ServeConfig {
                 Some(n) => Some(n),
             },
             fleet,
+            anycast,
             prefix_caps,
             auth,
             max_call_duration: match merged.max_call_duration_s {

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 use voq_transport::quic::{ALPN_H3, ALPN_HTTP1, ALPN_VOQ};
 
-pub use config::{QuicLbSettings, ServeConfig, Settings, Tunnel};
+pub use config::{AnycastSettings, QuicLbSettings, ServeConfig, Settings, Tunnel};
 pub use record::Recorder;
 pub use stats::{SessionEvent, SessionEventKind, Stats, wait_for_event};
 pub use tls::Identity;
@@ -49,9 +49,37 @@ pub struct Server {
     drain_timeout: Duration,
     metrics: Option<tokio::task::JoinHandle<()>>,
     recorder: Option<Recorder>,
+    /// This server's QUIC-LB identity, for re-making its fleet routes.
+    quic_lb: Option<QuicLbSettings>,
 }
 
 impl Server {
+    /// The anycast socket's counters, on a server of an anycast fleet.
+    pub fn anycast_stats(&self) -> Option<voq_tunnel::AnycastStats> {
+        self.stats.anycast.as_ref().map(|s| s.stats())
+    }
+
+    /// The fleet's anycast address this server also listens on, if any.
+    pub fn anycast_addr(&self) -> Option<SocketAddr> {
+        self.stats.anycast.as_ref().map(|s| s.anycast_addr())
+    }
+
+    /// Replaces the other servers of this server's anycast fleet (server id → unicast
+    /// address), e.g. when one joins or leaves. An error on a server without `--anycast`.
+    pub fn set_fleet_peers(&self, peers: Vec<(Vec<u8>, SocketAddr)>) -> anyhow::Result<()> {
+        let socket = self
+            .stats
+            .anycast
+            .as_ref()
+            .context("this server is not on an anycast address")?;
+        let settings = config::AnycastSettings {
+            addr: socket.anycast_addr(),
+            peers,
+        };
+        socket.set_routes(fleet_routes(&settings, self.quic_lb.as_ref())?);
+        Ok(())
+    }
+
     /// Binds and starts serving.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let agent = agent::from_spec(&settings.agent, settings.agent_speed)?;
@@ -96,6 +124,7 @@ impl Server {
         // UDP and TCP share the port number. With port 0, the TCP port follows the one the
         // system gave UDP (retrying if that number is taken on TCP).
         let (udp, tcp) = bind_pair(settings.listen, settings.web)?;
+        let unicast_addr = udp.local_addr()?;
         if let Some(bytes) = settings.udp_recv_buffer {
             size_recv_buffer(&udp, bytes);
         }
@@ -104,25 +133,52 @@ impl Server {
             udp.take()
                 .with_context(|| format!("cannot listen on udp {}", settings.listen))
         };
-        let endpoint = match settings.tunnel {
-            // Behind voq lb: the tunnel socket strips and adds the PROXY v2 headers.
-            config::Tunnel::Vip(vip) => {
-                let socket = voq_tunnel::TunnelSocket::new(bind()?, vip)?;
-                voq_tunnel::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+        let mut anycast_socket = None;
+        let mut anycast_tcp: Option<std::net::TcpListener> = None;
+        if let Some(anycast) = &settings.anycast {
+            // Handshakes on the shared address hand their connection to our own (RFC 9000
+            // §9.6); the client validates the path and moves once the handshake is confirmed.
+            match unicast_addr {
+                SocketAddr::V4(v4) => server_config.preferred_address_v4(Some(v4)),
+                SocketAddr::V6(v6) => server_config.preferred_address_v6(Some(v6)),
+            };
+            let (any_udp, any_tcp) = bind_pair(anycast.addr, settings.web)?;
+            if let Some(bytes) = settings.udp_recv_buffer {
+                size_recv_buffer(&any_udp, bytes);
             }
-            config::Tunnel::Learn => {
-                let socket = voq_tunnel::TunnelSocket::learning(bind()?)?;
-                voq_tunnel::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+            let routes = fleet_routes(anycast, settings.quic_lb.as_ref())?;
+            anycast_socket = Some(Arc::new(voq_tunnel::AnycastSocket::new(
+                any_udp,
+                bind()?,
+                routes,
+            )?));
+            anycast_tcp = any_tcp;
+        }
+        let endpoint = match (&anycast_socket, settings.tunnel) {
+            (Some(socket), _) => {
+                voq_tunnel::anycast_endpoint(endpoint_config, Some(server_config), socket.clone())
             }
-            config::Tunnel::Off => {
-                let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
-                quinn::Endpoint::new(endpoint_config, Some(server_config), bind()?, runtime)
-            }
+            (None, tunnel) => match tunnel {
+                // Behind voq lb: the tunnel socket strips and adds the PROXY v2 headers.
+                config::Tunnel::Vip(vip) => {
+                    let socket = voq_tunnel::TunnelSocket::new(bind()?, vip)?;
+                    voq_tunnel::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+                }
+                config::Tunnel::Learn => {
+                    let socket = voq_tunnel::TunnelSocket::learning(bind()?)?;
+                    voq_tunnel::endpoint(endpoint_config, Some(server_config), Arc::new(socket))
+                }
+                config::Tunnel::Off => {
+                    let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+                    quinn::Endpoint::new(endpoint_config, Some(server_config), bind()?, runtime)
+                }
+            },
         }
         .with_context(|| format!("cannot listen on udp {}", settings.listen))?;
         let recorder = settings.record.as_deref().map(Recorder::new).transpose()?;
         let stats = Arc::new(Stats {
             auth: settings.auth.as_ref().map(|a| a.stats.clone()),
+            anycast: anycast_socket.clone(),
             ..Stats::default()
         });
         let (events, _) = broadcast::channel(stats::SESSION_EVENTS_CAPACITY);
@@ -130,6 +186,10 @@ impl Server {
         let proto = voq_proto::server::ServerConfig {
             transport: voq_transport::Carrier::Quic.as_str().into(),
             send_ahead: voq_proto::pacing::Lead::from_ms(settings.send_ahead_ms),
+            server_id: settings
+                .quic_lb
+                .as_ref()
+                .map(|lb| voq_quic_lb::hex::encode(&lb.server_id)),
             ..Default::default()
         };
         let ctx = session::SessionContext {
@@ -177,10 +237,22 @@ impl Server {
                     udp_port: endpoint.local_addr()?.port(),
                 };
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                (
-                    Some(tokio::spawn(web::serve(listener, web_ctx))),
-                    Some(web_addr),
-                )
+                // A fleet server also answers the page and WebSocket on the anycast address
+                // (TCP cannot move to the unicast address; a rehash ends such a connection).
+                let task = match anycast_tcp {
+                    Some(anycast) => {
+                        let anycast = tokio::net::TcpListener::from_std(anycast)?;
+                        let anycast_ctx = web_ctx.clone();
+                        tokio::spawn(async move {
+                            tokio::join!(
+                                web::serve(listener, web_ctx),
+                                web::serve(anycast, anycast_ctx)
+                            );
+                        })
+                    }
+                    None => tokio::spawn(web::serve(listener, web_ctx)),
+                };
+                (Some(task), Some(web_addr))
             }
             None => (None, None),
         };
@@ -201,6 +273,7 @@ impl Server {
             drain_timeout: settings.drain_timeout,
             metrics,
             recorder,
+            quic_lb: settings.quic_lb.clone(),
         })
     }
 
@@ -401,6 +474,30 @@ fn size_recv_buffer(udp: &std::net::UdpSocket, bytes: usize) {
     } else {
         tracing::debug!(granted, "UDP receive buffer");
     }
+}
+
+/// The forwarding table of an anycast server: its fleet peers by QUIC-LB server id.
+fn fleet_routes(
+    anycast: &config::AnycastSettings,
+    quic_lb: Option<&config::QuicLbSettings>,
+) -> anyhow::Result<voq_tunnel::FleetRoutes> {
+    let Some(lb) = quic_lb else {
+        // Without server ids nothing can be forwarded: every datagram is handled here.
+        return Ok(voq_tunnel::FleetRoutes::default());
+    };
+    let id = |bytes: &[u8]| {
+        voq_quic_lb::ServerId::from_slice(bytes)
+            .with_context(|| format!("server id {} is too long", voq_quic_lb::hex::encode(bytes)))
+    };
+    let mut peers = std::collections::HashMap::new();
+    for (peer, addr) in &anycast.peers {
+        peers.insert(id(peer)?, *addr);
+    }
+    Ok(voq_tunnel::FleetRoutes {
+        router: voq_quic_lb::Router::new().with_config(lb.config()?),
+        own: Some(id(&lb.server_id)?),
+        peers,
+    })
 }
 
 /// Binds UDP (and, unless `web` is off, TCP) on one port number.

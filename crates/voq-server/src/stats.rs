@@ -80,6 +80,8 @@ macro_rules! stats {
             pub limits_exceeded: LabelledCounter<Limit>,
             /// Authentication's counters, when it is on.
             pub auth: Option<Arc<AuthStats>>,
+            /// The anycast socket's counters, on a server of an anycast fleet.
+            pub anycast: Option<Arc<voq_tunnel::AnycastSocket>>,
             $(#[doc = $help] pub $name: Counter,)*
         }
 
@@ -147,6 +149,53 @@ impl Stats {
                 "token key file reloads that failed (the previous keys stay in force)",
                 auth.key_reload_failures.get(),
             );
+        }
+        if let Some(socket) = &self.anycast {
+            let a = socket.stats();
+            for (name, help, value) in [
+                (
+                    "voq_anycast_received_total",
+                    "datagrams on the fleet's anycast address handled here",
+                    a.anycast_received,
+                ),
+                (
+                    "voq_unicast_received_total",
+                    "clients' datagrams on this server's unicast address",
+                    a.unicast_received,
+                ),
+                (
+                    "voq_fleet_forwarded_out_total",
+                    "anycast datagrams forwarded to the fleet peer their connection ID names",
+                    a.forwarded_out,
+                ),
+                (
+                    "voq_fleet_forwarded_in_total",
+                    "datagrams a fleet peer forwarded here",
+                    a.forwarded_in,
+                ),
+                (
+                    "voq_fleet_forward_errors_total",
+                    "forwards that could not be sent",
+                    a.forward_errors,
+                ),
+                (
+                    "voq_fleet_unknown_server_total",
+                    "anycast datagrams naming a server id not in the fleet (dropped)",
+                    a.unknown_server,
+                ),
+                (
+                    "voq_fleet_not_a_peer_total",
+                    "tunnelled datagrams from an address that is not a fleet peer (dropped)",
+                    a.not_a_peer,
+                ),
+                (
+                    "voq_fleet_bad_header_total",
+                    "tunnelled datagrams with a bad PROXY v2 header (dropped)",
+                    a.bad_header,
+                ),
+            ] {
+                out.single(name, Kind::Counter, help, value);
+            }
         }
         out.single(
             "voq_sessions_active",

@@ -21,12 +21,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod anycast;
 pub mod proxy_v2;
 mod socket;
 
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 
+pub use anycast::{AnycastDecision, AnycastSocket, AnycastStats, FleetRoutes, anycast_endpoint};
 pub use socket::{TunnelSocket, TunnelStats, endpoint, for_socket};
 
 /// IPv4-mapped IPv6 addresses as IPv4, so one client or backend has one key whichever socket

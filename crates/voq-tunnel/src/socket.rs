@@ -16,9 +16,9 @@ use serde::Serialize;
 use crate::proxy_v2::{self, Header};
 
 /// Receive slots read from the kernel at once (recvmmsg batch).
-const SLOTS: usize = 8;
+pub(crate) const SLOTS: usize = 8;
 /// Bytes per slot: a GRO batch can hold up to 64 KiB.
-const SLOT_LEN: usize = 64 * 1024;
+pub(crate) const SLOT_LEN: usize = 64 * 1024;
 /// Receive batches in which everything was dropped before `poll_recv` yields.
 const MAX_EMPTY_BATCHES: usize = 16;
 
@@ -396,20 +396,20 @@ impl AsyncUdpSocket for TunnelSocket {
 
 thread_local! {
     /// Where [`TunnelSocket::try_send`] builds header + payload (quinn sends from many tasks).
-    static SEND_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    pub(crate) static SEND_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Datagrams read from the kernel and not yet handed to quinn.
-struct RecvScratch {
-    buf: Box<[u8]>,
-    metas: [RecvMeta; SLOTS],
+pub(crate) struct RecvScratch {
+    pub(crate) buf: Box<[u8]>,
+    pub(crate) metas: [RecvMeta; SLOTS],
     filled: usize,
     slot: usize,
     offset: usize,
 }
 
 impl RecvScratch {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; SLOTS * SLOT_LEN].into_boxed_slice(),
             metas: [RecvMeta::default(); SLOTS],
@@ -419,7 +419,7 @@ impl RecvScratch {
         }
     }
 
-    fn reset(&mut self, filled: usize) {
+    pub(crate) fn reset(&mut self, filled: usize) {
         self.filled = filled.min(SLOTS);
         self.slot = 0;
         self.offset = 0;
@@ -427,7 +427,7 @@ impl RecvScratch {
 
     /// The next datagram: its slot's meta and its byte range in `buf`. GRO batches are split
     /// at `stride`.
-    fn next(&mut self) -> Option<(RecvMeta, std::ops::Range<usize>)> {
+    pub(crate) fn next(&mut self) -> Option<(RecvMeta, std::ops::Range<usize>)> {
         while self.slot < self.filled {
             let m = self.metas[self.slot];
             let len = m.len.min(SLOT_LEN);
