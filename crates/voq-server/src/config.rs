@@ -152,6 +152,23 @@ pub struct ServeConfig {
     /// are forwarded there. Repeatable; needs --anycast and --server-id.
     #[arg(long = "fleet-peer", value_name = "ID=ADDR:PORT")]
     pub fleet_peer: Option<Vec<String>>,
+    /// BIRD 2's control socket: announce the anycast address through it while this server has
+    /// room, withdraw it when full or draining (load shedding). Needs --anycast.
+    #[arg(long, value_name = "PATH")]
+    pub bird_socket: Option<PathBuf>,
+    /// The BIRD protocol that is the announcement (`enable`/`disable NAME`) [default: anycast].
+    #[arg(long, value_name = "NAME")]
+    pub bird_protocol: Option<String>,
+    /// Withdraw the anycast route at this many sessions [default: 90% of --max-sessions].
+    #[arg(long, value_name = "N")]
+    pub shed_at_sessions: Option<u64>,
+    /// Announce it again at or below this many [default: 75% of --max-sessions].
+    #[arg(long, value_name = "N")]
+    pub resume_at_sessions: Option<u64>,
+    /// Withdraw when the event loop runs this late, smoothed, in ms [default: 50]; announce
+    /// again under a fifth of it.
+    #[arg(long, value_name = "MS")]
+    pub shed_at_lag_ms: Option<f64>,
 }
 
 /// Settings with every default applied.
@@ -191,6 +208,8 @@ pub struct Settings {
     pub opus: voq_audio::OpusConfig,
     /// The anycast fleet this server belongs to (`None`: one address).
     pub anycast: Option<AnycastSettings>,
+    /// Announcing the anycast route through a routing daemon (`None`: not ours to announce).
+    pub announce: Option<crate::announce::AnnounceSettings>,
 }
 
 /// A server of an anycast fleet: handshakes on the shared address, calls on its own.
@@ -340,6 +359,7 @@ impl Default for Settings {
             udp_recv_buffer: Some(DEFAULT_UDP_RECV_BUFFER),
             opus: voq_audio::OpusConfig::default(),
             anycast: None,
+            announce: None,
         }
     }
 }
@@ -394,6 +414,11 @@ impl ServeConfig {
             opus_complexity: self.opus_complexity.or(file.opus_complexity),
             anycast: self.anycast.or(file.anycast),
             fleet_peer: self.fleet_peer.or(file.fleet_peer),
+            bird_socket: self.bird_socket.or(file.bird_socket),
+            bird_protocol: self.bird_protocol.or(file.bird_protocol),
+            shed_at_sessions: self.shed_at_sessions.or(file.shed_at_sessions),
+            resume_at_sessions: self.resume_at_sessions.or(file.resume_at_sessions),
+            shed_at_lag_ms: self.shed_at_lag_ms.or(file.shed_at_lag_ms),
         }
     }
 
@@ -503,6 +528,52 @@ impl ServeConfig {
                 Some(AnycastSettings { addr, peers })
             }
         };
+        let max_sessions = merged.max_sessions.unwrap_or(d.max_sessions);
+        let announce = match &merged.bird_socket {
+            None => {
+                anyhow::ensure!(
+                    merged.bird_protocol.is_none()
+                        && merged.shed_at_sessions.is_none()
+                        && merged.resume_at_sessions.is_none()
+                        && merged.shed_at_lag_ms.is_none(),
+                    "bird-protocol and the shed-/resume- settings need bird-socket"
+                );
+                None
+            }
+            Some(socket) => {
+                anyhow::ensure!(
+                    anycast.is_some(),
+                    "bird-socket needs anycast: the route it announces is the anycast address's"
+                );
+                let mut t = crate::announce::Thresholds::for_capacity(max_sessions);
+                if let Some(n) = merged.shed_at_sessions {
+                    t.shed_sessions = n.max(1);
+                }
+                if let Some(n) = merged.resume_at_sessions {
+                    t.resume_sessions = n;
+                }
+                anyhow::ensure!(
+                    t.resume_sessions < t.shed_sessions,
+                    "resume-at-sessions ({}) must be below shed-at-sessions ({}), or the route \
+                     would flap",
+                    t.resume_sessions,
+                    t.shed_sessions
+                );
+                if let Some(ms) = merged.shed_at_lag_ms {
+                    anyhow::ensure!(ms > 0.0 && ms.is_finite(), "shed-at-lag-ms must be > 0");
+                    t.shed_lag_ms = ms;
+                    t.resume_lag_ms = ms / 5.0;
+                }
+                Some(crate::announce::AnnounceSettings {
+                    bird_socket: socket.clone(),
+                    protocol: merged
+                        .bird_protocol
+                        .clone()
+                        .unwrap_or_else(|| "anycast".into()),
+                    thresholds: t,
+                })
+            }
+        };
         let tunnel = match merged.lb_tunnel.as_deref() {
             None if quic_lb.is_some() && !nlb && anycast.is_none() => Tunnel::Learn,
             None | Some("off") => Tunnel::Off,
@@ -578,6 +649,7 @@ impl ServeConfig {
             },
             fleet,
             anycast,
+            announce,
             prefix_caps,
             auth,
             max_call_duration: match merged.max_call_duration_s {
@@ -596,7 +668,7 @@ impl ServeConfig {
             cert,
             send_ahead_ms: merged.send_ahead_ms.unwrap_or(d.send_ahead_ms),
             record: merged.record,
-            max_sessions: merged.max_sessions.unwrap_or(d.max_sessions),
+            max_sessions,
             max_handshakes: merged.max_handshakes.unwrap_or(d.max_handshakes).max(1),
             drain_timeout: merged
                 .drain_timeout_ms
@@ -627,6 +699,55 @@ mod tests {
         assert_eq!(s.agent, "echo");
         assert_eq!(s.send_ahead_ms, 500);
         assert_eq!(s.max_sessions, 1000);
+        Ok(())
+    }
+
+    #[test]
+    fn anycast_settings_are_validated() -> anyhow::Result<()> {
+        let fleet = |f: &dyn Fn(&mut ServeConfig)| {
+            let mut c = ServeConfig {
+                listen: Some("198.18.21.2:4433".parse().expect("addr")),
+                anycast: Some("198.19.0.1:4433".parse().expect("addr")),
+                server_id: Some("01".into()),
+                no_auth: Some(true),
+                fleet_peer: Some(vec!["02=198.18.22.2:4433".into()]),
+                bird_socket: Some("/run/bird.ctl".into()),
+                max_sessions: Some(100),
+                ..Default::default()
+            };
+            f(&mut c);
+            c.resolve().map_err(|e| format!("{e:#}"))
+        };
+        let ok = fleet(&|_| {}).map_err(anyhow::Error::msg)?;
+        let anycast = ok.anycast.expect("anycast");
+        assert_eq!(anycast.peers, vec![(vec![2], "198.18.22.2:4433".parse()?)]);
+        assert_eq!(
+            ok.tunnel,
+            Tunnel::Off,
+            "an anycast server needs no balancer tunnel"
+        );
+        let announce = ok.announce.expect("announce");
+        assert_eq!(
+            (
+                announce.protocol.as_str(),
+                announce.thresholds.shed_sessions
+            ),
+            ("anycast", 90)
+        );
+        let err = |f: &dyn Fn(&mut ServeConfig)| fleet(f).err().unwrap_or_default();
+        assert!(
+            err(&|c| c.listen = Some("0.0.0.0:4433".parse().expect("addr"))).contains("specific")
+        );
+        assert!(
+            err(&|c| c.anycast = Some("198.18.21.2:5000".parse().expect("addr")))
+                .contains("differ")
+        );
+        assert!(err(&|c| c.fleet_peer = Some(vec!["0203=1.2.3.4:5".into()])).contains("octets"));
+        assert!(err(&|c| c.fleet_peer = Some(vec!["01=1.2.3.4:5".into()])).contains("own id"));
+        assert!(err(&|c| c.fleet_peer = Some(vec!["02:1.2.3.4".into()])).contains("ID=ADDR"));
+        assert!(err(&|c| c.resume_at_sessions = Some(95)).contains("flap"));
+        assert!(err(&|c| c.anycast = None).contains("needs anycast"));
+        assert!(err(&|c| c.lb_tunnel = Some("auto".into())).contains("no balancer"));
         Ok(())
     }
 

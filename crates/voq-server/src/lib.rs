@@ -6,6 +6,7 @@
 //! `voq serve` is a thin wrapper around [`run`]; tests and benchmarks use [`Server`] in-process.
 
 pub mod agent;
+pub mod announce;
 pub mod auth;
 pub mod config;
 pub mod fleet;
@@ -51,6 +52,9 @@ pub struct Server {
     recorder: Option<Recorder>,
     /// This server's QUIC-LB identity, for re-making its fleet routes.
     quic_lb: Option<QuicLbSettings>,
+    /// The anycast announcement: set `withdraw` to take the route away for good; the task
+    /// ends once the routing daemon confirmed.
+    announce: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Server {
@@ -260,6 +264,18 @@ impl Server {
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, slots, handshakes));
         info!(addr = %endpoint.local_addr()?, agent = %settings.agent, "voq server listening");
         let rotation = certs.spawn_rotation(tls::DEV_CERT_ROTATION);
+        // Announce the anycast route only now that every socket is listening.
+        let announce = settings.announce.clone().map(|announce| {
+            let (withdraw, withdrawn) = watch::channel(false);
+            let counters = stats.clone();
+            let task = tokio::spawn(announce::run(
+                announce,
+                stats.announce.clone(),
+                move || counters.sessions_active(),
+                withdrawn,
+            ));
+            (withdraw, task)
+        });
         Ok(Self {
             endpoint,
             certs,
@@ -274,6 +290,7 @@ impl Server {
             metrics,
             recorder,
             quic_lb: settings.quic_lb.clone(),
+            announce,
         })
     }
 
@@ -331,6 +348,20 @@ impl Server {
         }
     }
 
+    /// Withdraws the anycast route for good (draining) and waits, at most a few seconds, until
+    /// the routing daemon confirmed: new handshakes then go to other servers while this one's
+    /// calls go on. Nothing without `--bird-socket`.
+    pub async fn withdraw(&mut self) {
+        if let Some((withdraw, task)) = self.announce.as_mut() {
+            let _ = withdraw.send(true);
+            let wait = announce::bird::TIMEOUT + announce::SAMPLE_INTERVAL;
+            if tokio::time::timeout(wait, task).await.is_err() {
+                warn!("the anycast route's withdrawal was not confirmed in time");
+            }
+            self.announce = None;
+        }
+    }
+
     /// The first step of a graceful shutdown, at once: refuse new connections (rather than
     /// leaving their handshakes unanswered) and new turns; sessions in progress go on.
     /// [`shutdown`](Self::shutdown) begins with it; call it alone to take a server out of
@@ -343,6 +374,7 @@ impl Server {
     /// Graceful shutdown: stop accepting, refuse new turns, let sessions finish what they are
     /// saying and their clients close (up to the drain timeout), then close what is left.
     pub async fn shutdown(mut self) {
+        self.withdraw().await;
         self.stop_accepting();
         if let Some(r) = self.rotation.take() {
             r.abort();

@@ -82,6 +82,8 @@ macro_rules! stats {
             pub auth: Option<Arc<AuthStats>>,
             /// The anycast socket's counters, on a server of an anycast fleet.
             pub anycast: Option<Arc<voq_tunnel::AnycastSocket>>,
+            /// The anycast route's announcement (load shedding), when a routing daemon is set.
+            pub announce: Arc<crate::announce::AnnounceStats>,
             $(#[doc = $help] pub $name: Counter,)*
         }
 
@@ -196,6 +198,35 @@ impl Stats {
             ] {
                 out.single(name, Kind::Counter, help, value);
             }
+        }
+        if self.anycast.is_some() {
+            let a = &self.announce;
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            out.single(
+                "voq_anycast_announced",
+                Kind::Gauge,
+                "1 while the routing daemon announces the anycast route for this server",
+                u64::from(a.announced.load(std::sync::atomic::Ordering::Relaxed)),
+            );
+            out.single(
+                "voq_anycast_withdrawals_total",
+                Kind::Counter,
+                "withdrawals of the anycast route (full, late or draining)",
+                load(&a.withdrawals),
+            );
+            out.single(
+                "voq_anycast_announcements_total",
+                Kind::Counter,
+                "announcements of the anycast route",
+                load(&a.announcements),
+            );
+            out.single(
+                "voq_anycast_route_errors_total",
+                Kind::Counter,
+                "requests to the routing daemon that failed",
+                load(&a.errors),
+            );
         }
         out.single(
             "voq_sessions_active",
