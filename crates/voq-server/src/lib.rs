@@ -754,21 +754,29 @@ async fn accept_webtransport(
 ) -> Option<(voq_transport::Link, session::Credential)> {
     use voq_transport::web_transport_quinn as wtq;
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-    let request =
-        match tokio::time::timeout(CONNECT_TIMEOUT, wtq::Request::accept(conn.clone())).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!("WebTransport request failed: {e}");
-                return None;
-            }
-            Err(_) => {
-                conn.close(
-                    quinn::VarInt::from_u32(0x0100),
-                    b"no WebTransport CONNECT in time",
-                );
-                return None;
-            }
-        };
+    // A plain HTTP/3 client (no WebTransport in its SETTINGS, or a GET rather than an extended
+    // CONNECT) is answered 404 on every request, on a connection left open until it closes or
+    // idles: it may be about to move to our preferred address (ngtcp2's client does).
+    let accept = wtq::Request::accept_or_answer(conn.clone(), wtq::http::StatusCode::NOT_FOUND);
+    let request = match tokio::time::timeout(CONNECT_TIMEOUT, accept).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => {
+            tracing::debug!("plain HTTP/3 request answered 404 (voq serves WebTransport)");
+            ctx.stats.http_requests.inc();
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("WebTransport request failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            conn.close(
+                quinn::VarInt::from_u32(0x0100),
+                b"no WebTransport CONNECT in time",
+            );
+            return None;
+        }
+    };
     let connect = request.connect();
     let path = connect.url.path().to_string();
     let origin = connect

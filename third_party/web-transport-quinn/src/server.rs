@@ -189,6 +189,60 @@ impl Request {
         })
     }
 
+    /// Like [`Request::accept`], but a peer that is not a WebTransport client (a plain HTTP/3
+    /// client: its SETTINGS do not enable WebTransport, or its request is not an extended
+    /// CONNECT) is answered with `status` (a HEADERS frame, then FIN) on each request stream it
+    /// opens, on a connection kept open until the peer closes it or it idles out, and `Ok(None)`
+    /// is returned at once (voq patch; the answering runs on a task of its own).
+    pub async fn accept_or_answer(
+        conn: quinn::Connection,
+        status: http::StatusCode,
+    ) -> Result<Option<Self>, ServerError> {
+        let settings = Settings::connect_any(&conn).await?;
+        let (send, mut recv) = conn.accept_bi().await?;
+        if settings.supports_webtransport() {
+            match web_transport_proto::ConnectRequest::read(&mut recv).await {
+                Ok(request) => {
+                    tracing::debug!(?request, "received CONNECT request");
+                    let connect = Connecting {
+                        request,
+                        send,
+                        recv,
+                    };
+                    return Ok(Some(Self {
+                        conn,
+                        settings,
+                        connect,
+                    }));
+                }
+                Err(
+                    web_transport_proto::ConnectError::WrongMethod(_)
+                    | web_transport_proto::ConnectError::WrongProtocol(_),
+                ) => {}
+                Err(e) => return Err(crate::ConnectError::from(e).into()),
+            }
+        }
+        tracing::debug!(%status, "answering a plain HTTP/3 request");
+        tokio::spawn(async move {
+            let mut send = send;
+            Self::answer(&mut send, status).await;
+            // Further requests get the same answer; the control streams (in `settings`) stay
+            // open meanwhile, as HTTP/3 requires.
+            while let Ok((mut send, _recv)) = conn.accept_bi().await {
+                Self::answer(&mut send, status).await;
+            }
+            drop(settings);
+        });
+        Ok(None)
+    }
+
+    async fn answer(send: &mut quinn::SendStream, status: http::StatusCode) {
+        let response = web_transport_proto::ConnectResponse::new(status);
+        if response.write(send).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+
     pub async fn ok(self) -> Result<Session, ServerError> {
         self.respond(ConnectResponse::OK).await
     }
