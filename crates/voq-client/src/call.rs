@@ -233,16 +233,69 @@ impl Client {
         // future: an abandoned connection would otherwise hold a session on the server.
         let _close = CloseOnDrop(link.clone());
         let setup = started.elapsed();
+        let mut outcome = match zero_rtt {
+            None => Self::session(&link, &opts, false, setup, target).await?,
+            Some(accepted) => {
+                // The session starts in 0-RTT. If the server rejects the early data (its
+                // ticket key is not ours: another server, a restarted one), every stream of it
+                // is gone: start the session again on the 1-RTT connection. Nothing is lost:
+                // the server saw none of it, and the turns are sent again from their start.
+                let early = Self::session(&link, &opts, true, setup, target);
+                tokio::pin!(early);
+                tokio::pin!(accepted);
+                let accepted_now = tokio::select! {
+                    accepted = &mut accepted => Some(accepted),
+                    result = &mut early => {
+                        // Ended before the handshake said (a failure, in practice): ask now.
+                        if accepted.await {
+                            return result.map(|o| Self::stamp(o, true, started));
+                        }
+                        None
+                    }
+                };
+                match accepted_now {
+                    Some(true) => Self::stamp(early.await?, true, started),
+                    _ => {
+                        tracing::info!("the server rejected 0-RTT: starting again on 1-RTT");
+                        let setup = started.elapsed();
+                        let mut outcome = Self::session(&link, &opts, false, setup, target).await?;
+                        outcome.report.setup.zero_rtt_rejected = true;
+                        outcome
+                    }
+                }
+            }
+        };
+        outcome.started = Some(started.into_std());
+        Ok(outcome)
+    }
+
+    /// One voq session on `link`: the control stream, the turns, the replies.
+    async fn session(
+        link: &Link,
+        opts: &CallOptions,
+        zero_rtt: bool,
+        setup: Duration,
+        target: &Target,
+    ) -> anyhow::Result<CallOutcome> {
         let control = link
             .open_bi()
             .await
             .context("cannot open the control stream")?;
-        let mut call = Call::new(link.clone(), control, &opts, zero_rtt, setup, target)?;
-        let result = call.run(&opts).await;
-        result?;
-        let mut outcome = call.finish();
+        let mut call = Call::new(link.clone(), control, opts, zero_rtt, setup, target)?;
+        call.run(opts).await?;
+        Ok(call.finish())
+    }
+
+    /// Marks an outcome whose 0-RTT data the server accepted.
+    fn stamp(mut outcome: CallOutcome, accepted: bool, started: Instant) -> CallOutcome {
+        let r = &mut outcome.report;
+        r.zero_rtt = accepted;
+        r.setup.zero_rtt = accepted;
+        if accepted {
+            r.setup.first_prompt_byte_rtts = 0.0;
+        }
         outcome.started = Some(started.into_std());
-        Ok(outcome)
+        outcome
     }
 }
 
@@ -255,13 +308,14 @@ impl Drop for CloseOnDrop {
 }
 
 impl Client {
-    /// Sets up the carrier: the link, and whether it was set up with 0-RTT.
+    /// Sets up the carrier: the link, and, when it was set up with 0-RTT, whether the server
+    /// accepted the early data (resolves with the handshake).
     async fn connect(
         &self,
         target: &Target,
         transport: Carrier,
         token: Option<&voq_proto::event::Token>,
-    ) -> anyhow::Result<(Link, bool)> {
+    ) -> anyhow::Result<(Link, Option<quinn::ZeroRttAccepted>)> {
         let what = || {
             format!(
                 "cannot connect to {} ({}) over {transport}",
@@ -279,8 +333,8 @@ impl Client {
                     .connect_with(self.config.clone(), target.addr, &target.server_name)
                     .with_context(what)?;
                 Ok(match connecting.into_0rtt() {
-                    Ok((conn, _accepted)) => (Link::quic(conn), true),
-                    Err(connecting) => (Link::quic(connecting.await.with_context(what)?), false),
+                    Ok((conn, accepted)) => (Link::quic(conn), Some(accepted)),
+                    Err(connecting) => (Link::quic(connecting.await.with_context(what)?), None),
                 })
             }
             Carrier::WebTransport => {
@@ -296,11 +350,11 @@ impl Client {
                 let session = wtq::Session::connect(conn, url)
                     .await
                     .with_context(|| format!("{}: WebTransport CONNECT /voq refused", what()))?;
-                Ok((Link::webtransport(session), false))
+                Ok((Link::webtransport(session), None))
             }
             Carrier::WebSocket => Ok((
                 self.websocket(target, token).await.with_context(what)?,
-                false,
+                None,
             )),
         }
     }
@@ -625,6 +679,7 @@ impl Call {
         r.setup = crate::report::SetupReport {
             zero_rtt: r.zero_rtt,
             first_prompt_byte_rtts: if r.zero_rtt { 0.0 } else { r.setup_rtts },
+            zero_rtt_rejected: false,
         };
         r.server_id = self.session.session().and_then(|s| s.voq.server_id.clone());
         r.server_address = self.link.remote_address().to_string();

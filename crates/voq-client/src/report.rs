@@ -14,7 +14,7 @@ pub struct CallReport {
     pub rtt_ms: f64,
     /// `setup_ms / rtt_ms`.
     pub setup_rtts: f64,
-    /// Whether the connection resumed a session and sent 0-RTT data.
+    /// Whether the connection resumed a session and the server accepted its 0-RTT data.
     pub zero_rtt: bool,
     /// Connection setup, in round trips.
     pub setup: SetupReport,
@@ -44,6 +44,9 @@ pub struct SetupReport {
     /// From the start of connecting until the client could send its first prompt byte, in
     /// smoothed RTTs (0 with 0-RTT, about 1 for a fresh QUIC handshake).
     pub first_prompt_byte_rtts: f64,
+    /// The client tried 0-RTT and the server rejected it (its ticket was unknown there): the
+    /// session started again on the 1-RTT connection.
+    pub zero_rtt_rejected: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -100,7 +100,17 @@ impl Server {
             None => Identity::generate_dev(&[])?,
         };
         let certs = tls::CertStore::new(identity)?;
-        let tls = tls::server_config_with(&certs, &[ALPN_VOQ, ALPN_H3])?;
+        let mut tls = tls::server_config_with(&certs, &[ALPN_VOQ, ALPN_H3])?;
+        if let Some(fleet) = &settings.fleet {
+            // Stateless tickets any server of the fleet decrypts: 0-RTT wherever the next
+            // connection lands.
+            tls.ticketer = fleet.ticketer();
+            // rustls takes early data only on single-use (stateful) tickets unless told
+            // otherwise (our rustls patch). A replayed first flight is then accepted by TLS on
+            // any server of the fleet, and harmless: nothing of 0-RTT is acted on before the
+            // handshake completes (`accept_link`), which a replayer cannot do.
+            tls.early_data_with_stateless_tickets = true;
+        }
         let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .context("TLS configuration unusable for QUIC")?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));

@@ -108,3 +108,129 @@ async fn a_withheld_first_flight_delivered_later_commits_nothing_and_runs_no_age
         "only the first call's agent"
     );
 }
+
+/// Two servers of one fleet (one fleet secret): a ticket from A resumes with 0-RTT at B, and a
+/// captured first flight (Initial + a whole turn in 0-RTT) replayed from another address to
+/// either server acts on nothing at either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_tickets_resume_anywhere_and_a_replayed_flight_acts_nowhere() {
+    let secret = "5e".repeat(32);
+    let fleet_server = || async {
+        Server::start(Settings {
+            fleet: Some(voq_server::fleet::FleetKeys::parse(&secret).unwrap()),
+            ..Settings::loopback("echo")
+        })
+        .await
+        .unwrap()
+    };
+    let (a, b) = (fleet_server().await, fleet_server().await);
+    let client = Client::new(&Trust::Insecure, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let opts = CallOptions {
+        turns: vec![prompt()],
+        input_speed: 0.0,
+        ..Default::default()
+    };
+    let at = |server: &Server| Target {
+        addr: server.local_addr(),
+        server_name: "localhost".into(),
+        tls: true,
+    };
+    let first = client.call(&at(&a), opts.clone()).await.unwrap();
+    assert!(!first.report.zero_rtt);
+    // Resumed at the other server: it decrypts A's ticket and takes the early data.
+    let resumed = client.call(&at(&b), opts.clone()).await.unwrap();
+    assert!(
+        resumed.report.zero_rtt,
+        "B did not accept A's ticket with 0-RTT"
+    );
+    assert_eq!(resumed.report.setup.first_prompt_byte_rtts, 0.0);
+    assert_eq!(resumed.reply_received, prompt());
+
+    // A resumption whose first flight is captured on the way and never arrives.
+    let (tap_addr, captured) = tap().await;
+    let withheld = Target {
+        addr: tap_addr,
+        ..at(&a)
+    };
+    let lost = client
+        .call(
+            &withheld,
+            CallOptions {
+                timeout: Duration::from_secs(2),
+                ..opts
+            },
+        )
+        .await;
+    assert!(lost.is_err());
+    let flight = captured.lock().unwrap().clone();
+    assert!(
+        flight.iter().map(Vec::len).sum::<usize>() > 9_600,
+        "the turn rode in 0-RTT"
+    );
+    // Replayed from the attacker's own address, to both servers.
+    let (mut events_a, mut events_b) = (a.events(), b.events());
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for server in [&a, &b] {
+        for datagram in &flight {
+            attacker
+                .send_to(datagram, server.local_addr())
+                .await
+                .unwrap();
+        }
+    }
+    let acted = |k: &SessionEventKind| {
+        matches!(
+            k,
+            SessionEventKind::TurnFirstAudio { .. }
+                | SessionEventKind::TurnCommitted { .. }
+                | SessionEventKind::ResponseStarted { .. }
+        )
+    };
+    let (on_a, on_b) = tokio::join!(
+        wait_for_event(&mut events_a, Duration::from_secs(3), acted),
+        wait_for_event(&mut events_b, Duration::from_secs(3), acted)
+    );
+    assert!(
+        on_a.is_none() && on_b.is_none(),
+        "acted on a replay: {on_a:?} {on_b:?}"
+    );
+    for (server, turns) in [(&a, 1), (&b, 1)] {
+        assert_eq!(server.stats().turns_committed.get(), turns);
+        assert_eq!(server.stats().responses_started.get(), turns);
+    }
+}
+
+/// A ticket one server cannot decrypt (another fleet's, or a restarted server's): the server
+/// rejects the 0-RTT data, and the client starts the session again on 1-RTT, losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_0rtt_starts_the_session_again_and_loses_nothing() {
+    let issuer = Server::start(Settings {
+        fleet: Some(voq_server::fleet::FleetKeys::parse(&"7a".repeat(32)).unwrap()),
+        ..Settings::loopback("echo")
+    })
+    .await
+    .unwrap();
+    let stranger = Server::start(Settings::loopback("echo")).await.unwrap();
+    let client = Client::new(&Trust::Insecure, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let opts = CallOptions {
+        turns: vec![prompt()],
+        input_speed: 0.0,
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let at = |server: &Server| Target {
+        addr: server.local_addr(),
+        server_name: "localhost".into(),
+        tls: true,
+    };
+    client.call(&at(&issuer), opts.clone()).await.unwrap();
+    let outcome = client.call(&at(&stranger), opts).await.unwrap();
+    assert!(
+        outcome.report.setup.zero_rtt_rejected,
+        "{:?}",
+        outcome.report.setup
+    );
+    assert!(!outcome.report.zero_rtt);
+    assert_eq!(outcome.reply_received, prompt());
+    assert_eq!(stranger.stats().turns_committed.get(), 1);
+}

@@ -29,7 +29,16 @@ pub fn spawn_control_reader(mut recv: RecvHalf, tx: mpsc::UnboundedSender<Inboun
 /// Accepts the peer's unidirectional streams and starts a reader for each.
 pub fn spawn_uni_acceptor(link: Link, tx: mpsc::UnboundedSender<Inbound>) {
     tokio::spawn(async move {
-        while let Ok(recv) = link.accept_uni().await {
+        loop {
+            // Stop accepting as soon as the session is gone: a later session on the same
+            // connection (after rejected 0-RTT) must get the peer's streams, not this loop.
+            let recv = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = link.accept_uni() => match accepted {
+                    Ok(recv) => recv,
+                    Err(_) => return,
+                },
+            };
             let (stop_tx, stop_rx) = oneshot::channel();
             if tx.send(Inbound::Opened(recv.id(), stop_tx)).is_err() {
                 return;

@@ -184,6 +184,11 @@ pub enum WriteError {
 
     #[error("stream closed")]
     ClosedStream,
+
+    /// voq patch: the stream was opened in 0-RTT and the server rejected the early data; the
+    /// stream is gone (open another on the 1-RTT connection).
+    #[error("0-RTT rejected")]
+    ZeroRttRejected,
 }
 
 impl From<quinn::WriteError> for WriteError {
@@ -197,7 +202,7 @@ impl From<quinn::WriteError> for WriteError {
             }
             quinn::WriteError::ClosedStream => WriteError::ClosedStream,
             quinn::WriteError::ConnectionLost(e) => WriteError::SessionError(e.into()),
-            quinn::WriteError::ZeroRttRejected => unreachable!("0-RTT not supported"),
+            quinn::WriteError::ZeroRttRejected => WriteError::ZeroRttRejected,
         }
     }
 }
@@ -219,6 +224,10 @@ pub enum ReadError {
 
     #[error("ordered read on unordered stream")]
     IllegalOrderedRead,
+
+    /// voq patch: the stream was opened in 0-RTT and the server rejected the early data.
+    #[error("0-RTT rejected")]
+    ZeroRttRejected,
 }
 
 impl From<quinn::ReadError> for ReadError {
@@ -233,7 +242,7 @@ impl From<quinn::ReadError> for ReadError {
             quinn::ReadError::ConnectionLost(e) => ReadError::SessionError(e.into()),
             quinn::ReadError::IllegalOrderedRead => ReadError::IllegalOrderedRead,
             quinn::ReadError::ClosedStream => ReadError::ClosedStream,
-            quinn::ReadError::ZeroRttRejected => unreachable!("0-RTT not supported"),
+            quinn::ReadError::ZeroRttRejected => ReadError::ZeroRttRejected,
         }
     }
 }

@@ -117,7 +117,8 @@ impl RecvStream {
             Err(quinn::ResetError::ConnectionLost(conn_err)) => {
                 Err(self.error.map(conn_err.into()))
             }
-            Err(quinn::ResetError::ZeroRttRejected) => unreachable!("0-RTT not supported"),
+            // voq patch: a stream of rejected 0-RTT is gone, never reset by the peer.
+            Err(quinn::ResetError::ZeroRttRejected) => Ok(None),
         }
     }
 

@@ -82,7 +82,8 @@ impl SendStream {
             Err(quinn::StoppedError::ConnectionLost(conn_err)) => {
                 Err(self.error.map(conn_err.into()))
             }
-            Err(quinn::StoppedError::ZeroRttRejected) => unreachable!("0-RTT not supported"),
+            // voq patch: a stream of rejected 0-RTT is gone, never stopped by the peer.
+            Err(quinn::StoppedError::ZeroRttRejected) => Ok(None),
         }
     }
 
@@ -262,7 +263,7 @@ impl web_transport_trait::poll::SendStream for SendStream {
                 Err(quinn::StoppedError::ConnectionLost(conn_err)) => {
                     Err(WriteError::SessionError(error.map(conn_err.into())))
                 }
-                Err(quinn::StoppedError::ZeroRttRejected) => unreachable!("0-RTT not supported"),
+                Err(quinn::StoppedError::ZeroRttRejected) => Err(WriteError::ZeroRttRejected),
             }
         })
     }

@@ -130,6 +130,70 @@ impl Tls13ClientSessionValue {
         self.max_early_data_size = new;
     }
 
+    /// The session as bytes, to keep it beyond this process (voq patch). They hold the
+    /// session's resumption secret: store them as carefully as a private key.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.suite.common.suite.encode(&mut out);
+        self.age_add.encode(&mut out);
+        self.max_early_data_size.encode(&mut out);
+        self.common.ticket.encode(&mut out);
+        self.common.secret.encode(&mut out);
+        self.common.epoch.encode(&mut out);
+        self.common.lifetime_secs.encode(&mut out);
+        self.common.server_cert_chain.encode(&mut out);
+        self.quic_params.encode(&mut out);
+        out
+    }
+
+    /// A session from [`Tls13ClientSessionValue::to_bytes`] (voq patch), bound to the given
+    /// verifier and client credentials: load only sessions that were made under the same trust
+    /// policy. `None` when the bytes are malformed or their cipher suite is not in `provider`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        provider: &crate::crypto::CryptoProvider,
+        server_cert_verifier: &Arc<dyn ServerCertVerifier>,
+        client_creds: &Arc<dyn ResolvesClientCert>,
+    ) -> Option<Self> {
+        let mut r = Reader::init(bytes);
+        let suite_id = CipherSuite::read(&mut r).ok()?;
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find_map(|s| match s {
+                crate::suites::SupportedCipherSuite::Tls13(t) if t.common.suite == suite_id => {
+                    Some(*t)
+                }
+                _ => None,
+            })?;
+        let age_add = u32::read(&mut r).ok()?;
+        let max_early_data_size = u32::read(&mut r).ok()?;
+        let ticket = PayloadU16::read(&mut r).ok()?;
+        let secret = Zeroizing::new(PayloadU8::read(&mut r).ok()?);
+        let epoch = u64::read(&mut r).ok()?;
+        let lifetime_secs = u32::read(&mut r).ok()?;
+        let server_cert_chain = CertificateChain::read(&mut r).ok()?.into_owned();
+        let quic_params = PayloadU16::read(&mut r).ok()?;
+        if r.any_left() {
+            return None;
+        }
+        Some(Self {
+            suite,
+            age_add,
+            max_early_data_size,
+            common: ClientSessionCommon {
+                ticket: Arc::new(ticket),
+                secret,
+                epoch,
+                lifetime_secs: cmp::min(lifetime_secs, MAX_TICKET_LIFETIME),
+                server_cert_chain: Arc::new(server_cert_chain),
+                server_cert_verifier: Arc::downgrade(server_cert_verifier),
+                client_creds: Arc::downgrade(client_creds),
+            },
+            quic_params,
+        })
+    }
+
     pub fn set_quic_params(&mut self, quic_params: &[u8]) {
         self.quic_params = PayloadU16::new(quic_params.to_vec());
     }

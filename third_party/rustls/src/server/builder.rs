@@ -119,6 +119,7 @@ impl ConfigBuilder<ServerConfig, WantsServerCert> {
             key_log: Arc::new(NoKeyLog {}),
             enable_secret_extraction: false,
             max_early_data_size: 0,
+            early_data_with_stateless_tickets: false,
             send_half_rtt_data: false,
             send_tls13_tickets: 2,
             max_tls13_tickets: 0,

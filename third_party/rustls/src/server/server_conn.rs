@@ -365,6 +365,14 @@ pub struct ServerConfig {
     /// expansion in the latter case.
     pub max_early_data_size: u32,
 
+    /// Accept early data on stateless tickets (those of [`ServerConfig::ticketer`]), which
+    /// is otherwise only accepted with stateful resumption (single-use tickets, RFC 8446
+    /// §8.1). voq patch, for a fleet of servers sharing ticket keys: TLS then does **not**
+    /// stop a replayed first flight from being accepted again (on any server sharing the
+    /// keys), so the application must make early data safe to replay (e.g. act on nothing of
+    /// it before the handshake completes). The default is false.
+    pub early_data_with_stateless_tickets: bool,
+
     /// Whether the server should send "0.5RTT" data.  This means the server
     /// sends data after its first flight of handshake messages, without
     /// waiting for the client to complete the handshake.
