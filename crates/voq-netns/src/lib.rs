@@ -33,9 +33,22 @@
 //!
 //! See `docs/NETNS.md` in the repository for the address plan, the forwarding, the cleanup
 //! guarantees and the limits.
+//!
+//! The crate also builds an anycast fleet ([`Fleet`], module [`fleet`]): a client, a router and
+//! up to nine servers in namespaces joined by veth pairs, the servers announcing [`ANYCAST`]
+//! over BGP (BIRD 2) and the router spreading flows over them by kernel ECMP.
+//!
+//! ```no_run
+//! use voq_netns::{Fleet, FleetConfig};
+//!
+//! let fleet = Fleet::create(FleetConfig::new(3))?; // returns once BGP has converged
+//! assert_eq!(fleet.next_hops()?.len(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod cmd;
 mod error;
+pub mod fleet;
 mod forward;
 mod ns;
 
@@ -49,6 +62,7 @@ use tun_tap::{Iface, Mode};
 pub use voq_netem::{LinkConfig, LinkStats};
 
 pub use error::{Error, Result, Unavailable};
+pub use fleet::{ANYCAST, Fleet, FleetConfig};
 pub use ns::{NETNS_DIR, Namespace, PREFIX, RUN_TIMEOUT, sweep_stale};
 
 use crate::cmd::ip;
@@ -336,15 +350,7 @@ impl Drop for NetnsLink {
 /// kernel sends no router solicitations or MLD reports across the link.
 fn open_tun(ns: &Namespace) -> Result<Iface> {
     ns.enter(|| {
-        for knob in ["all", "default"] {
-            let path = format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6");
-            match std::fs::write(&path, "1") {
-                Ok(()) => {}
-                // No IPv6 in this kernel: nothing to turn off.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("writing {path}"), e)),
-            }
-        }
+        ns::disable_ipv6_here()?;
         Iface::without_packet_info(TUN_NAME, Mode::Tun)
             .map_err(|e| Error::io(format!("creating TUN device {TUN_NAME}"), e))
     })?

@@ -21,7 +21,9 @@ use crate::error::{Error, Result, Unavailable};
 /// Where `ip netns` keeps its named namespaces (bind mounts of `/proc/PID/ns/net`).
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// The prefix of every namespace this crate names: `voq-<pid>-<n>-a` and `…-b`.
+/// The prefix of every namespace this crate names: `voq-<pid>-<n>-a` and `…-b` for a
+/// [`NetnsLink`](crate::NetnsLink), `voq-<pid>-<n>-client`, `…-router`, `…-s1`… for a
+/// [`Fleet`](crate::Fleet).
 pub const PREFIX: &str = "voq-";
 
 /// The limit of [`Namespace::run`].
@@ -35,8 +37,9 @@ pub(crate) fn fresh_name(suffix: &str) -> (u64, String) {
     (n, format!("{PREFIX}{}-{n}-{suffix}", std::process::id()))
 }
 
-/// One end of a [`NetnsLink`](crate::NetnsLink): a named network namespace holding a TUN device
-/// ([`TUN_NAME`](crate::TUN_NAME)) with this end's addresses.
+/// A named network namespace: one end of a [`NetnsLink`](crate::NetnsLink) (holding a TUN
+/// device, [`TUN_NAME`](crate::TUN_NAME), with this end's addresses), or a member of a
+/// [`Fleet`](crate::Fleet) (client, router or server, joined by veth pairs).
 ///
 /// Everything that runs "in" the namespace opens its sockets there: a command started through
 /// [`command`](Self::command) (`ip netns exec NAME …`), or Rust code on a thread that entered the
@@ -48,7 +51,8 @@ pub(crate) fn fresh_name(suffix: &str) -> (u64, String) {
 pub struct Namespace {
     name: String,
     addresses: Vec<Ipv4Addr>,
-    /// False once deleted (by [`NetnsLink::close`](crate::NetnsLink::close)).
+    /// False once deleted (by [`NetnsLink::close`](crate::NetnsLink::close) or
+    /// [`Fleet::close`](crate::Fleet::close)).
     live: bool,
 }
 
@@ -77,7 +81,8 @@ impl Namespace {
         Path::new(NETNS_DIR).join(&self.name)
     }
 
-    /// The primary IPv4 address of this end (`198.18.0.1` for a, `198.18.0.2` for b).
+    /// The primary IPv4 address of this namespace (`198.18.0.1` for a, `198.18.0.2` for b; a
+    /// fleet's: see [`Fleet`](crate::Fleet)).
     pub fn address(&self) -> Ipv4Addr {
         self.addresses
             .first()
@@ -85,7 +90,8 @@ impl Namespace {
             .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
-    /// All IPv4 addresses of this end (a: `198.18.0.1`, and `198.18.0.5` when configured).
+    /// All IPv4 addresses of this namespace (a: `198.18.0.1`, and `198.18.0.5` when configured;
+    /// a fleet's: see [`Fleet`](crate::Fleet)).
     pub fn addresses(&self) -> &[Ipv4Addr] {
         &self.addresses
     }
@@ -229,6 +235,23 @@ impl Drop for Namespace {
     }
 }
 
+/// Turns IPv6 off in the namespace the calling thread is in (call it inside
+/// [`Namespace::enter`]: `/proc/sys/net` shows the caller's namespace), so that the kernel sends
+/// no router solicitations or MLD reports on its links. `default` covers the devices made
+/// afterwards, `all` those that exist.
+pub(crate) fn disable_ipv6_here() -> Result<()> {
+    for knob in ["all", "default"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6");
+        match std::fs::write(&path, "1") {
+            Ok(()) => {}
+            // No IPv6 in this kernel: nothing to turn off.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("writing {path}"), e)),
+        }
+    }
+    Ok(())
+}
+
 /// Moves the calling thread into the network namespace `netns` refers to.
 fn join_namespace(netns: &File) -> Result<()> {
     move_into_link_name_space(netns.as_fd(), Some(LinkNameSpaceType::Network))
@@ -274,9 +297,11 @@ pub(crate) fn delete_namespace(name: &str) -> Result<()> {
 }
 
 /// Removes the namespaces this crate left behind in processes that are gone: every
-/// `/run/netns/voq-<pid>-…` whose `<pid>` is not a running process (its processes are
-/// killed first). Called by [`NetnsLink::create`](crate::NetnsLink::create); returns the names
-/// removed.
+/// `/run/netns/voq-<pid>-…` whose `<pid>` is not a running process (its processes, a fleet's
+/// BIRD daemons among them, are killed first), then the fleets' run directories
+/// `/run/voq-fleet/voq-<pid>-…` of such processes. Called by
+/// [`NetnsLink::create`](crate::NetnsLink::create) and [`Fleet::create`](crate::Fleet::create);
+/// returns the names of the namespaces removed.
 ///
 /// A process that was killed (SIGKILL, or SIGINT during `cargo test`) runs no destructor: its
 /// namespaces stay until the next sweep. A zombie (dead, not yet reaped) counts as dead. A pid
@@ -304,12 +329,14 @@ pub fn sweep_stale() -> Vec<String> {
             Err(e) => eprintln!("voq-netns: removing stale namespace {name}: {e}"),
         }
     }
+    // After the namespaces: their BIRD daemons are dead by now, so nothing writes there.
+    crate::fleet::sweep_stale_run_dirs();
     removed
 }
 
 /// Whether `pid` is a running process: it exists and is not a zombie (dead, not yet reaped:
 /// its namespaces are as stale as those of a reaped one).
-fn running(pid: u32) -> bool {
+pub(crate) fn running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -321,7 +348,7 @@ fn running(pid: u32) -> bool {
 }
 
 /// The `<pid>` of `voq-<pid>-…`.
-fn owner_pid(name: &str) -> Option<u32> {
+pub(crate) fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(PREFIX)?;
     let (pid, tail) = rest.split_once('-')?;
     if tail.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
@@ -330,25 +357,36 @@ fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Whether this machine can run a [`NetnsLink`](crate::NetnsLink): root (effective uid 0), a
-/// working `ip`, `/dev/net/tun`, and the right to create (and delete) a namespace. Checked once
-/// per process, then cached.
+/// Whether this machine can run a [`NetnsLink`](crate::NetnsLink): what
+/// [`namespaces_available`] checks, and `/dev/net/tun`. Checked once per process, then cached.
 pub(crate) fn available() -> std::result::Result<(), Unavailable> {
     static PROBE: OnceLock<std::result::Result<(), Unavailable>> = OnceLock::new();
-    PROBE.get_or_init(probe).clone()
+    PROBE
+        .get_or_init(|| {
+            namespaces_available()?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map_err(|e| Unavailable::NoTun(e.to_string()))?;
+            Ok(())
+        })
+        .clone()
 }
 
-fn probe() -> std::result::Result<(), Unavailable> {
+/// Whether this machine can make named namespaces: root (effective uid 0), a working `ip`, and
+/// the right to create (and delete) a namespace. Checked once per process, then cached.
+pub(crate) fn namespaces_available() -> std::result::Result<(), Unavailable> {
+    static PROBE: OnceLock<std::result::Result<(), Unavailable>> = OnceLock::new();
+    PROBE.get_or_init(probe_namespaces).clone()
+}
+
+fn probe_namespaces() -> std::result::Result<(), Unavailable> {
     let euid = rustix::process::geteuid().as_raw();
     if euid != 0 {
         return Err(Unavailable::NotRoot(euid));
     }
     ip(&["-V"]).map_err(|e| Unavailable::NoIp(e.to_string()))?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .map_err(|e| Unavailable::NoTun(e.to_string()))?;
     let (_, name) = fresh_name("probe");
     let namespace = Namespace::add(name).map_err(|e| Unavailable::NoNamespace(e.to_string()))?;
     drop(namespace);
