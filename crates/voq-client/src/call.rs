@@ -112,6 +112,18 @@ pub struct CallOptions {
     /// The session token for a server with authentication on: sent in the first event on QUIC
     /// and WebTransport, as `Authorization: Bearer` on the WebSocket upgrade.
     pub token: Option<voq_proto::event::Token>,
+    /// Move to a new local address this long after connecting (QUIC and WebTransport: the
+    /// connection migrates; a NAT rebinding or a network change).
+    pub rebind: Option<Rebind>,
+}
+
+/// A change of the client's own address in the middle of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebind {
+    /// When, after the connection is up.
+    pub after: Duration,
+    /// The new local IP; `None` keeps the IP and takes a new port (what a NAT rebinding does).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Default for CallOptions {
@@ -129,6 +141,7 @@ impl Default for CallOptions {
             server_vad: false,
             transport: Carrier::Quic,
             token: None,
+            rebind: None,
         }
     }
 }
@@ -170,12 +183,16 @@ pub struct ClientOptions {
     /// handshake is confirmed (RFC 9000 §9.6). `false` stays on the dialled address, as
     /// browsers do. Default `true`.
     pub use_preferred_address: bool,
+    /// Keep session tickets in this file, so that another process (the next `voq call`)
+    /// resumes with 0-RTT; `None` keeps them in memory, for this client only. Default `None`.
+    pub ticket_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             use_preferred_address: true,
+            ticket_file: None,
         }
     }
 }
@@ -194,7 +211,7 @@ impl Client {
     ) -> anyhow::Result<Self> {
         let transport = voq_transport::quic::transport_config_with(options.use_preferred_address);
         let quic_config = |alpn: &[u8]| -> anyhow::Result<quinn::ClientConfig> {
-            let tls = client_config(trust, alpn)?;
+            let tls = crate::tls::client_config_with(trust, alpn, options.ticket_file.as_deref())?;
             let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
             let mut config = quinn::ClientConfig::new(Arc::new(quic));
             config.transport_config(transport.clone());
@@ -233,6 +250,19 @@ impl Client {
         // future: an abandoned connection would otherwise hold a session on the server.
         let _close = CloseOnDrop(link.clone());
         let setup = started.elapsed();
+        let rebinding = match opts.rebind {
+            Some(rebind) => {
+                anyhow::ensure!(
+                    opts.transport != Carrier::WebSocket,
+                    "a rebinding needs QUIC or WebTransport: a TCP connection cannot move"
+                );
+                Some(self.spawn_rebind(rebind))
+            }
+            None => None,
+        };
+        let _stop_rebinding = rebinding
+            .as_ref()
+            .map(|(task, _)| AbortOnDrop(task.abort_handle()));
         let mut outcome = match zero_rtt {
             None => Self::session(&link, &opts, false, setup, target).await?,
             Some(accepted) => {
@@ -265,8 +295,50 @@ impl Client {
                 }
             }
         };
+        if let Some((_, at)) = &rebinding
+            && let Ok(at) = at.lock()
+            && let Some(at) = *at
+        {
+            outcome.report.migrations += 1;
+            outcome.report.rebound_at_ms = Some(ms(at.saturating_duration_since(started)));
+        }
         outcome.started = Some(started.into_std());
         Ok(outcome)
+    }
+
+    /// Moves the endpoint to a new socket after `rebind.after`; the instant it did so goes into
+    /// the returned cell.
+    fn spawn_rebind(
+        &self,
+        rebind: Rebind,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        Arc<std::sync::Mutex<Option<Instant>>>,
+    ) {
+        let endpoint = self.endpoint.clone();
+        let done = Arc::new(std::sync::Mutex::new(None));
+        let cell = done.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(rebind.after).await;
+            let ip = match (rebind.ip, endpoint.local_addr()) {
+                (Some(ip), _) => ip,
+                (None, Ok(local)) => local.ip(),
+                (None, Err(e)) => {
+                    tracing::warn!("cannot rebind: no local address: {e}");
+                    return;
+                }
+            };
+            let moved = std::net::UdpSocket::bind((ip, 0)).and_then(|s| endpoint.rebind(s));
+            match moved {
+                Ok(()) => {
+                    if let Ok(mut at) = cell.lock() {
+                        *at = Some(Instant::now());
+                    }
+                }
+                Err(e) => tracing::warn!("cannot rebind to {ip}: {e}"),
+            }
+        });
+        (task, done)
     }
 
     /// One voq session on `link`: the control stream, the turns, the replies.
@@ -296,6 +368,14 @@ impl Client {
         }
         outcome.started = Some(started.into_std());
         outcome
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -4,9 +4,10 @@
 
 mod call;
 pub mod report;
+pub mod resume;
 pub mod tls;
 
-pub use call::{CallOptions, CallOutcome, Client, ClientOptions, Target};
+pub use call::{CallOptions, CallOutcome, Client, ClientOptions, Rebind, Target};
 pub use report::CallReport;
 pub use tls::Trust;
 pub use voq_proto::event::Token;

@@ -30,6 +30,9 @@ pub struct CallReport {
     /// Times the connection's path changed: to the preferred address, and each rebinding to a
     /// new local address.
     pub migrations: u32,
+    /// When the client moved to a new local address (`--rebind-after`), from the start of
+    /// connecting.
+    pub rebound_at_ms: Option<f64>,
     pub prompt: PromptReport,
     pub reply: ReplyReport,
     pub interrupt: Option<InterruptReport>,

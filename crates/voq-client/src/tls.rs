@@ -39,12 +39,46 @@ impl Trust {
     }
 }
 
-/// rustls client configuration for QUIC with `alpn`.
+/// rustls client configuration for QUIC with `alpn`; session tickets in memory.
 pub fn client_config(trust: &Trust, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+    client_config_with(trust, alpn, None)
+}
+
+/// [`client_config`], keeping session tickets in `ticket_file` (see [`crate::resume`]) so that
+/// another process resumes with 0-RTT.
+pub fn client_config_with(
+    trust: &Trust,
+    alpn: &[u8],
+    ticket_file: Option<&std::path::Path>,
+) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let mut config = match trust {
+    let verifier = verifier_of(trust)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    // 0-RTT on resumption: the client may send its prompt with the first flight.
+    config.enable_early_data = true;
+    if let Some(path) = ticket_file {
+        let store = crate::resume::FileSessionStore::new(
+            path.to_path_buf(),
+            alpn,
+            &trust_scope(trust)?,
+            provider,
+            verifier,
+            config.client_auth_cert_resolver.clone(),
+        );
+        config.resumption = rustls::client::Resumption::store(Arc::new(store));
+    }
+    Ok(config)
+}
+
+/// The certificate verifier of a trust policy.
+pub fn verifier_of(trust: &Trust) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(match trust {
         Trust::CaFile(path) => {
             use rustls::pki_types::pem::PemObject;
             let mut roots = rustls::RootCertStore::empty();
@@ -53,27 +87,37 @@ pub fn client_config(trust: &Trust, alpn: &[u8]) -> anyhow::Result<rustls::Clien
             {
                 roots.add(cert.with_context(|| format!("malformed PEM in {}", path.display()))?)?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .with_context(|| format!("unusable CA file {}", path.display()))?
         }
-        Trust::CertHash(hash) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                hash: Some(*hash),
-                provider,
-            }))
-            .with_no_client_auth(),
-        Trust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                hash: None,
-                provider,
-            }))
-            .with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![alpn.to_vec()];
-    // 0-RTT on resumption: the client may send its prompt with the first flight.
-    config.enable_early_data = true;
-    Ok(config)
+        Trust::CertHash(hash) => Arc::new(Pinned {
+            hash: Some(*hash),
+            provider,
+        }),
+        Trust::Insecure => Arc::new(Pinned {
+            hash: None,
+            provider,
+        }),
+    })
+}
+
+/// A stable description of a trust policy, so a ticket is offered only under the policy it was
+/// obtained under: the pinned hash, the CA file's contents (by hash), or "insecure".
+fn trust_scope(trust: &Trust) -> anyhow::Result<String> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    Ok(match trust {
+        Trust::CertHash(hash) => format!("sha256:{}", hex(hash)),
+        Trust::CaFile(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read CA file {}", path.display()))?;
+            format!(
+                "ca:{}",
+                hex(ring::digest::digest(&ring::digest::SHA256, &pem).as_ref())
+            )
+        }
+        Trust::Insecure => "insecure".into(),
+    })
 }
 
 /// Accepts the certificate whose SHA-256 is `hash` (any certificate when `None`), and still

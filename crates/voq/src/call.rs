@@ -65,6 +65,21 @@ pub struct CallArgs {
     /// Give up after this long.
     #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// Do not keep session tickets in the ticket file (~/.cache/voq/tickets, or under
+    /// $XDG_CACHE_HOME): no 0-RTT resumption by the next call.
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Stay on the dialled address even when the server offers its preferred (unicast)
+    /// address, as browsers do.
+    #[arg(long)]
+    pub no_preferred_addr: bool,
+    /// Move to a new local address this long after connecting (QUIC and WebTransport): the
+    /// connection migrates, the call goes on.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rebind_after: Option<Duration>,
+    /// The local IP to move to with --rebind-after [default: the same IP, a new port].
+    #[arg(long, value_name = "IP", requires = "rebind_after")]
+    pub rebind_ip: Option<std::net::IpAddr>,
 }
 
 pub async fn run(args: CallArgs) -> anyhow::Result<()> {
@@ -94,7 +109,18 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     } else {
         "0.0.0.0:0"
     };
-    let client = Client::new(&trust, bind.parse()?)?;
+    let ticket_file = match args.no_resume {
+        true => None,
+        false => voq_client::resume::default_path(),
+    };
+    let client = Client::with_options(
+        &trust,
+        bind.parse()?,
+        &voq_client::ClientOptions {
+            use_preferred_address: !args.no_preferred_addr,
+            ticket_file,
+        },
+    )?;
     let opts = CallOptions {
         codec: args.codec.parse()?,
         turns: vec![pcm; args.turns],
@@ -107,6 +133,10 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         server_vad: args.vad,
         transport: args.transport.parse().map_err(anyhow::Error::msg)?,
         token: args.token.clone().map(voq_client::Token),
+        rebind: args.rebind_after.map(|after| voq_client::Rebind {
+            after,
+            ip: args.rebind_ip,
+        }),
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await?;

@@ -5,8 +5,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+thread_local! {
+    /// Each test's own cache directory: `voq call` keeps session tickets under it, so tests
+    /// neither share tickets nor leave them in the user's cache.
+    static CACHE: tempfile::TempDir = tempfile::tempdir().unwrap();
+}
+
 fn voq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_voq"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_voq"));
+    CACHE.with(|dir| command.env("XDG_CACHE_HOME", dir.path()));
+    command
 }
 
 fn asset(name: &str) -> PathBuf {
@@ -310,4 +318,45 @@ fn tokens_from_keygen_to_call() {
         why.contains("--auth-keys") && why.contains("--no-auth"),
         "{why}"
     );
+}
+
+/// The ticket file: a second `voq call` (another process) resumes with 0-RTT, its first prompt
+/// byte in the first flight; `--no-resume` neither uses nor keeps tickets.
+#[test]
+fn a_second_voq_call_resumes_with_0rtt_from_the_ticket_file() {
+    let (_serve, url, hash) = Serve::start("echo");
+    let call = |extra: &[&str]| -> serde_json::Value {
+        let run = voq()
+            .args(["call", &url, "--input"])
+            .arg(asset("prompt-carwash-24k.wav"))
+            .args(["--input-speed", "0", "--json", "--cert-hash", &hash])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        serde_json::from_slice(&run.stdout).unwrap()
+    };
+    assert_eq!(call(&["--no-resume"])["setup"]["zero_rtt"], false);
+    assert_eq!(
+        call(&["--no-resume"])["setup"]["zero_rtt"],
+        false,
+        "nothing was kept"
+    );
+    assert_eq!(call(&[])["setup"]["zero_rtt"], false, "no ticket yet");
+    let resumed = call(&[]);
+    assert_eq!(resumed["setup"]["zero_rtt"], true, "{resumed}");
+    assert_eq!(resumed["setup"]["first_prompt_byte_rtts"], 0.0);
+    let file = CACHE.with(|d| d.path().join("voq/tickets"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.lines().count() >= 1, "tickets are kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the ticket file is private: {mode:o}");
+    }
 }
