@@ -228,6 +228,15 @@ impl Client {
         })
     }
 
+    /// Closes every connection and waits, at most `limit`, until the closes were sent and the
+    /// connections drained. Call it before the process (or the runtime) ends: a close that
+    /// never leaves keeps the server's session open until its idle timeout.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(Code::NoError.to_u32()), b"bye");
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
+
     /// The endpoint (e.g. to `rebind` it to a new socket: connection migration).
     pub fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint

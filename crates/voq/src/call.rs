@@ -139,7 +139,10 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         }),
         ..Default::default()
     };
-    let outcome = client.call(&target, opts).await?;
+    let outcome = client.call(&target, opts).await;
+    // Before the process ends, so the server's session ends now rather than at its idle timeout.
+    client.shutdown(Duration::from_secs(1)).await;
+    let outcome = outcome?;
     if let Some(path) = &args.output {
         voq_audio::write_wav_file(path, &outcome.reply_received, voq_audio::SAMPLE_RATE)
             .with_context(|| format!("cannot write --output {}", path.display()))?;
