@@ -44,6 +44,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(agent: &str) -> Self {
+        Self::start_with(agent, None).await
+    }
+
+    /// With `fleet`, the servers share its keys (session tickets among them).
+    async fn start_with(agent: &str, fleet: Option<voq_server::fleet::FleetKeys>) -> Self {
         let mut servers = Vec::new();
         let mut backends = Vec::new();
         for id in 1..=3u8 {
@@ -53,6 +58,7 @@ impl Cluster {
                 quic_lb: Some(lb_settings(id)),
                 tunnel: Tunnel::Learn,
                 drain_timeout: Duration::from_secs(2),
+                fleet: fleet.clone(),
                 ..Default::default()
             };
             let server = Server::start(settings).await.unwrap();
@@ -343,4 +349,76 @@ async fn junk_at_the_vip_is_dropped_and_counted_and_calls_go_on() {
     );
     balancer.shutdown().await;
     cluster.shutdown().await;
+}
+
+/// The Python venv that `scripts/setup` makes for the independent peers (aioquic).
+fn peer_python() -> Option<std::path::PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    let why = format!("{} is missing: run scripts/setup", python.display());
+    assert!(
+        std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+        "VOQ_NETNS_REQUIRED=1 (CI) but {why}"
+    );
+    eprintln!("SKIPPED: aioquic: {why}");
+    None
+}
+
+/// aioquic (an independent QUIC stack) resuming 20 times through the balancer to three
+/// servers: `{"calls", "zero_rtt", "resumed", "by_server"}`.
+async fn aioquic_resumptions(fleet: Option<voq_server::fleet::FleetKeys>) -> serde_json::Value {
+    let python = peer_python().unwrap();
+    let cluster = Cluster::start_with("echo", fleet).await;
+    let balancer = cluster
+        .balancer("127.0.0.1:0".parse().unwrap(), false)
+        .await;
+    let vip = balancer.local_addr();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/aioquic_resume.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(python)
+            .arg(script)
+            .args(["--port", &vip.port().to_string(), "--calls", "20"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("aioquic did not finish in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "aioquic failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.shutdown().await;
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// 0-RTT across the fleet (issue #11, item 7): with the fleet's shared ticket keys, aioquic's
+/// resumptions use 0-RTT on whichever server the balancer's hash picks; without them, only
+/// when the hash happens to pick the server that issued the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_resumes_with_0rtt_on_any_server_of_a_fleet() {
+    if peer_python().is_none() {
+        return;
+    }
+    let shared = aioquic_resumptions(Some(
+        voq_server::fleet::FleetKeys::parse(&"a5".repeat(32)).unwrap(),
+    ))
+    .await;
+    let alone = aioquic_resumptions(None).await;
+    eprintln!(
+        "aioquic 0-RTT through voq lb, 3 servers: fleet keys {shared}, per-server keys {alone}"
+    );
+    assert_eq!(shared["calls"], 20);
+    assert!(shared["zero_rtt"].as_u64().unwrap() >= 19, "{shared}");
+    assert!(
+        shared["by_server"].as_object().unwrap().len() >= 2,
+        "the hash spread the resumptions: {shared}"
+    );
+    // The same client without shared keys: only the issuer takes its 0-RTT.
+    assert!(alone["zero_rtt"].as_u64().unwrap() < 19, "{alone}");
 }
