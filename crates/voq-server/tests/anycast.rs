@@ -111,6 +111,7 @@ async fn a_client_that_does_not_migrate_stays_on_the_anycast_address() {
         "127.0.0.1:0".parse().unwrap(),
         &ClientOptions {
             use_preferred_address: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -189,6 +190,7 @@ async fn after_a_rehash_a_client_on_anycast_is_forwarded_to_its_server() {
         "127.0.0.1:0".parse().unwrap(),
         &ClientOptions {
             use_preferred_address: false,
+            ..Default::default()
         },
     )
     .unwrap();
