@@ -208,3 +208,41 @@ async fn every_carrier_delivers_the_prompt_through_the_same_emulated_path() {
         );
     }
 }
+
+/// The migration figure: each call moved once and lost nothing (QUIC on the proxy path;
+/// WebTransport through a netns link, root only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_moves_each_call_once_and_loses_nothing() {
+    let netns = voq_netns::NetnsLink::available();
+    if let Err(why) = &netns {
+        assert!(
+            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+            "network namespaces required but unavailable: {why}"
+        );
+    }
+    let names: &[&str] = if netns.is_ok() {
+        &["migration"]
+    } else {
+        eprintln!("the WebTransport migration scenarios need network namespaces: QUIC only");
+        &[
+            "migration-quic-none",
+            "migration-quic-mid-turn",
+            "migration-quic-mid-reply",
+        ]
+    };
+    let doc = quick(names).await;
+    for s in doc["scenarios"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let m = &s["metrics"];
+        if name.ends_with("-none") {
+            assert!(m.get("rebinds").is_none(), "{name}");
+            continue;
+        }
+        assert_eq!(m["rebinds"].as_f64(), Some(1.0), "{name}: {m}");
+        assert_eq!(m["reply_underruns"].as_f64(), Some(0.0), "{name}: {m}");
+        assert!(m["prompt_max_gap_ms"].is_number() && m["reply_max_gap_ms"].is_number());
+        if name.ends_with("mid-turn") {
+            assert_eq!(m["prompt_bit_exact"].as_f64(), Some(1.0), "{name}: {m}");
+        }
+    }
+}

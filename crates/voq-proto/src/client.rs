@@ -146,6 +146,12 @@ pub struct ResponseStats {
     pub frames_received: u64,
     /// When the first frame arrived.
     pub first_frame_at: Option<Instant>,
+    /// When the latest frame arrived.
+    pub last_frame_at: Option<Instant>,
+    /// The longest wait between two frames arriving: once the send-ahead lead is full they come
+    /// at the speech's pace (20 ms), so more is an interruption (loss, an outage, a network
+    /// change) that the lead had to cover.
+    pub max_frame_gap: std::time::Duration,
     /// When the first non-silent quantum was rendered.
     pub first_audio_at: Option<Instant>,
     /// The playback position, in ms of the agent's speech.
@@ -771,6 +777,13 @@ impl ClientSession {
         r.stats.bytes_received += wire_bytes;
         r.stats.frames_received += 1;
         r.stats.first_frame_at.get_or_insert(now);
+        if let Some(last) = r.stats.last_frame_at {
+            r.stats.max_frame_gap = r
+                .stats
+                .max_frame_gap
+                .max(now.saturating_duration_since(last));
+        }
+        r.stats.last_frame_at = Some(now);
         if let Some(i) = r.stats.interrupt.as_mut() {
             // In flight when the user interrupted: received, never played.
             i.unplayed_bytes += wire_bytes;

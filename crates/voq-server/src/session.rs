@@ -47,6 +47,10 @@ struct TurnAudio {
     pcm: Vec<i16>,
     /// Sample position (pts) of `pcm[0]`: committed audio is drained from the front.
     base: u64,
+    /// When the latest frame arrived, and the longest wait between two frames so far: how long
+    /// the prompt's flow was interrupted (a network change, an outage).
+    last_frame_at: Instant,
+    max_frame_gap: Duration,
 }
 
 /// Per-response state of the shell: the agent task and the encoder.
@@ -497,10 +501,15 @@ impl Shell {
                     samples,
                 } => {
                     ctx.stats.turns_committed.inc();
+                    let max_frame_gap = self
+                        .turns
+                        .get(&source_item_id)
+                        .map_or(Duration::ZERO, |t| t.max_frame_gap);
                     ctx.observe(SessionEventKind::TurnCommitted {
                         item_id: item_id.clone(),
                         frames,
                         audio_ms,
+                        max_frame_gap,
                     });
                     let pcm = self.take_committed(&source_item_id, &item_id, samples);
                     info!(%item_id, frames, audio_ms, "user turn committed");
@@ -597,6 +606,8 @@ impl Shell {
                     decoder,
                     pcm: Vec::new(),
                     base: 0,
+                    last_frame_at: Instant::now(),
+                    max_frame_gap: Duration::ZERO,
                 }),
                 Err(err) => {
                     warn!("cannot create a {codec} decoder: {err}");
@@ -604,6 +615,9 @@ impl Shell {
                 }
             },
         };
+        let now = Instant::now();
+        turn.max_frame_gap = turn.max_frame_gap.max(now - turn.last_frame_at);
+        turn.last_frame_at = now;
         let start = turn.pcm.len();
         if let Err(e) = turn.decoder.decode(payload, &mut turn.pcm) {
             // The frame still counts as received (the client gets it confirmed); its audio is

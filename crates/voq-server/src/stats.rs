@@ -269,6 +269,9 @@ pub enum SessionEventKind {
         item_id: String,
         frames: u64,
         audio_ms: u64,
+        /// The longest wait between two of the turn's frames arriving (a microphone's pace is
+        /// 20 ms; more is an interruption: loss, an outage, a network change).
+        max_frame_gap: std::time::Duration,
     },
     /// An agent response started (its agent task is being spawned).
     ResponseStarted { response_id: String },

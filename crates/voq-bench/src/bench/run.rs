@@ -480,6 +480,9 @@ async fn reliable_netns(
                 } else {
                     None
                 };
+                // The closes leave before this runtime ends (else the server drains until its
+                // timeout).
+                client.shutdown(Duration::from_secs(1)).await;
                 anyhow::Ok((first, second))
             })
         })
@@ -575,7 +578,13 @@ async fn observed_call(
                 direction: Dir::Both,
             })
             .collect();
-        let rebind = |_, _| match std::net::UdpSocket::bind("127.0.0.1:0") {
+        // A new port on the same local IP (a NAT rebinding): loopback on the proxy path, the
+        // namespace's address through a netns link (this runs on the client's thread there).
+        let local_ip = client
+            .endpoint()
+            .local_addr()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        let rebind = |_, _| match std::net::UdpSocket::bind((local_ip, 0)) {
             Ok(socket) => {
                 if let Err(e) = client.endpoint().rebind(socket) {
                     tracing::warn!("bench: rebind failed: {e}");
@@ -761,6 +770,20 @@ fn call_metrics(
     }
     if let Some(c) = r.prompt.confirm_ms {
         put("prompt_confirm_ms", c);
+    }
+    // The longest waits between two frames: at the server for the prompt, at the client for
+    // the reply (interruptions by loss, outages, network changes).
+    if let Some(gap) = evs.iter().find_map(|e| match &e.kind {
+        SessionEventKind::TurnCommitted { max_frame_gap, .. } => Some(*max_frame_gap),
+        _ => None,
+    }) {
+        put("prompt_max_gap_ms", gap.as_secs_f64() * 1000.0);
+    }
+    if let Some(resp) = out.responses.first() {
+        put(
+            "reply_max_gap_ms",
+            resp.max_frame_gap.as_secs_f64() * 1000.0,
+        );
     }
     put("reply_underruns", f64::from(r.reply.underruns));
     put("reply_stall_ms", r.reply.stall_ms as f64);

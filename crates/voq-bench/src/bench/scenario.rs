@@ -492,8 +492,9 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
         anyhow::ensure!(s.repeats >= 1, "scenario \"{name}\": repeats must be >= 1");
         anyhow::ensure!(s.call.calls >= 1, "scenario \"{name}\": calls must be >= 1");
         anyhow::ensure!(
-            s.call.rebind.is_none() || !network.netns,
-            "scenario \"{name}\": rebind runs on the UDP proxy path only"
+            s.call.rebind.is_none() || s.carrier != Carrier::Ws,
+            "scenario \"{name}\": rebind needs QUIC or WebTransport (a TCP connection cannot \
+             move to a new address)"
         );
         if let Some(b) = s.balancer {
             anyhow::ensure!(
