@@ -79,6 +79,22 @@ fn scenarios_here(chosen: &[String]) -> anyhow::Result<Figure> {
             keep
         });
     }
+    if let Err(why) = voq_netns::fleet::Fleet::available() {
+        anyhow::ensure!(
+            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+            "the demo's anycast fleet needs network namespaces and BIRD, unavailable here: {why}"
+        );
+        figure.scenarios.retain(|s| {
+            if s.fleet.is_some() {
+                eprintln!(
+                    "voq demo: skipping \"{}\": it builds an anycast fleet in network namespaces \
+                     with BIRD, unavailable here ({why}); run as root after scripts/setup",
+                    s.label
+                );
+            }
+            s.fleet.is_none()
+        });
+    }
     if let Err(why) = voq_netns::NetnsLink::available() {
         anyhow::ensure!(
             std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),

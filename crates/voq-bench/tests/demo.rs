@@ -58,3 +58,31 @@ fn an_unknown_scenario_name_is_refused_with_the_names_file() {
         "{err:#}"
     );
 }
+
+/// The demo's anycast fleet (root and BIRD; CI runs it): calls move to unicast, full servers
+/// shed, every echo exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_anycast_moves_calls_to_unicast_and_sheds_load() {
+    if let Err(why) = voq_netns::fleet::Fleet::available() {
+        assert!(
+            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+            "VOQ_NETNS_REQUIRED=1 but the fleet cannot be built: {why}"
+        );
+        eprintln!("SKIPPED: the anycast demo needs root, namespaces and BIRD: {why}");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    run(DemoArgs {
+        out: out.path().to_path_buf(),
+        json: false,
+        scenarios: vec!["demo-anycast".into()],
+    })
+    .await
+    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    let rows = summary.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["passed"], true, "{}", rows[0]);
+    assert_eq!(rows[0]["checks"].as_array().unwrap().len(), 4);
+}

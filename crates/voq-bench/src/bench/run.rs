@@ -88,7 +88,9 @@ pub async fn run_once(s: &Scenario, p: &Prepared, repeat: u32) -> RunResult {
         seed,
         ..Default::default()
     };
-    let reliable = if s.network.netns {
+    let reliable = if let Some(spec) = s.fleet {
+        reliable_fleet(s, p, spec, &mut result).await
+    } else if s.network.netns {
         reliable_netns(s, p, seed, &mut result).await
     } else {
         reliable(s, p, seed, &mut result).await
@@ -397,6 +399,190 @@ fn calls_metrics(
         m.insert("zero_rtt_prompt_delivered_fraction".into(), delivered);
     }
     Ok(())
+}
+
+/// [`reliable`] on an anycast fleet in network namespaces (`voq_netns::fleet`): BIRD on every
+/// server and the router, ECMP over the anycast address, each server on a thread in its own
+/// namespace; the calls from the client namespace, staggered. Needs root and BIRD.
+async fn reliable_fleet(
+    s: &Scenario,
+    p: &Prepared,
+    spec: super::scenario::FleetSpec,
+    result: &mut RunResult,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use voq_netns::fleet::{ANYCAST, Fleet, FleetConfig};
+    const PORT: u16 = 4433;
+    Fleet::available().map_err(|e| {
+        anyhow::anyhow!(
+            "scenario \"{}\" builds an anycast fleet (network namespaces and BIRD), which is \
+             unavailable here: {e}",
+            s.name
+        )
+    })?;
+    let servers = usize::from(spec.servers);
+    let fleet = Arc::new(
+        tokio::task::spawn_blocking(move || Fleet::create(FleetConfig::new(servers))).await??,
+    );
+    let unicast: Vec<SocketAddr> = (0..servers)
+        .map(|i| SocketAddr::from((fleet.server_addr(i), PORT)))
+        .collect();
+    // The rig's own fleet secret (tokens, resets, tickets shared by its servers; never a
+    // production one).
+    let secret = voq_server::fleet::FleetKeys::new(b"voq bench fleet: a rig-only secret")?;
+    let mut running = Vec::new();
+    let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
+    let events_tx = Arc::new(events_tx);
+    let mut collectors = Vec::new();
+    for i in 0..servers {
+        let mut thresholds = voq_server::announce::Thresholds::for_capacity(1000);
+        if let Some(n) = spec.shed_at_sessions {
+            thresholds.shed_sessions = n.max(1);
+            thresholds.resume_sessions = 0;
+        }
+        let settings = Settings {
+            listen: unicast[i],
+            web: false,
+            agent: p.agent.clone(),
+            agent_speed: s.agent.speed,
+            record: p.record.clone(),
+            quic_lb: Some(voq_server::QuicLbSettings {
+                config_id: 0,
+                server_id: vec![i as u8 + 1],
+                nonce_len: 8,
+                key: None,
+                cid_len: None,
+                self_encoded_len: None,
+            }),
+            anycast: Some(voq_server::AnycastSettings {
+                addr: SocketAddr::from((ANYCAST, PORT)),
+                peers: (0..servers)
+                    .filter(|&j| j != i)
+                    .map(|j| (vec![j as u8 + 1], unicast[j]))
+                    .collect(),
+            }),
+            announce: Some(voq_server::announce::AnnounceSettings {
+                bird_socket: fleet.bird_socket(i),
+                protocol: voq_netns::fleet::ANNOUNCEMENT.into(),
+                thresholds,
+            }),
+            fleet: Some(secret.clone()),
+            drain_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = fleet.server(i).spawn_async(move || async move {
+            match Server::start(settings).await {
+                Ok(server) => {
+                    let _ = ready_tx.send(Ok((server.events(), server.stats().clone())));
+                    let _ = stop_rx.await;
+                    server.shutdown().await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+        running.push((stop_tx, thread));
+        let (server_events, stats) = ready_rx.await??;
+        collectors.push((
+            tokio::spawn(collect(server_events, events_tx.clone())),
+            stats,
+        ));
+    }
+    let outcome = async {
+        let target = Target {
+            addr: SocketAddr::from((ANYCAST, PORT)),
+            server_name: "localhost".into(),
+            tls: true,
+        };
+        let opts = call_options(s, p);
+        let (calls, stagger) = (s.call.calls, Duration::from_millis(spec.stagger_ms));
+        let client_fleet = fleet.clone();
+        let observed = tokio::task::spawn_blocking(move || {
+            client_fleet.client().block_on(move || async move {
+                let tasks: Vec<_> = (0..calls)
+                    .map(|k| {
+                        let (opts, target) = (opts.clone(), target.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(stagger * k).await;
+                            let client =
+                                Client::new(&Trust::Insecure, SocketAddr::from(([0, 0, 0, 0], 0)))?;
+                            let started = Instant::now();
+                            let outcome = client.call(&target, opts).await;
+                            client.shutdown(Duration::from_secs(1)).await;
+                            anyhow::Ok((started, outcome))
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await?);
+                }
+                anyhow::Ok(out)
+            })
+        })
+        .await???;
+        let mut exact = 0u32;
+        let mut moved = 0u32;
+        let mut first = None;
+        for call in observed {
+            let (started, outcome) = call?;
+            let out = outcome?;
+            exact += u32::from(out.reply_received == p.prompt);
+            moved += u32::from(out.report.preferred_address_used);
+            first.get_or_insert((started, out));
+        }
+        let (started, out) = first.ok_or_else(|| anyhow::anyhow!("no call was made"))?;
+        let first = Observed {
+            started,
+            outcome: Ok(out),
+            fired: Vec::new(),
+            rebinds: 0,
+        };
+        calls_metrics(s, p, first, None, &events, result)?;
+        let m = &mut result.metrics;
+        let calls = f64::from(s.call.calls);
+        if bit_exact_applies(s) {
+            m.insert("calls_bit_exact".into(), f64::from(exact) / calls);
+        }
+        m.insert(
+            "preferred_address_fraction".into(),
+            f64::from(moved) / calls,
+        );
+        let sessions: Vec<u64> = collectors
+            .iter()
+            .map(|(_, stats)| stats.sessions_started.total())
+            .collect();
+        m.insert(
+            "servers_used".into(),
+            sessions.iter().filter(|&&n| n > 0).count() as f64,
+        );
+        m.insert("sessions_total".into(), sessions.iter().sum::<u64>() as f64);
+        let withdrawals: u64 = collectors
+            .iter()
+            .map(|(_, stats)| {
+                stats
+                    .announce
+                    .withdrawals
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum();
+        m.insert("withdrawals".into(), withdrawals as f64);
+        anyhow::Ok(())
+    }
+    .await;
+    for (stop, thread) in running {
+        let _ = stop.send(());
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    for (collector, _) in collectors {
+        collector.abort();
+    }
+    // Deleting the namespaces waits on processes: off the runtime.
+    let _ = tokio::task::spawn_blocking(move || drop(fleet)).await;
+    outcome
 }
 
 /// [`reliable`] through network namespaces: the server in b, the client in a, a voq-netns link

@@ -104,6 +104,8 @@ pub struct Scenario {
     /// Servers behind a real `voq lb` instead of one server (the emulated path ends at the
     /// balancer's VIP).
     pub balancer: Option<BalancerSpec>,
+    /// An anycast fleet in network namespaces instead (BIRD, ECMP; root only).
+    pub fleet: Option<FleetSpec>,
     /// The loss-free scenario whose turn-hold time `prompt_extra_delay_*` subtracts.
     pub baseline: Option<String>,
     pub targets: Vec<TargetSpec>,
@@ -131,6 +133,8 @@ struct ScenarioToml {
     reference: Option<Reference>,
     #[serde(default)]
     balancer: Option<BalancerSpec>,
+    #[serde(default)]
+    fleet: Option<FleetSpec>,
     #[serde(default)]
     baseline: Option<String>,
     #[serde(default)]
@@ -219,6 +223,28 @@ pub struct PhaseTrigger {
 pub struct BalancerSpec {
     /// How many servers (2 to 15).
     pub servers: u8,
+}
+
+/// An anycast fleet on one machine (`voq_netns::fleet`): servers 01, 02, … in their own network
+/// namespaces, each announcing the anycast address through its BIRD to a router that spreads
+/// flows over them (ECMP). The calls dial the anycast address from a client namespace, start
+/// `stagger_ms` apart, and move to their server's unicast address. Root only.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// How many servers (2 to 9).
+    pub servers: u8,
+    /// Each server withdraws its anycast route at this many sessions (and announces it again
+    /// when it has none) [default: 90 % of its capacity].
+    #[serde(default)]
+    pub shed_at_sessions: Option<u64>,
+    /// Between the starts of two calls [default: 1000].
+    #[serde(default = "default_stagger_ms")]
+    pub stagger_ms: u64,
+}
+
+fn default_stagger_ms() -> u64 {
+    1000
 }
 
 /// Moments of a call a blackout can be tied to. Client-side `connect`; the others are the
@@ -507,6 +533,23 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
                  reference model or resume"
             );
         }
+        if let Some(f) = s.fleet {
+            network.description =
+                format!("anycast fleet: {} servers, BIRD, ECMP (netns)", f.servers);
+            anyhow::ensure!(
+                (2..=9).contains(&f.servers),
+                "scenario \"{name}\": fleet.servers must be 2 to 9"
+            );
+            anyhow::ensure!(
+                s.balancer.is_none()
+                    && s.reference.is_none()
+                    && !s.call.resume
+                    && s.call.rebind.is_none()
+                    && s.carrier == Carrier::Quic,
+                "scenario \"{name}\": a fleet runs QUIC calls without a balancer, the reference \
+                 model, resume or rebind"
+            );
+        }
         for t in &s.targets {
             anyhow::ensure!(
                 [t.le, t.ge, t.eq].iter().filter(|x| x.is_some()).count() == 1,
@@ -526,6 +569,7 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
             seed: s.seed,
             reference: s.reference,
             balancer: s.balancer,
+            fleet: s.fleet,
             baseline: s.baseline,
             targets: s.targets,
         });
