@@ -277,10 +277,9 @@ impl Client {
             Some(accepted) => {
                 // The session starts in 0-RTT. If the server rejects the early data (its
                 // ticket key is not ours: another server, a restarted one), every stream of it
-                // is gone: start the session again on the 1-RTT connection. Nothing is lost:
-                // the server saw none of it, and the turns are sent again from their start.
-                let early = Self::session(&link, &opts, true, setup, target);
-                tokio::pin!(early);
+                // is gone: start the session again. Nothing is lost: the server saw none of it,
+                // and the turns are sent again from their start.
+                let mut early = Box::pin(Self::session(&link, &opts, true, setup, target));
                 tokio::pin!(accepted);
                 let accepted_now = tokio::select! {
                     accepted = &mut accepted => Some(accepted),
@@ -295,9 +294,22 @@ impl Client {
                 match accepted_now {
                     Some(true) => Self::stamp(early.await?, true, started),
                     _ => {
-                        tracing::info!("the server rejected 0-RTT: starting again on 1-RTT");
+                        // On a new connection: after a rejection quinn numbers streams from 0
+                        // again, and the rejected streams' handles (whose tasks end on their
+                        // own time) would clear the new streams' wakers (quinn 0.11 keys them by
+                        // stream id), stalling the session. One more round trip, on a rare path.
+                        tracing::info!(
+                            "the server rejected 0-RTT: starting again on a new connection"
+                        );
+                        drop(early);
+                        link.close(Code::NoError, "0-RTT rejected: reconnecting");
+                        let (again, _) = self
+                            .connect_with(target, opts.transport, opts.token.as_ref(), false)
+                            .await?;
+                        let _close_again = CloseOnDrop(again.clone());
                         let setup = started.elapsed();
-                        let mut outcome = Self::session(&link, &opts, false, setup, target).await?;
+                        let mut outcome =
+                            Self::session(&again, &opts, false, setup, target).await?;
                         outcome.report.setup.zero_rtt_rejected = true;
                         outcome
                     }
@@ -405,6 +417,17 @@ impl Client {
         transport: Carrier,
         token: Option<&voq_proto::event::Token>,
     ) -> anyhow::Result<(Link, Option<quinn::ZeroRttAccepted>)> {
+        self.connect_with(target, transport, token, true).await
+    }
+
+    /// [`Client::connect`]; `early_data` false waits for the handshake before anything is sent.
+    async fn connect_with(
+        &self,
+        target: &Target,
+        transport: Carrier,
+        token: Option<&voq_proto::event::Token>,
+        early_data: bool,
+    ) -> anyhow::Result<(Link, Option<quinn::ZeroRttAccepted>)> {
         let what = || {
             format!(
                 "cannot connect to {} ({}) over {transport}",
@@ -421,6 +444,9 @@ impl Client {
                     .endpoint
                     .connect_with(self.config.clone(), target.addr, &target.server_name)
                     .with_context(what)?;
+                if !early_data {
+                    return Ok((Link::quic(connecting.await.with_context(what)?), None));
+                }
                 Ok(match connecting.into_0rtt() {
                     Ok((conn, accepted)) => (Link::quic(conn), Some(accepted)),
                     Err(connecting) => (Link::quic(connecting.await.with_context(what)?), None),
