@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod fleet_cmd;
 pub mod load;
 pub mod proxy;
 pub mod waveform;

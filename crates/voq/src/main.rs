@@ -43,6 +43,10 @@ enum Command {
     /// concurrent calls: setup and first-audio percentiles, server CPU and memory per call.
     #[cfg(feature = "rig")]
     Load(voq_bench::load::LoadArgs),
+    /// An anycast fleet of `voq serve` processes on this machine (network namespaces, BIRD,
+    /// ECMP; root only) to try by hand, or to check with --call.
+    #[cfg(feature = "rig")]
+    Fleet(voq_bench::fleet_cmd::FleetArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +85,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => run_async(voq_bench::demo::run(args)),
         #[cfg(feature = "rig")]
         Command::Load(args) => run_async(voq_bench::load::run(args)),
+        #[cfg(feature = "rig")]
+        Command::Fleet(args) => run_async(voq_bench::fleet_cmd::run(args)),
     }
 }
 
