@@ -117,6 +117,7 @@ impl Rig {
                     bird_socket: fleet.bird_socket(i),
                     protocol: "anycast".into(),
                     thresholds: thresholds(i),
+                    withdraw_grace: Duration::ZERO,
                 }),
                 fleet: Some(voq_server::fleet::FleetKeys::parse(&"f1".repeat(32)).unwrap()),
                 drain_timeout: Duration::from_secs(10),

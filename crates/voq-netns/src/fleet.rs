@@ -16,9 +16,9 @@
 //! `birdc -s SOCKET disable anycast` ([`Fleet::bird_socket`], [`ANNOUNCEMENT`]) withdraws a
 //! server from the ECMP set, `enable anycast` announces it again.
 //!
-//! This is `scripts/fleet-proto.sh` in Rust, with the same configuration, per-fleet names so
-//! that fleets of several processes coexist, and BIRD run as child processes (`bird -f`) that
-//! the fleet kills when it goes. See `docs/NETNS.md`, section *Fleet*.
+//! Names are per fleet, so that fleets of several processes coexist, and BIRD runs as child
+//! processes (`bird -f`) that the fleet kills when it goes. See `docs/NETNS.md`, section
+//! *Fleet*.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};

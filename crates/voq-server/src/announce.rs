@@ -16,6 +16,9 @@ use tracing::{info, warn};
 
 /// How often the load is sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the current state is told to the routing daemon again, changed or not: a daemon
+/// that restarted (and came back with its configured default) is corrected within this.
+pub const REASSERT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the announcement (`voq serve --bird-socket …`).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +30,9 @@ pub struct AnnounceSettings {
     pub protocol: String,
     /// Thresholds.
     pub thresholds: Thresholds,
+    /// On shutdown, how long to go on taking handshakes after the withdrawal, while the routers
+    /// converge (BGP takes a moment to stop sending new clients here).
+    pub withdraw_grace: Duration,
 }
 
 /// When to withdraw and when to announce again. Each signal has two thresholds, so a server
@@ -187,8 +193,10 @@ pub async fn run(
 ) {
     let mut shedder = Shedder::new(settings.thresholds);
     let mut lag = LagMeter::default();
-    // What the daemon was last successfully told; `None` until the first answer.
+    // What the daemon last confirmed (`None` until the first answer), and when to say it
+    // again anyway.
     let mut applied: Option<bool> = None;
+    let mut reassert_at = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expected = tokio::time::Instant::now();
@@ -224,17 +232,20 @@ pub async fn run(
             );
         }
         let want = shedder.announced();
-        if applied != Some(want) {
+        if applied != Some(want) || now >= reassert_at {
             match bird::set_protocol(&settings.bird_socket, &settings.protocol, want).await {
                 Ok(_) => {
+                    if applied != Some(want) {
+                        let counter = if want {
+                            &stats.announcements
+                        } else {
+                            &stats.withdrawals
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                     applied = Some(want);
+                    reassert_at = now + REASSERT_INTERVAL;
                     stats.announced.store(want, Ordering::Relaxed);
-                    let counter = if want {
-                        &stats.announcements
-                    } else {
-                        &stats.withdrawals
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -169,6 +169,10 @@ pub struct ServeConfig {
     /// again under a fifth of it.
     #[arg(long, value_name = "MS")]
     pub shed_at_lag_ms: Option<f64>,
+    /// On shutdown, go on taking new calls this long after withdrawing the anycast route, while
+    /// the routers converge [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub withdraw_grace_ms: Option<u64>,
 }
 
 /// Settings with every default applied.
@@ -419,6 +423,7 @@ impl ServeConfig {
             shed_at_sessions: self.shed_at_sessions.or(file.shed_at_sessions),
             resume_at_sessions: self.resume_at_sessions.or(file.resume_at_sessions),
             shed_at_lag_ms: self.shed_at_lag_ms.or(file.shed_at_lag_ms),
+            withdraw_grace_ms: self.withdraw_grace_ms.or(file.withdraw_grace_ms),
         }
     }
 
@@ -525,6 +530,13 @@ impl ServeConfig {
                         );
                     }
                 }
+                if quic_lb.is_none() {
+                    tracing::warn!(
+                        "anycast without server-id: connection IDs name no server, so datagrams \
+                         that reach this server for another one cannot be forwarded (clients that \
+                         do not move to the unicast address break at an ECMP rehash)"
+                    );
+                }
                 Some(AnycastSettings { addr, peers })
             }
         };
@@ -535,7 +547,8 @@ impl ServeConfig {
                     merged.bird_protocol.is_none()
                         && merged.shed_at_sessions.is_none()
                         && merged.resume_at_sessions.is_none()
-                        && merged.shed_at_lag_ms.is_none(),
+                        && merged.shed_at_lag_ms.is_none()
+                        && merged.withdraw_grace_ms.is_none(),
                     "bird-protocol and the shed-/resume- settings need bird-socket"
                 );
                 None
@@ -571,6 +584,7 @@ impl ServeConfig {
                         .clone()
                         .unwrap_or_else(|| "anycast".into()),
                     thresholds: t,
+                    withdraw_grace: Duration::from_millis(merged.withdraw_grace_ms.unwrap_or(2000)),
                 })
             }
         };

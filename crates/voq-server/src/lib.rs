@@ -55,6 +55,8 @@ pub struct Server {
     /// The anycast announcement: set `withdraw` to take the route away for good; the task
     /// ends once the routing daemon confirmed.
     announce: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    /// After the withdrawal on shutdown, how long handshakes are still taken.
+    withdraw_grace: Duration,
 }
 
 impl Server {
@@ -256,7 +258,9 @@ impl Server {
                 let task = match anycast_tcp {
                     Some(anycast) => {
                         let anycast = tokio::net::TcpListener::from_std(anycast)?;
-                        let anycast_ctx = web_ctx.clone();
+                        // Pages fetched on the anycast address send browsers to its UDP port.
+                        let mut anycast_ctx = web_ctx.clone();
+                        anycast_ctx.udp_port = anycast.local_addr()?.port();
                         tokio::spawn(async move {
                             tokio::join!(
                                 web::serve(listener, web_ctx),
@@ -301,6 +305,10 @@ impl Server {
             recorder,
             quic_lb: settings.quic_lb.clone(),
             announce,
+            withdraw_grace: settings
+                .announce
+                .as_ref()
+                .map_or(Duration::ZERO, |a| a.withdraw_grace),
         })
     }
 
@@ -361,15 +369,18 @@ impl Server {
     /// Withdraws the anycast route for good (draining) and waits, at most a few seconds, until
     /// the routing daemon confirmed: new handshakes then go to other servers while this one's
     /// calls go on. Nothing without `--bird-socket`.
-    pub async fn withdraw(&mut self) {
-        if let Some((withdraw, task)) = self.announce.as_mut() {
-            let _ = withdraw.send(true);
-            let wait = announce::bird::TIMEOUT + announce::SAMPLE_INTERVAL;
-            if tokio::time::timeout(wait, task).await.is_err() {
-                warn!("the anycast route's withdrawal was not confirmed in time");
-            }
-            self.announce = None;
+    /// Returns whether there was a route to withdraw.
+    pub async fn withdraw(&mut self) -> bool {
+        let Some((withdraw, task)) = self.announce.as_mut() else {
+            return false;
+        };
+        let _ = withdraw.send(true);
+        let wait = announce::bird::TIMEOUT + announce::SAMPLE_INTERVAL;
+        if tokio::time::timeout(wait, task).await.is_err() {
+            warn!("the anycast route's withdrawal was not confirmed in time");
         }
+        self.announce = None;
+        true
     }
 
     /// The first step of a graceful shutdown, at once: refuse new connections (rather than
@@ -384,7 +395,11 @@ impl Server {
     /// Graceful shutdown: stop accepting, refuse new turns, let sessions finish what they are
     /// saying and their clients close (up to the drain timeout), then close what is left.
     pub async fn shutdown(mut self) {
-        self.withdraw().await;
+        let grace = self.withdraw_grace;
+        if self.withdraw().await {
+            // New clients may still arrive while the routers converge: serve them meanwhile.
+            tokio::time::sleep(grace).await;
+        }
         self.stop_accepting();
         if let Some(r) = self.rotation.take() {
             r.abort();

@@ -195,6 +195,11 @@ impl Stats {
                     "tunnelled datagrams with a bad PROXY v2 header (dropped)",
                     a.bad_header,
                 ),
+                (
+                    "voq_anycast_too_large_total",
+                    "datagrams larger than quinn's receive buffer (dropped)",
+                    a.too_large,
+                ),
             ] {
                 out.single(name, Kind::Counter, help, value);
             }

@@ -165,6 +165,10 @@ impl Server {
     }
 }
 
+/// How long a plain HTTP/3 connection answered by [`Request::accept_or_answer`] is kept (voq
+/// patch): long enough for a client to finish its requests or move to a preferred address.
+pub const PLAIN_HTTP3_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A mostly complete WebTransport handshake, just awaiting the server's decision on whether to accept or reject the session based on the URL.
 pub struct Request {
     conn: quinn::Connection,
@@ -227,9 +231,16 @@ impl Request {
             let mut send = send;
             Self::answer(&mut send, status).await;
             // Further requests get the same answer; the control streams (in `settings`) stay
-            // open meanwhile, as HTTP/3 requires.
-            while let Ok((mut send, _recv)) = conn.accept_bi().await {
-                Self::answer(&mut send, status).await;
+            // open meanwhile, as HTTP/3 requires. For a bounded time: such a connection holds
+            // none of the server's session slots, so it must not be held open at will.
+            let answering = async {
+                while let Ok((mut send, _recv)) = conn.accept_bi().await {
+                    Self::answer(&mut send, status).await;
+                }
+            };
+            if tokio::time::timeout(PLAIN_HTTP3_LIFETIME, answering).await.is_err() {
+                // H3_NO_ERROR: nothing went wrong, the server is just done.
+                conn.close(quinn::VarInt::from_u32(0x100), b"");
             }
             drop(settings);
         });

@@ -465,6 +465,7 @@ async fn reliable_fleet(
                 bird_socket: fleet.bird_socket(i),
                 protocol: voq_netns::fleet::ANNOUNCEMENT.into(),
                 thresholds,
+                withdraw_grace: Duration::ZERO,
             }),
             fleet: Some(secret.clone()),
             drain_timeout: Duration::from_secs(2),
