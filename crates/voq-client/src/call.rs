@@ -802,6 +802,14 @@ impl Call {
             let preferred = conn.stats().preferred_address;
             r.preferred_address_used = preferred.migrated;
             r.preferred_address_failed = preferred.failed;
+            if preferred.failed {
+                tracing::warn!(
+                    server = %r.server,
+                    challenges = preferred.challenges_sent,
+                    "the server's preferred address did not answer: the call stayed on the \
+                     address it dialled"
+                );
+            }
             r.migrations += u32::from(preferred.migrated);
         }
         let turns = self.session.turns().to_vec();
