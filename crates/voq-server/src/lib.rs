@@ -41,6 +41,8 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     certs: Arc<tls::CertStore>,
     rotation: Option<tokio::task::JoinHandle<()>>,
+    /// Logs the anycast socket's drops (a peer missing from the fleet, a full socket).
+    fleet_watch: Option<tokio::task::JoinHandle<()>>,
     web: Option<tokio::task::JoinHandle<()>>,
     web_addr: Option<SocketAddr>,
     stats: Arc<Stats>,
@@ -278,6 +280,7 @@ impl Server {
         let accept = tokio::spawn(accept_loop(endpoint.clone(), ctx, slots, handshakes));
         info!(addr = %endpoint.local_addr()?, agent = %settings.agent, "voq server listening");
         let rotation = certs.spawn_rotation(tls::DEV_CERT_ROTATION);
+        let fleet_watch = anycast_socket.clone().map(spawn_fleet_watch);
         // Announce the anycast route only now that every socket is listening.
         let announce = settings.announce.clone().map(|announce| {
             let (withdraw, withdrawn) = watch::channel(false);
@@ -294,6 +297,7 @@ impl Server {
             endpoint,
             certs,
             rotation,
+            fleet_watch,
             web,
             web_addr,
             stats,
@@ -401,6 +405,9 @@ impl Server {
             tokio::time::sleep(grace).await;
         }
         self.stop_accepting();
+        if let Some(w) = self.fleet_watch.take() {
+            w.abort();
+        }
         if let Some(r) = self.rotation.take() {
             r.abort();
         }
@@ -531,6 +538,57 @@ fn size_recv_buffer(udp: &std::net::UdpSocket, bytes: usize) {
     } else {
         tracing::debug!(granted, "UDP receive buffer");
     }
+}
+
+/// How often the anycast socket's drops are summed up in the log.
+const FLEET_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs, at most every [`FLEET_LOG_INTERVAL`], what the anycast socket dropped or could not
+/// forward since the last line: one line per cause with its count and what usually causes it
+/// (each datagram is counted in a metric; logging each would flood the log).
+fn spawn_fleet_watch(socket: Arc<voq_tunnel::AnycastSocket>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = socket.stats();
+        let mut tick = tokio::time::interval(FLEET_LOG_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = socket.stats();
+            let new = |f: fn(&voq_tunnel::AnycastStats) -> u64| f(&now).saturating_sub(f(&last));
+            let n = new(|s| s.unknown_server);
+            if n > 0 {
+                warn!(
+                    datagrams = n,
+                    "anycast datagrams for a server id not in --fleet-peer were dropped: a peer \
+                     missing from this server's list, or one that left the fleet"
+                );
+            }
+            let n = new(|s| s.forward_errors);
+            if n > 0 {
+                warn!(
+                    datagrams = n,
+                    "datagrams for fleet peers could not be forwarded (the unicast socket's send \
+                     buffer was full or the peer unreachable)"
+                );
+            }
+            let n = new(|s| s.not_a_peer) + new(|s| s.bad_header);
+            if n > 0 {
+                warn!(
+                    datagrams = n,
+                    "tunnelled datagrams from addresses that are not fleet peers, or with a bad \
+                     header, were dropped (check --fleet-peer on the sending server, or a spoofer)"
+                );
+            }
+            let n = new(|s| s.too_large);
+            if n > 0 {
+                warn!(
+                    datagrams = n,
+                    "datagrams too large for quinn's buffers were dropped"
+                );
+            }
+            last = now;
+        }
+    })
 }
 
 /// The forwarding table of an anycast server: its fleet peers by QUIC-LB server id.
