@@ -130,8 +130,9 @@ pub struct ServeConfig {
     #[arg(long, value_name = "N")]
     pub max_handshake_rate_per_prefix: Option<u32>,
     /// A secret shared by the servers of a fleet (64+ hex digits, or 32+ bytes), from which
-    /// the keys of address-validation tokens (Retry) and stateless resets are derived, so that
-    /// any server checks what another issued. Or the VOQ_FLEET_SECRET environment variable.
+    /// the keys of address-validation tokens (Retry), stateless resets and session tickets
+    /// (0-RTT on any server) are derived, so that any server checks what another issued. Or
+    /// the VOQ_FLEET_SECRET environment variable.
     #[arg(long, value_name = "FILE")]
     pub fleet_secret_file: Option<PathBuf>,
     /// The UDP socket's receive buffer in bytes, so that bursts are queued rather than dropped
@@ -149,7 +150,8 @@ pub struct ServeConfig {
     pub anycast: Option<SocketAddr>,
     /// Another server of the anycast fleet, `SERVER_ID=UNICAST_ADDR:PORT` (hex server id, as
     /// its --server-id): datagrams of its connections that reach this server's anycast address
-    /// are forwarded there. Repeatable; needs --anycast and --server-id.
+    /// are forwarded there. Repeatable; this server's own entry, if listed, is skipped (so every
+    /// server may get the same list). Needs --anycast and --server-id.
     #[arg(long = "fleet-peer", value_name = "ID=ADDR:PORT")]
     pub fleet_peer: Option<Vec<String>>,
     /// BIRD 2's control socket: announce the anycast address through it while this server has
@@ -509,7 +511,7 @@ impl ServeConfig {
                     addr.is_ipv4() == listen.is_ipv4(),
                     "anycast {addr} and listen {listen} must be of one address family"
                 );
-                let peers =
+                let mut peers =
                     AnycastSettings::parse_peers(merged.fleet_peer.as_deref().unwrap_or(&[]))?;
                 if !peers.is_empty() {
                     let lb = quic_lb.as_ref().context(
@@ -523,12 +525,10 @@ impl ServeConfig {
                             voq_quic_lb::hex::encode(id),
                             lb.server_id.len()
                         );
-                        anyhow::ensure!(
-                            *id != lb.server_id,
-                            "fleet-peer {}={addr} has this server's own id",
-                            voq_quic_lb::hex::encode(id)
-                        );
                     }
+                    // Every server may be given the whole fleet's list: its own entry is
+                    // skipped (its datagrams are never forwarded).
+                    peers.retain(|(id, _)| *id != lb.server_id);
                 }
                 if quic_lb.is_none() {
                     tracing::warn!(
@@ -757,7 +757,18 @@ mod tests {
                 .contains("differ")
         );
         assert!(err(&|c| c.fleet_peer = Some(vec!["0203=1.2.3.4:5".into()])).contains("octets"));
-        assert!(err(&|c| c.fleet_peer = Some(vec!["01=1.2.3.4:5".into()])).contains("own id"));
+        let whole_list = fleet(&|c| {
+            c.fleet_peer = Some(vec![
+                "01=198.18.21.2:4433".into(),
+                "02=198.18.22.2:4433".into(),
+            ])
+        })
+        .map_err(anyhow::Error::msg)?;
+        assert_eq!(
+            whole_list.anycast.expect("anycast").peers.len(),
+            1,
+            "its own entry is skipped"
+        );
         assert!(err(&|c| c.fleet_peer = Some(vec!["02:1.2.3.4".into()])).contains("ID=ADDR"));
         assert!(err(&|c| c.resume_at_sessions = Some(95)).contains("flap"));
         assert!(err(&|c| c.anycast = None).contains("needs anycast"));
