@@ -272,32 +272,38 @@ fn a_full_server_withdraws_takes_no_new_calls_and_its_calls_finish_exact() {
     });
     let all = rig.fleet.server_addrs();
     let long = prompt(4000);
-    // Long calls, in the background, until server 0 holds two and withdraws.
+    // Long calls in the background, one at a time (each from its own port, so its own ECMP
+    // hash), until server 0 holds two: where the hash sends each is chance.
     let client_ns = rig.fleet.client();
-    let background = client_ns
-        .spawn_async({
-            let long = long.clone();
-            move || async move {
-                let tasks: Vec<_> = (0..12)
-                    .map(|_| {
-                        let opts = speak(&long);
-                        tokio::spawn(async move {
-                            let client =
-                                Client::new(&Trust::Insecure, "0.0.0.0:0".parse().unwrap())?;
-                            let outcome = client.call(&anycast_target(), opts).await;
-                            client.shutdown(Duration::from_secs(1)).await;
-                            outcome
-                        })
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                for t in tasks {
-                    out.push(t.await.unwrap());
-                }
-                out
-            }
-        })
-        .unwrap();
+    let started = |rig: &Rig| -> u64 {
+        (0..3)
+            .map(|i| rig.servers[i].stats.sessions_started.total())
+            .sum()
+    };
+    let mut background = Vec::new();
+    while rig.sessions_active(0) < 2 {
+        assert!(
+            background.len() < 40,
+            "40 calls and server 0 never held two"
+        );
+        let opts = speak(&long);
+        background.push(
+            client_ns
+                .spawn_async(move || async move {
+                    let client = Client::new(&Trust::Insecure, "0.0.0.0:0".parse().unwrap())?;
+                    let outcome = client.call(&anycast_target(), opts).await;
+                    client.shutdown(Duration::from_secs(1)).await;
+                    outcome
+                })
+                .unwrap(),
+        );
+        // Until the call has a session somewhere.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while started(&rig) < background.len() as u64 {
+            assert!(std::time::Instant::now() < deadline, "a call never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     rig.fleet
         .wait_next_hops(&all[1..], Duration::from_secs(10))
         .unwrap_or_else(|e| {
@@ -321,8 +327,8 @@ fn a_full_server_withdraws_takes_no_new_calls_and_its_calls_finish_exact() {
     }
     // Its own calls go on, on unicast, and end bit-exact.
     let mut on_zero = 0;
-    for outcome in background.join().unwrap().unwrap() {
-        let outcome = outcome.unwrap();
+    for call in background {
+        let outcome = call.join().unwrap().unwrap().unwrap();
         on_zero += usize::from(Rig::index_of(&outcome) == 0);
         assert_exact(&outcome, &long);
     }
