@@ -348,42 +348,14 @@ impl AnycastSocket {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         for _ in 0..MAX_EMPTY_BATCHES {
-            while out < max {
-                let Some((m, range)) = scratch.next() else {
-                    break;
-                };
-                let Some(datagram) = scratch.buf.get(range) else {
-                    continue;
-                };
-                let Some((client, local_ip, payload)) = self.accept(side, routes, &m, datagram)
-                else {
-                    continue;
-                };
-                let (Some(buf), Some(slot)) = (bufs.get_mut(out), meta.get_mut(out)) else {
-                    break;
-                };
-                let Some(dst) = buf.get_mut(..payload.len()) else {
-                    self.counters.too_large.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                dst.copy_from_slice(payload);
-                *slot = RecvMeta {
-                    addr: client,
-                    len: payload.len(),
-                    stride: payload.len(),
-                    ecn: m.ecn,
-                    dst_ip: Some(local_ip),
-                };
-                out += 1;
-            }
+            out = scratch.deliver(bufs, meta, out, &self.counters.too_large, |m, d| {
+                self.accept(side, routes, m, d)
+            });
             if out >= max {
                 return Ok(out);
             }
-            let RecvScratch { buf, metas, .. } = &mut *scratch;
-            let mut iovs =
-                crate::recv_slots::<{ crate::socket::SLOTS }>(buf, crate::socket::SLOT_LEN);
-            match self.socket(side).poll_recv(cx, &mut iovs, metas) {
-                Poll::Ready(Ok(n)) => scratch.reset(n),
+            match scratch.refill(&**self.socket(side), cx) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) if out == 0 => return Err(e),
                 Poll::Ready(Err(_)) | Poll::Pending => return Ok(out),
             }

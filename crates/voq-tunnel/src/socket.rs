@@ -16,9 +16,9 @@ use serde::Serialize;
 use crate::proxy_v2::{self, Header};
 
 /// Receive slots read from the kernel at once (recvmmsg batch).
-pub(crate) const SLOTS: usize = 8;
+const SLOTS: usize = 8;
 /// Bytes per slot: a GRO batch can hold up to 64 KiB.
-pub(crate) const SLOT_LEN: usize = 64 * 1024;
+const SLOT_LEN: usize = 64 * 1024;
 /// Receive batches in which everything was dropped before `poll_recv` yields.
 const MAX_EMPTY_BATCHES: usize = 16;
 
@@ -326,36 +326,11 @@ impl AsyncUdpSocket for TunnelSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         let mut scratch = self.recv.lock().unwrap_or_else(|e| e.into_inner());
-        let max = bufs.len().min(meta.len());
         for _ in 0..MAX_EMPTY_BATCHES {
-            let mut out = 0;
-            while out < max {
-                let Some((m, range)) = scratch.next() else {
-                    break;
-                };
-                let Some(datagram) = scratch.buf.get(range) else {
-                    continue;
-                };
-                let Some((client, vip, payload)) = self.accept(&m, datagram) else {
-                    continue;
-                };
-                let (Some(buf), Some(slot)) = (bufs.get_mut(out), meta.get_mut(out)) else {
-                    break;
-                };
-                let Some(dst) = buf.get_mut(..payload.len()) else {
-                    self.counters.too_large.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                dst.copy_from_slice(payload);
-                *slot = RecvMeta {
-                    addr: client,
-                    len: payload.len(),
-                    stride: payload.len(),
-                    ecn: m.ecn,
-                    dst_ip: Some(vip.ip()),
-                };
-                out += 1;
-            }
+            let out = scratch.deliver(bufs, meta, 0, &self.counters.too_large, |m, d| {
+                self.accept(m, d)
+                    .map(|(client, vip, p)| (client, vip.ip(), p))
+            });
             if out > 0 {
                 self.counters
                     .received
@@ -363,10 +338,8 @@ impl AsyncUdpSocket for TunnelSocket {
                 return Poll::Ready(Ok(out));
             }
             // Everything buffered is used up (or was dropped): read the next batch.
-            let RecvScratch { buf, metas, .. } = &mut *scratch;
-            let mut iovs = crate::recv_slots::<SLOTS>(buf, SLOT_LEN);
-            match self.inner.poll_recv(cx, &mut iovs, metas) {
-                Poll::Ready(Ok(n)) => scratch.reset(n),
+            match scratch.refill(&*self.inner, cx) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -401,14 +374,80 @@ thread_local! {
 
 /// Datagrams read from the kernel and not yet handed to quinn.
 pub(crate) struct RecvScratch {
-    pub(crate) buf: Box<[u8]>,
-    pub(crate) metas: [RecvMeta; SLOTS],
+    buf: Box<[u8]>,
+    metas: [RecvMeta; SLOTS],
     filled: usize,
     slot: usize,
     offset: usize,
 }
 
+/// What a socket makes of one datagram from the kernel: the address and the local IP quinn should
+/// see, and the payload (part of the datagram); `None` when it was dropped or handled there.
+pub(crate) type Accepted<'d> = Option<(SocketAddr, IpAddr, &'d [u8])>;
+
 impl RecvScratch {
+    /// Hands buffered datagrams, each through `accept`, to quinn's `bufs` and `meta` from slot
+    /// `out` on, until either runs out; returns the next free slot. A payload larger than its
+    /// slot is dropped and counted in `too_large`.
+    pub(crate) fn deliver(
+        &mut self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+        mut out: usize,
+        too_large: &AtomicU64,
+        mut accept: impl for<'d> FnMut(&RecvMeta, &'d [u8]) -> Accepted<'d>,
+    ) -> usize {
+        let max = bufs.len().min(meta.len());
+        while out < max {
+            let Some((m, range)) = self.next() else {
+                break;
+            };
+            let Some(datagram) = self.buf.get(range) else {
+                continue;
+            };
+            let Some((addr, local_ip, payload)) = accept(&m, datagram) else {
+                continue;
+            };
+            let (Some(buf), Some(slot)) = (bufs.get_mut(out), meta.get_mut(out)) else {
+                break;
+            };
+            let Some(dst) = buf.get_mut(..payload.len()) else {
+                too_large.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            dst.copy_from_slice(payload);
+            *slot = RecvMeta {
+                addr,
+                len: payload.len(),
+                stride: payload.len(),
+                ecn: m.ecn,
+                dst_ip: Some(local_ip),
+            };
+            out += 1;
+        }
+        out
+    }
+
+    /// Reads the next batch from the kernel (recvmmsg, GRO) once everything buffered is used.
+    pub(crate) fn refill(
+        &mut self,
+        socket: &dyn AsyncUdpSocket,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let read = {
+            let mut iovs = crate::recv_slots::<SLOTS>(&mut self.buf, SLOT_LEN);
+            socket.poll_recv(cx, &mut iovs, &mut self.metas)
+        };
+        match read {
+            Poll::Ready(Ok(n)) => {
+                self.reset(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             buf: vec![0; SLOTS * SLOT_LEN].into_boxed_slice(),
@@ -419,7 +458,7 @@ impl RecvScratch {
         }
     }
 
-    pub(crate) fn reset(&mut self, filled: usize) {
+    fn reset(&mut self, filled: usize) {
         self.filled = filled.min(SLOTS);
         self.slot = 0;
         self.offset = 0;
@@ -427,7 +466,7 @@ impl RecvScratch {
 
     /// The next datagram: its slot's meta and its byte range in `buf`. GRO batches are split
     /// at `stride`.
-    pub(crate) fn next(&mut self) -> Option<(RecvMeta, std::ops::Range<usize>)> {
+    fn next(&mut self) -> Option<(RecvMeta, std::ops::Range<usize>)> {
         while self.slot < self.filled {
             let m = self.metas[self.slot];
             let len = m.len.min(SLOT_LEN);
