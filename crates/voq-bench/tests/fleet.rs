@@ -43,6 +43,16 @@ fn prompt(ms: usize) -> Vec<i16> {
     pcm[..(ms * 24).min(pcm.len())].to_vec()
 }
 
+/// Waits until `done` holds, checking every 5 ms; fails after `within` with `what`. The servers
+/// run on threads of their own, so their counters are read, not awaited.
+fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A server running on a thread of its own inside its namespace.
 struct NsServer {
     stats: Arc<Stats>,
@@ -297,12 +307,9 @@ fn a_full_server_withdraws_takes_no_new_calls_and_its_calls_finish_exact() {
                 })
                 .unwrap(),
         );
-        // Until the call has a session somewhere.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while started(&rig) < background.len() as u64 {
-            assert!(std::time::Instant::now() < deadline, "a call never started");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(Duration::from_secs(5), "the call has a session", || {
+            started(&rig) >= background.len() as u64
+        });
     }
     rig.fleet
         .wait_next_hops(&all[1..], Duration::from_secs(10))
@@ -416,17 +423,11 @@ fn a_client_that_never_migrates_is_forwarded_when_its_server_leaves_the_ecmp_set
         })
         .unwrap();
     // Its server is the one with a session.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let home = loop {
-        if let Some(i) = (0..3).find(|&i| rig.sessions_active(i) == 1) {
-            break i;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let home_of = |rig: &Rig| (0..3).find(|&i| rig.sessions_active(i) == 1);
+    wait_until(Duration::from_secs(10), "the call started", || {
+        home_of(&rig).is_some()
+    });
+    let home = home_of(&rig).unwrap();
     // Take that server out of the router's ECMP set (its BIRD withdraws): the flow now hashes
     // to another server, which forwards it by connection id.
     let out = std::process::Command::new("birdc")

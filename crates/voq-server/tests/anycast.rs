@@ -9,33 +9,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use voq_client::{CallOptions, Client, ClientOptions, Target, Trust};
-use voq_server::{AnycastSettings, QuicLbSettings, Server, Settings};
+use voq_server::{AnycastSettings, Server, Settings};
 
-fn lb_settings(server_id: u8) -> QuicLbSettings {
-    QuicLbSettings {
-        config_id: 1,
-        server_id: vec![server_id],
-        nonce_len: 8,
-        key: Some([0x2b; 16]),
-        cid_len: None,
-        self_encoded_len: None,
-    }
-}
+mod common;
+use common::{lb_settings, until};
 
+/// The first `ms` of the carwash prompt.
 fn prompt(ms: usize) -> Vec<i16> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio/prompt-carwash-24k.wav");
-    let pcm = voq_audio::read_wav_file(path)
-        .unwrap()
-        .to_mono_24k()
-        .unwrap();
-    pcm[..(ms * 24).min(pcm.len())].to_vec()
+    common::prompt(ms * 24)
 }
 
 /// A server with id `id`, unicast on 127.0.0.1 and "anycast" on `anycast_ip`, echoing.
@@ -201,14 +187,10 @@ async fn after_a_rehash_a_client_on_anycast_is_forwarded_to_its_server() {
         tokio::spawn(async move { client.call(&to, opts).await })
     };
     // Mid-prompt, the "routers" change their mind: the flow now reaches A.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while relay.to_servers.load(Ordering::Relaxed) < 40 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the call never got going"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(Duration::from_secs(10), "the call got going", || {
+        relay.to_servers.load(Ordering::Relaxed) >= 40
+    })
+    .await;
     *relay.target.lock().unwrap() = a.anycast_addr().unwrap();
     let outcome = call.await.unwrap().unwrap();
     assert_eq!(outcome.report.server_id.as_deref(), Some("02"));
@@ -239,11 +221,12 @@ async fn forwarded_datagrams_from_strangers_are_dropped() {
     );
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(&datagram, a.local_addr()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while a.anycast_stats().unwrap().not_a_peer == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never counted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        Duration::from_secs(5),
+        "the stranger's datagram counted",
+        || a.anycast_stats().unwrap().not_a_peer > 0,
+    )
+    .await;
     assert_eq!(a.anycast_stats().unwrap().forwarded_in, 0);
 }
 
@@ -259,15 +242,6 @@ mod quinn_patch {
         }
         client.transport_config(voq_transport::quic::transport_config());
         (server, client)
-    }
-
-    /// Waits until `done` holds, failing after `within`.
-    async fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !done() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// Sends `n` bytes on a new stream and returns what the server read.

@@ -10,30 +10,10 @@ use std::time::Duration;
 use voq_client::{CallOptions, Client, Target, Trust};
 use voq_lb::{Backend, Balancer, BalancerConfig, HealthConfig};
 use voq_quic_lb::ServerId;
-use voq_server::{QuicLbSettings, Server, SessionEventKind, Settings, Tunnel, wait_for_event};
+use voq_server::{Server, SessionEventKind, Settings, Tunnel, wait_for_event};
 
-const KEY: [u8; 16] = [0x2b; 16];
-
-fn lb_settings(server_id: u8) -> QuicLbSettings {
-    QuicLbSettings {
-        config_id: 1,
-        server_id: vec![server_id],
-        nonce_len: 8,
-        key: Some(KEY),
-        cid_len: None,
-        self_encoded_len: None,
-    }
-}
-
-fn prompt(samples: usize) -> Vec<i16> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio/prompt-carwash-24k.wav");
-    let pcm = voq_audio::read_wav_file(path)
-        .unwrap()
-        .to_mono_24k()
-        .unwrap();
-    pcm[..samples.min(pcm.len())].to_vec()
-}
+mod common;
+use common::{lb_settings, prompt};
 
 /// Three servers (ids 1, 2, 3) with the echo agent, each behind the balancer's tunnel.
 struct Cluster {

@@ -24,6 +24,33 @@ fn prompt() -> Vec<i16> {
     pcm
 }
 
+/// A resuming call to `target` whose first flight (Initial + 0-RTT) goes into a tap and no
+/// further: the call fails, and the captured datagrams are returned.
+async fn withheld_first_flight(client: &Client, target: Target, opts: CallOptions) -> Vec<Vec<u8>> {
+    let (tap_addr, captured) = tap().await;
+    let withheld = Target {
+        addr: tap_addr,
+        ..target
+    };
+    let opts = CallOptions {
+        timeout: Duration::from_secs(2),
+        ..opts
+    };
+    let lost = client.call(&withheld, opts).await;
+    assert!(lost.is_err(), "nothing answered the withheld call");
+    captured.lock().unwrap().clone()
+}
+
+/// What a server must not do for a replayed flight: hold a turn's audio, commit it, respond.
+fn acted_on_a_turn(kind: &SessionEventKind) -> bool {
+    matches!(
+        kind,
+        SessionEventKind::TurnFirstAudio { .. }
+            | SessionEventKind::TurnCommitted { .. }
+            | SessionEventKind::ResponseStarted { .. }
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withheld_first_flight_delivered_later_commits_nothing_and_runs_no_agent() {
     let server = Server::start(Settings::loopback("echo")).await.unwrap();
@@ -47,22 +74,7 @@ async fn a_withheld_first_flight_delivered_later_commits_nothing_and_runs_no_age
 
     // The second call resumes: its first flight (Initial + 0-RTT with the whole turn) goes into
     // the tap and no further. The client gives up.
-    let (tap_addr, captured) = tap().await;
-    let withheld = Target {
-        addr: tap_addr,
-        ..direct
-    };
-    let lost = client
-        .call(
-            &withheld,
-            CallOptions {
-                timeout: Duration::from_secs(2),
-                ..opts
-            },
-        )
-        .await;
-    assert!(lost.is_err(), "nothing answered the withheld call");
-    let flight = captured.lock().unwrap().clone();
+    let flight = withheld_first_flight(&client, direct, opts).await;
     assert!(
         flight.len() >= 2 && flight.iter().map(Vec::len).sum::<usize>() > 9_600,
         "the first flight carried the turn in 0-RTT: {} datagrams",
@@ -84,15 +96,7 @@ async fn a_withheld_first_flight_delivered_later_commits_nothing_and_runs_no_age
     let answered =
         tokio::time::timeout(Duration::from_secs(10), attacker.recv_from(&mut answer)).await;
     assert!(answered.is_ok(), "the replayed Initial reached the server");
-    let acted = wait_for_event(&mut events, Duration::from_secs(2), |k| {
-        matches!(
-            k,
-            SessionEventKind::TurnFirstAudio { .. }
-                | SessionEventKind::TurnCommitted { .. }
-                | SessionEventKind::ResponseStarted { .. }
-        )
-    })
-    .await;
+    let acted = wait_for_event(&mut events, Duration::from_secs(2), acted_on_a_turn).await;
     assert!(
         acted.is_none(),
         "the server acted on 0-RTT data before a handshake: {acted:?}"
@@ -147,22 +151,7 @@ async fn fleet_tickets_resume_anywhere_and_a_replayed_flight_acts_nowhere() {
     assert_eq!(resumed.reply_received, prompt());
 
     // A resumption whose first flight is captured on the way and never arrives.
-    let (tap_addr, captured) = tap().await;
-    let withheld = Target {
-        addr: tap_addr,
-        ..at(&a)
-    };
-    let lost = client
-        .call(
-            &withheld,
-            CallOptions {
-                timeout: Duration::from_secs(2),
-                ..opts
-            },
-        )
-        .await;
-    assert!(lost.is_err());
-    let flight = captured.lock().unwrap().clone();
+    let flight = withheld_first_flight(&client, at(&a), opts).await;
     assert!(
         flight.iter().map(Vec::len).sum::<usize>() > 9_600,
         "the turn rode in 0-RTT"
@@ -178,17 +167,9 @@ async fn fleet_tickets_resume_anywhere_and_a_replayed_flight_acts_nowhere() {
                 .unwrap();
         }
     }
-    let acted = |k: &SessionEventKind| {
-        matches!(
-            k,
-            SessionEventKind::TurnFirstAudio { .. }
-                | SessionEventKind::TurnCommitted { .. }
-                | SessionEventKind::ResponseStarted { .. }
-        )
-    };
     let (on_a, on_b) = tokio::join!(
-        wait_for_event(&mut events_a, Duration::from_secs(3), acted),
-        wait_for_event(&mut events_b, Duration::from_secs(3), acted)
+        wait_for_event(&mut events_a, Duration::from_secs(3), acted_on_a_turn),
+        wait_for_event(&mut events_b, Duration::from_secs(3), acted_on_a_turn)
     );
     assert!(
         on_a.is_none() && on_b.is_none(),

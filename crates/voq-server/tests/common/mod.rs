@@ -66,3 +66,37 @@ pub async fn tap() -> (std::net::SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
     });
     (addr, captured)
 }
+
+/// QUIC-LB settings of test server `server_id` (config 1, one-octet server ids, 8-octet nonces,
+/// one shared key), as the balancer and fleet tests configure them.
+pub fn lb_settings(server_id: u8) -> voq_server::QuicLbSettings {
+    voq_server::QuicLbSettings {
+        config_id: 1,
+        server_id: vec![server_id],
+        nonce_len: 8,
+        key: Some([0x2b; 16]),
+        cid_len: None,
+        self_encoded_len: None,
+    }
+}
+
+/// The first `samples` of the carwash prompt (24 kHz mono pcm16); all of it for `usize::MAX`.
+pub fn prompt(samples: usize) -> Vec<i16> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/audio/prompt-carwash-24k.wav");
+    let pcm = voq_audio::read_wav_file(path)
+        .unwrap_or_else(|e| panic!("the test prompt: {e}"))
+        .to_mono_24k()
+        .unwrap_or_else(|e| panic!("the test prompt: {e}"));
+    pcm[..samples.min(pcm.len())].to_vec()
+}
+
+/// Waits until `done` holds, checking every 10 ms; fails after `within` with `what`. For
+/// conditions with no event to await (a counter, a connection's statistics).
+pub async fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
