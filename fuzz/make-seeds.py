@@ -43,7 +43,8 @@ def write(target, name, data):
 
 def main():
     shutil.rmtree(ROOT, ignore_errors=True)
-    update = event({"type": "session.update", "session": {"input_audio_format": "pcm16", "turn_detection": None}})
+    pcm = {"type": "audio/pcm", "rate": 24000}
+    update = event({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": pcm, "turn_detection": None}}}})
     vad = event({"type": "session.update", "session": {"turn_detection": {"type": "server_vad"}}})
     turn = header(1, "item_c1") + b"".join(frame(i * 480, bytes([i]) * 960) for i in range(3))
 
@@ -59,8 +60,9 @@ def main():
     write("server_session", "agent", ptt + bytes([6, 0, 20]) + bytes(20) + bytes([7, 0]))
 
     # client_session: opcodes 0 control, 1 agent stream data, 2 fin, 5 start turn, 6 audio, 7 end, 9 render.
-    created = event({"type": "session.created", "session": {"id": "sess_1", "input_audio_format": "pcm16", "output_audio_format": "pcm16", "turn_detection": None, "voq": {"version": "voq/1", "send_ahead_ms": 2000, "played_report_interval_ms": 100, "transport": "quic"}}})
-    resp = event({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress", "item_id": "item_2"}})
+    pcm = {"type": "audio/pcm", "rate": 24000}
+    created = event({"type": "session.created", "event_id": "event_1", "session": {"type": "realtime", "id": "sess_1", "audio": {"input": {"format": pcm, "turn_detection": None}, "output": {"format": pcm}}, "voq": {"version": "voq/1", "send_ahead_ms": 2000, "played_report_interval_ms": 100, "transport": "quic"}}})
+    resp = event({"type": "response.created", "event_id": "event_2", "response": {"object": "realtime.response", "id": "resp_1", "status": "in_progress", "output": [{"id": "item_2", "type": "message", "role": "assistant", "content": [{"type": "output_audio"}]}]}})
     reply = header(2, "item_2", "resp_1") + b"".join(frame(i * 480, bytes([i]) * 960) for i in range(3))
     write("client_session", "reply", chunks(created, 0) + bytes([5, 6, 4, 1, 2, 3, 4, 7]) + chunks(resp, 0) + chunks(reply, 1, 0) + bytes([2, 0, 9, 40, 120, 9, 40, 120]))
     write("client_session", "barge_in", chunks(created + resp, 0) + chunks(reply, 1, 0) + bytes([9, 20, 120, 8, 9, 20, 120]))

@@ -103,9 +103,9 @@ function summary(e: VoqEvent): string {
   switch (e.type) {
     case 'session.created':
     case 'session.updated':
-      return `${e.session.id} via ${e.session.voq.transport}, ${e.session.input_audio_format}/${e.session.output_audio_format}, send-ahead ${e.session.voq.send_ahead_ms} ms`;
+      return `${e.session.id} via ${e.session.voq.transport}, ${e.session.audio.input.format.type}/${e.session.audio.output.format.type}, send-ahead ${e.session.voq.send_ahead_ms} ms`;
     case 'input_audio_buffer.committed':
-      return `${e.item_id}: ${e.frames} frames, ${e.audio_ms} ms, ${e.bytes} bytes confirmed`;
+      return `${e.item_id}: ${e.voq.frames} frames, ${e.voq.audio_ms} ms, ${e.voq.bytes} bytes confirmed`;
     case 'response.created':
       return e.response.id;
     case 'response.done':

@@ -157,6 +157,13 @@ var utf8Strict = new TextDecoder("utf-8", { fatal: true });
 var SAMPLE_RATE = 24e3;
 var FRAME_MS = 20;
 var FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS / 1e3;
+function audioFormat(codec) {
+  return { type: codec === "pcm16" ? "audio/pcm" : "audio/opus", rate: 24e3 };
+}
+function responseItemId(response2) {
+  const item = response2.output.find((i) => i.type === "message" && i.role === "assistant");
+  return item?.id ?? "";
+}
 var SERVER_EVENT_TYPES = [
   "session.created",
   "session.updated",
@@ -184,12 +191,26 @@ var obj = (k, inner) => (v) => {
 var u32 = (k) => (v) => num(k)(v) ?? (v[k] <= 4294967295 ? null : `"${k}" must fit in 32 bits`);
 var oneOf = (k, values) => (v) => typeof v[k] === "string" && values.includes(v[k]) ? null : `"${k}" must be one of ${values.join(", ")}`;
 var optional = (k, check) => (v) => v[k] === void 0 || v[k] === null ? null : check(v);
-var session = obj("session", [str("id"), str("input_audio_format"), str("output_audio_format"), obj("voq", [str("version"), num("send_ahead_ms"), num("played_report_interval_ms"), str("transport")])]);
+var oneOf24k = (v) => v.rate === SAMPLE_RATE ? null : `"rate" must be ${SAMPLE_RATE}`;
+var format = (k) => obj(k, [oneOf("type", ["audio/pcm", "audio/opus"]), optional("rate", oneOf24k)]);
+var session = obj("session", [
+  oneOf("type", ["realtime"]),
+  str("id"),
+  obj("audio", [obj("input", [format("format")]), obj("output", [format("format")])]),
+  obj("voq", [str("version"), num("send_ahead_ms"), num("played_report_interval_ms"), str("transport")])
+]);
 var RESPONSE_STATUSES = ["in_progress", "completed", "cancelled", "failed"];
+var assistantItem = (v) => {
+  const out = v.output;
+  if (!Array.isArray(out)) return '"output" must be an array';
+  const item = out.find((i) => typeof i === "object" && i !== null && i.role === "assistant");
+  if (!item) return '"output" has no assistant item';
+  return typeof item.id === "string" ? null : "output[].id must be a string";
+};
 var response = obj("response", [
   str("id"),
   oneOf("status", RESPONSE_STATUSES),
-  str("item_id"),
+  assistantItem,
   optional("voq", obj("voq", [num("audio_ms_generated"), num("audio_ms_sent"), num("bytes_sent"), num("frames_sent")]))
 ]);
 var CHECKS = {
@@ -197,7 +218,11 @@ var CHECKS = {
   "session.updated": [session],
   "input_audio_buffer.speech_started": [str("item_id"), num("audio_start_ms")],
   "input_audio_buffer.speech_stopped": [str("item_id"), num("audio_end_ms")],
-  "input_audio_buffer.committed": [str("item_id"), optional("previous_item_id", str("previous_item_id")), num("frames"), num("audio_ms"), num("bytes")],
+  "input_audio_buffer.committed": [
+    str("item_id"),
+    optional("previous_item_id", str("previous_item_id")),
+    obj("voq", [num("frames"), num("audio_ms"), num("bytes")])
+  ],
   "input_audio_buffer.cleared": [],
   "response.created": [response],
   "response.done": [response],
@@ -2378,9 +2403,14 @@ var ClientSession = class {
     const session2 = {
       type: "session.update",
       session: {
-        input_audio_format: this.config.inputCodec,
-        output_audio_format: this.config.outputCodec,
-        turn_detection: this.config.serverVad ? { type: "server_vad" } : null
+        type: "realtime",
+        audio: {
+          input: {
+            format: audioFormat(this.config.inputCodec),
+            turn_detection: this.config.serverVad ? { type: "server_vad" } : null
+          },
+          output: { format: audioFormat(this.config.outputCodec) }
+        }
       }
     };
     if (this.config.sendAheadMs !== void 0) session2.session.voq = { send_ahead_ms: this.config.sendAheadMs };
@@ -2842,9 +2872,9 @@ var ClientSession = class {
         const t = this._turns[index];
         if (t) {
           for (const [stream, i] of this.finished) if (i === index) this.finished.delete(stream);
-          t.framesConfirmed = event.frames;
-          t.audioMsConfirmed = event.audio_ms;
-          t.bytesConfirmed = event.bytes;
+          t.framesConfirmed = event.voq.frames;
+          t.audioMsConfirmed = event.voq.audio_ms;
+          t.bytesConfirmed = event.voq.bytes;
           t.confirmedAt = now;
         } else {
           this._turns.push({
@@ -2853,9 +2883,9 @@ var ClientSession = class {
             bytesSent: 0,
             audioMsSent: 0,
             framesDropped: 0,
-            framesConfirmed: event.frames,
-            audioMsConfirmed: event.audio_ms,
-            bytesConfirmed: event.bytes,
+            framesConfirmed: event.voq.frames,
+            audioMsConfirmed: event.voq.audio_ms,
+            bytesConfirmed: event.voq.bytes,
             confirmedAt: now
           });
         }
@@ -2863,7 +2893,7 @@ var ClientSession = class {
       }
       case "response.created":
         if (!this.reply(event.response.id)) {
-          this.newReply(event.response.id, event.response.item_id, this.config.outputCodec);
+          this.newReply(event.response.id, responseItemId(event.response), this.config.outputCodec);
         }
         break;
       case "response.done": {
@@ -3628,9 +3658,9 @@ function summary(e) {
   switch (e.type) {
     case "session.created":
     case "session.updated":
-      return `${e.session.id} via ${e.session.voq.transport}, ${e.session.input_audio_format}/${e.session.output_audio_format}, send-ahead ${e.session.voq.send_ahead_ms} ms`;
+      return `${e.session.id} via ${e.session.voq.transport}, ${e.session.audio.input.format.type}/${e.session.audio.output.format.type}, send-ahead ${e.session.voq.send_ahead_ms} ms`;
     case "input_audio_buffer.committed":
-      return `${e.item_id}: ${e.frames} frames, ${e.audio_ms} ms, ${e.bytes} bytes confirmed`;
+      return `${e.item_id}: ${e.voq.frames} frames, ${e.voq.audio_ms} ms, ${e.voq.bytes} bytes confirmed`;
     case "response.created":
       return e.response.id;
     case "response.done":

@@ -222,7 +222,7 @@ describe('browser call', { skip: missing ?? false }, () => {
     assert.ok(outcome.turn.audio_ms >= TURN_MS && outcome.turn.audio_ms <= TURN_MS + 20, `turn of ${outcome.turn.audio_ms} ms`);
     const committed = events.find((e) => e.type === 'input_audio_buffer.committed')?.event;
     assert.ok(committed, 'no input_audio_buffer.committed');
-    assert.equal(committed.frames, outcome.turn.frames, 'the server holds every frame the page sent');
+    assert.equal(committed.voq.frames, outcome.turn.frames, 'the server holds every frame the page sent');
     assert.equal(committed.bytes, outcome.turn.bytes);
     assert.ok(events.some((e) => e.type === 'playback.started'), 'no playback.started');
     return committed;

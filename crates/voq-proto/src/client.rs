@@ -267,6 +267,7 @@ impl ClientSession {
             out: VecDeque::new(),
         };
         let update = SessionUpdate {
+            session_type: Some("realtime".into()),
             input_audio_format: Some(s.config.input_codec.name().into()),
             output_audio_format: Some(s.config.output_codec.name().into()),
             turn_detection: Some(if s.config.server_vad {
@@ -814,9 +815,12 @@ impl ClientSession {
             }
             ServerEvent::InputAudioBufferCommitted {
                 item_id,
-                frames,
-                audio_ms,
-                bytes,
+                voq:
+                    event::VoqCommitted {
+                        frames,
+                        audio_ms,
+                        bytes,
+                    },
                 ..
             } => {
                 if let Some(index) = self.turns.iter().position(|t| &t.item_id == item_id) {

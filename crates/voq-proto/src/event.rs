@@ -72,25 +72,27 @@ pub enum ClientEvent {
 }
 
 /// `session.update` body. Every field is optional: absent fields keep their value. Unknown
-/// Realtime fields (instructions, voice, …) are accepted and ignored.
+/// Realtime fields (instructions, voice, tools, …) are accepted and ignored.
+///
+/// On the wire this is the Realtime API's GA session object: `type: "realtime"`,
+/// `audio.input.format`, `audio.output.format` (`{"type":"audio/pcm","rate":24000}`, or voq's
+/// `{"type":"audio/opus"}`), `audio.input.turn_detection`. The beta spellings
+/// (`input_audio_format: "pcm16"`, `output_audio_format`, top-level `turn_detection`) are still
+/// accepted; where both are given, the GA field wins. voq serializes the GA shape only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ga::SessionUpdate", from = "ga::SessionUpdate")]
 pub struct SessionUpdate {
-    /// Codec of user audio: `pcm16` or `opus` (anything else is `invalid_value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The session `type` as sent: `realtime` (or absent) is the only one voq runs.
+    pub session_type: Option<String>,
+    /// Codec of user audio, as a codec name (`pcm16`, `opus`) or, for a format voq does not
+    /// run, a description of it (the server answers `invalid_value`).
     pub input_audio_format: Option<String>,
-    /// Codec of agent audio: `pcm16` or `opus` (anything else is `invalid_value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Codec of agent audio, as [`SessionUpdate::input_audio_format`].
     pub output_audio_format: Option<String>,
     /// `null` turns server VAD off (push-to-talk); `{"type":"server_vad", …}` turns it on.
     /// Absent leaves it unchanged.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
     pub turn_detection: Option<Value>,
     /// voq extension: the `voq` object (`send_ahead_ms`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voq: Option<VoqSessionUpdate>,
 }
 
@@ -164,8 +166,8 @@ pub enum ServerEvent {
         /// Where speech stops, in ms from the start of the user-audio stream.
         audio_end_ms: u64,
     },
-    /// The server holds the whole user turn. `frames`, `audio_ms` and `bytes` are voq extensions:
-    /// the client compares them with what it sent.
+    /// The server holds the whole user turn. `voq` (frames, ms and bytes held) is a voq
+    /// extension: the client compares it with what it sent.
     #[serde(rename = "input_audio_buffer.committed")]
     InputAudioBufferCommitted {
         /// The user item: push-to-talk, the `item_id` of the turn's stream header; server VAD,
@@ -174,12 +176,8 @@ pub enum ServerEvent {
         /// The user item committed before this one (`null` for the session's first).
         #[serde(default)]
         previous_item_id: Option<String>,
-        /// voq extension: audio frames received in the turn.
-        frames: u64,
-        /// voq extension: audio held, in ms (Opus counts whole 20 ms frames).
-        audio_ms: u64,
-        /// voq extension: codec payload bytes received (frame headers not counted).
-        bytes: u64,
+        /// voq extension: what the server holds of the turn.
+        voq: VoqCommitted,
     },
     /// Answers `input_audio_buffer.clear`: the open user turns were stopped and discarded.
     #[serde(rename = "input_audio_buffer.cleared")]
@@ -220,14 +218,28 @@ pub enum ServerEvent {
     },
 }
 
-/// The session as the server runs it.
+/// voq extension of `input_audio_buffer.committed`: what the server holds of the turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoqCommitted {
+    /// Audio frames received in the turn.
+    pub frames: u64,
+    /// Audio held, in ms (Opus counts whole 20 ms frames).
+    pub audio_ms: u64,
+    /// Codec payload bytes received (frame headers not counted).
+    pub bytes: u64,
+}
+
+/// The session as the server runs it. On the wire this is the Realtime API's GA session object
+/// (`type: "realtime"`, formats under `audio.input` / `audio.output`, turn detection under
+/// `audio.input`), plus `id` and the `voq` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ga::Session", try_from = "ga::Session")]
 pub struct SessionInfo {
     /// The session's id, chosen by the server.
     pub id: String,
-    /// Codec of user audio (`pcm16` or `opus`).
+    /// Codec of user audio, by its codec name (`pcm16` or `opus`).
     pub input_audio_format: String,
-    /// Codec of agent audio (`pcm16` or `opus`).
+    /// Codec of agent audio, by its codec name (`pcm16` or `opus`).
     pub output_audio_format: String,
     /// `null` for push-to-talk, `{"type":"server_vad", …}` with server VAD.
     pub turn_detection: Option<Value>,
@@ -283,8 +295,11 @@ impl std::fmt::Display for ResponseStatus {
     }
 }
 
-/// A response and, in `response.done`, how it ended.
+/// A response and, in `response.done`, how it ended. On the wire this is the Realtime API's GA
+/// response object: `object: "realtime.response"`, and the assistant item as the one entry of
+/// `output` (`{"type":"message","role":"assistant","id":ITEM,…}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ga::Response", try_from = "ga::Response")]
 pub struct ResponseInfo {
     /// The response's id, chosen by the server; also the `response_id` of its agent-audio
     /// stream header.
@@ -294,7 +309,6 @@ pub struct ResponseInfo {
     /// The assistant item whose audio this response carries.
     pub item_id: String,
     /// voq extension: audio generated and sent, filled in `response.done`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voq: Option<VoqResponseStats>,
 }
 
@@ -346,6 +360,279 @@ impl ErrorInfo {
     /// The type, if known.
     pub fn error_type(&self) -> Option<ErrorType> {
         ErrorType::ALL.into_iter().find(|t| t.as_str() == self.kind)
+    }
+}
+
+/// The Realtime format object of a codec: `{"type":"audio/pcm","rate":24000}` for pcm16 (as in the
+/// Realtime API), `{"type":"audio/opus","rate":24000}` for Opus (a voq extension).
+pub fn audio_format(codec_name: &str) -> Value {
+    let kind = match codec_name {
+        "pcm16" => "audio/pcm",
+        "opus" => "audio/opus",
+        other => other,
+    };
+    serde_json::json!({ "type": kind, "rate": crate::SAMPLE_RATE })
+}
+
+/// The codec name a format names: a Realtime format object (`{"type":"audio/pcm"}` at 24 kHz or
+/// with no rate → `pcm16`; `{"type":"audio/opus"}` → `opus`) or a beta string (`"pcm16"`, taken
+/// as it is). A format voq does not run comes back as a description for the error message
+/// (`audio/pcmu`, `audio/pcm at 16000 Hz`), which no codec name matches.
+pub fn codec_name_of_format(format: &Value) -> String {
+    match format {
+        Value::String(name) => name.clone(),
+        Value::Object(o) => {
+            let kind = o.get("type").and_then(Value::as_str).unwrap_or("(no type)");
+            let rate = o.get("rate");
+            let rate_ok = match rate {
+                None | Some(Value::Null) => true,
+                Some(r) => r.as_u64() == Some(crate::SAMPLE_RATE as u64),
+            };
+            match (kind, rate_ok) {
+                ("audio/pcm", true) => "pcm16".into(),
+                ("audio/opus", true) => "opus".into(),
+                ("audio/pcm" | "audio/opus", false) => format!(
+                    "{kind} at {} Hz",
+                    rate.map(Value::to_string).unwrap_or_default()
+                ),
+                (other, _) => other.into(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The Realtime GA wire shapes of the session and response objects. The Rust types above keep a
+/// flat, voq-shaped API; these convert to and from what the Realtime API's GA types describe.
+mod ga {
+    use super::*;
+
+    /// Keeps `null` distinct from "absent", as [`super::present`].
+    fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        super::present(d)
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Session {
+        #[serde(rename = "type")]
+        kind: String,
+        id: String,
+        audio: SessionAudio,
+        voq: VoqSessionInfo,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct SessionAudio {
+        input: SessionAudioInput,
+        output: SessionAudioOutput,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct SessionAudioInput {
+        format: Value,
+        turn_detection: Option<Value>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct SessionAudioOutput {
+        format: Value,
+    }
+
+    impl From<SessionInfo> for Session {
+        fn from(s: SessionInfo) -> Self {
+            Self {
+                kind: "realtime".into(),
+                id: s.id,
+                audio: SessionAudio {
+                    input: SessionAudioInput {
+                        format: audio_format(&s.input_audio_format),
+                        turn_detection: s.turn_detection,
+                    },
+                    output: SessionAudioOutput {
+                        format: audio_format(&s.output_audio_format),
+                    },
+                },
+                voq: s.voq,
+            }
+        }
+    }
+
+    impl TryFrom<Session> for SessionInfo {
+        type Error = String;
+
+        fn try_from(s: Session) -> Result<Self, String> {
+            if s.kind != "realtime" {
+                return Err(format!(
+                    "session type \"{}\" (expected \"realtime\")",
+                    s.kind
+                ));
+            }
+            Ok(Self {
+                id: s.id,
+                input_audio_format: codec_name_of_format(&s.audio.input.format),
+                output_audio_format: codec_name_of_format(&s.audio.output.format),
+                turn_detection: s.audio.input.turn_detection,
+                voq: s.voq,
+            })
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct SessionUpdate {
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audio: Option<UpdateAudio>,
+        /// Beta spelling, read only.
+        #[serde(default, skip_serializing)]
+        input_audio_format: Option<Value>,
+        /// Beta spelling, read only.
+        #[serde(default, skip_serializing)]
+        output_audio_format: Option<Value>,
+        /// Beta spelling, read only.
+        #[serde(default, deserialize_with = "present", skip_serializing)]
+        turn_detection: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        voq: Option<VoqSessionUpdate>,
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct UpdateAudio {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<UpdateAudioInput>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<UpdateAudioOutput>,
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct UpdateAudioInput {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<Value>,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        turn_detection: Option<Value>,
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct UpdateAudioOutput {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<Value>,
+    }
+
+    impl From<super::SessionUpdate> for SessionUpdate {
+        fn from(u: super::SessionUpdate) -> Self {
+            let input = UpdateAudioInput {
+                format: u.input_audio_format.as_deref().map(audio_format),
+                turn_detection: u.turn_detection,
+            };
+            let output = UpdateAudioOutput {
+                format: u.output_audio_format.as_deref().map(audio_format),
+            };
+            let input = (input.format.is_some() || input.turn_detection.is_some()).then_some(input);
+            let output = output.format.is_some().then_some(output);
+            Self {
+                kind: Some(u.session_type.unwrap_or_else(|| "realtime".into())),
+                audio: (input.is_some() || output.is_some())
+                    .then_some(UpdateAudio { input, output }),
+                input_audio_format: None,
+                output_audio_format: None,
+                turn_detection: None,
+                voq: u.voq,
+            }
+        }
+    }
+
+    impl From<SessionUpdate> for super::SessionUpdate {
+        fn from(u: SessionUpdate) -> Self {
+            let audio = u.audio.unwrap_or_default();
+            let input = audio.input.unwrap_or_default();
+            let output = audio.output.unwrap_or_default();
+            Self {
+                session_type: u.kind,
+                input_audio_format: input
+                    .format
+                    .or(u.input_audio_format)
+                    .map(|f| codec_name_of_format(&f)),
+                output_audio_format: output
+                    .format
+                    .or(u.output_audio_format)
+                    .map(|f| codec_name_of_format(&f)),
+                turn_detection: input.turn_detection.or(u.turn_detection),
+                voq: u.voq,
+            }
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Response {
+        object: String,
+        id: String,
+        status: ResponseStatus,
+        output_modalities: Vec<String>,
+        output: Vec<OutputItem>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        voq: Option<VoqResponseStats>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct OutputItem {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        #[serde(default)]
+        content: Vec<Value>,
+    }
+
+    impl From<ResponseInfo> for Response {
+        fn from(r: ResponseInfo) -> Self {
+            let item_status = match r.status {
+                ResponseStatus::InProgress => "in_progress",
+                ResponseStatus::Completed => "completed",
+                ResponseStatus::Cancelled | ResponseStatus::Failed => "incomplete",
+            };
+            Self {
+                object: "realtime.response".into(),
+                id: r.id,
+                status: r.status,
+                output_modalities: vec!["audio".into()],
+                output: vec![OutputItem {
+                    id: r.item_id,
+                    kind: "message".into(),
+                    object: Some("realtime.item".into()),
+                    role: Some("assistant".into()),
+                    status: Some(item_status.into()),
+                    content: vec![serde_json::json!({ "type": "output_audio" })],
+                }],
+                voq: r.voq,
+            }
+        }
+    }
+
+    impl TryFrom<Response> for ResponseInfo {
+        type Error = String;
+
+        fn try_from(r: Response) -> Result<Self, String> {
+            let item = r
+                .output
+                .into_iter()
+                .find(|i| i.kind == "message" && i.role.as_deref() == Some("assistant"))
+                .ok_or("response.output has no assistant message item")?;
+            Ok(Self {
+                id: r.id,
+                status: r.status,
+                item_id: item.id,
+                voq: r.voq,
+            })
+        }
     }
 }
 
@@ -539,6 +826,116 @@ mod tests {
             panic!("wrong variant")
         };
         assert_eq!(session.turn_detection, None);
+    }
+
+    fn update(json: &str) -> SessionUpdate {
+        match client(json).unwrap().event {
+            ClientEvent::SessionUpdate { session } => session,
+            other => panic!("not a session.update: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn session_update_reads_the_ga_shape_and_the_beta_one() {
+        let ga = update(
+            r#"{"type":"session.update","session":{"type":"realtime","instructions":"hi",
+            "audio":{"input":{"format":{"type":"audio/pcm","rate":24000},"turn_detection":null},
+            "output":{"format":{"type":"audio/opus"},"voice":"marin"}}}}"#,
+        );
+        assert_eq!(ga.session_type.as_deref(), Some("realtime"));
+        assert_eq!(ga.input_audio_format.as_deref(), Some("pcm16"));
+        assert_eq!(ga.output_audio_format.as_deref(), Some("opus"));
+        assert_eq!(ga.turn_detection, Some(Value::Null));
+        let beta = update(
+            r#"{"type":"session.update","session":{"input_audio_format":"opus","turn_detection":{"type":"server_vad"}}}"#,
+        );
+        assert_eq!(beta.session_type, None);
+        assert_eq!(beta.input_audio_format.as_deref(), Some("opus"));
+        assert_eq!(beta.output_audio_format, None);
+        assert_eq!(
+            beta.turn_detection,
+            Some(serde_json::json!({"type": "server_vad"}))
+        );
+        // Where both spellings are given, the GA one wins.
+        let both = update(
+            r#"{"type":"session.update","session":{"input_audio_format":"opus","audio":{"input":{"format":{"type":"audio/pcm"}}}}}"#,
+        );
+        assert_eq!(both.input_audio_format.as_deref(), Some("pcm16"));
+        // Formats voq does not run keep a description, which no codec name matches.
+        let other = update(
+            r#"{"type":"session.update","session":{"audio":{"input":{"format":{"type":"audio/pcmu"}},"output":{"format":{"type":"audio/pcm","rate":16000}}}}}"#,
+        );
+        assert_eq!(other.input_audio_format.as_deref(), Some("audio/pcmu"));
+        assert_eq!(
+            other.output_audio_format.as_deref(),
+            Some("audio/pcm at 16000 Hz")
+        );
+    }
+
+    #[test]
+    fn session_update_writes_the_ga_shape_and_reads_it_back() {
+        let u = SessionUpdate {
+            input_audio_format: Some("opus".into()),
+            turn_detection: Some(Value::Null),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&u).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "realtime", "audio": {"input": {
+                "format": {"type": "audio/opus", "rate": 24000}, "turn_detection": null}}})
+        );
+        let back: SessionUpdate = serde_json::from_value(json).unwrap();
+        assert_eq!(back.input_audio_format, u.input_audio_format);
+        assert_eq!(back.turn_detection, u.turn_detection);
+    }
+
+    #[test]
+    fn session_and_response_objects_round_trip_through_the_ga_shape() {
+        let session = SessionInfo {
+            id: "sess_1".into(),
+            input_audio_format: "pcm16".into(),
+            output_audio_format: "opus".into(),
+            turn_detection: None,
+            voq: VoqSessionInfo {
+                version: PROTOCOL_VERSION.into(),
+                send_ahead_ms: 2000,
+                played_report_interval_ms: 50,
+                transport: "quic".into(),
+                server_id: None,
+            },
+        };
+        let json = serde_json::to_value(&session).unwrap();
+        assert_eq!(json["type"], "realtime");
+        assert_eq!(
+            json["audio"]["input"]["format"],
+            serde_json::json!({"type": "audio/pcm", "rate": 24000})
+        );
+        assert_eq!(json["audio"]["input"]["turn_detection"], Value::Null);
+        assert_eq!(json["audio"]["output"]["format"]["type"], "audio/opus");
+        assert_eq!(
+            serde_json::from_value::<SessionInfo>(json).unwrap(),
+            session
+        );
+
+        let response = ResponseInfo {
+            id: "resp_1".into(),
+            status: ResponseStatus::Cancelled,
+            item_id: "item_2".into(),
+            voq: Some(VoqResponseStats::default()),
+        };
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json["object"], "realtime.response");
+        assert_eq!(json["output"][0]["id"], "item_2");
+        assert_eq!(json["output"][0]["role"], "assistant");
+        assert_eq!(json["output"][0]["status"], "incomplete");
+        assert_eq!(
+            serde_json::from_value::<ResponseInfo>(json).unwrap(),
+            response
+        );
+        let no_item = serde_json::json!({"object": "realtime.response", "id": "r",
+            "status": "completed", "output_modalities": ["audio"], "output": []});
+        assert!(serde_json::from_value::<ResponseInfo>(no_item).is_err());
     }
 
     #[test]

@@ -869,17 +869,27 @@ impl ServerSession {
             ClientEvent::SessionUpdate { session } => {
                 // Validate everything before changing anything: a refused update leaves the
                 // session exactly as the client last saw it in `session.updated`.
+                if let Some(kind) = session.session_type.as_deref()
+                    && kind != "realtime"
+                {
+                    let msg = format!(
+                        "session.type \"{kind}\" is not supported: voq runs \"realtime\" sessions"
+                    );
+                    return self.client_error(event_id, ErrorCode::InvalidValue, &msg);
+                }
                 let mut codecs = [None, None];
                 for (slot, field, value) in [
-                    (0, "input_audio_format", &session.input_audio_format),
-                    (1, "output_audio_format", &session.output_audio_format),
+                    (0, "audio.input.format", &session.input_audio_format),
+                    (1, "audio.output.format", &session.output_audio_format),
                 ] {
                     let Some(name) = value else { continue };
                     match name.parse::<Codec>() {
                         Ok(c) => codecs[slot] = Some(c),
                         Err(_) => {
                             let msg = format!(
-                                "{field}: unsupported codec \"{name}\" (use pcm16 or opus)"
+                                "{field}: unsupported format \"{name}\" (use \
+                                 {{\"type\":\"audio/pcm\",\"rate\":24000}} or \
+                                 {{\"type\":\"audio/opus\"}})"
                             );
                             return self.client_error(event_id, ErrorCode::InvalidValue, &msg);
                         }
@@ -892,7 +902,8 @@ impl ServerSession {
                         Some(v)
                     }
                     Some(_) => {
-                        let msg = "turn_detection: use null or {\"type\":\"server_vad\"}";
+                        let msg =
+                            "audio.input.turn_detection: use null or {\"type\":\"server_vad\"}";
                         return self.client_error(event_id, ErrorCode::InvalidValue, msg);
                     }
                 };
@@ -1121,9 +1132,11 @@ impl ServerSession {
         self.send(ServerEvent::InputAudioBufferCommitted {
             item_id: item_id.clone(),
             previous_item_id,
-            frames,
-            audio_ms,
-            bytes,
+            voq: event::VoqCommitted {
+                frames,
+                audio_ms,
+                bytes,
+            },
         });
         self.out.push_back(ServerOutput::TurnCommitted {
             item_id: item_id.clone(),

@@ -276,8 +276,10 @@ fn config(case: &Value) -> ClientConfig {
 }
 
 fn default_start() -> Vec<Value> {
+    let pcm = json!({ "type": "audio/pcm", "rate": 24000 });
     vec![json!({ "control": { "type": "session.update", "session": {
-        "input_audio_format": "pcm16", "output_audio_format": "pcm16", "turn_detection": null
+        "type": "realtime",
+        "audio": { "input": { "format": pcm, "turn_detection": null }, "output": { "format": pcm } }
     } } })]
 }
 

@@ -211,7 +211,7 @@ fn old_assistant_items_are_forgotten() {
         .filter_map(|b| {
             let v: serde_json::Value = serde_json::from_slice(&b[4..]).ok()?;
             (v["type"] == "response.created")
-                .then(|| v["response"]["item_id"].as_str().map(String::from))?
+                .then(|| v["response"]["output"][0]["id"].as_str().map(String::from))?
         })
         .collect();
     assert_eq!(items.len(), 100);

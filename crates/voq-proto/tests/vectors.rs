@@ -33,11 +33,11 @@ fn path() -> std::path::PathBuf {
 const EVENTS: &[(&str, &str)] = &[
     (
         "session.update push-to-talk opus",
-        r#"{"type":"session.update","session":{"input_audio_format":"opus","output_audio_format":"opus","turn_detection":null}}"#,
+        r#"{"type":"session.update","session":{"type":"realtime","audio":{"input":{"format":{"type":"audio/opus","rate":24000},"turn_detection":null},"output":{"format":{"type":"audio/opus","rate":24000}}}}}"#,
     ),
     (
         "session.update server VAD with send-ahead",
-        r#"{"type":"session.update","session":{"turn_detection":{"type":"server_vad"},"voq":{"send_ahead_ms":2500}}}"#,
+        r#"{"type":"session.update","session":{"type":"realtime","audio":{"input":{"turn_detection":{"type":"server_vad"}}},"voq":{"send_ahead_ms":2500}}}"#,
     ),
     (
         "output_audio_buffer.played",
@@ -49,7 +49,7 @@ const EVENTS: &[(&str, &str)] = &[
     ),
     (
         "error with non-ASCII text",
-        r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_value","message":"unknown codec \"bogus\" — use pcm16 or opus"}}"#,
+        r#"{"type":"error","error":{"type":"invalid_request_error","code":"invalid_value","message":"unsupported format \"bogus\" — use audio/pcm or audio/opus"}}"#,
     ),
     ("empty object", "{}"),
 ];

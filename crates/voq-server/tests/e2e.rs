@@ -1,6 +1,8 @@
 //! End to end on loopback: a real server and a real client over QUIC.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -400,20 +402,6 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
     assert_eq!(stats.sessions_started.total(), stats.sessions_ended.get());
 }
 
-/// A bare QUIC connection speaking voq/1 by hand, for sending what a real client never would.
-async fn raw_connection(server: &Server) -> quinn::Connection {
-    let tls =
-        voq_client::tls::client_config(&Trust::Insecure, voq_transport::quic::ALPN_VOQ).unwrap();
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
-    endpoint
-        .connect(server.local_addr(), "localhost")
-        .unwrap()
-        .await
-        .unwrap()
-}
-
 fn turn_stream_bytes(item_id: &str, frames: &[(u32, Vec<u8>)]) -> Vec<u8> {
     let header = voq_proto::wire::AudioHeader {
         item_id: item_id.into(),
@@ -455,7 +443,7 @@ async fn next_event(
 #[tokio::test]
 async fn malformed_input_gets_errors_and_the_session_goes_on() {
     let server = server("echo", None).await;
-    let conn = raw_connection(&server).await;
+    let conn = common::raw_connection(&server).await;
     let (mut control, mut events) = conn.open_bi().await.unwrap();
     let mut decoder = voq_proto::wire::EventDecoder::default();
     // Opening the control stream needs a byte; an unknown event is also the first bad input.
@@ -514,7 +502,7 @@ async fn malformed_input_gets_errors_and_the_session_goes_on() {
     good.finish().unwrap();
     let c = next_event(&mut events, &mut decoder, "input_audio_buffer.committed").await;
     assert_eq!(
-        (c["item_id"].as_str(), c["frames"].as_u64()),
+        (c["item_id"].as_str(), c["voq"]["frames"].as_u64()),
         (Some("good"), Some(2))
     );
     conn.close(0u32.into(), b"done");
@@ -534,7 +522,7 @@ async fn a_client_that_never_reads_does_not_hold_up_anyone_else() {
     let server = Server::start(settings).await.unwrap();
     let mut server_events = server.events();
     // The stuck client: sends a turn, never accepts the response stream, never reads events.
-    let stuck = raw_connection(&server).await;
+    let stuck = common::raw_connection(&server).await;
     let (mut control, _events) = stuck.open_bi().await.unwrap();
     let mut bytes = Vec::new();
     voq_proto::wire::encode_event(br#"{"type":"input_audio_buffer.clear"}"#, &mut bytes).unwrap();

@@ -331,25 +331,10 @@ async fn junk_at_the_vip_is_dropped_and_counted_and_calls_go_on() {
     cluster.shutdown().await;
 }
 
-/// The Python venv that `scripts/setup` makes for the independent peers (aioquic).
-fn peer_python() -> Option<std::path::PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    let why = format!("{} is missing: run scripts/setup", python.display());
-    assert!(
-        std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
-        "VOQ_NETNS_REQUIRED=1 (CI) but {why}"
-    );
-    eprintln!("SKIPPED: aioquic: {why}");
-    None
-}
-
 /// aioquic (an independent QUIC stack) resuming 20 times through the balancer to three
 /// servers: `{"calls", "zero_rtt", "resumed", "by_server"}`.
 async fn aioquic_resumptions(fleet: Option<voq_server::fleet::FleetKeys>) -> serde_json::Value {
-    let python = peer_python().unwrap();
+    let python = common::peer_python("aioquic").unwrap();
     let cluster = Cluster::start_with("echo", fleet).await;
     let balancer = cluster
         .balancer("127.0.0.1:0".parse().unwrap(), false)
@@ -382,7 +367,7 @@ async fn aioquic_resumptions(fleet: Option<voq_server::fleet::FleetKeys>) -> ser
 /// when the hash happens to pick the server that issued the ticket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aioquic_resumes_with_0rtt_on_any_server_of_a_fleet() {
-    if peer_python().is_none() {
+    if common::peer_python("aioquic").is_none() {
         return;
     }
     let shared = aioquic_resumptions(Some(

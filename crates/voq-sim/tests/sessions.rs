@@ -219,11 +219,12 @@ fn server_vad_segments_one_stream_into_committed_items() {
     assert_eq!(h.events_of("input_audio_buffer.speech_stopped").len(), 1);
     let committed = h.events_of("input_audio_buffer.committed");
     assert_eq!(committed.len(), 1);
-    let ServerEvent::InputAudioBufferCommitted { frames, .. } = committed[0] else {
+    let ServerEvent::InputAudioBufferCommitted { voq, .. } = committed[0] else {
         unreachable!()
     };
+    let frames = voq.frames;
     assert!(
-        (29..=32).contains(frames),
+        (29..=32).contains(&frames),
         "frames since the stream began up to the stop: {frames}"
     );
     h.client.commit();

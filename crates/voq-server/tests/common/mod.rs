@@ -100,3 +100,36 @@ pub async fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool)
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A bare QUIC connection speaking voq/1 by hand, for sending what a real client never would.
+pub async fn raw_connection(server: &Server) -> quinn::Connection {
+    let tls = voq_client::tls::client_config(&Trust::Insecure, voq_transport::quic::ALPN_VOQ)
+        .unwrap_or_else(|e| panic!("client TLS: {e}"));
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .unwrap_or_else(|e| panic!("client QUIC TLS: {e}"));
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()))
+            .unwrap_or_else(|e| panic!("client endpoint: {e}"));
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint
+        .connect(server.local_addr(), "localhost")
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("handshake: {e}"))
+}
+
+/// The Python venv that `scripts/setup` makes for the independent peers (aioquic, the `openai`
+/// SDK). Missing, the caller skips, saying why; in CI (`VOQ_NETNS_REQUIRED=1`) that fails.
+pub fn peer_python(peer: &str) -> Option<std::path::PathBuf> {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    let why = format!("{} is missing: run scripts/setup", python.display());
+    assert!(
+        std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+        "VOQ_NETNS_REQUIRED=1 (CI) but {why}"
+    );
+    eprintln!("SKIPPED: {peer}: {why}");
+    None
+}

@@ -1,7 +1,8 @@
 /**
- * The control events of voq/1 (docs/PROTOCOL.md, "Events"). Names and fields follow the OpenAI
- * Realtime API wherever it has one; voq extensions are the `voq` objects, the frame/ms counts of
- * `input_audio_buffer.committed`, and `output_audio_buffer.played`.
+ * The control events of voq/1 (docs/PROTOCOL.md, "Events"). Names and shapes are the OpenAI
+ * Realtime API's GA ones wherever it has one (test/realtime-types.ts checks them against the
+ * `openai` package's types); voq extensions are the `voq` objects, the `audio/opus` format,
+ * `output_audio_buffer.played` and `voq.ping`/`voq.pong`.
  */
 
 import { utf8Strict } from './bytes.js';
@@ -16,13 +17,51 @@ export const FRAME_MS = 20;
 /** Samples in one nominal frame (480). */
 export const FRAME_SAMPLES = (SAMPLE_RATE * FRAME_MS) / 1000;
 
+// ---- audio formats ----
+
+/**
+ * A Realtime audio format object: `{type: 'audio/pcm', rate: 24000}` is the Realtime API's pcm16;
+ * `{type: 'audio/opus', rate: 24000}` is voq's Opus (a voq extension).
+ */
+export type AudioFormat = { type: 'audio/pcm'; rate?: 24000 } | { type: 'audio/opus'; rate?: 24000 };
+
+/** The format object of a codec. */
+export function audioFormat(codec: Codec): AudioFormat {
+  return { type: codec === 'pcm16' ? 'audio/pcm' : 'audio/opus', rate: 24000 };
+}
+
+/** The codec a format object names, or null for one voq does not run. */
+export function codecOfFormat(format: AudioFormat): Codec {
+  return format.type === 'audio/pcm' ? 'pcm16' : 'opus';
+}
+
+/**
+ * Server VAD settings, as in the Realtime API; voq reads `type` and keeps the rest as given
+ * (docs/PROTOCOL.md).
+ */
+export interface ServerVad {
+  type: 'server_vad';
+  create_response?: boolean;
+  idle_timeout_ms?: number | null;
+  interrupt_response?: boolean;
+  prefix_padding_ms?: number;
+  silence_duration_ms?: number;
+  threshold?: number;
+}
+
 // ---- client → server ----
 
+/** The GA session object of `session.update`; absent fields keep their value. */
 export interface SessionUpdateBody {
-  input_audio_format?: Codec;
-  output_audio_format?: Codec;
-  /** `null` = push-to-talk, `{type: 'server_vad'}` = server VAD; absent = unchanged. */
-  turn_detection?: { type: 'server_vad'; [k: string]: unknown } | null;
+  type: 'realtime';
+  audio?: {
+    input?: {
+      format?: AudioFormat;
+      /** `null` = push-to-talk, `{type: 'server_vad'}` = server VAD; absent = unchanged. */
+      turn_detection?: ServerVad | null;
+    };
+    output?: { format?: AudioFormat };
+  };
   voq?: { send_ahead_ms?: number };
 }
 
@@ -45,25 +84,47 @@ export type ClientEvent =
 // ---- server → client ----
 
 export interface SessionInfo {
+  type: 'realtime';
   id: string;
-  input_audio_format: string;
-  output_audio_format: string;
-  turn_detection: { type: string; [k: string]: unknown } | null;
+  audio: {
+    input: { format: AudioFormat; turn_detection: ServerVad | null };
+    output: { format: AudioFormat };
+  };
   voq: {
     version: string;
     send_ahead_ms: number;
     played_report_interval_ms: number;
     /** `quic`, `webtransport` or `ws`. */
     transport: string;
+    /** The server's id in its fleet (QUIC-LB server id, hex), when it has one. */
+    server_id?: string;
   };
 }
 
+/** The assistant item a response carries, as the one entry of `response.output`. */
+export interface ResponseOutputItem {
+  id: string;
+  type: 'message';
+  object?: 'realtime.item';
+  role: 'assistant';
+  status?: 'in_progress' | 'completed' | 'incomplete';
+  content: { type: 'output_audio' }[];
+}
+
 export interface ResponseInfo {
+  object?: 'realtime.response';
   id: string;
   /** `in_progress`, `completed`, `cancelled` or `failed`. */
-  status: string;
-  item_id: string;
+  status: 'in_progress' | 'completed' | 'cancelled' | 'failed';
+  output_modalities?: 'audio'[];
+  output: ResponseOutputItem[];
   voq?: { audio_ms_generated: number; audio_ms_sent: number; bytes_sent: number; frames_sent: number } | null;
+}
+
+/** The assistant item whose audio a response carries (`conversation.item.truncate` names it). */
+export function responseItemId(response: ResponseInfo): string {
+  const item = response.output.find((i) => i.type === 'message' && i.role === 'assistant');
+  return item?.id ?? '';
 }
 
 /**
@@ -95,9 +156,8 @@ export interface ServerEventMap {
     type: 'input_audio_buffer.committed';
     item_id: string;
     previous_item_id?: string | null;
-    frames: number;
-    audio_ms: number;
-    bytes: number;
+    /** voq extension: what the server holds of the turn. */
+    voq: { frames: number; audio_ms: number; bytes: number };
   };
   'input_audio_buffer.cleared': { type: 'input_audio_buffer.cleared' };
   'response.created': { type: 'response.created'; response: ResponseInfo };
@@ -158,13 +218,30 @@ const oneOf = (k: string, values: readonly string[]): Check => (v) =>
   typeof v[k] === 'string' && values.includes(v[k]) ? null : `"${k}" must be one of ${values.join(', ')}`;
 /** Absent or `null` passes (an optional field, as Rust's `Option`); anything else must pass `check`. */
 const optional = (k: string, check: Check): Check => (v) => (v[k] === undefined || v[k] === null ? null : check(v));
-const session = obj('session', [str('id'), str('input_audio_format'), str('output_audio_format'), obj('voq', [str('version'), num('send_ahead_ms'), num('played_report_interval_ms'), str('transport')])]);
+const oneOf24k: Check = (v) => (v.rate === SAMPLE_RATE ? null : `"rate" must be ${SAMPLE_RATE}`);
+const format = (k: string): Check => obj(k, [oneOf('type', ['audio/pcm', 'audio/opus']), optional('rate', oneOf24k)]);
+const session = obj('session', [
+  oneOf('type', ['realtime']),
+  str('id'),
+  obj('audio', [obj('input', [format('format')]), obj('output', [format('format')])]),
+  obj('voq', [str('version'), num('send_ahead_ms'), num('played_report_interval_ms'), str('transport')]),
+]);
 /** `response.status`: the four of docs/PROTOCOL.md (Rust's `ResponseStatus`). */
 const RESPONSE_STATUSES = ['in_progress', 'completed', 'cancelled', 'failed'] as const;
+/** `response.output` holds the assistant message item whose audio the response carries. */
+const assistantItem: Check = (v) => {
+  const out = v.output;
+  if (!Array.isArray(out)) return '"output" must be an array';
+  const item = out.find((i) => typeof i === 'object' && i !== null && (i as Record<string, unknown>).role === 'assistant') as
+    | Record<string, unknown>
+    | undefined;
+  if (!item) return '"output" has no assistant item';
+  return typeof item.id === 'string' ? null : 'output[].id must be a string';
+};
 const response = obj('response', [
   str('id'),
   oneOf('status', RESPONSE_STATUSES),
-  str('item_id'),
+  assistantItem,
   optional('voq', obj('voq', [num('audio_ms_generated'), num('audio_ms_sent'), num('bytes_sent'), num('frames_sent')])),
 ]);
 
@@ -173,7 +250,11 @@ const CHECKS: Record<ServerEventType, Check[]> = {
   'session.updated': [session],
   'input_audio_buffer.speech_started': [str('item_id'), num('audio_start_ms')],
   'input_audio_buffer.speech_stopped': [str('item_id'), num('audio_end_ms')],
-  'input_audio_buffer.committed': [str('item_id'), optional('previous_item_id', str('previous_item_id')), num('frames'), num('audio_ms'), num('bytes')],
+  'input_audio_buffer.committed': [
+    str('item_id'),
+    optional('previous_item_id', str('previous_item_id')),
+    obj('voq', [num('frames'), num('audio_ms'), num('bytes')]),
+  ],
   'input_audio_buffer.cleared': [],
   'response.created': [response],
   'response.done': [response],

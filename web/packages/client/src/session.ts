@@ -22,7 +22,7 @@
 import { Code, ERROR_CODES, codeName } from './errors.js';
 import type { ErrorCode } from './errors.js';
 import type { ClientEvent, Codec, ServerEvent, SessionInfo } from './events.js';
-import { FRAME_MS, SAMPLE_RATE, parseServerEvent } from './events.js';
+import { FRAME_MS, SAMPLE_RATE, audioFormat, parseServerEvent, responseItemId } from './events.js';
 import type { PlayoutState } from './playout.js';
 import { AudioStreamDecoder, EventDecoder, FRAME_OVERHEAD, StreamKind, encodeEvent, encodeFrame, encodeHeader } from './wire.js';
 import type { AudioHeader } from './wire.js';
@@ -231,9 +231,14 @@ export class ClientSession {
     const session: ClientEvent & { type: 'session.update' } = {
       type: 'session.update',
       session: {
-        input_audio_format: this.config.inputCodec,
-        output_audio_format: this.config.outputCodec,
-        turn_detection: this.config.serverVad ? { type: 'server_vad' } : null,
+        type: 'realtime',
+        audio: {
+          input: {
+            format: audioFormat(this.config.inputCodec),
+            turn_detection: this.config.serverVad ? { type: 'server_vad' } : null,
+          },
+          output: { format: audioFormat(this.config.outputCodec) },
+        },
       },
     };
     if (this.config.sendAheadMs !== undefined) session.session.voq = { send_ahead_ms: this.config.sendAheadMs };
@@ -754,9 +759,9 @@ export class ClientSession {
         if (t) {
           // Confirmed: the server will not stop this turn's stream any more.
           for (const [stream, i] of this.finished) if (i === index) this.finished.delete(stream);
-          t.framesConfirmed = event.frames;
-          t.audioMsConfirmed = event.audio_ms;
-          t.bytesConfirmed = event.bytes;
+          t.framesConfirmed = event.voq.frames;
+          t.audioMsConfirmed = event.voq.audio_ms;
+          t.bytesConfirmed = event.voq.bytes;
           t.confirmedAt = now;
         } else {
           // Server VAD: the server names the items it cut from our stream.
@@ -766,9 +771,9 @@ export class ClientSession {
             bytesSent: 0,
             audioMsSent: 0,
             framesDropped: 0,
-            framesConfirmed: event.frames,
-            audioMsConfirmed: event.audio_ms,
-            bytesConfirmed: event.bytes,
+            framesConfirmed: event.voq.frames,
+            audioMsConfirmed: event.voq.audio_ms,
+            bytesConfirmed: event.voq.bytes,
             confirmedAt: now,
           });
         }
@@ -776,7 +781,7 @@ export class ClientSession {
       }
       case 'response.created':
         if (!this.reply(event.response.id)) {
-          this.newReply(event.response.id, event.response.item_id, this.config.outputCodec);
+          this.newReply(event.response.id, responseItemId(event.response), this.config.outputCodec);
         }
         break;
       case 'response.done': {

@@ -227,7 +227,15 @@ function config(c: Case): Partial<SessionConfig> {
 }
 
 const DEFAULT_START = [
-  { control: { type: 'session.update', session: { input_audio_format: 'pcm16', output_audio_format: 'pcm16', turn_detection: null } } },
+  {
+    control: {
+      type: 'session.update',
+      session: {
+        type: 'realtime',
+        audio: { input: { format: { type: 'audio/pcm', rate: 24000 }, turn_detection: null }, output: { format: { type: 'audio/pcm', rate: 24000 } } },
+      },
+    },
+  },
 ];
 
 /** Runs one case; every mismatch throws with the case, step and what differed. */

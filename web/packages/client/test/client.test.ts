@@ -72,7 +72,7 @@ describe('VoqClient', () => {
       expect(v.getInt16(958, true)).toBe(i);
     });
     expect(t.uni[0]!.finished).toBe(true);
-    expect(events(t.control!.send.bytes())[0]).toMatchObject({ type: 'session.update', session: { input_audio_format: 'pcm16' } });
+    expect(events(t.control!.send.bytes())[0]).toMatchObject({ type: 'session.update', session: { type: 'realtime', audio: { input: { format: { type: 'audio/pcm' } } } } });
     expect(c.stats()).toMatchObject({ turnsSent: 1, framesSent: 30, bytesSent: 30 * 960, capturedMs: 600, transport: 'websocket', rttMs: 12 });
   });
 
@@ -124,7 +124,7 @@ describe('VoqClient', () => {
     const log: string[] = [];
     c.on('*', (e) => log.push(e.type));
     const ev = (e: object) => t.control!.recv.onData!(encodeEvent(JSON.stringify(e)));
-    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', item_id: 'item_s2' } });
+    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', output: [{ id: 'item_s2', type: 'message', role: 'assistant', content: [] }] } });
     const s = t.incoming();
     s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
     s.onData!(concat([encodeFrame(0, new Uint8Array(960)), encodeFrame(480, new Uint8Array(960))]));
@@ -153,7 +153,7 @@ describe('VoqClient', () => {
     const t = accept(0);
     await started;
     const ev = (e: object) => t.control!.recv.onData!(encodeEvent(JSON.stringify(e)));
-    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', item_id: 'item_s2' } });
+    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', output: [{ id: 'item_s2', type: 'message', role: 'assistant', content: [] }] } });
     const s = t.incoming();
     s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
     s.onData!(encodeFrame(0, new Uint8Array(960)));
@@ -191,8 +191,8 @@ describe('VoqClient', () => {
     expect(second).toHaveLength(6);
     expect(events(t2.control!.send.bytes())[0]!.type).toBe('session.update');
     // Once confirmed, a turn is not sent again.
-    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.committed', item_id: 'item_c1', frames: 10, audio_ms: 200, bytes: 9600 })));
-    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.committed', item_id: 'item_c2', frames: 5, audio_ms: 100, bytes: 4800 })));
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.committed', item_id: 'item_c1', voq: { frames: 10, audio_ms: 200, bytes: 9600 } })));
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'input_audio_buffer.committed', item_id: 'item_c2', voq: { frames: 5, audio_ms: 100, bytes: 4800 } })));
     t2.drop();
     await new Promise((r) => setTimeout(r, 300));
     const t3 = accept(2);
@@ -331,7 +331,7 @@ describe('VoqClient', () => {
     audio.frame(3);
     expect(parseStream(t.uni[0]!.bytes())).toHaveLength(5);
     expect(t.uni[0]!.finished).toBe(false);
-    expect(events(t.control!.send.bytes())[0]).toMatchObject({ session: { turn_detection: { type: 'server_vad' } } });
+    expect(events(t.control!.send.bytes())[0]).toMatchObject({ session: { audio: { input: { turn_detection: { type: 'server_vad' } } } } });
     expect(() => c.startTurn()).toThrow();
     const s = t.incoming();
     s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'i', response_id: 'r', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));

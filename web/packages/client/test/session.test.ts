@@ -26,9 +26,8 @@ const created = ev({
   type: 'session.created',
   session: {
     id: 'sess_1',
-    input_audio_format: 'opus',
-    output_audio_format: 'opus',
-    turn_detection: null,
+    type: 'realtime',
+    audio: { input: { format: { type: 'audio/opus', rate: 24000 }, turn_detection: null }, output: { format: { type: 'audio/opus', rate: 24000 } } },
     voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'ws' },
   },
 });
@@ -43,7 +42,11 @@ describe('ClientSession', () => {
     const vad = new ClientSession({ serverVad: true, sendAheadMs: 2500 });
     expect(controlEvents(drain(vad))[0]).toEqual({
       type: 'session.update',
-      session: { input_audio_format: 'pcm16', output_audio_format: 'pcm16', turn_detection: { type: 'server_vad' }, voq: { send_ahead_ms: 2500 } },
+      session: {
+        type: 'realtime',
+        audio: { input: { format: { type: 'audio/pcm', rate: 24000 }, turn_detection: { type: 'server_vad' } }, output: { format: { type: 'audio/pcm', rate: 24000 } } },
+        voq: { send_ahead_ms: 2500 },
+      },
     });
   });
 
@@ -62,7 +65,7 @@ describe('ClientSession', () => {
     expect(items[0]).toEqual({ type: 'header', kind: 1, header: { item_id: 'item_c1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 } });
     expect(items.slice(1).map((i) => i?.type === 'frame' && i.pts)).toEqual([0, 480]);
     expect(s.turns[0]).toMatchObject({ itemId: 'item_c1', framesSent: 2, bytesSent: 1920, audioMsSent: 40, endedAt: 3 });
-    s.handleControl(5, ev({ type: 'input_audio_buffer.committed', item_id: 'item_c1', previous_item_id: null, frames: 2, audio_ms: 40, bytes: 1920 }));
+    s.handleControl(5, ev({ type: 'input_audio_buffer.committed', item_id: 'item_c1', previous_item_id: null, voq: { frames: 2, audio_ms: 40, bytes: 1920 } }));
     expect(s.turns[0]).toMatchObject({ framesConfirmed: 2, audioMsConfirmed: 40, bytesConfirmed: 1920, confirmedAt: 5 });
     // The next turn is a new stream.
     s.sendAudio(6, new Uint8Array(2), 1);
@@ -129,7 +132,7 @@ describe('ClientSession', () => {
     expect(s.turns[1]!.stoppedCode).toBeUndefined();
     // Once the server has confirmed a turn, it does not stop its stream any more.
     s.endTurn(7);
-    s.handleControl(8, ev({ type: 'input_audio_buffer.committed', item_id: 'item_c2', previous_item_id: null, frames: 1, audio_ms: 20, bytes: 960 }));
+    s.handleControl(8, ev({ type: 'input_audio_buffer.committed', item_id: 'item_c2', previous_item_id: null, voq: { frames: 1, audio_ms: 20, bytes: 960 } }));
     drain(s);
     s.handleStreamStopped(9, 2, Code.GoingAway);
     expect(drain(s)).toEqual([]);
@@ -176,7 +179,7 @@ describe('ClientSession', () => {
     const s = new ClientSession({ pingIntervalMs: null });
     drain(s);
     s.handleControl(0, created);
-    s.handleControl(1, ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', item_id: 'item_s2' } }));
+    s.handleControl(1, ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', output: [{ id: 'item_s2', type: 'message', role: 'assistant', content: [] }] } }));
     let outs = drain(s);
     expect(outs.map((o) => o.type)).toEqual(['event', 'playout_start', 'event']);
     s.handleStreamData(2, 7, concat([agentHeader(), encodeFrame(0, new Uint8Array(960)), encodeFrame(480, new Uint8Array(960))]));
@@ -268,8 +271,8 @@ describe('ClientSession', () => {
   it('a new response supersedes the one still playing', () => {
     const s = new ClientSession();
     drain(s);
-    s.handleControl(0, ev({ type: 'response.created', response: { id: 'r1', status: 'in_progress', item_id: 'i1' } }));
-    s.handleControl(0, ev({ type: 'response.created', response: { id: 'r2', status: 'in_progress', item_id: 'i2' } }));
+    s.handleControl(0, ev({ type: 'response.created', response: { id: 'r1', status: 'in_progress', output: [{ id: 'i1', type: 'message', role: 'assistant', content: [] }] } }));
+    s.handleControl(0, ev({ type: 'response.created', response: { id: 'r2', status: 'in_progress', output: [{ id: 'i2', type: 'message', role: 'assistant', content: [] }] } }));
     const outs = drain(s).filter((o) => o.type !== 'event');
     expect(outs).toEqual([
       { type: 'playout_start', responseId: 'r1', codec: 'pcm16', startThresholdMs: 100 },
@@ -301,7 +304,7 @@ describe('ClientSession', () => {
   });
 
   it('parses optional fields as Rust does: absent or null, else of their type', () => {
-    const committed = { type: 'input_audio_buffer.committed', item_id: 'i', frames: 1, audio_ms: 20, bytes: 2 };
+    const committed = { type: 'input_audio_buffer.committed', item_id: 'i', voq: { frames: 1, audio_ms: 20, bytes: 2 } };
     const codes = (evs: object[]) =>
       evs.map((e) => {
         const r = parseServerEvent(JSON.stringify(e));
@@ -313,14 +316,16 @@ describe('ClientSession', () => {
         { ...committed, previous_item_id: null },
         { ...committed, previous_item_id: 'p' },
         { ...committed, previous_item_id: 5 },
-        { type: 'response.done', response: { id: 'r', status: 'completed', item_id: 'i', voq: null } },
-        { type: 'response.done', response: { id: 'r', status: 'completed', item_id: 'i', voq: { audio_ms_generated: 1 } } },
-        { type: 'response.done', response: { id: 'r', status: 'paused', item_id: 'i' } },
+        { type: 'response.done', response: { id: 'r', status: 'completed', output: [{ id: 'i', type: 'message', role: 'assistant', content: [] }], voq: null } },
+        { type: 'response.done', response: { id: 'r', status: 'completed', output: [{ id: 'i', type: 'message', role: 'assistant', content: [] }], voq: { audio_ms_generated: 1 } } },
+        { type: 'response.done', response: { id: 'r', status: 'paused', output: [{ id: 'i', type: 'message', role: 'assistant', content: [] }] } },
         { type: 'error', error: { type: 'server_error', code: 'x', message: 'm', event_id: null } },
         { type: 'error', error: { type: 'server_error', code: 'x', message: 'm', event_id: 3 } },
         { type: 'conversation.item.truncated', item_id: 'i', content_index: 2 ** 32, audio_end_ms: 0 },
+        { type: 'response.done', response: { id: 'r', status: 'completed', output: [] } },
+        { type: 'input_audio_buffer.committed', item_id: 'i', frames: 1, audio_ms: 20, bytes: 2 },
       ]),
-    ).toEqual(['ok', 'ok', 'ok', 'invalid_event', 'ok', 'invalid_event', 'invalid_event', 'ok', 'invalid_event', 'invalid_event']);
+    ).toEqual(['ok', 'ok', 'ok', 'invalid_event', 'ok', 'invalid_event', 'invalid_event', 'ok', 'invalid_event', 'invalid_event', 'invalid_event', 'invalid_event']);
   });
 
   it('server VAD: committed items the server cut become turns; commit and clear are events', () => {
@@ -328,7 +333,7 @@ describe('ClientSession', () => {
     drain(s);
     s.startTurn(0);
     s.sendAudio(0, new Uint8Array(10), 5);
-    s.handleControl(1, ev({ type: 'input_audio_buffer.committed', item_id: 'item_s1', frames: 50, audio_ms: 1000, bytes: 48000 }));
+    s.handleControl(1, ev({ type: 'input_audio_buffer.committed', item_id: 'item_s1', voq: { frames: 50, audio_ms: 1000, bytes: 48000 } }));
     expect(s.turns.map((t) => t.itemId)).toEqual(['item_c1', 'item_s1']);
     s.commit();
     s.clear();
