@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use voq_proto::client::{ClientConfig, ClientOutput, ClientSession};
+use voq_proto::stream::Transmit;
 use voq_proto::{Code, Codec, SAMPLE_RATE};
 use voq_transport::quic::{ALPN_H3, ALPN_HTTP1, ALPN_VOQ};
 use voq_transport::{Carrier, Inbound, Link, Streams, sleep_until};
@@ -115,6 +116,9 @@ pub struct CallOptions {
     /// Move to a new local address this long after connecting (QUIC and WebTransport: the
     /// connection migrates; a NAT rebinding or a network change).
     pub rebind: Option<Rebind>,
+    /// Keep every control event of the call, both directions, as it crossed the wire
+    /// ([`CallOutcome::events`]; `voq call --events FILE`).
+    pub record_events: bool,
 }
 
 /// A change of the client's own address in the middle of a call.
@@ -142,6 +146,7 @@ impl Default for CallOptions {
             transport: Carrier::Quic,
             token: None,
             rebind: None,
+            record_events: false,
         }
     }
 }
@@ -162,6 +167,9 @@ pub struct CallOutcome {
     /// instants observed elsewhere in the same process (`voq bench`).
     pub turns: Vec<voq_proto::client::TurnStats>,
     pub responses: Vec<voq_proto::client::ResponseStats>,
+    /// Every control event, both directions, when [`CallOptions::record_events`] was set (at
+    /// most [`crate::events::MAX_LOGGED_EVENTS`]).
+    pub events: Vec<crate::events::LoggedEvent>,
 }
 
 /// A client endpoint for every carrier; reuse it for several calls to resume QUIC sessions with
@@ -526,6 +534,8 @@ struct Call {
     received_base: usize,
     playing: bool,
     progress: bool,
+    /// The control events so far, when the caller asked for them.
+    events: Option<crate::events::EventLog>,
 }
 
 impl Call {
@@ -572,6 +582,9 @@ impl Call {
             received_base: 0,
             playing: false,
             progress: opts.progress && std::io::stderr().is_terminal(),
+            events: opts
+                .record_events
+                .then(|| crate::events::EventLog::new(Instant::now().into_std())),
         })
     }
 
@@ -698,7 +711,12 @@ impl Call {
             return Ok(());
         };
         match msg {
-            Inbound::Control(bytes) => self.session.handle_control(now, &bytes),
+            Inbound::Control(bytes) => {
+                if let Some(log) = &mut self.events {
+                    log.received(now, &bytes);
+                }
+                self.session.handle_control(now, &bytes)
+            }
             Inbound::ControlClosed => match &self.last_server_error {
                 Some(e) => anyhow::bail!("the server closed the control stream after: {e}"),
                 None => anyhow::bail!("the server closed the control stream"),
@@ -715,7 +733,12 @@ impl Call {
     fn drain(&mut self) -> anyhow::Result<()> {
         while let Some(out) = self.session.poll_output() {
             match out {
-                ClientOutput::Transmit(op) => self.streams.apply(op),
+                ClientOutput::Transmit(op) => {
+                    if let (Some(log), Transmit::Control(bytes)) = (&mut self.events, &op) {
+                        log.sent(Instant::now().into_std(), bytes);
+                    }
+                    self.streams.apply(op)
+                }
                 ClientOutput::ReplyFrame {
                     response_id,
                     codec,
@@ -874,6 +897,19 @@ impl Call {
                 reply_status: resp.and_then(|r| r.status),
             })
             .collect();
+        let events = match self.events {
+            Some(log) => {
+                if log.dropped() > 0 {
+                    warn!(
+                        dropped = log.dropped(),
+                        "the event log kept only the first {} events",
+                        crate::events::MAX_LOGGED_EVENTS
+                    );
+                }
+                log.into_events()
+            }
+            None => Vec::new(),
+        };
         CallOutcome {
             report: self.report,
             reply_received: self.received,
@@ -881,6 +917,7 @@ impl Call {
             started: None,
             turns,
             responses,
+            events,
         }
     }
 }

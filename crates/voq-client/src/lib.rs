@@ -3,6 +3,7 @@
 //! happened. `voq call` is a thin wrapper around [`Client::call`].
 
 mod call;
+pub mod events;
 pub mod report;
 pub mod resume;
 pub mod tls;

@@ -24,6 +24,10 @@ pub struct CallArgs {
     /// Write the rendered playback timeline (silence where it underran).
     #[arg(long, value_name = "FILE.wav")]
     pub output_played: Option<PathBuf>,
+    /// Write every control event of the call, both directions, as JSON lines
+    /// (`{"at_ms", "direction": "sent"|"received", "event"}`), exactly as they crossed the wire.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub events: Option<PathBuf>,
     /// Audio codec for both directions.
     #[arg(long, default_value = "pcm16", value_parser = ["pcm16", "opus"])]
     pub codec: String,
@@ -137,6 +141,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
             after,
             ip: args.rebind_ip,
         }),
+        record_events: args.events.is_some(),
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await;
@@ -151,6 +156,10 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         voq_audio::write_wav_file(path, &outcome.reply_played, voq_audio::SAMPLE_RATE)
             .with_context(|| format!("cannot write --output-played {}", path.display()))?;
     }
+    if let Some(path) = &args.events {
+        write_events(path, &outcome.events)
+            .with_context(|| format!("cannot write --events {}", path.display()))?;
+    }
     #[allow(clippy::print_stdout)] // the report is this command's output
     if args.json {
         println!("{}", serde_json::to_string(&outcome.report)?);
@@ -161,3 +170,18 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
 }
 
 pub use voq_client::parse_duration;
+
+/// One JSON object a line.
+fn write_events(
+    path: &std::path::Path,
+    events: &[voq_client::events::LoggedEvent],
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for e in events {
+        serde_json::to_writer(&mut out, e)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
