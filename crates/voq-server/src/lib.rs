@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod origin;
 pub mod prefix;
+mod realtime;
 mod record;
 mod session;
 pub mod stats;
@@ -225,6 +226,7 @@ impl Server {
             agent_name: settings.agent.as_str().into(),
             max_call_duration: settings.max_call_duration,
             refusal_log: Arc::default(),
+            carrier_name: None,
             opus: settings.opus,
             prefixes: settings
                 .prefix_caps
@@ -429,9 +431,12 @@ impl Server {
             warn!("drain timeout: closing the remaining sessions");
             let code = quinn::VarInt::from_u32(voq_proto::Code::GoingAway.to_u32());
             self.endpoint.close(code, b"going away");
-            if tokio::time::timeout(Duration::from_secs(1), &mut self.accept)
-                .await
-                .is_err()
+            // The accept loop may have ended already (only WebSocket sessions were left): a
+            // finished task must not be polled again.
+            if !self.accept.is_finished()
+                && tokio::time::timeout(Duration::from_secs(1), &mut self.accept)
+                    .await
+                    .is_err()
             {
                 self.accept.abort();
             }
