@@ -25,6 +25,7 @@ pub mod event;
 pub mod mux;
 pub mod pacing;
 pub mod playout;
+pub mod realtime;
 pub mod server;
 pub mod stream;
 pub mod wire;

@@ -89,8 +89,16 @@ pub struct ServerConfig {
     pub played_report_interval: Duration,
     /// Codec for agent audio until the client asks for another. Default pcm16.
     pub output_codec: Codec,
-    /// Respond automatically when a user turn is committed (Realtime's `create_response`).
+    /// Respond automatically when a user turn is committed (Realtime's `create_response`). With
+    /// server VAD, `turn_detection.create_response: false` turns it off too.
     pub auto_response: bool,
+    /// Whether a push-to-talk turn (committed by its stream's FIN) is answered automatically, as
+    /// voq/1 clients expect. The Realtime endpoint turns this off: a Realtime client with
+    /// `turn_detection: null` commits and then sends `response.create` itself.
+    pub respond_to_push_to_talk: bool,
+    /// Turn detection the session starts with: `None` is push-to-talk (voq/1's default);
+    /// the Realtime endpoint starts with `{"type":"server_vad"}`, as the Realtime API does.
+    pub initial_turn_detection: Option<serde_json::Value>,
     /// User turns that may be open at once; more are refused with `StreamRefused`.
     pub max_open_turns: usize,
     /// Agent audio queued beyond the lead before [`ServerSession::wants_agent_audio`] says no.
@@ -116,6 +124,8 @@ impl Default for ServerConfig {
             played_report_interval: Duration::from_millis(100),
             output_codec: Codec::Pcm16,
             auto_response: true,
+            respond_to_push_to_talk: true,
+            initial_turn_detection: None,
             max_open_turns: 4,
             max_queued: Duration::from_secs(30),
             max_turn_audio: Duration::from_secs(120),
@@ -336,7 +346,7 @@ impl ServerSession {
         let mut s = Self {
             input_codec: Codec::Pcm16,
             output_codec: config.output_codec,
-            server_vad: None,
+            server_vad: config.initial_turn_detection.clone(),
             config,
             events: wire::EventDecoder::default(),
             turns: BTreeMap::new(),
@@ -1145,7 +1155,11 @@ impl ServerSession {
             source_item_id,
             samples,
         });
-        if self.config.auto_response {
+        let respond = match &self.server_vad {
+            Some(vad) => vad.get("create_response") != Some(&serde_json::Value::Bool(false)),
+            None => self.config.respond_to_push_to_talk,
+        };
+        if self.config.auto_response && respond {
             self.create_response(now, Some(item_id));
         }
     }

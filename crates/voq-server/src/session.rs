@@ -89,6 +89,9 @@ pub(crate) struct SessionContext {
     /// Refusals (bad tokens) are logged within this budget, server-wide: a flood of them must
     /// not flood the log.
     pub refusal_log: Arc<std::sync::Mutex<LogBudget>>,
+    /// The carrier name reported to the client when it is not the link's own (`realtime`: the
+    /// Realtime endpoint's sessions run over an in-process WebSocket link).
+    pub carrier_name: Option<&'static str>,
 }
 
 impl SessionContext {
@@ -132,7 +135,7 @@ impl SessionContext {
 pub(crate) async fn run(link: Link, mut ctx: SessionContext, credential: Credential) {
     let remote = link.remote_address();
     let carrier = link.carrier();
-    ctx.proto.transport = carrier.as_str().into();
+    ctx.proto.transport = ctx.carrier_name.unwrap_or(carrier.as_str()).into();
     let session_id = ctx.proto.session_id.clone();
     // `instrument`, never `span.enter()` across an await: an entered guard stays on the worker
     // thread while this task is parked, and other sessions' lines would carry this id.

@@ -187,7 +187,8 @@ where
         return respond(&mut s, 405, "text/plain", b"only GET\n").await;
     }
     match path {
-        "/voq" => websocket(s, head, peer, ctx, pending).await,
+        "/voq" => websocket(s, head, peer, ctx, pending, Endpoint::Voq).await,
+        "/v1/realtime" => websocket(s, head, peer, ctx, pending, Endpoint::Realtime).await,
         "/" | "/index.html" => respond(&mut s, 200, "text/html; charset=utf-8", PAGE_HTML).await,
         "/app.js" => respond(&mut s, 200, "text/javascript; charset=utf-8", PAGE_JS).await,
         "/voq/config.json" => {
@@ -230,12 +231,22 @@ fn host_without_port(host: &str) -> &str {
     }
 }
 
+/// What a WebSocket upgrade is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// voq/1's stream mux (`/voq`).
+    Voq,
+    /// The OpenAI Realtime API's protocol (`/v1/realtime`).
+    Realtime,
+}
+
 async fn websocket<S>(
     mut s: S,
     head: Head,
     peer: SocketAddr,
     ctx: WebContext,
     pending: crate::Slot,
+    endpoint: Endpoint,
 ) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -248,7 +259,7 @@ where
             &mut s,
             426,
             "text/plain",
-            b"voq/1 over WebSocket: upgrade required\n",
+            b"a WebSocket endpoint: upgrade required\n",
         )
         .await;
     };
@@ -323,20 +334,29 @@ where
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     s.write_all(response.as_bytes()).await?;
+    let config = match endpoint {
+        Endpoint::Voq => websocket_config(),
+        Endpoint::Realtime => crate::realtime::client_config(),
+    };
     let ws = tokio_tungstenite::WebSocketStream::from_partially_read(
         s,
         head.rest,
         tokio_tungstenite::tungstenite::protocol::Role::Server,
-        Some(websocket_config()),
+        Some(config),
     )
     .await;
     ctx.session.stats.connections_accepted.inc();
     // A session now: its slot holds it, not the pending budget.
     drop(pending);
-    let link = Link::WebSocket(WsLink::start(ws, true, peer));
     let mut session_ctx = ctx.session.clone();
     session_ctx.proto.session_id = crate::next_session_id();
-    session::run(link, session_ctx, credential).await;
+    match endpoint {
+        Endpoint::Voq => {
+            let link = Link::WebSocket(WsLink::start(ws, true, peer));
+            session::run(link, session_ctx, credential).await;
+        }
+        Endpoint::Realtime => crate::realtime::serve(ws, peer, session_ctx, credential).await,
+    }
     drop(slot);
     drop(prefix_place);
     Ok(())
