@@ -110,6 +110,69 @@ async fn the_official_python_sdk_talks_to_an_echo_agent_bit_exact_with_barge_in_
     server.shutdown().await;
 }
 
+/// The official `openai` npm package (with `ws`), as web/package.json pins it.
+fn node_sdk() -> Option<std::path::PathBuf> {
+    let script = repo("web/e2e/realtime-sdk.mjs");
+    if repo("web/node_modules/openai/realtime/ws.js").exists()
+        && repo("web/node_modules/ws").exists()
+    {
+        return Some(script);
+    }
+    let why = "web/node_modules has no openai or ws: run scripts/setup";
+    assert!(
+        std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+        "VOQ_NETNS_REQUIRED=1 (CI) but {why}"
+    );
+    eprintln!("SKIPPED: the openai npm SDK: {why}");
+    None
+}
+
+#[tokio::test]
+async fn the_official_node_sdk_talks_to_an_echo_agent_over_wss() {
+    let (Some(script), Some(python)) = (node_sdk(), common::peer_python("the openai SDK")) else {
+        return;
+    };
+    let server = echo_server().await;
+    let port = server.web_addr().unwrap().port();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(format!("https://127.0.0.1:{port}/v1"))
+            .arg(repo("testdata/audio/prompt-carwash-24k.wav"))
+            .arg(&dir)
+            .current_dir(repo("web"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(summary["turn"]["status"], "completed", "{summary:#}");
+    let prompt = std::fs::read(repo("testdata/audio/prompt-carwash-24k.wav")).unwrap();
+    let reply = std::fs::read(out.path().join("reply.pcm")).unwrap();
+    assert!(
+        reply == prompt[44..],
+        "the echoed reply differs from the prompt"
+    );
+    assert_eq!(summary["barge_in"]["audio_end_ms"], 400, "{summary:#}");
+    assert_eq!(summary["barge_in"]["status"], "cancelled");
+    let check = std::process::Command::new(&python)
+        .arg(repo("scripts/peers/realtime_ga.py"))
+        .arg(out.path().join("events.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    server.shutdown().await;
+}
+
 /// A raw Realtime WebSocket client.
 struct Raw {
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
