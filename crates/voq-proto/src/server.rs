@@ -216,6 +216,18 @@ pub enum ServerOutput {
         /// The response to stop.
         response_id: String,
     },
+    /// The client said how much of a response's audio the user heard
+    /// (`conversation.item.truncate`, confirmed with `conversation.item.truncated`): for agents
+    /// that keep a conversation, so that it holds only what was heard. Follows the
+    /// [`ServerOutput::CancelResponse`] of a barge-in.
+    ItemTruncated {
+        /// The response whose audio was cut.
+        response_id: String,
+        /// Its assistant item.
+        item_id: String,
+        /// Audio heard, in ms from the item's start: exact, the client's played cursor.
+        audio_end_ms: u64,
+    },
     /// A response ended: how, and what it sent (for metrics and recordings).
     ResponseEnded {
         /// The response.
@@ -991,8 +1003,13 @@ impl ServerSession {
                     return self.client_error(event_id, ErrorCode::InvalidValue, &msg);
                 }
                 self.send(ServerEvent::ConversationItemTruncated {
-                    item_id,
+                    item_id: item_id.clone(),
                     content_index,
+                    audio_end_ms,
+                });
+                self.out.push_back(ServerOutput::ItemTruncated {
+                    response_id,
+                    item_id,
                     audio_end_ms,
                 });
             }

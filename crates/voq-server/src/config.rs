@@ -24,7 +24,8 @@ pub struct ServeConfig {
     /// `--web false` serves QUIC and WebTransport only [default: true].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub web: Option<bool>,
-    /// The agent: echo, speak, file:PATH.wav or exec:COMMAND [default: echo].
+    /// The agent: echo, speak, file:PATH.wav, exec:COMMAND, or realtime:WSS_URL (an upstream
+    /// Realtime model; key from VOQ_REALTIME_API_KEY or OPENAI_API_KEY) [default: echo].
     #[arg(long, value_name = "SPEC")]
     pub agent: Option<String>,
     /// Speed of the file: agent as a multiple of real time (0 = as fast as possible) [default: 4].

@@ -139,6 +139,7 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext, credential: Credent
     let session_id = ctx.proto.session_id.clone();
     // `instrument`, never `span.enter()` across an await: an entered guard stays on the worker
     // thread while this task is parked, and other sessions' lines would carry this id.
+    let carrier = &ctx.proto.transport;
     let span = tracing::info_span!("session", id = %session_id, %remote, %carrier);
     run_session(link, ctx, credential).instrument(span).await
 }
@@ -557,14 +558,27 @@ impl Shell {
                 ServerOutput::CancelResponse { response_id } => {
                     if let Some(r) = self.response.take_if(|r| r.id == response_id) {
                         r.task.abort();
-                        let agent = self.agent.clone();
+                        // Called here, spawned after: agents see cancel and truncated in order.
+                        let cancel = self.agent.clone().cancel(&response_id);
                         tokio::spawn(async move {
-                            if let Err(e) = agent.cancel(&response_id).await {
+                            if let Err(e) = cancel.await {
                                 warn!(%response_id, "agent cancel failed: {e:#}");
                             }
                         });
                         self.response = Some(r); // keep the audio for the recording
                     }
+                }
+                ServerOutput::ItemTruncated {
+                    response_id,
+                    item_id: _,
+                    audio_end_ms,
+                } => {
+                    let truncated = self.agent.clone().truncated(&response_id, audio_end_ms);
+                    tokio::spawn(async move {
+                        if let Err(e) = truncated.await {
+                            warn!(%response_id, "agent truncate failed: {e:#}");
+                        }
+                    });
                 }
                 ServerOutput::ResponseEnded {
                     response_id,

@@ -1,5 +1,6 @@
 //! Agents: what answers the user. Implement [`Agent`] to plug in your own AI; see
-//! `examples/custom_agent.rs` in this crate. Built in: `echo`, `speak`, `file:PATH`, `exec:CMD`.
+//! `examples/custom_agent.rs` in this crate. Built in: `echo`, `speak`, `file:PATH`, `exec:CMD`,
+//! `realtime:URL` (a bridge to an upstream Realtime model).
 //!
 //! A session gets its own agent from an [`AgentFactory`] (so per-session state such as a child
 //! process is natural). For each committed user turn the session calls [`Agent::respond`] on a
@@ -17,11 +18,13 @@ use tokio::sync::mpsc;
 mod echo;
 mod exec;
 mod file;
+mod realtime;
 mod speak;
 
 pub use echo::Echo;
 pub use exec::Exec;
 pub use file::FileAgent;
+pub use realtime::RealtimeBridge;
 pub use speak::Speak;
 
 /// A user turn, as the agent sees it: the whole committed audio, 24 kHz mono pcm16.
@@ -44,6 +47,16 @@ pub trait Agent: Send + Sync + 'static {
     /// The user interrupted `response_id`; the future of [`Agent::respond`] was already
     /// dropped. Override to tell a remote model to stop.
     fn cancel(self: Arc<Self>, _response_id: &str) -> AgentFuture {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The user heard `audio_end_ms` of `response_id`'s audio and no more (a barge-in; after
+    /// [`Agent::cancel`]): exact, the client's played cursor. Override to keep a remote model's
+    /// conversation to what was heard (the Realtime bridge sends `conversation.item.truncate`).
+    ///
+    /// The session calls `cancel` and `truncated` in order; what an implementation does before
+    /// returning its future happens in that order too.
+    fn truncated(self: Arc<Self>, _response_id: &str, _audio_end_ms: u64) -> AgentFuture {
         Box::pin(async { Ok(()) })
     }
 }
@@ -101,7 +114,7 @@ pub(crate) enum AgentMsg {
     },
 }
 
-/// Parses `--agent SPEC`: `echo`, `speak`, `file:PATH` or `exec:CMD`.
+/// Parses `--agent SPEC`: `echo`, `speak`, `file:PATH`, `exec:CMD` or `realtime:URL`.
 pub fn from_spec(spec: &str, file_speed: f64) -> anyhow::Result<Arc<dyn AgentFactory>> {
     let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
     Ok(match kind {
@@ -109,8 +122,10 @@ pub fn from_spec(spec: &str, file_speed: f64) -> anyhow::Result<Arc<dyn AgentFac
         "speak" => Arc::new(Speak::new()?),
         "file" if !arg.is_empty() => Arc::new(FileAgent::open(arg.as_ref(), file_speed)?),
         "exec" if !arg.is_empty() => Arc::new(Exec::new(arg)),
+        "realtime" if !arg.is_empty() => Arc::new(RealtimeBridge::new(arg)?),
         _ => anyhow::bail!(
-            "unknown agent \"{spec}\": use echo, speak, file:PATH (a WAV file) or exec:COMMAND"
+            "unknown agent \"{spec}\": use echo, speak, file:PATH (a WAV file), exec:COMMAND \
+             or realtime:WSS_URL (an upstream Realtime model)"
         ),
     })
 }
