@@ -173,6 +173,8 @@ var SERVER_EVENT_TYPES = [
   "input_audio_buffer.cleared",
   "response.created",
   "response.done",
+  "response.output_audio_transcript.delta",
+  "response.output_audio_transcript.done",
   "conversation.item.truncated",
   "error",
   "voq.pong"
@@ -226,6 +228,8 @@ var CHECKS = {
   "input_audio_buffer.cleared": [],
   "response.created": [response],
   "response.done": [response],
+  "response.output_audio_transcript.delta": [str("response_id"), str("item_id"), num("output_index"), u32("content_index"), str("delta")],
+  "response.output_audio_transcript.done": [str("response_id"), str("item_id"), num("output_index"), u32("content_index"), str("transcript")],
   "conversation.item.truncated": [str("item_id"), u32("content_index"), num("audio_end_ms")],
   error: [obj("error", [str("type"), str("code"), str("message"), optional("event_id", str("event_id"))])],
   "voq.pong": [num("id")]

@@ -194,6 +194,35 @@ pub enum ServerEvent {
         /// The response, with how it ended and (voq extension) what was sent.
         response: ResponseInfo,
     },
+    /// What the agent is saying, as text, as it is generated (a model's audio transcript; voq's
+    /// built-in agents have none). Ahead of the audio, which plays by timestamp.
+    #[serde(rename = "response.output_audio_transcript.delta")]
+    ResponseOutputAudioTranscriptDelta {
+        /// The response.
+        response_id: String,
+        /// Its assistant item.
+        item_id: String,
+        /// Always 0: a voq response has one output item.
+        output_index: u32,
+        /// Always 0: its one audio content part.
+        content_index: u32,
+        /// The next piece of text.
+        delta: String,
+    },
+    /// The response's whole transcript, when it ends (before `response.done`).
+    #[serde(rename = "response.output_audio_transcript.done")]
+    ResponseOutputAudioTranscriptDone {
+        /// The response.
+        response_id: String,
+        /// Its assistant item.
+        item_id: String,
+        /// Always 0.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// Everything the deltas said (at most [`crate::server::MAX_TRANSCRIPT`] bytes).
+        transcript: String,
+    },
     /// Confirms `conversation.item.truncate`, after the response was stopped.
     #[serde(rename = "conversation.item.truncated")]
     ConversationItemTruncated {
@@ -655,6 +684,12 @@ impl ServerEvent {
             Self::InputAudioBufferCleared {} => "input_audio_buffer.cleared",
             Self::ResponseCreated { .. } => "response.created",
             Self::ResponseDone { .. } => "response.done",
+            Self::ResponseOutputAudioTranscriptDelta { .. } => {
+                "response.output_audio_transcript.delta"
+            }
+            Self::ResponseOutputAudioTranscriptDone { .. } => {
+                "response.output_audio_transcript.done"
+            }
             Self::ConversationItemTruncated { .. } => "conversation.item.truncated",
             Self::Error { .. } => "error",
             Self::VoqPong { .. } => "voq.pong",
@@ -763,6 +798,8 @@ pub const SERVER_EVENT_TYPES: &[&str] = &[
     "input_audio_buffer.cleared",
     "response.created",
     "response.done",
+    "response.output_audio_transcript.delta",
+    "response.output_audio_transcript.done",
     "conversation.item.truncated",
     "error",
     "voq.pong",

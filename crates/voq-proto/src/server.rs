@@ -288,7 +288,13 @@ struct Response {
     next_pts: u64,
     agent_done: bool,
     stats: VoqResponseStats,
+    /// The agent's transcript of the response so far (bounded by [`MAX_TRANSCRIPT`]).
+    transcript: String,
 }
+
+/// Transcript kept per response for `response.output_audio_transcript.done`; deltas past it are
+/// still passed on, the final event carries this much.
+pub const MAX_TRANSCRIPT: usize = 32 * 1024;
 
 /// A user turn the server now holds, as `commit` announces it.
 #[derive(Debug)]
@@ -644,6 +650,36 @@ impl ServerSession {
         r.stats.audio_ms_generated = r.next_pts * 1000 / r.codec.sample_rate() as u64;
         r.queue.push_back((pts, payload));
         self.release(now);
+    }
+
+    /// Text of what the agent is saying in `response_id` (a model's audio transcript), passed on
+    /// at once as `response.output_audio_transcript.delta`; the whole of it follows the audio in
+    /// `response.output_audio_transcript.done`. Ignored for a response that has ended.
+    pub fn handle_agent_transcript(&mut self, now: Instant, response_id: &str, delta: &str) {
+        if self.is_closed() || delta.is_empty() {
+            return;
+        }
+        self.last_now = Some(now);
+        let Some(r) = self.response.as_mut().filter(|r| r.id == response_id) else {
+            return;
+        };
+        // Deltas longer than an event allows are cut at a character boundary.
+        let mut end = delta.len().min(MAX_TRANSCRIPT);
+        while !delta.is_char_boundary(end) {
+            end -= 1;
+        }
+        let delta = &delta[..end];
+        if r.transcript.len() + delta.len() <= MAX_TRANSCRIPT {
+            r.transcript.push_str(delta);
+        }
+        let event = ServerEvent::ResponseOutputAudioTranscriptDelta {
+            response_id: r.id.clone(),
+            item_id: r.item_id.clone(),
+            output_index: 0,
+            content_index: 0,
+            delta: delta.to_string(),
+        };
+        self.send(event);
     }
 
     /// The agent finished `response_id`: once its queued audio is sent, the stream is finished.
@@ -1242,6 +1278,7 @@ impl ServerSession {
             queue: VecDeque::new(),
             next_pts: 0,
             agent_done: false,
+            transcript: String::new(),
             stats: VoqResponseStats::default(),
         });
     }
@@ -1312,6 +1349,15 @@ impl ServerSession {
             status,
             stats: r.stats.clone(),
         });
+        if !r.transcript.is_empty() {
+            self.send(ServerEvent::ResponseOutputAudioTranscriptDone {
+                response_id: r.id.clone(),
+                item_id: r.item_id.clone(),
+                output_index: 0,
+                content_index: 0,
+                transcript: r.transcript,
+            });
+        }
         self.send(ServerEvent::ResponseDone {
             response: ResponseInfo {
                 id: r.id,

@@ -529,3 +529,49 @@ fn every_server_event_has_its_own_event_id() {
     assert_eq!(error["error"]["event_id"], "c2");
     assert_ne!(error["event_id"], "c2");
 }
+
+/// An agent's transcript goes to the client at once, under the response's ids, and whole before
+/// `response.done`; text for a response that ended is dropped.
+#[test]
+fn agent_transcripts_are_passed_on_and_summed_up_before_the_response_ends() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(ServerConfig::default(), now);
+    drain(&mut s);
+    s.handle_control(now, &event(r#"{"type":"response.create"}"#));
+    let started = drain(&mut s);
+    let response_id = started
+        .iter()
+        .find_map(|o| match o {
+            ServerOutput::StartResponse { response_id, .. } => Some(response_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    s.handle_agent_transcript(now, &response_id, "Hello ");
+    s.handle_agent_transcript(now, &response_id, "there.");
+    s.handle_agent_transcript(now, "resp_other", "not this one");
+    s.handle_agent_done(now, &response_id);
+    let outs = drain(&mut s);
+    assert_eq!(
+        event_types(&outs),
+        [
+            "response.output_audio_transcript.delta:",
+            "response.output_audio_transcript.delta:",
+            "response.output_audio_transcript.done:",
+            "response.done:"
+        ]
+    );
+    let done = outs
+        .iter()
+        .find_map(|o| match o {
+            ServerOutput::Transmit(Transmit::Control(b)) => {
+                let v: serde_json::Value = serde_json::from_slice(&b[4..]).unwrap();
+                (v["type"] == "response.output_audio_transcript.done").then_some(v)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(done["transcript"], "Hello there.");
+    assert_eq!(done["response_id"], response_id.as_str());
+    s.handle_agent_transcript(now, &response_id, "too late");
+    assert!(event_types(&drain(&mut s)).is_empty());
+}

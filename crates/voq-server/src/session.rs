@@ -453,6 +453,9 @@ impl Shell {
                     encode_into_core(&mut self.core, r, now, f);
                 }
             }
+            AgentMsg::Transcript { response_id, delta } if response_id == r.id => {
+                self.core.handle_agent_transcript(now, &response_id, &delta);
+            }
             AgentMsg::Done {
                 response_id,
                 result,

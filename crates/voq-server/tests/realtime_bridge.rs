@@ -77,6 +77,8 @@ enum Mock {
     DropBeforeAudio,
     /// Close the first connection after the first audio delta.
     DropMidReply,
+    /// Answer the session.update with G.711 output.
+    WrongFormat,
 }
 
 /// A Realtime upstream on loopback: what it received (each connection's events, and the
@@ -156,6 +158,16 @@ async fn mock_session(
                 let v: Value = serde_json::from_str(text.as_str()).unwrap();
                 received.lock().unwrap().push(v.clone());
                 match v["type"].as_str().unwrap() {
+                    "session.update" => {
+                        let format = if mode == Mock::WrongFormat {
+                            json!({"type": "audio/pcmu"})
+                        } else {
+                            json!({"type": "audio/pcm", "rate": 24000})
+                        };
+                        let body = json!({"session": {"type": "realtime", "id": "sess_mock",
+                            "audio": {"output": {"format": format}}}});
+                        tx.send(event("session.updated", body)).await.unwrap();
+                    }
                     "input_audio_buffer.append" => {
                         buffer.extend(B64.decode(v["audio"].as_str().unwrap()).unwrap());
                     }
@@ -173,6 +185,9 @@ async fn mock_session(
                         let body = json!({"response": {"id": id, "status": "in_progress",
                             "output": []}});
                         tx.send(event("response.created", body)).await.unwrap();
+                        // Noise a bridge must skip: not JSON, and a type it does not know.
+                        tx.send(Message::text("not json")).await.unwrap();
+                        tx.send(event("mock.unknown", json!({}))).await.unwrap();
                         streaming = Some((id, item, committed.clone(), 0));
                     }
                     "response.cancel" => {
@@ -199,6 +214,9 @@ async fn mock_session(
                         break;
                     }
                     let end = (*at + 4800).min(audio.len());
+                    let words = json!({"response_id": id, "item_id": item, "output_index": 0,
+                        "content_index": 0, "delta": format!("echo {} ", *at / 4800)});
+                    tx.send(event("response.output_audio_transcript.delta", words)).await.unwrap();
                     let body = json!({"response_id": id, "item_id": item, "output_index": 0,
                         "content_index": 0, "delta": B64.encode(&audio[*at..end])});
                     *at = end;
@@ -231,11 +249,55 @@ async fn the_bridge_speaks_ga_upstream_and_truncates_where_the_user_stopped_hear
             turns: vec![prompt.clone()],
             input_speed: 0.0,
             interrupt_after: Some(Duration::from_millis(600)),
+            record_events: true,
             ..Default::default()
         },
     )
     .await
     .unwrap();
+    // The upstream's transcript reached the client under voq's ids, and in the end whole.
+    let deltas: Vec<&Value> = outcome
+        .events
+        .iter()
+        .map(|e| &e.event)
+        .filter(|e| e["type"] == "response.output_audio_transcript.delta")
+        .collect();
+    assert!(!deltas.is_empty(), "no transcript reached the client");
+    assert_eq!(deltas[0]["delta"], "echo 0 ");
+    assert_eq!(deltas[0]["response_id"], "resp_1");
+    assert_eq!(deltas[0]["item_id"], outcome.responses[0].item_id);
+    let done = outcome
+        .events
+        .iter()
+        .find(|e| e.event["type"] == "response.output_audio_transcript.done")
+        .unwrap();
+    let whole: String = deltas
+        .iter()
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(done.event["transcript"], whole);
+    // The client's side of the call is GA too, transcripts included.
+    let client_log = tempfile::tempdir().unwrap();
+    let client_path = client_log.path().join("client.jsonl");
+    let lines: Vec<String> = outcome
+        .events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    std::fs::write(&client_path, lines.join("\n")).unwrap();
+    let check = std::process::Command::new(&python)
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/peers/realtime_ga.py"),
+        )
+        .arg(&client_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let heard = outcome
         .report
         .interrupt
@@ -374,6 +436,35 @@ async fn a_connection_lost_mid_reply_fails_that_response_and_the_next_turn_recon
     );
     // The second reply is whole; the first kept what came before the loss.
     assert!(outcome.reply_received.ends_with(&prompt));
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_sends_another_audio_format_fails_the_response_clearly() {
+    let mock = mock_upstream(Mock::WrongFormat).await;
+    let edge = bridge_server(&mock.url).await;
+    let outcome = common::call(
+        &edge,
+        CallOptions {
+            turns: vec![common::prompt(4800)],
+            input_speed: 0.0,
+            record_events: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.report.turns[0].reply_status,
+        Some(ResponseStatus::Failed)
+    );
+    let error = outcome
+        .events
+        .iter()
+        .find(|e| e.event["type"] == "error")
+        .unwrap();
+    let message = error.event["error"]["message"].as_str().unwrap();
+    assert!(message.contains("audio/pcmu"), "{message}");
     edge.shutdown().await;
 }
 

@@ -96,6 +96,21 @@ impl ReplySink {
             .map_err(|_| Cancelled)
     }
 
+    /// Sends text of what the agent is saying (a model's audio transcript): the client gets it
+    /// at once as `response.output_audio_transcript.delta`.
+    pub async fn transcript(&mut self, delta: &str) -> Result<(), Cancelled> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(AgentMsg::Transcript {
+                response_id: self.response_id.clone(),
+                delta: delta.to_string(),
+            })
+            .await
+            .map_err(|_| Cancelled)
+    }
+
     pub fn response_id(&self) -> &str {
         &self.response_id
     }
@@ -107,6 +122,10 @@ pub(crate) enum AgentMsg {
     Audio {
         response_id: String,
         pcm: Vec<i16>,
+    },
+    Transcript {
+        response_id: String,
+        delta: String,
     },
     Done {
         response_id: String,

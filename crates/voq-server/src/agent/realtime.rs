@@ -360,6 +360,15 @@ async fn bridge(upstream: Upstream, mut commands: mpsc::UnboundedReceiver<Cmd>) 
                 }
             }
             Wake::Upstream(FromUpstream::Event(event)) => {
+                if let Some(problem) = format_problem(&event) {
+                    // This connection is of no use; the next turn reconnects and asks again.
+                    warn!("{problem}");
+                    ws = None;
+                    if let Some(mut a) = active.take() {
+                        a.finish(Err(problem));
+                    }
+                    continue;
+                }
                 on_event(event, &mut active, &mut items).await;
             }
             Wake::Upstream(FromUpstream::Lost(why)) => {
@@ -436,6 +445,23 @@ async fn next_message(ws: &mut Option<Socket>, responding: bool) -> FromUpstream
             None => return FromUpstream::Lost("closed".into()),
         }
     }
+}
+
+/// Why the upstream's answer to our `session.update` makes it unusable: audio voq did not ask
+/// for (it would be played as noise).
+fn format_problem(event: &Value) -> Option<String> {
+    if event.get("type").and_then(Value::as_str) != Some("session.updated") {
+        return None;
+    }
+    let format = event.pointer("/session/audio/output/format")?;
+    let kind = format.get("type").and_then(Value::as_str).unwrap_or("");
+    let rate = format.get("rate").and_then(Value::as_u64);
+    if kind == "audio/pcm" && rate.is_none_or(|r| r == u64::from(voq_audio::SAMPLE_RATE)) {
+        return None;
+    }
+    Some(format!(
+        "the upstream Realtime endpoint sends {format} where voq asked for audio/pcm at 24000 Hz"
+    ))
 }
 
 /// Sends the turn and asks for a response, connecting first if needed.
@@ -530,6 +556,13 @@ async fn on_event(
                 if a.reply.send(pcm).await.is_err() {
                     a.cancelled = true;
                 }
+            }
+        }
+        "response.output_audio_transcript.delta" if ours && !a.cancelled => {
+            if let Some(delta) = event.get("delta").and_then(Value::as_str)
+                && a.reply.transcript(delta).await.is_err()
+            {
+                a.cancelled = true;
             }
         }
         "response.done" if ours => {

@@ -162,6 +162,24 @@ export interface ServerEventMap {
   'input_audio_buffer.cleared': { type: 'input_audio_buffer.cleared' };
   'response.created': { type: 'response.created'; response: ResponseInfo };
   'response.done': { type: 'response.done'; response: ResponseInfo };
+  /** What the agent is saying, as text (a model's audio transcript), ahead of the audio. */
+  'response.output_audio_transcript.delta': {
+    type: 'response.output_audio_transcript.delta';
+    response_id: string;
+    item_id: string;
+    output_index: number;
+    content_index: number;
+    delta: string;
+  };
+  /** The response's whole transcript, when it ends. */
+  'response.output_audio_transcript.done': {
+    type: 'response.output_audio_transcript.done';
+    response_id: string;
+    item_id: string;
+    output_index: number;
+    content_index: number;
+    transcript: string;
+  };
   'conversation.item.truncated': {
     type: 'conversation.item.truncated';
     item_id: string;
@@ -189,6 +207,8 @@ export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
   'input_audio_buffer.cleared',
   'response.created',
   'response.done',
+  'response.output_audio_transcript.delta',
+  'response.output_audio_transcript.done',
   'conversation.item.truncated',
   'error',
   'voq.pong',
@@ -258,6 +278,8 @@ const CHECKS: Record<ServerEventType, Check[]> = {
   'input_audio_buffer.cleared': [],
   'response.created': [response],
   'response.done': [response],
+  'response.output_audio_transcript.delta': [str('response_id'), str('item_id'), num('output_index'), u32('content_index'), str('delta')],
+  'response.output_audio_transcript.done': [str('response_id'), str('item_id'), num('output_index'), u32('content_index'), str('transcript')],
   'conversation.item.truncated': [str('item_id'), u32('content_index'), num('audio_end_ms')],
   error: [obj('error', [str('type'), str('code'), str('message'), optional('event_id', str('event_id'))])],
   'voq.pong': [num('id')],

@@ -37,6 +37,8 @@ conforms<Assignable<Server<'response.created'>, GA.ResponseCreatedEvent>>(true);
 conforms<Assignable<Server<'response.done'>, GA.ResponseDoneEvent>>(true);
 conforms<Assignable<Server<'conversation.item.truncated'>, GA.ConversationItemTruncatedEvent>>(true);
 conforms<Assignable<Server<'error'>, GA.RealtimeErrorEvent>>(true);
+conforms<Assignable<Server<'response.output_audio_transcript.delta'>, GA.ResponseAudioTranscriptDeltaEvent>>(true);
+conforms<Assignable<Server<'response.output_audio_transcript.done'>, GA.ResponseAudioTranscriptDoneEvent>>(true);
 
 // Client events voq sends, in the shapes a Realtime server accepts.
 type PcmUpdate = Omit<SessionUpdateBody, 'audio'> & {
