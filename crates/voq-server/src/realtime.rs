@@ -82,16 +82,21 @@ where
                 Some(Ok(Message::Binary(_))) => adapter.handle_client_binary(),
                 Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => {} // ping, pong: tungstenite answers pings
-                Some(Err(e)) => break Some(format!("client connection: {e}")),
+                Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
+                    break Some((CloseCode::Size, format!("{e} (limit {MAX_CLIENT_MESSAGE} bytes)")));
+                }
+                Some(Err(e)) => break Some((CloseCode::Normal, format!("client connection: {e}"))),
             },
             msg = inbound.recv() => {
-                let Some(msg) = msg else { break Some("the session ended".into()) };
+                let Some(msg) = msg else {
+                    break Some((CloseCode::Normal, "the session ended".into()));
+                };
                 let Some(msg) = streams.track(msg) else { continue };
                 match msg {
                     Inbound::Control(bytes) => adapter.handle_control(&bytes),
                     Inbound::ControlClosed => {
                         drain(&mut adapter, &mut streams, &mut to_client).await?;
-                        break Some("the session ended".into());
+                        break Some((CloseCode::Normal, "the session ended".into()));
                     }
                     Inbound::Opened(..) => {}
                     Inbound::Data(id, bytes) => adapter.handle_stream_data(id, &bytes),
@@ -103,14 +108,10 @@ where
         }
         drain(&mut adapter, &mut streams, &mut to_client).await?;
     };
+    let (code, reason) = why.unwrap_or((CloseCode::Normal, String::new()));
     let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: why
-            .unwrap_or_default()
-            .chars()
-            .take(120)
-            .collect::<String>()
-            .into(),
+        code,
+        reason: reason.chars().take(120).collect::<String>().into(),
     };
     let _ = to_client.send(Message::Close(Some(frame))).await;
     Ok(())

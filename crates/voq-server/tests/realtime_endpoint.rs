@@ -252,6 +252,16 @@ async fn bad_realtime_input_gets_errors_with_codes_and_the_session_goes_on() {
             Message::text(r#"{"type":"response.cancel","event_id":"mine"}"#),
             "response_not_found",
         ),
+        (
+            Message::text(r#"{"type":"input_audio_buffer.commit"}"#),
+            "input_audio_buffer_commit_empty",
+        ),
+        (
+            Message::text(
+                r#"{"type":"conversation.item.truncate","item_id":"nope","content_index":0,"audio_end_ms":5}"#,
+            ),
+            "item_not_found",
+        ),
     ];
     for (msg, code) in cases {
         let shown = format!("{msg:?}");
@@ -294,5 +304,32 @@ async fn bad_realtime_input_gets_errors_with_codes_and_the_session_goes_on() {
     .await
     .unwrap();
     assert!(reply == pcm, "{} bytes back of {}", reply.len(), pcm.len());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_only_its_connection() {
+    let server = echo_server().await;
+    let mut big = Raw::connect(&server).await;
+    big.until("session.created").await;
+    let huge = "A".repeat(5 * 1024 * 1024);
+    let append = json!({"type": "input_audio_buffer.append", "audio": huge}).to_string();
+    // The server may close while the message is still being written.
+    let _ = big.ws.send(Message::text(append)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match big.ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1009), "closed with 'message too big'");
+    // Others are served.
+    let mut next = Raw::connect(&server).await;
+    next.until("session.created").await;
     server.shutdown().await;
 }
