@@ -223,7 +223,7 @@ describe('browser call', { skip: missing ?? false }, () => {
     const committed = events.find((e) => e.type === 'input_audio_buffer.committed')?.event;
     assert.ok(committed, 'no input_audio_buffer.committed');
     assert.equal(committed.voq.frames, outcome.turn.frames, 'the server holds every frame the page sent');
-    assert.equal(committed.bytes, outcome.turn.bytes);
+    assert.equal(committed.voq.bytes, outcome.turn.bytes);
     assert.ok(events.some((e) => e.type === 'playback.started'), 'no playback.started');
     return committed;
   }
@@ -323,11 +323,11 @@ describe('browser call', { skip: missing ?? false }, () => {
     const created = r.events.findIndex((e) => e.type === 'response.created');
     const commits = r.events.slice(0, created).filter((e) => e.type === 'input_audio_buffer.committed').map((e) => e.event);
     const committed = commits.at(-1);
-    const total = commits.reduce((n, c) => n + c.audio_ms, 0);
+    const total = commits.reduce((n, c) => n + c.voq.audio_ms, 0);
     process.stdout.write(`# server-vad: ${JSON.stringify({ turns: commits.length, committedMs: total, capturedSpeechMs, playedMs: r.outcome.playback?.played_ms, transport: r.outcome.stats.transport })}\n`);
     assert.ok(total >= capturedSpeechMs - 70, `committed ${total} ms in ${commits.length} turns of ${capturedSpeechMs} ms of captured speech: ${detail()}`);
     // The echo plays all of the turn it answers.
-    assert.ok(r.outcome.playback.played_ms >= committed.audio_ms - 100, detail());
+    assert.ok(r.outcome.playback.played_ms >= committed.voq.audio_ms - 100, detail());
     assert.equal(r.events.filter((e) => e.type === 'error' || e.type === 'client.error').length, 0, detail());
   });
 
