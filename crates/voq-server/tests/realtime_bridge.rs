@@ -79,6 +79,10 @@ enum Mock {
     DropMidReply,
     /// Answer the session.update with G.711 output.
     WrongFormat,
+    /// After a cancel, one more delta of the cancelled response and its response.done come only
+    /// when the next response.create does, ahead of that response's events (a real server has
+    /// audio in flight when the cancel arrives), or after 2 s.
+    LateAfterCancel,
 }
 
 /// A Realtime upstream on loopback: what it received (each connection's events, and the
@@ -151,6 +155,8 @@ async fn mock_session(
     // The response being streamed: (id, item, audio, next byte).
     let mut streaming: Option<(String, String, Vec<u8>, usize)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // A cancelled response still to be wound down: (id, item, when).
+    let mut winding: Option<(String, String, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             msg = rx.next() => {
@@ -180,6 +186,14 @@ async fn mock_session(
                         if drop_this && mode == Mock::DropBeforeAudio {
                             return; // the connection drops with the task
                         }
+                        if let Some((id, item, _)) = winding.take() {
+                            let body = json!({"response_id": id, "item_id": item,
+                                "output_index": 0, "content_index": 0,
+                                "delta": B64.encode([0x55u8; 4800])});
+                            tx.send(event("response.output_audio.delta", body)).await.unwrap();
+                            let body = json!({"response": {"id": id, "status": "cancelled"}});
+                            tx.send(event("response.done", body)).await.unwrap();
+                        }
                         responses += 1;
                         let (id, item) = (format!("resp_m{responses}"), format!("item_m{responses}"));
                         let body = json!({"response": {"id": id, "status": "in_progress",
@@ -191,9 +205,14 @@ async fn mock_session(
                         streaming = Some((id, item, committed.clone(), 0));
                     }
                     "response.cancel" => {
-                        if let Some((id, ..)) = streaming.take() {
-                            let body = json!({"response": {"id": id, "status": "cancelled"}});
-                            tx.send(event("response.done", body)).await.unwrap();
+                        if let Some((id, item, ..)) = streaming.take() {
+                            if mode == Mock::LateAfterCancel {
+                                let at = tokio::time::Instant::now() + Duration::from_secs(2);
+                                winding = Some((id, item, at));
+                            } else {
+                                let body = json!({"response": {"id": id, "status": "cancelled"}});
+                                tx.send(event("response.done", body)).await.unwrap();
+                            }
                         }
                     }
                     "conversation.item.truncate" => {
@@ -204,7 +223,15 @@ async fn mock_session(
                     _ => {}
                 }
             }
-            _ = tick.tick(), if streaming.is_some() => {
+            _ = tick.tick(), if streaming.is_some() || winding.is_some() => {
+                if let Some((id, item, when)) = winding.take_if(|w| w.2 <= tokio::time::Instant::now()) {
+                    let _ = when;
+                    let body = json!({"response_id": id, "item_id": item, "output_index": 0,
+                        "content_index": 0, "delta": B64.encode([0x55u8; 4800])});
+                    tx.send(event("response.output_audio.delta", body)).await.unwrap();
+                    let body = json!({"response": {"id": id, "status": "cancelled"}});
+                    tx.send(event("response.done", body)).await.unwrap();
+                }
                 let Some((id, item, audio, at)) = streaming.as_mut() else { continue };
                 for _ in 0..4 {
                     if *at >= audio.len() {
@@ -379,6 +406,49 @@ async fn the_bridge_speaks_ga_upstream_and_truncates_where_the_user_stopped_hear
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stdout)
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_responses_late_audio_never_reaches_the_next_reply() {
+    let mock = mock_upstream(Mock::LateAfterCancel).await;
+    let edge = bridge_server(&mock.url).await;
+    let first = common::prompt(24_000 * 3);
+    let second = common::prompt(24_000);
+    let outcome = common::call(
+        &edge,
+        CallOptions {
+            turns: vec![first, second.clone()],
+            input_speed: 0.0,
+            interrupt_after: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let statuses: Vec<_> = outcome
+        .report
+        .turns
+        .iter()
+        .map(|t| t.reply_status)
+        .collect();
+    assert_eq!(statuses[0], Some(ResponseStatus::Cancelled), "{statuses:?}");
+    // The late delta is 2,400 samples of 0x5555, which speech never is: none of it reached the
+    // client, in either response.
+    let late = outcome
+        .reply_received
+        .windows(100)
+        .any(|w| w.iter().all(|&s| s == 0x5555));
+    assert!(
+        !late,
+        "late audio of the cancelled response reached the client"
+    );
+    // The second turn was answered with its own echo.
+    let start = &second[..480];
+    assert!(
+        outcome.reply_received.windows(480).any(|w| w == start),
+        "the second reply does not start with the second turn's echo"
     );
     edge.shutdown().await;
 }

@@ -303,6 +303,8 @@ async fn bridge(upstream: Upstream, mut commands: mpsc::UnboundedReceiver<Cmd>) 
     let mut active: Option<Active> = None;
     // (voq response id, upstream item id) of recent responses, for late truncations.
     let mut items: VecDeque<(String, String)> = VecDeque::new();
+    // Upstream responses replaced before they ended: their trailing events are not the next's.
+    let mut stale: VecDeque<String> = VecDeque::new();
     loop {
         let wake = tokio::select! {
             cmd = commands.recv() => Wake::Command(cmd),
@@ -313,6 +315,12 @@ async fn bridge(upstream: Upstream, mut commands: mpsc::UnboundedReceiver<Cmd>) 
             Wake::Command(Some(Cmd::Respond { turn, reply, done })) => {
                 if let Some(mut old) = active.take() {
                     old.finish(Ok(()));
+                    if let Some(id) = old.upstream_id {
+                        if stale.len() >= REMEMBERED_ITEMS {
+                            stale.pop_front();
+                        }
+                        stale.push_back(id);
+                    }
                 }
                 let mut a = Active {
                     voq_id: reply.response_id().to_string(),
@@ -369,7 +377,7 @@ async fn bridge(upstream: Upstream, mut commands: mpsc::UnboundedReceiver<Cmd>) 
                     }
                     continue;
                 }
-                on_event(event, &mut active, &mut items).await;
+                on_event(event, &mut active, &mut items, &stale).await;
             }
             Wake::Upstream(FromUpstream::Lost(why)) => {
                 ws = None;
@@ -506,6 +514,7 @@ async fn on_event(
     event: Value,
     active: &mut Option<Active>,
     items: &mut VecDeque<(String, String)>,
+    stale: &VecDeque<String>,
 ) {
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
     let Some(a) = active.as_mut() else {
@@ -521,10 +530,15 @@ async fn on_event(
         .and_then(Value::as_str);
     let ours = match (response_id, &a.upstream_id) {
         (Some(r), Some(mine)) => r == mine,
-        _ => true,
+        // Before this response's `response.created`: a replaced response's trailing events.
+        (Some(_), None) => false,
+        (None, _) => true,
     };
     match kind {
-        "response.created" if a.upstream_id.is_none() => {
+        "response.created"
+            if a.upstream_id.is_none()
+                && response_id.is_some_and(|r| !stale.iter().any(|s| s == r)) =>
+        {
             a.upstream_id = response_id.map(str::to_owned);
         }
         "response.output_item.added" | "response.output_audio.delta" if ours => {
