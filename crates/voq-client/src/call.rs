@@ -119,7 +119,39 @@ pub struct CallOptions {
     /// Keep every control event of the call, both directions, as it crossed the wire
     /// ([`CallOutcome::events`]; `voq call --events FILE`).
     pub record_events: bool,
+    /// Give the call up when the server has not been heard from for this long while a turn or
+    /// a reply is under way (the client pings it every 250 ms meanwhile, so a live server always
+    /// answers); the failure is a [`CallFailed`] with what the call got so far. A warning says
+    /// so after [`SILENCE_NOTICE`]. `None`: wait for QUIC's idle timeout (30 s). Default 5 s,
+    /// longer than the network outages a call must ride out (a 1.5 s blackout and QUIC's
+    /// recovery after it).
+    pub dead_after: Option<Duration>,
 }
+
+/// After this long without a word from the server while a turn or reply is under way, the
+/// client says so (a warning) and keeps waiting until [`CallOptions::dead_after`].
+pub const SILENCE_NOTICE: Duration = Duration::from_secs(1);
+/// While a turn or reply is under way and the server has been quiet this long, the client
+/// pings it (`voq.ping`): a live server's pong keeps the silence short.
+const LIVENESS_PING: Duration = Duration::from_millis(250);
+
+/// A call that failed part way: why, and everything it had got by then (the report so far,
+/// the reply audio received and played, the events). `voq call` prints and writes these.
+#[derive(Debug)]
+pub struct CallFailed {
+    /// What went wrong, in words for people.
+    pub message: String,
+    /// The call up to the failure.
+    pub partial: Box<CallOutcome>,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CallFailed {}
 
 /// A change of the client's own address in the middle of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +179,7 @@ impl Default for CallOptions {
             token: None,
             rebind: None,
             record_events: false,
+            dead_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -383,8 +416,16 @@ impl Client {
             .await
             .context("cannot open the control stream")?;
         let mut call = Call::new(link.clone(), control, opts, zero_rtt, setup, target)?;
-        call.run(opts).await?;
-        Ok(call.finish())
+        match call.run(opts).await {
+            Ok(()) => Ok(call.finish()),
+            Err(e) => {
+                let message = format!("{e:#}");
+                Err(anyhow::Error::new(CallFailed {
+                    message,
+                    partial: Box::new(call.finish()),
+                }))
+            }
+        }
     }
 
     /// Marks an outcome whose 0-RTT data the server accepted.
@@ -536,6 +577,12 @@ struct Call {
     progress: bool,
     /// The control events so far, when the caller asked for them.
     events: Option<crate::events::EventLog>,
+    /// When the server was last heard from (anything on any stream), when the client last
+    /// pinged it, and whether the silence was already reported.
+    last_heard: Instant,
+    last_ping: Instant,
+    silence_noticed: bool,
+    pings: u64,
 }
 
 impl Call {
@@ -585,6 +632,10 @@ impl Call {
             events: opts
                 .record_events
                 .then(|| crate::events::EventLog::new(Instant::now().into_std())),
+            last_heard: Instant::now(),
+            last_ping: Instant::now(),
+            silence_noticed: false,
+            pings: 0,
         })
     }
 
@@ -606,6 +657,8 @@ impl Call {
         let mut next_frame = 0usize;
         let responses_before = self.session.responses().count();
         self.session.start_turn(capture_start.into_std());
+        // Silence is counted within a turn: the time between turns is the caller's.
+        self.last_heard = capture_start;
         let mut turn_ended = false;
         let mut interrupted = false;
         self.received_base = self.received.len();
@@ -674,6 +727,7 @@ impl Call {
                         interrupted = self.session.interrupt(now.into_std()).is_some();
                     }
                     self.show_progress(index, pcm.len(), next_frame * frame);
+                    self.check_liveness(now, opts.dead_after, turn_ended)?;
                 }
                 msg = self.inbound_rx.recv() => {
                     let Some(msg) = msg else { anyhow::bail!("the connection ended") };
@@ -705,7 +759,57 @@ impl Call {
         Ok(())
     }
 
+    /// While a turn or its reply is under way (this loop runs only then), a server that says
+    /// nothing is pinged; one that stays silent is reported after [`SILENCE_NOTICE`] and given up
+    /// after `dead_after`.
+    fn check_liveness(
+        &mut self,
+        now: Instant,
+        dead_after: Option<Duration>,
+        turn_ended: bool,
+    ) -> anyhow::Result<()> {
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent >= LIVENESS_PING && now.saturating_duration_since(self.last_ping) >= LIVENESS_PING
+        {
+            self.pings += 1;
+            let ping = format!(r#"{{"type":"voq.ping","id":{}}}"#, 1_000_000 + self.pings);
+            let mut bytes = Vec::new();
+            if voq_proto::wire::encode_event(ping.as_bytes(), &mut bytes).is_ok() {
+                if let Some(log) = &mut self.events {
+                    log.sent(now.into_std(), &bytes);
+                }
+                self.streams.apply(Transmit::Control(bytes));
+            }
+            self.last_ping = now;
+        }
+        let what = match (turn_ended, self.session.current_response().is_some()) {
+            (false, _) => "the user was speaking",
+            (true, false) => "waiting for the reply",
+            (true, true) => "the reply was playing",
+        };
+        if silent >= SILENCE_NOTICE && !self.silence_noticed {
+            self.silence_noticed = true;
+            warn!(
+                "the server has not answered for {:.1} s ({what}): it may be down, or the \
+                 network is",
+                silent.as_secs_f64()
+            );
+        }
+        if let Some(limit) = dead_after
+            && silent >= limit
+        {
+            anyhow::bail!(
+                "the server stopped answering: nothing for {:.1} s while {what} (it crashed, or \
+                 the network to it is down)",
+                silent.as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
     fn on_inbound(&mut self, msg: Inbound) -> anyhow::Result<()> {
+        self.last_heard = Instant::now();
+        self.silence_noticed = false;
         let now = Instant::now().into_std();
         let Some(msg) = self.streams.track(msg) else {
             return Ok(());

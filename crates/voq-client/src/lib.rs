@@ -8,7 +8,9 @@ pub mod report;
 pub mod resume;
 pub mod tls;
 
-pub use call::{CallOptions, CallOutcome, Client, ClientOptions, Rebind, Target};
+pub use call::{
+    CallFailed, CallOptions, CallOutcome, Client, ClientOptions, Rebind, SILENCE_NOTICE, Target,
+};
 pub use report::CallReport;
 pub use tls::Trust;
 pub use voq_proto::event::Token;

@@ -24,6 +24,11 @@ pub struct CallArgs {
     /// Write the rendered playback timeline (silence where it underran).
     #[arg(long, value_name = "FILE.wav")]
     pub output_played: Option<PathBuf>,
+    /// Give the call up when the server has not answered for this long while a turn or reply is
+    /// under way (it is pinged meanwhile; a warning comes after 1 s). 0 waits for QUIC's 30 s
+    /// idle timeout. What was received is still written and reported.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub dead_after: Duration,
     /// Write every control event of the call, both directions, as JSON lines
     /// (`{"at_ms", "direction": "sent"|"received", "event"}`), exactly as they crossed the wire.
     #[arg(long, value_name = "FILE.jsonl")]
@@ -142,12 +147,20 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
             ip: args.rebind_ip,
         }),
         record_events: args.events.is_some(),
+        dead_after: (!args.dead_after.is_zero()).then_some(args.dead_after),
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await;
     // Before the process ends, so the server's session ends now rather than at its idle timeout.
     client.shutdown(Duration::from_secs(1)).await;
-    let outcome = outcome?;
+    let (outcome, failure) = match outcome {
+        Ok(outcome) => (outcome, None),
+        // A call that failed part way still has its report and audio: keep them.
+        Err(e) => match e.downcast::<voq_client::CallFailed>() {
+            Ok(failed) => (*failed.partial, Some(failed.message)),
+            Err(e) => return Err(e),
+        },
+    };
     if let Some(path) = &args.output {
         voq_audio::write_wav_file(path, &outcome.reply_received, voq_audio::SAMPLE_RATE)
             .with_context(|| format!("cannot write --output {}", path.display()))?;
@@ -162,11 +175,18 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     }
     #[allow(clippy::print_stdout)] // the report is this command's output
     if args.json {
-        println!("{}", serde_json::to_string(&outcome.report)?);
+        let mut report = serde_json::to_value(&outcome.report)?;
+        if let (Some(message), Some(object)) = (&failure, report.as_object_mut()) {
+            object.insert("error".into(), serde_json::json!({ "message": message }));
+        }
+        println!("{report}");
     } else {
         print!("{}", outcome.report.human());
     }
-    Ok(())
+    match failure {
+        Some(message) => Err(anyhow::anyhow!("{message}")),
+        None => Ok(()),
+    }
 }
 
 pub use voq_client::parse_duration;

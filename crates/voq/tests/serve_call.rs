@@ -360,3 +360,108 @@ fn a_second_voq_call_resumes_with_0rtt_from_the_ticket_file() {
         assert_eq!(mode & 0o077, 0, "the ticket file is private: {mode:o}");
     }
 }
+
+/// `kill -9` of the server mid-reply: `voq call` notices the silence, gives up after
+/// `--dead-after` (not QUIC's 30 s idle timeout), says what happened in words, prints the partial
+/// report with an `error` under `--json`, and writes the reply audio it had received.
+#[test]
+fn a_server_killed_mid_reply_is_noticed_and_what_came_is_kept() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let mut serve = voq()
+        .args(["serve", "--listen", "127.0.0.1:0", "--agent", "echo"])
+        .args(["--metrics", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let addr = stdout.next().unwrap().unwrap();
+    let addr = addr.rsplit(' ').next().unwrap().to_string();
+    // The metrics address is in the log; the rest of the log is drained so the server never
+    // blocks on it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = serve.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("metrics at http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+        }
+    });
+    std::thread::spawn(move || for _ in stdout.by_ref() {});
+    let metrics = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let agent_bytes = || -> u64 {
+        let Ok(mut s) = std::net::TcpStream::connect(&metrics) else {
+            return 0;
+        };
+        let _ = std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .find(|l| l.starts_with("voq_agent_bytes_sent_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("partial.wav");
+    let call = voq()
+        .args(["call", &format!("https://{addr}"), "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .arg("--output")
+        .arg(&out)
+        .args([
+            "--insecure",
+            "--input-speed",
+            "0",
+            "--json",
+            "--dead-after",
+            "2s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill once a second of the reply has gone out: the send-ahead rule keeps the server at most
+    // 2 s ahead of playback, so the rest of the 2.8 s echo is still to come.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent_bytes() < 48_000 {
+        assert!(Instant::now() < deadline, "the reply never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serve.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    let _ = serve.wait();
+    let output = call.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the call cannot have succeeded");
+    // Given up after the 2 s of silence (plus what was in flight), not QUIC's 30 s.
+    assert!(took < Duration::from_secs(5), "took {took:?}: {stderr}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "took {took:?}: {stderr}"
+    );
+    assert!(stderr.contains("has not answered for"), "{stderr}");
+    assert!(stderr.contains("stopped answering"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let message = report["error"]["message"].as_str().unwrap();
+    assert!(message.contains("stopped answering"), "{message}");
+    assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
+    // What arrived before the kill is kept: part of the echo, exactly as sent.
+    let got = voq_audio::read_wav_file(&out).unwrap().samples;
+    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
+        .unwrap()
+        .samples;
+    assert!(
+        got.len() >= 24_000 && got.len() < sent.len(),
+        "{} samples",
+        got.len()
+    );
+    assert_eq!(
+        got[..24_000],
+        sent[..24_000],
+        "the partial reply is the echo's start"
+    );
+}

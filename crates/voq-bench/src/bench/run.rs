@@ -356,6 +356,8 @@ fn call_options(s: &Scenario, p: &Prepared) -> CallOptions {
         send_ahead_ms: s.call.send_ahead_ms.map(|l| l.as_ms()),
         timeout: Duration::from_secs(s.call.timeout_s),
         transport: s.carrier.transport(),
+        // The scenarios' outages are the measurement: a call rides them out however long.
+        dead_after: None,
         ..Default::default()
     }
 }
