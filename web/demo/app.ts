@@ -13,7 +13,7 @@
 // samples, with keep_capture=1), which the test compares with the server's recording.
 
 import { VoqClient, VoqError } from '@voq/client';
-import type { Codec, Mode, TransportChoice, VoqEvent, VoqStats } from '@voq/client';
+import type { Codec, Mode, TransportChoice, VoqEvent, VoqServerConfig, VoqStats } from '@voq/client';
 
 interface LogEntry {
   t: number;
@@ -51,6 +51,25 @@ const events: LogEntry[] = [];
 if (params.get('disable_webtransport') === '1') {
   // As if the browser had no WebTransport: the auto race must fall back to WebSocket.
   (window as unknown as { WebTransport?: unknown }).WebTransport = undefined;
+}
+
+/** A checkbox of the settings; `?PARAM=0` or `=1` in the URL sets it. */
+function toggle(id: string, param: string): boolean {
+  const box = $<HTMLInputElement>(id);
+  const fromUrl = params.get(param);
+  if (fromUrl === '0' || fromUrl === '1') box.checked = fromUrl === '1';
+  return box.checked;
+}
+
+/** The server's `/voq/config.json`, when `voq serve` put it into the page (no fetch needed). */
+function embeddedConfig(): VoqServerConfig | null {
+  const text = document.getElementById('voq-config')?.textContent;
+  if (!text) return null;
+  try {
+    return JSON.parse(text) as VoqServerConfig;
+  } catch {
+    return null;
+  }
 }
 
 function choose<T extends string>(name: string, allowed: readonly T[]): T {
@@ -164,13 +183,21 @@ function makeClient(): VoqClient {
   const codec = choose<Codec>('codec', ['opus', 'pcm16']);
   const transport = choose<TransportChoice>('transport', ['auto', 'webtransport', 'websocket']);
   const capture = params.get('capture');
+  // `?config=fetch`: ask /voq/config.json as an integrator's page without the embedded one does.
+  const serverConfig = params.get('config') === 'fetch' ? null : embeddedConfig();
   const c = new VoqClient({
     mode,
     codec,
     transport,
     echoCancellationLoopback: params.get('aec') !== '0',
+    microphone: {
+      echoCancellation: toggle('mic-ec', 'ec'),
+      noiseSuppression: toggle('mic-ns', 'ns'),
+      autoGainControl: toggle('mic-agc', 'agc'),
+    },
     keepCapturedAudio: params.get('keep_capture') === '1',
     ...(capture === 'worklet' || capture === 'track-processor' ? { capture } : {}),
+    ...(serverConfig ? { serverConfig } : {}),
   });
   c.on('*', (e) => {
     // RTT probes once a second would drown the log; the RTT shows in the stats instead.

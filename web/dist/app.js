@@ -2935,6 +2935,13 @@ var ClientSession = class {
 };
 
 // packages/client/src/client.ts
+function microphoneConstraints(m) {
+  const c = {};
+  if (m.echoCancellation !== void 0) c.echoCancellation = m.echoCancellation;
+  if (m.noiseSuppression !== void 0) c.noiseSuppression = m.noiseSuppression;
+  if (m.autoGainControl !== void 0) c.autoGainControl = m.autoGainControl;
+  return c;
+}
 var NETWORK_OUTPUTS = /* @__PURE__ */ new Set(["control", "open_stream", "stream_data", "finish_stream", "reset_stream", "stop_sending"]);
 var VoqClient = class extends Emitter {
   opts;
@@ -3025,6 +3032,7 @@ var VoqClient = class extends Emitter {
       const o = {};
       if (this.opts.echoCancellationLoopback !== void 0) o.echoCancellationLoopback = this.opts.echoCancellationLoopback;
       if (this.opts.capture !== void 0) o.capture = this.opts.capture;
+      if (this.opts.microphone !== void 0) o.constraints = microphoneConstraints(this.opts.microphone);
       this.audioIO = new BrowserAudio(o);
     }
     const audio = this.audioIO;
@@ -3306,6 +3314,7 @@ var VoqClient = class extends Emitter {
     if (this.opts.headStartMs !== void 0) o.headStartMs = this.opts.headStartMs;
     if (this.opts.timeoutMs !== void 0) o.timeoutMs = this.opts.timeoutMs;
     if (this.opts.token !== void 0) o.token = this.opts.token;
+    if (this.opts.serverConfig !== void 0) o.config = this.opts.serverConfig;
     const r = await this.connectFn(o);
     if (this._state === "closed") {
       r.transport.close(Code.NoError, "client closed");
@@ -3618,6 +3627,21 @@ var events = [];
 if (params.get("disable_webtransport") === "1") {
   window.WebTransport = void 0;
 }
+function toggle(id, param) {
+  const box = $(id);
+  const fromUrl = params.get(param);
+  if (fromUrl === "0" || fromUrl === "1") box.checked = fromUrl === "1";
+  return box.checked;
+}
+function embeddedConfig() {
+  const text = document.getElementById("voq-config")?.textContent;
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
 function choose(name, allowed) {
   const fromUrl = params.get(name);
   if (fromUrl && allowed.includes(fromUrl)) {
@@ -3720,13 +3744,20 @@ function makeClient() {
   const codec = choose("codec", ["opus", "pcm16"]);
   const transport = choose("transport", ["auto", "webtransport", "websocket"]);
   const capture = params.get("capture");
+  const serverConfig = params.get("config") === "fetch" ? null : embeddedConfig();
   const c = new VoqClient({
     mode,
     codec,
     transport,
     echoCancellationLoopback: params.get("aec") !== "0",
+    microphone: {
+      echoCancellation: toggle("mic-ec", "ec"),
+      noiseSuppression: toggle("mic-ns", "ns"),
+      autoGainControl: toggle("mic-agc", "agc")
+    },
     keepCapturedAudio: params.get("keep_capture") === "1",
-    ...capture === "worklet" || capture === "track-processor" ? { capture } : {}
+    ...capture === "worklet" || capture === "track-processor" ? { capture } : {},
+    ...serverConfig ? { serverConfig } : {}
   });
   c.on("*", (e) => {
     if (e.type !== "voq.pong") log(e);

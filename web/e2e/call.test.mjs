@@ -463,7 +463,8 @@ describe('browser errors', { skip: missing ?? false }, () => {
         config.webtransport.certificate_hashes = [{ algorithm: 'sha-256', value: '00'.repeat(32) }];
         await route.fulfill({ response: res, json: config });
       });
-      await page.goto(`${base}?transport=webtransport&autostart=1&turn_ms=500&timeout_ms=20000`);
+      // The page fetches its config (not the one voq serve embeds) so that the route can alter it.
+      await page.goto(`${base}?transport=webtransport&config=fetch&autostart=1&turn_ms=500&timeout_ms=20000`);
       await page.waitForFunction(() => window.voq?.done, null, { timeout: 10000 });
       const outcome = await page.evaluate(() => window.voq.done);
       const status = await page.textContent('#status');
@@ -522,7 +523,8 @@ describe('browser errors', { skip: missing ?? false }, () => {
     stopped.push(gone);
     const at = await gone.url;
     const page = await newPage(browser);
-    await page.goto(`${at}?transport=auto`);
+    // As a page that fetches its config: the first thing to fail is that fetch.
+    await page.goto(`${at}?transport=auto&config=fetch`);
     await page.waitForFunction(() => window.voq, null, { timeout: 10000 });
     const exited = new Promise((resolve) => gone.proc.once('exit', resolve));
     gone.proc.kill('SIGTERM');

@@ -27,7 +27,7 @@ import { browserCodecs, floatToPcm16, opusSupport } from './audio/codecs.js';
 import type { AudioFrameDecoder, AudioFrameEncoder, CodecFactory } from './audio/codecs.js';
 import type { AudioIO, EchoLoopbackState } from './audio/io.js';
 import { connect as defaultConnect } from './connect.js';
-import type { Attempt, ConnectOptions, Connected, TransportChoice } from './connect.js';
+import type { Attempt, ConnectOptions, Connected, TransportChoice, VoqServerConfig } from './connect.js';
 import { Emitter } from './emitter.js';
 import { ClosedError, Code, UnreachableError, VoqError, codeName } from './errors.js';
 import type { Codec, ServerEventMap, SessionInfo } from './events.js';
@@ -61,6 +61,14 @@ export interface VoqClientOptions {
   sendAheadMs?: number;
   /** Route playback through a local peer connection so the echo canceller sees it (default true). */
   echoCancellationLoopback?: boolean;
+  /** The browser's processing of the microphone (each on by default). */
+  microphone?: MicrophoneProcessing;
+  /**
+   * What the server's `/voq/config.json` says (the WebTransport URL and its certificate hashes,
+   * the WebSocket path). Given, the client does not fetch it: for a page behind a proxy, a relay
+   * or an anycast name, and to save that round trip before the first words.
+   */
+  serverConfig?: VoqServerConfig;
   /** How the microphone is read (default `auto`: `MediaStreamTrackProcessor` where available). */
   capture?: 'auto' | 'track-processor' | 'worklet';
   /** The session token, or a function that fetches a fresh one (see {@link ConnectOptions.token}). */
@@ -85,6 +93,22 @@ export interface VoqClientOptions {
    * 48 KB per second of audio captured into turns, for as long as the client exists.
    */
   keepCapturedAudio?: boolean;
+}
+
+/** The browser's processing of the microphone, as `getUserMedia` constraints name it. */
+export interface MicrophoneProcessing {
+  echoCancellation?: boolean;
+  noiseSuppression?: boolean;
+  autoGainControl?: boolean;
+}
+
+/** The `getUserMedia` constraints of {@link MicrophoneProcessing}: only what was set. */
+export function microphoneConstraints(m: MicrophoneProcessing): MediaTrackConstraints {
+  const c: MediaTrackConstraints = {};
+  if (m.echoCancellation !== undefined) c.echoCancellation = m.echoCancellation;
+  if (m.noiseSuppression !== undefined) c.noiseSuppression = m.noiseSuppression;
+  if (m.autoGainControl !== undefined) c.autoGainControl = m.autoGainControl;
+  return c;
 }
 
 export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -287,6 +311,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
       const o: BrowserAudioOptions = {};
       if (this.opts.echoCancellationLoopback !== undefined) o.echoCancellationLoopback = this.opts.echoCancellationLoopback;
       if (this.opts.capture !== undefined) o.capture = this.opts.capture;
+      if (this.opts.microphone !== undefined) o.constraints = microphoneConstraints(this.opts.microphone);
       this.audioIO = new BrowserAudio(o);
     }
     const audio = this.audioIO;
@@ -599,6 +624,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
     if (this.opts.headStartMs !== undefined) o.headStartMs = this.opts.headStartMs;
     if (this.opts.timeoutMs !== undefined) o.timeoutMs = this.opts.timeoutMs;
     if (this.opts.token !== undefined) o.token = this.opts.token;
+    if (this.opts.serverConfig !== undefined) o.config = this.opts.serverConfig;
     const r = await this.connectFn(o);
     if (this._state === 'closed') {
       r.transport.close(Code.NoError, 'client closed');

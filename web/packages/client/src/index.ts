@@ -8,8 +8,8 @@
  *   WebSocket mux's rules as a sans-IO state machine.
  */
 
-export { VoqClient } from './client.js';
-export type { ClientState, LocalEventMap, Mode, VoqClientOptions, VoqEvent, VoqEventMap, VoqStats } from './client.js';
+export { VoqClient, microphoneConstraints } from './client.js';
+export type { ClientState, LocalEventMap, MicrophoneProcessing, Mode, VoqClientOptions, VoqEvent, VoqEventMap, VoqStats } from './client.js';
 export { connect, certificateHashes, fetchServerConfig, raceTransports, webSocketUrl } from './connect.js';
 export type { Attempt, ConnectOptions, Connected, Dial, TransportChoice, VoqServerConfig } from './connect.js';
 export { ClientSession, DEFAULT_SESSION_CONFIG } from './session.js';

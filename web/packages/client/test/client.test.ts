@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { VoqClient } from '../src/client.js';
-import type { Connected } from '../src/connect.js';
+import { VoqClient, microphoneConstraints } from '../src/client.js';
+import type { ConnectOptions, Connected } from '../src/connect.js';
 import { pcm16Codecs } from '../src/audio/codecs.js';
 import { AudioStreamDecoder, EventDecoder, StreamKind, encodeEvent, encodeFrame, encodeHeader } from '../src/wire.js';
 import type { AudioItem } from '../src/wire.js';
@@ -46,6 +46,32 @@ function client(opts: { mode?: 'push_to_talk' | 'server_vad'; keepCapturedAudio?
   };
   return { c, audio, dials, accept };
 }
+
+describe('VoqClient options for integrators', () => {
+  it('passes a given server config to connect (no /voq/config.json fetch) and only the microphone settings given', async () => {
+    const seen: ConnectOptions[] = [];
+    const serverConfig = {
+      webtransport: { url: 'https://anycast.example:443/voq', certificate_hashes: [{ algorithm: 'sha-256', value: 'ab' }] },
+      websocket: { path: '/voq', tls: true },
+    };
+    const c = new VoqClient({
+      codec: 'pcm16',
+      audio: new FakeAudio(),
+      codecs: pcm16Codecs,
+      serverConfig,
+      connect: (o) => {
+        seen.push(o);
+        return new Promise<Connected>(() => {});
+      },
+    });
+    void c.start();
+    await tick();
+    expect(seen[0]?.config).toEqual(serverConfig);
+    expect(microphoneConstraints({ echoCancellation: false })).toEqual({ echoCancellation: false });
+    expect(microphoneConstraints({ noiseSuppression: true, autoGainControl: false })).toEqual({ noiseSuppression: true, autoGainControl: false });
+    expect(microphoneConstraints({})).toEqual({});
+  });
+});
 
 describe('VoqClient', () => {
   it('buffers audio captured before the connection is up and sends all of it, in order', async () => {
