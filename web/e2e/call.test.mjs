@@ -173,6 +173,8 @@ describe('browser call', { skip: missing ?? false }, () => {
     }
     const rec = readWav(wav);
     assert.equal(meta.kind, 'user_turn');
+    // When the turn's first frame reached the server (setup without polling counters).
+    assert.ok(meta.first_frame_unix_ms > 0 && meta.first_frame_after_connected_ms >= 0, JSON.stringify(meta));
     assert.equal(meta.samples, rec.pcm.length);
     assert.equal(rec.rate, 24000);
     const recMs = (rec.samples.length * 1000) / 24000;

@@ -14,6 +14,16 @@ use serde_json::json;
 use voq_proto::event::ResponseStatus;
 use voq_proto::event::VoqResponseStats;
 
+/// When a turn's first audio frame reached the server: for measuring setup from the recording
+/// (`first_frame_unix_ms` against the client's clock on the same machine) without polling.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstFrame {
+    /// From the connection being up (handshake done) to the frame.
+    pub after_connected_ms: u64,
+    /// Wall clock.
+    pub unix_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Recorder {
     dir: PathBuf,
@@ -46,11 +56,14 @@ impl Recorder {
         pcm: &[i16],
         frames: u64,
         audio_ms: u64,
+        first_frame: Option<FirstFrame>,
     ) {
         let meta = json!({
             "kind": "user_turn", "session_id": session, "transport": transport, "item_id": item_id,
             "frames": frames, "audio_ms": audio_ms, "samples": pcm.len(),
             "sample_rate": voq_audio::SAMPLE_RATE, "recorded_at_unix_ms": unix_ms(),
+            "first_frame_unix_ms": first_frame.map(|f| f.unix_ms),
+            "first_frame_after_connected_ms": first_frame.map(|f| f.after_connected_ms),
         });
         self.write(session, item_id, pcm.to_vec(), meta);
     }
@@ -135,7 +148,7 @@ fn safe(s: &str) -> String {
         .collect()
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -51,6 +51,9 @@ struct TurnAudio {
     /// the prompt's flow was interrupted (a network change, an outage).
     last_frame_at: Instant,
     max_frame_gap: Duration,
+    /// When the turn's first frame arrived (wall clock too, for a recording's sidecar).
+    first_frame_at: Instant,
+    first_frame_unix_ms: u64,
 }
 
 /// Per-response state of the shell: the agent task and the encoder.
@@ -145,6 +148,7 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext, credential: Credent
 }
 
 async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential) {
+    let connected_at = Instant::now();
     let carrier = link.carrier();
     ctx.stats.sessions_started.get(carrier).inc();
     // Every start has its end, however the session ends (the active gauge is their difference).
@@ -191,7 +195,7 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
     .into_iter()
     .flatten()
     .min();
-    let mut shell = Shell::new(link, agent, &mut ctx, control);
+    let mut shell = Shell::new(link, agent, &mut ctx, control, connected_at);
     if !first_bytes.is_empty() {
         shell.on_inbound(Inbound::Control(first_bytes));
     }
@@ -328,6 +332,10 @@ struct Shell {
     log_budget: LogBudget,
     /// When the call must end (the server's or the token's maximum duration).
     call_deadline: Option<Instant>,
+    /// When the connection was up (the handshake done), and whether a turn's first audio has
+    /// been counted yet: setup as the server sees it.
+    connected_at: Instant,
+    first_audio_counted: bool,
 }
 
 impl Shell {
@@ -336,6 +344,7 @@ impl Shell {
         agent: Arc<dyn Agent>,
         ctx: &mut SessionContext,
         control: (SendHalf, RecvHalf),
+        connected_at: Instant,
     ) -> Self {
         let (agent_tx, agent_rx) = mpsc::channel(16);
         let epoch = Instant::now();
@@ -355,6 +364,8 @@ impl Shell {
             vad: None,
             log_budget: LogBudget::default(),
             call_deadline: None,
+            connected_at,
+            first_audio_counted: false,
         }
     }
 
@@ -497,6 +508,13 @@ impl Shell {
                         ctx.observe(SessionEventKind::TurnFirstAudio {
                             item_id: item_id.clone(),
                         });
+                        if !self.first_audio_counted {
+                            // Setup as the server sees it: handshake done → first user audio.
+                            self.first_audio_counted = true;
+                            let ms = self.connected_at.elapsed().as_millis() as u64;
+                            ctx.stats.first_audio_ms.add(ms);
+                            ctx.stats.first_audio_sessions.inc();
+                        }
                     }
                     self.on_turn_audio(item_id, codec, &payload);
                 }
@@ -518,11 +536,22 @@ impl Shell {
                         audio_ms,
                         max_frame_gap,
                     });
+                    let first_frame =
+                        self.turns
+                            .get(&source_item_id)
+                            .map(|t| crate::record::FirstFrame {
+                                after_connected_ms: t
+                                    .first_frame_at
+                                    .saturating_duration_since(self.connected_at)
+                                    .as_millis()
+                                    as u64,
+                                unix_ms: t.first_frame_unix_ms,
+                            });
                     let pcm = self.take_committed(&source_item_id, &item_id, samples);
                     info!(%item_id, frames, audio_ms, "user turn committed");
                     if let Some(rec) = &ctx.recorder {
                         let who = (ctx.proto.session_id.as_str(), ctx.proto.transport.as_str());
-                        rec.user_turn(who, &item_id, &pcm, frames, audio_ms);
+                        rec.user_turn(who, &item_id, &pcm, frames, audio_ms, first_frame);
                     }
                     // Only the newest committed turns can still get a response (a new turn
                     // supersedes older ones): keep a few, not every turn of the call.
@@ -628,6 +657,8 @@ impl Shell {
                     base: 0,
                     last_frame_at: Instant::now(),
                     max_frame_gap: Duration::ZERO,
+                    first_frame_at: Instant::now(),
+                    first_frame_unix_ms: crate::record::unix_ms(),
                 }),
                 Err(err) => {
                     warn!("cannot create a {codec} decoder: {err}");

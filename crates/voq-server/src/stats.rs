@@ -111,6 +111,8 @@ stats! {
     agent_bytes_sent: "bytes of agent audio frames sent",
     client_errors: "error events sent for bad client input",
     internal_errors: "failures of the server's own making (a bug or a resource failure)",
+    first_audio_ms: "sum over sessions of the ms from the connection being up (handshake done) to the first user audio frame: setup as the server sees it (divide by voq_first_audio_sessions_total)",
+    first_audio_sessions: "sessions whose first user audio frame arrived (the count of voq_first_audio_ms_total)",
 }
 
 impl Stats {

@@ -75,6 +75,20 @@ async fn echo_in_pcm16_returns_the_prompt_bit_exact() {
         r.reply.status,
         Some(voq_proto::event::ResponseStatus::Completed)
     );
+    // Setup as the server saw it: one session's first audio, within the call's own time.
+    let stats = server.stats();
+    assert_eq!(stats.first_audio_sessions.get(), 1);
+    assert!(
+        stats.first_audio_ms.get() < 5_000,
+        "{}",
+        stats.first_audio_ms.get()
+    );
+    assert!(
+        stats
+            .render_prometheus()
+            .contains("voq_first_audio_sessions_total 1"),
+        "the metric is exported"
+    );
     server.shutdown().await;
     // --record wrote the turn and the response, each a WAV and a JSON sidecar.
     let session_dir = std::fs::read_dir(dir.path())
@@ -97,6 +111,17 @@ async fn echo_in_pcm16_returns_the_prompt_bit_exact() {
     assert_eq!(
         recorded.samples, prompt,
         "the recorded user turn is what the user said"
+    );
+    // Its sidecar says when the turn's first frame arrived, so setup needs no polling.
+    let sidecar = session_dir.join(turn_wav.replace(".wav", ".json"));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sidecar).unwrap()).unwrap();
+    let after = meta["first_frame_after_connected_ms"].as_u64().unwrap();
+    assert!(after < 5_000, "{meta}");
+    let at = meta["first_frame_unix_ms"].as_u64().unwrap();
+    assert!(
+        at <= meta["recorded_at_unix_ms"].as_u64().unwrap(),
+        "{meta}"
     );
 }
 
