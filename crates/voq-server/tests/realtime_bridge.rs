@@ -23,6 +23,29 @@ use voq_transport::Carrier;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+/// Calls `edge` with `turns`, captured all at once (`tweak` sets the rest): the outcome and each
+/// turn's reply status.
+async fn call_edge(
+    edge: &Server,
+    turns: Vec<Vec<i16>>,
+    tweak: impl FnOnce(&mut CallOptions),
+) -> (voq_client::CallOutcome, Vec<Option<ResponseStatus>>) {
+    let mut opts = CallOptions {
+        turns,
+        input_speed: 0.0,
+        ..Default::default()
+    };
+    tweak(&mut opts);
+    let outcome = common::call(edge, opts).await.unwrap();
+    let statuses = outcome
+        .report
+        .turns
+        .iter()
+        .map(|t| t.reply_status)
+        .collect();
+    (outcome, statuses)
+}
+
 async fn bridge_server(upstream: &str) -> Server {
     Server::start(Settings::loopback(&format!("realtime:{upstream}")))
         .await
@@ -270,18 +293,12 @@ async fn the_bridge_speaks_ga_upstream_and_truncates_where_the_user_stopped_hear
         .await
         .unwrap();
     let prompt = common::prompt(24_000 * 3);
-    let outcome = common::call(
-        &edge,
-        CallOptions {
-            turns: vec![prompt.clone()],
-            input_speed: 0.0,
-            interrupt_after: Some(Duration::from_millis(600)),
-            record_events: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (outcome, statuses) = call_edge(&edge, vec![prompt.clone()], |o| {
+        o.interrupt_after = Some(Duration::from_millis(600));
+        o.record_events = true;
+    })
+    .await;
+    assert_eq!(statuses, [Some(ResponseStatus::Cancelled)]);
     // The upstream's transcript reached the client under voq's ids, and in the end whole.
     let deltas: Vec<&Value> = outcome
         .events
@@ -304,27 +321,8 @@ async fn the_bridge_speaks_ga_upstream_and_truncates_where_the_user_stopped_hear
         .collect();
     assert_eq!(done.event["transcript"], whole);
     // The client's side of the call is GA too, transcripts included.
-    let client_log = tempfile::tempdir().unwrap();
-    let client_path = client_log.path().join("client.jsonl");
-    let lines: Vec<String> = outcome
-        .events
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect();
-    std::fs::write(&client_path, lines.join("\n")).unwrap();
-    let check = std::process::Command::new(&python)
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../scripts/peers/realtime_ga.py"),
-        )
-        .arg(&client_path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let (code, summary) = common::check_ga(&python, &outcome.events);
+    assert_eq!(code, 0, "{summary:#}");
     let heard = outcome
         .report
         .interrupt
@@ -387,26 +385,8 @@ async fn the_bridge_speaks_ga_upstream_and_truncates_where_the_user_stopped_hear
             event,
         })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("upstream.jsonl");
-    let lines: Vec<String> = log
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    let check = std::process::Command::new(&python)
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../scripts/peers/realtime_ga.py"),
-        )
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let (code, summary) = common::check_ga(&python, &log);
+    assert_eq!(code, 0, "{summary:#}");
     edge.shutdown().await;
 }
 
@@ -416,23 +396,10 @@ async fn a_cancelled_responses_late_audio_never_reaches_the_next_reply() {
     let edge = bridge_server(&mock.url).await;
     let first = common::prompt(24_000 * 3);
     let second = common::prompt(24_000);
-    let outcome = common::call(
-        &edge,
-        CallOptions {
-            turns: vec![first, second.clone()],
-            input_speed: 0.0,
-            interrupt_after: Some(Duration::from_millis(300)),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let statuses: Vec<_> = outcome
-        .report
-        .turns
-        .iter()
-        .map(|t| t.reply_status)
-        .collect();
+    let (outcome, statuses) = call_edge(&edge, vec![first, second.clone()], |o| {
+        o.interrupt_after = Some(Duration::from_millis(300));
+    })
+    .await;
     assert_eq!(statuses[0], Some(ResponseStatus::Cancelled), "{statuses:?}");
     // The late delta is 2,400 samples of 0x5555, which speech never is: none of it reached the
     // client, in either response.
@@ -458,16 +425,8 @@ async fn a_connection_lost_before_the_reply_sends_the_turn_again_and_nothing_is_
     let mock = mock_upstream(Mock::DropBeforeAudio).await;
     let edge = bridge_server(&mock.url).await;
     let prompt = common::prompt(24_000);
-    let outcome = common::call(
-        &edge,
-        CallOptions {
-            turns: vec![prompt.clone()],
-            input_speed: 0.0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (outcome, statuses) = call_edge(&edge, vec![prompt.clone()], |_| {}).await;
+    assert_eq!(statuses, [Some(ResponseStatus::Completed)]);
     assert!(
         outcome.reply_received == prompt,
         "the reply after the reconnect differs"
@@ -481,22 +440,7 @@ async fn a_connection_lost_mid_reply_fails_that_response_and_the_next_turn_recon
     let mock = mock_upstream(Mock::DropMidReply).await;
     let edge = bridge_server(&mock.url).await;
     let prompt = common::prompt(24_000);
-    let outcome = common::call(
-        &edge,
-        CallOptions {
-            turns: vec![prompt.clone(), prompt.clone()],
-            input_speed: 0.0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let statuses: Vec<_> = outcome
-        .report
-        .turns
-        .iter()
-        .map(|t| t.reply_status)
-        .collect();
+    let (outcome, statuses) = call_edge(&edge, vec![prompt.clone(), prompt.clone()], |_| {}).await;
     assert_eq!(
         statuses,
         [
@@ -513,21 +457,11 @@ async fn a_connection_lost_mid_reply_fails_that_response_and_the_next_turn_recon
 async fn an_upstream_that_sends_another_audio_format_fails_the_response_clearly() {
     let mock = mock_upstream(Mock::WrongFormat).await;
     let edge = bridge_server(&mock.url).await;
-    let outcome = common::call(
-        &edge,
-        CallOptions {
-            turns: vec![common::prompt(4800)],
-            input_speed: 0.0,
-            record_events: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        outcome.report.turns[0].reply_status,
-        Some(ResponseStatus::Failed)
-    );
+    let (outcome, statuses) = call_edge(&edge, vec![common::prompt(4800)], |o| {
+        o.record_events = true;
+    })
+    .await;
+    assert_eq!(statuses, [Some(ResponseStatus::Failed)]);
     let error = outcome
         .events
         .iter()
@@ -551,17 +485,14 @@ async fn an_unreachable_upstream_fails_the_response_clearly_and_the_session_goes
         .await
         .unwrap();
     let mut events = edge.events();
-    let outcome = common::call(
+    let (outcome, statuses) = call_edge(
         &edge,
-        CallOptions {
-            turns: vec![common::prompt(4800), common::prompt(4800)],
-            input_speed: 0.0,
-            record_events: true,
-            ..Default::default()
+        vec![common::prompt(4800), common::prompt(4800)],
+        |o| {
+            o.record_events = true;
         },
     )
-    .await
-    .unwrap();
+    .await;
     // The client is told what happened, in words, and never the key.
     let errors: Vec<&Value> = outcome
         .events
@@ -576,12 +507,6 @@ async fn an_unreachable_upstream_fails_the_response_clearly_and_the_session_goes
         assert!(message.contains("unreachable"), "{message}");
         assert!(!message.contains("sk-test"), "{message}");
     }
-    let statuses: Vec<_> = outcome
-        .report
-        .turns
-        .iter()
-        .map(|t| t.reply_status)
-        .collect();
     assert_eq!(
         statuses,
         [Some(ResponseStatus::Failed), Some(ResponseStatus::Failed)]

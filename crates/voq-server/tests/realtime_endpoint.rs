@@ -84,13 +84,8 @@ async fn the_official_python_sdk_talks_to_an_echo_agent_bit_exact_with_barge_in_
         assert!((2000..=3400).contains(&stopped), "{summary:#}");
         assert_eq!(summary["vad"]["status"], "completed");
         // Every event both ways is a GA event (the translator's own included).
-        let check = std::process::Command::new(&python)
-            .arg(repo("scripts/peers/realtime_ga.py"))
-            .arg(out.path().join("events.jsonl"))
-            .output()
-            .unwrap();
-        let report: Value = serde_json::from_slice(&check.stdout).unwrap();
-        assert!(check.status.success(), "{report:#}");
+        let (code, report) = common::check_ga_file(&python, &out.path().join("events.jsonl"));
+        assert_eq!(code, 0, "{report:#}");
         for kind in [
             "response.output_item.added",
             "response.content_part.added",
@@ -160,16 +155,8 @@ async fn the_official_node_sdk_talks_to_an_echo_agent_over_wss() {
     );
     assert_eq!(summary["barge_in"]["audio_end_ms"], 400, "{summary:#}");
     assert_eq!(summary["barge_in"]["status"], "cancelled");
-    let check = std::process::Command::new(&python)
-        .arg(repo("scripts/peers/realtime_ga.py"))
-        .arg(out.path().join("events.jsonl"))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let (code, report) = common::check_ga_file(&python, &out.path().join("events.jsonl"));
+    assert_eq!(code, 0, "{report:#}");
     server.shutdown().await;
 }
 

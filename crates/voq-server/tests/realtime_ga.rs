@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,42 +15,9 @@ use voq_client::events::{Direction, EventLog, LoggedEvent};
 use voq_server::{Server, Settings};
 use voq_transport::Carrier;
 
-fn validator() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/realtime_ga.py")
-}
-
-/// Writes `events` as `voq call --events` does and runs the SDK's types over them: (exit code,
-/// summary).
-fn validate(python: &Path, events: &[LoggedEvent]) -> (i32, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let lines: Vec<String> = events
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    let out = std::process::Command::new(python)
-        .arg(validator())
-        .arg(&path)
-        .output()
-        .unwrap();
-    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the validator printed no summary ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), summary)
-}
-
-/// 24 kHz speech (the carwash prompt) followed by `silence_ms` of silence.
+/// The carwash prompt followed by `silence_ms` of silence.
 fn prompt_then_silence(silence_ms: usize) -> Vec<i16> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio/prompt-carwash-24k.wav");
-    let mut pcm = voq_audio::read_wav_file(path)
-        .unwrap()
-        .to_mono_24k()
-        .unwrap();
+    let mut pcm = common::prompt(usize::MAX);
     pcm.extend(std::iter::repeat_n(0, silence_ms * 24));
     pcm
 }
@@ -186,7 +152,7 @@ async fn every_event_of_real_sessions_validates_against_the_realtime_ga_types() 
     events.extend(vad.events);
     events.extend(realtime_client_events(&server).await);
 
-    let (code, summary) = validate(&python, &events);
+    let (code, summary) = common::check_ga(&python, &events);
     assert_eq!(code, 0, "{summary:#}");
     let seen = |direction: &str| -> BTreeSet<String> {
         summary["types"][direction]
@@ -196,27 +162,21 @@ async fn every_event_of_real_sessions_validates_against_the_realtime_ga_types() 
             .map(|t| t.as_str().unwrap().to_string())
             .collect()
     };
-    let must = |list: &[&str]| -> BTreeSet<String> { list.iter().map(|s| s.to_string()).collect() };
-    let sent = must(&[
-        "session.update",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-        "response.create",
-        "response.cancel",
-        "conversation.item.truncate",
-    ]);
-    let received = must(&[
-        "session.created",
-        "session.updated",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
-        "input_audio_buffer.committed",
-        "input_audio_buffer.cleared",
-        "response.created",
-        "response.done",
-        "conversation.item.truncated",
-        "error",
-    ]);
+    // Every client event voq takes, but its own extensions.
+    let sent: BTreeSet<String> = voq_proto::event::CLIENT_EVENT_TYPES
+        .iter()
+        .filter(|t| !t.starts_with("voq.") && **t != "output_audio_buffer.played")
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(sent.len(), 6, "{sent:?}");
+    // Every server event voq has, but voq's own and the transcripts (no built-in agent has
+    // one: tests/realtime_bridge.rs checks those).
+    let received: BTreeSet<String> = voq_proto::event::SERVER_EVENT_TYPES
+        .iter()
+        .filter(|t| !t.starts_with("voq.") && !t.contains("transcript"))
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(received.len(), 10, "{received:?}");
     assert!(
         seen("sent").is_superset(&sent),
         "client events not exercised: {:?}",
@@ -273,7 +233,7 @@ async fn the_check_catches_beta_shapes_and_wrong_types() {
             event: json!({"type": "session.update", "session": {"input_audio_format": "pcm16"}}),
         },
     ];
-    let (code, summary) = validate(&python, &bad);
+    let (code, summary) = common::check_ga(&python, &bad);
     assert_eq!(code, 1, "{summary:#}");
     assert_eq!(
         summary["failures"].as_array().unwrap().len(),

@@ -133,3 +133,37 @@ pub fn peer_python(peer: &str) -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: {peer}: {why}");
     None
 }
+
+/// Runs scripts/peers/realtime_ga.py (the `openai` SDK's Realtime GA types) over a JSON-lines
+/// event log: (exit code, its summary). 0: every event conforms.
+pub fn check_ga_file(python: &std::path::Path, log: &std::path::Path) -> (i32, serde_json::Value) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peers/realtime_ga.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(log)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the GA check: {e}"));
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the GA check printed no summary ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), summary)
+}
+
+/// [`check_ga_file`] over events in memory, written as `voq call --events` writes them.
+pub fn check_ga(
+    python: &std::path::Path,
+    events: &[voq_client::events::LoggedEvent],
+) -> (i32, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    let path = dir.path().join("events.jsonl");
+    let lines: Vec<String> = events
+        .iter()
+        .filter_map(|e| serde_json::to_string(e).ok())
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap_or_else(|e| panic!("writing the log: {e}"));
+    check_ga_file(python, &path)
+}
