@@ -83,24 +83,19 @@ pub struct RealtimeAdapter {
     out: VecDeque<RealtimeOutput>,
 }
 
-impl Default for RealtimeAdapter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl RealtimeAdapter {
-    /// A session in push-to-talk mode until the server says otherwise. Its first output opens
-    /// the control stream (a stream opens with its first byte) with a `voq.ping`, whose pong is
-    /// not passed on: the Realtime client's first event may be a long time coming, and the
-    /// server waits only so long for the control stream.
-    pub fn new() -> Self {
+    /// A session whose server starts with server VAD on or off (`server_vad`), until the server
+    /// says otherwise (`session.created`, `session.updated`). Its first output opens the control
+    /// stream (a stream opens with its first byte) with a `voq.ping`, whose pong is not passed
+    /// on: the Realtime client's first event may be a long time coming, and the server waits
+    /// only so long for the control stream.
+    pub fn new(server_vad: bool) -> Self {
         let mut opening = Vec::new();
         if wire::encode_event(br#"{"type":"voq.ping","id":0}"#, &mut opening).is_err() {
             unreachable!("a short event")
         }
         Self {
-            server_vad: false,
+            server_vad,
             turn: None,
             commits_pending: 0,
             held: VecDeque::new(),
@@ -290,7 +285,12 @@ impl RealtimeAdapter {
                         .pointer("/session/audio/input/turn_detection")
                         .is_none_or(Value::is_null);
                 }
-                Some("input_audio_buffer.committed") if !self.server_vad => self.commit_settled(),
+                // Settles a push-to-talk commit of ours (with server VAD on, a commit of the
+                // server's own may settle it early: events then go on a little sooner, never
+                // held for good).
+                Some("input_audio_buffer.committed") if self.commits_pending > 0 => {
+                    self.commit_settled()
+                }
                 // A refused commit: nothing to wait for any more.
                 Some("error")
                     if self.commits_pending > 0
@@ -426,7 +426,7 @@ mod tests {
 
     /// An adapter past its opening ping, whose pong the client never sees.
     fn adapter() -> RealtimeAdapter {
-        let mut a = RealtimeAdapter::new();
+        let mut a = RealtimeAdapter::new(false);
         let out = drain(&mut a);
         let [RealtimeOutput::ToSession(Transmit::Control(ping))] = &out[..] else {
             panic!("{out:?}")
@@ -546,6 +546,21 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_session_that_starts_with_server_vad_is_treated_so_before_the_server_says() {
+        let mut a = RealtimeAdapter::new(true);
+        drain(&mut a);
+        a.handle_client_text(&append(&[1]));
+        drain(&mut a);
+        // Not a FIN: with server VAD the stream stays open and the commit goes to the server.
+        a.handle_client_text(r#"{"type":"input_audio_buffer.commit"}"#);
+        let out = drain(&mut a);
+        assert!(
+            matches!(&out[..], [RealtimeOutput::ToSession(Transmit::Control(_))]),
+            "{out:?}"
+        );
     }
 
     #[test]

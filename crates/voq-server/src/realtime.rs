@@ -73,7 +73,8 @@ where
     let control = link.open_bi().await?;
     let (mut streams, mut inbound) = Streams::start(link.clone(), control);
     let (mut to_client, mut from_client) = client.split();
-    let mut adapter = RealtimeAdapter::new();
+    // As configured in `serve`: the session starts with server VAD.
+    let mut adapter = RealtimeAdapter::new(true);
     drain(&mut adapter, &mut streams, &mut to_client).await?;
     let why = loop {
         tokio::select! {
