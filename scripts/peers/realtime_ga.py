@@ -28,7 +28,7 @@ from openai.types.realtime import (
 
 VOQ_ONLY = {
     "sent": {"voq.ping", "output_audio_buffer.played"},
-    "received": {"voq.pong"},
+    "received": {"voq.pong", "voq.session.resumed"},
 }
 
 

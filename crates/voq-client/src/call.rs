@@ -126,6 +126,16 @@ pub struct CallOptions {
     /// longer than the network outages a call must ride out (a 1.5 s blackout and QUIC's
     /// recovery after it).
     pub dead_after: Option<Duration>,
+    /// When the server gave a resume token and the connection is lost (closed, reset, or the
+    /// server silent for [`CallOptions::resume_after`]), reconnect to the same address and take
+    /// the session back, trying for this long; the turns the server had not confirmed are sent
+    /// again from where it held them, and the reply plays on from the sample it had reached.
+    /// `None`: never (the call fails as without a token). Default 30 s.
+    pub resume_within: Option<Duration>,
+    /// With a resume token, give a silent connection up after this long (instead of
+    /// `dead_after`) and reconnect. Default 2 s: longer than a 1.5 s blackout, which QUIC rides
+    /// out on the connection it has.
+    pub resume_after: Duration,
 }
 
 /// After this long without a word from the server while a turn or reply is under way, the
@@ -180,6 +190,8 @@ impl Default for CallOptions {
             rebind: None,
             record_events: false,
             dead_after: Some(Duration::from_secs(5)),
+            resume_within: Some(Duration::from_secs(30)),
+            resume_after: Duration::from_secs(2),
         }
     }
 }
@@ -314,13 +326,13 @@ impl Client {
             .as_ref()
             .map(|(task, _)| AbortOnDrop(task.abort_handle()));
         let mut outcome = match zero_rtt {
-            None => Self::session(&link, &opts, false, setup, target).await?,
+            None => self.session(&link, &opts, false, setup, target).await?,
             Some(accepted) => {
                 // The session starts in 0-RTT. If the server rejects the early data (its
                 // ticket key is not ours: another server, a restarted one), every stream of it
                 // is gone: start the session again. Nothing is lost: the server saw none of it,
                 // and the turns are sent again from their start.
-                let mut early = Box::pin(Self::session(&link, &opts, true, setup, target));
+                let mut early = Box::pin(self.session(&link, &opts, true, setup, target));
                 tokio::pin!(accepted);
                 let accepted_now = tokio::select! {
                     accepted = &mut accepted => Some(accepted),
@@ -349,8 +361,7 @@ impl Client {
                             .await?;
                         let _close_again = CloseOnDrop(again.clone());
                         let setup = started.elapsed();
-                        let mut outcome =
-                            Self::session(&again, &opts, false, setup, target).await?;
+                        let mut outcome = self.session(&again, &opts, false, setup, target).await?;
                         outcome.report.setup.zero_rtt_rejected = true;
                         outcome
                     }
@@ -405,6 +416,7 @@ impl Client {
 
     /// One voq session on `link`: the control stream, the turns, the replies.
     async fn session(
+        &self,
         link: &Link,
         opts: &CallOptions,
         zero_rtt: bool,
@@ -415,7 +427,7 @@ impl Client {
             .open_bi()
             .await
             .context("cannot open the control stream")?;
-        let mut call = Call::new(link.clone(), control, opts, zero_rtt, setup, target)?;
+        let mut call = Call::new(self, link.clone(), control, opts, zero_rtt, setup, target)?;
         match call.run(opts).await {
             Ok(()) => Ok(call.finish()),
             Err(e) => {
@@ -559,7 +571,17 @@ impl Client {
 /// The most reply audio a call keeps (for `--output` and reports), in seconds.
 const MAX_RECEIVED_S: usize = 3600;
 
-struct Call {
+struct Call<'a> {
+    /// The client and the address, to reconnect with.
+    client: &'a Client,
+    target: Target,
+    /// When the call started, for the report's times.
+    started: Instant,
+    /// The server refused to resume: the next reconnection starts a new session.
+    resume_refused: Option<String>,
+    /// The server's first answer on a connection (`session.created`, `voq.session.resumed`)
+    /// arrived since this was last cleared.
+    session_answered: bool,
     link: Link,
     /// The last `error` event, for the message when the server then ends the call.
     last_server_error: Option<String>,
@@ -585,8 +607,9 @@ struct Call {
     pings: u64,
 }
 
-impl Call {
+impl<'a> Call<'a> {
     fn new(
+        client: &'a Client,
         link: Link,
         control: (
             voq_transport::carrier::SendHalf,
@@ -616,6 +639,11 @@ impl Call {
         };
         let encoder = call_encoder(opts.codec, voq_audio::Encoder::new)?;
         Ok(Self {
+            client,
+            target: target.clone(),
+            started: Instant::now(),
+            resume_refused: None,
+            session_answered: false,
             last_server_error: None,
             link,
             session,
@@ -708,7 +736,7 @@ impl Call {
                 capture_start + frame_time.mul_f64(next_frame as f64 / opts.input_speed.max(1e-9))
             });
             let wake = self.session.poll_timeout().map(Instant::from_std);
-            tokio::select! {
+            let lost: Option<String> = tokio::select! {
                 _ = device.tick() => {
                     let now = Instant::now();
                     let mut q = vec![0i16; quantum_samples];
@@ -727,30 +755,38 @@ impl Call {
                         interrupted = self.session.interrupt(now.into_std()).is_some();
                     }
                     self.show_progress(index, pcm.len(), next_frame * frame);
-                    self.check_liveness(now, opts.dead_after, turn_ended)?;
+                    self.check_liveness(now, opts, turn_ended)
                 }
-                msg = self.inbound_rx.recv() => {
-                    let Some(msg) = msg else { anyhow::bail!("the connection ended") };
-                    if matches!(msg, Inbound::ControlClosed) {
+                msg = self.inbound_rx.recv() => match msg {
+                    None => Some("the connection ended".to_string()),
+                    Some(Inbound::ControlClosed) => {
                         // A closed connection ends the control stream too: say why it closed.
-                        if let Ok(reason) =
-                            tokio::time::timeout(Duration::from_millis(200), self.link.closed()).await
-                        {
-                            match &self.last_server_error {
-                                Some(e) => anyhow::bail!("the server closed the connection ({reason}) after: {e}"),
-                                None => anyhow::bail!("the server closed the connection: {reason}"),
+                        match tokio::time::timeout(Duration::from_millis(200), self.link.closed()).await {
+                            Ok(reason) => Some(self.closed_reason(&reason)),
+                            Err(_) => {
+                                self.on_inbound(Inbound::ControlClosed)?;
+                                None
                             }
                         }
                     }
-                    self.on_inbound(msg)?;
-                }
+                    Some(msg) => {
+                        self.on_inbound(msg)?;
+                        None
+                    }
+                },
                 _ = sleep_until(next_capture.or(wake)), if next_capture.is_some() || wake.is_some() => {
                     self.session.handle_timeout(Instant::now().into_std());
+                    None
                 }
-                reason = self.link.closed() => match &self.last_server_error {
-                    Some(e) => anyhow::bail!("the server closed the connection ({reason}) after: {e}"),
-                    None => anyhow::bail!("the server closed the connection: {reason}"),
-                },
+                reason = self.link.closed() => Some(self.closed_reason(&reason)),
+            };
+            if let Some(reason) = lost {
+                if !self.may_reconnect(opts) {
+                    anyhow::bail!("{reason}");
+                }
+                self.reconnect(reason, opts).await?;
+                // Silence is counted afresh on the new connection.
+                self.last_heard = Instant::now();
             }
         }
         if self.progress {
@@ -765,9 +801,14 @@ impl Call {
     fn check_liveness(
         &mut self,
         now: Instant,
-        dead_after: Option<Duration>,
+        opts: &CallOptions,
         turn_ended: bool,
-    ) -> anyhow::Result<()> {
+    ) -> Option<String> {
+        let dead_after = if self.may_reconnect(opts) {
+            Some(opts.resume_after)
+        } else {
+            opts.dead_after
+        };
         let silent = now.saturating_duration_since(self.last_heard);
         if silent >= LIVENESS_PING && now.saturating_duration_since(self.last_ping) >= LIVENESS_PING
         {
@@ -798,13 +839,145 @@ impl Call {
         if let Some(limit) = dead_after
             && silent >= limit
         {
-            anyhow::bail!(
+            return Some(format!(
                 "the server stopped answering: nothing for {:.1} s while {what} (it crashed, or \
                  the network to it is down)",
                 silent.as_secs_f64()
-            );
+            ));
         }
-        Ok(())
+        None
+    }
+
+    /// Why the connection closed, in words.
+    fn closed_reason(&self, reason: &str) -> String {
+        match &self.last_server_error {
+            Some(e) => format!("the server closed the connection ({reason}) after: {e}"),
+            None => format!("the server closed the connection: {reason}"),
+        }
+    }
+
+    /// Whether a lost connection is replaced: the server gave a resume token (or refused one,
+    /// once: then a new session carries the unconfirmed turns), the caller allows it, and the
+    /// server did not end the call on purpose (an `error` it sent first, other than a refused
+    /// resume).
+    fn may_reconnect(&self, opts: &CallOptions) -> bool {
+        opts.resume_within.is_some()
+            && (self.session.can_resume() || self.resume_refused.is_some())
+            && (self.last_server_error.is_none() || self.resume_refused.is_some())
+    }
+
+    /// Replaces the lost connection: connects again (same address and carrier) until the
+    /// session is back or `resume_within` has passed, and hands the new carrier to the session.
+    async fn reconnect(&mut self, reason: String, opts: &CallOptions) -> anyhow::Result<()> {
+        let lost_at = Instant::now();
+        let within = opts.resume_within.unwrap_or_default();
+        warn!("{reason}: reconnecting to take the session back");
+        self.session.handle_disconnected(lost_at.into_std());
+        self.link
+            .close(Code::NoError, "connection given up: reconnecting");
+        let mut attempts = 0u32;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if lost_at.elapsed() >= within {
+                anyhow::bail!(
+                    "{reason}; reconnecting failed for {:.1} s ({attempts} attempts)",
+                    within.as_secs_f64()
+                );
+            }
+            attempts += 1;
+            let left = within.saturating_sub(lost_at.elapsed());
+            let connect =
+                self.client
+                    .connect_with(&self.target, opts.transport, opts.token.as_ref(), false);
+            let attempt = async {
+                let (link, _) = connect.await?;
+                let control = link
+                    .open_bi()
+                    .await
+                    .context("cannot open the control stream")?;
+                anyhow::Ok((link, control))
+            };
+            match tokio::time::timeout(left.min(Duration::from_secs(3)), attempt).await {
+                Ok(Ok((link, control))) => {
+                    let (streams, inbound_rx) = Streams::start(link.clone(), control);
+                    self.link = link;
+                    self.streams = streams;
+                    self.inbound_rx = inbound_rx;
+                    self.last_server_error = None;
+                    self.session_answered = false;
+                    self.resume_refused = None;
+                    let resuming = self.session.handle_reconnected(Instant::now().into_std());
+                    self.drain()?;
+                    // The session is back when the server answers the first event.
+                    match self.await_first_answer(lost_at + within).await {
+                        Ok(()) => {
+                            let refused = self.resume_refused.is_some() && resuming;
+                            if refused {
+                                // Go again at once, for a new session this time (the session
+                                // forgot its token): the unconfirmed turns go from their start.
+                                self.session.handle_disconnected(Instant::now().into_std());
+                                self.link
+                                    .close(Code::NoError, "resume refused: new session");
+                                continue;
+                            }
+                            let report = crate::report::ResumeReport {
+                                reason: reason.clone(),
+                                lost_at_ms: ms(lost_at.saturating_duration_since(self.started)),
+                                gap_ms: ms(lost_at.elapsed()),
+                                attempts,
+                                resumed: resuming,
+                                server_id: self
+                                    .session
+                                    .session()
+                                    .and_then(|s| s.voq.server_id.clone()),
+                            };
+                            tracing::info!(
+                                gap_ms = report.gap_ms,
+                                attempts,
+                                resumed = resuming,
+                                "the call goes on over a new connection"
+                            );
+                            self.report.resumes.push(report);
+                            self.resume_refused = None;
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            debug!("reconnection attempt {attempts} failed: {e:#}");
+                            self.session.handle_disconnected(Instant::now().into_std());
+                            self.link.close(Code::NoError, "reconnecting");
+                        }
+                    }
+                }
+                Ok(Err(e)) => debug!("reconnection attempt {attempts} failed: {e:#}"),
+                Err(_) => debug!("reconnection attempt {attempts} timed out"),
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Reads the new connection until the session is back (`voq.session.resumed` or
+    /// `session.created`) or the server refused it; an error if the connection fails first.
+    async fn await_first_answer(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            if self.resume_refused.is_some() {
+                return Ok(());
+            }
+            if self.session_answered {
+                self.session_answered = false;
+                return Ok(());
+            }
+            let msg = tokio::select! {
+                msg = self.inbound_rx.recv() => msg,
+                _ = tokio::time::sleep_until(deadline) => anyhow::bail!("no answer from the server"),
+            };
+            match msg {
+                None | Some(Inbound::ControlClosed) => {
+                    anyhow::bail!("the new connection ended before the session was back")
+                }
+                Some(msg) => self.on_inbound(msg)?,
+            }
+        }
     }
 
     fn on_inbound(&mut self, msg: Inbound) -> anyhow::Result<()> {
@@ -881,7 +1054,20 @@ impl Call {
                     warn!("server error {}: {}", error.code, error.message);
                     self.last_server_error = Some(format!("{}: {}", error.code, error.message));
                 }
+                ClientOutput::Event(
+                    e @ (voq_proto::event::ServerEvent::VoqSessionResumed { .. }
+                    | voq_proto::event::ServerEvent::SessionCreated { .. }),
+                ) => {
+                    debug!(kind = e.kind(), "server event");
+                    self.session_answered = true;
+                }
                 ClientOutput::Event(e) => debug!(kind = e.kind(), "server event"),
+                ClientOutput::ResumeRefused { message } => {
+                    warn!(
+                        "the server did not take the session back ({message}): starting a new one"
+                    );
+                    self.resume_refused = Some(message);
+                }
                 ClientOutput::TurnStopped { item_id, code } => {
                     // The server refused the turn: no reply will come, so waiting is pointless.
                     let name = Code::from_u32(code).map_or("an unknown code", |c| c.as_str());

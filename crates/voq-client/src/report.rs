@@ -38,6 +38,26 @@ pub struct CallReport {
     pub interrupt: Option<InterruptReport>,
     /// Per turn, when there were several.
     pub turns: Vec<TurnReport>,
+    /// Each time the connection was lost and the call went on over a new one.
+    pub resumes: Vec<ResumeReport>,
+}
+
+/// A connection lost and replaced during the call.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResumeReport {
+    /// Why the connection was given up.
+    pub reason: String,
+    /// When it was, from the start of the call.
+    pub lost_at_ms: f64,
+    /// From giving the connection up until the session was back (`voq.session.resumed`, or a
+    /// new session's first event) and audio could flow again: the gap.
+    pub gap_ms: f64,
+    /// Connection attempts it took.
+    pub attempts: u32,
+    /// The server took the session back (else a new session carried the unconfirmed turns).
+    pub resumed: bool,
+    /// The server that holds the session now (its id in the fleet, when it has one).
+    pub server_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -103,6 +103,13 @@ pub enum ClientOutput {
     /// The server sent something the session could not use (a malformed event or stream);
     /// the session went on without it.
     Problem(Problem),
+    /// The server refused to resume the session: reconnect and call
+    /// [`ClientSession::handle_reconnected`] again, which then starts a new session and sends
+    /// the unconfirmed turns from their start.
+    ResumeRefused {
+        /// The server's words.
+        message: String,
+    },
 }
 
 /// A user turn as the client sent it and the server confirmed it.
@@ -194,6 +201,8 @@ struct Reply {
     /// Received frames: (pts, encoded bytes on the wire) — what an interrupt wastes.
     frames: Vec<(u64, u64)>,
     ended: bool,
+    /// End of the audio received, in samples (frames arrive in order: all before it is held).
+    received_end: u64,
 }
 
 /// The user turn being captured.
@@ -246,6 +255,32 @@ pub struct ClientSession {
     replies: Vec<Reply>,
     next_turn: u64,
     out: VecDeque<ClientOutput>,
+    /// The frames of push-to-talk turns the server has not confirmed, to send again after a
+    /// resume (bounded by what the turns hold: a turn is at most 120 s).
+    kept: Vec<KeptTurn>,
+    /// Whether the carrier is up, down, or up and waiting for `voq.session.resumed`.
+    link: LinkState,
+    /// The latest resume token the server gave.
+    resume_token: Option<String>,
+}
+
+/// The carrier as the session sees it ([`ClientSession::handle_disconnected`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    Up,
+    /// Lost: stream operations are dropped; audio is kept.
+    Down,
+    /// A new carrier is up and the resume request sent: stream operations wait for the answer.
+    Resuming,
+}
+
+/// A push-to-talk turn not yet confirmed: everything needed to send it again.
+#[derive(Debug)]
+struct KeptTurn {
+    index: usize,
+    frames: Vec<(u32, Vec<u8>)>,
+    /// Its stream was finished (the turn is whole).
+    ended: bool,
 }
 
 impl ClientSession {
@@ -265,7 +300,17 @@ impl ClientSession {
             replies: Vec::new(),
             next_turn: 1,
             out: VecDeque::new(),
+            kept: Vec::new(),
+            link: LinkState::Up,
+            resume_token: None,
         };
+        s.send_session_update(None);
+        s
+    }
+
+    /// The first event of a connection: the settings, the token, and the session to resume.
+    fn send_session_update(&mut self, resume: Option<event::ResumeRequest>) {
+        let s = self;
         let update = SessionUpdate {
             session_type: Some("realtime".into()),
             input_audio_format: Some(s.config.input_codec.name().into()),
@@ -275,15 +320,14 @@ impl ClientSession {
             } else {
                 serde_json::Value::Null
             }),
-            voq: (s.config.send_ahead_ms.is_some() || s.config.token.is_some()).then(|| {
-                VoqSessionUpdate {
+            voq: (s.config.send_ahead_ms.is_some() || s.config.token.is_some() || resume.is_some())
+                .then(|| VoqSessionUpdate {
                     send_ahead_ms: s.config.send_ahead_ms,
                     token: s.config.token.clone(),
-                }
-            }),
+                    resume,
+                }),
         };
         s.send(ClientEvent::SessionUpdate { session: update });
-        s
     }
 
     // ---- the user's audio ----
@@ -311,6 +355,13 @@ impl ClientSession {
             item_id: item_id.clone(),
             ..Default::default()
         });
+        if !self.config.server_vad {
+            self.kept.push(KeptTurn {
+                index,
+                frames: Vec::new(),
+                ended: false,
+            });
+        }
         self.sending = Some(OpenTurn {
             stream,
             next_pts: 0,
@@ -344,8 +395,12 @@ impl ClientSession {
         }
         let mut bytes = Vec::with_capacity(payload.len() + wire::FRAME_OVERHEAD);
         wire::encode_frame(s.next_pts as u32, payload, &mut bytes)?;
+        let (index, pts) = (s.index, s.next_pts as u32);
         s.next_pts += samples as u64;
         let stream = s.stream;
+        if let Some(k) = self.kept.iter_mut().find(|k| k.index == index) {
+            k.frames.push((pts, payload.to_vec()));
+        }
         if let Some(turn) = self.turns.get_mut(s.index) {
             turn.frames_sent += 1;
             turn.bytes_sent += payload.len() as u64;
@@ -361,6 +416,9 @@ impl ClientSession {
         if let Some(s) = self.sending.take() {
             if let Some(turn) = self.turns.get_mut(s.index) {
                 turn.ended_at = Some(now);
+            }
+            if let Some(k) = self.kept.iter_mut().find(|k| k.index == s.index) {
+                k.ended = true;
             }
             if s.state == OpenTurnState::Sending {
                 self.transmit(Transmit::Finish { stream: s.stream });
@@ -465,6 +523,7 @@ impl ClientSession {
         };
         turn.stopped = Some(code);
         let item_id = turn.item_id.clone();
+        self.kept.retain(|k| k.index != index);
         self.out
             .push_back(ClientOutput::TurnStopped { item_id, code });
     }
@@ -477,6 +536,7 @@ impl ClientSession {
             .find(|r| r.stats.response_id == response_id)
         {
             r.playout.push(pts as u64, samples);
+            r.received_end = r.received_end.max(pts as u64 + samples.len() as u64);
         }
     }
 
@@ -574,6 +634,148 @@ impl ClientSession {
         }
     }
 
+    /// The carrier is gone (the connection closed, or the server stopped answering). Stream
+    /// state dies with it; the turns the server has not confirmed are kept, audio handed over
+    /// meanwhile is kept with them, and playback goes on from the buffer. Call
+    /// [`ClientSession::handle_reconnected`] when a new carrier is up.
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        self.link = LinkState::Down;
+        self.out.retain(|o| !matches!(o, ClientOutput::Transmit(_)));
+        self.inbound.clear();
+        self.refused.clear();
+        self.finished.clear();
+        for r in &mut self.replies {
+            r.stream = None;
+        }
+    }
+
+    /// Whether the session can be resumed: the server gave a resume token.
+    pub fn can_resume(&self) -> bool {
+        self.resume_token.is_some()
+    }
+
+    /// A new carrier is up (the shell opened its control stream). With a resume token the
+    /// session asks for itself back (`session.update` with `voq.resume`) and waits for
+    /// `voq.session.resumed` before sending turns; without one (or after
+    /// [`ClientOutput::ResumeRefused`]) it starts a new session and sends every unconfirmed turn
+    /// from its start. Returns whether it is resuming.
+    pub fn handle_reconnected(&mut self, now: Instant) -> bool {
+        self.events = wire::EventDecoder::default();
+        self.out.retain(|o| !matches!(o, ClientOutput::Transmit(_)));
+        match self.resume_token.clone() {
+            Some(token) => {
+                let reply = self
+                    .replies
+                    .last()
+                    .filter(|r| r.stats.status.is_none() && r.stats.interrupt.is_none())
+                    .map(|r| event::ResumeReply {
+                        response_id: r.stats.response_id.clone(),
+                        from_pts: r.received_end,
+                        played_ms: r.playout.played_ms(),
+                    });
+                // The resume request goes out before the carrier counts as up for anything else.
+                self.link = LinkState::Up;
+                self.send_session_update(Some(event::ResumeRequest {
+                    token: event::Token(token),
+                    reply,
+                }));
+                self.link = LinkState::Resuming;
+                true
+            }
+            None => {
+                self.link = LinkState::Up;
+                self.session = None;
+                self.send_session_update(None);
+                // The old session's replies will not go on.
+                for r in &mut self.replies {
+                    if !r.ended {
+                        r.ended = true;
+                        r.playout.finish();
+                        r.stats.status.get_or_insert(ResponseStatus::Failed);
+                    }
+                }
+                self.send_kept(now, &[]);
+                false
+            }
+        }
+    }
+
+    /// The server took the session back: mark what it says it confirmed, send the rest of every
+    /// kept turn, and let the reply go on (or end it, if the server has it no more).
+    fn on_resumed(&mut self, now: Instant, state: &event::ResumedState) {
+        self.link = LinkState::Up;
+        for held in &state.turns {
+            let Some(c) = held.committed else { continue };
+            if let Some(index) = self.turns.iter().position(|t| t.item_id == held.item_id)
+                && self.turns[index].frames_confirmed.is_none()
+            {
+                self.kept.retain(|k| k.index != index);
+                let t = &mut self.turns[index];
+                t.frames_confirmed = Some(c.frames);
+                t.audio_ms_confirmed = Some(c.audio_ms);
+                t.bytes_confirmed = Some(c.bytes);
+                t.confirmed_at = Some(now);
+            }
+        }
+        let resumed = state.reply.as_ref().map(|r| r.response_id.as_str());
+        if let Some(r) = self.replies.last_mut()
+            && !r.ended
+            && r.stats.status.is_none()
+            && Some(r.stats.response_id.as_str()) != resumed
+        {
+            // The server holds this reply no more: play what arrived. A `response.done` it
+            // repeats (it knows how the reply ended) overrides the provisional status.
+            r.ended = true;
+            r.playout.finish();
+            r.stats.status = Some(ResponseStatus::Failed);
+        }
+        self.send_kept(now, &state.turns);
+        self.next_report.get_or_insert(now + self.report_interval);
+    }
+
+    /// Sends every kept turn again on a new stream, from the frame that starts at its held
+    /// end (`held`: the server's list; a turn not in it from its start).
+    fn send_kept(&mut self, _now: Instant, held: &[event::HeldTurn]) {
+        let kept = std::mem::take(&mut self.kept);
+        for k in &kept {
+            let Some(item_id) = self.turns.get(k.index).map(|t| t.item_id.clone()) else {
+                continue;
+            };
+            let from = held
+                .iter()
+                .find(|h| h.item_id == item_id && h.committed.is_none())
+                .map_or(0, |h| h.held_pts);
+            let stream = OutStream(self.next_turn);
+            self.next_turn += 1;
+            let header = AudioHeader {
+                item_id,
+                response_id: None,
+                codec: self.config.input_codec.name().into(),
+                sample_rate: self.config.input_codec.sample_rate(),
+                frame_ms: FRAME_MS,
+            };
+            let mut bytes = Vec::new();
+            wire::encode_header(StreamKind::UserAudio, &header, &mut bytes);
+            self.transmit(Transmit::Open { stream, bytes });
+            for (pts, payload) in k.frames.iter().filter(|(pts, _)| *pts as u64 >= from) {
+                let mut bytes = Vec::with_capacity(payload.len() + wire::FRAME_OVERHEAD);
+                if wire::encode_frame(*pts, payload, &mut bytes).is_ok() {
+                    self.transmit(Transmit::Write { stream, bytes });
+                }
+            }
+            match self.sending.as_mut() {
+                Some(open) if open.index == k.index => open.stream = stream,
+                _ => {
+                    if k.ended {
+                        self.transmit(Transmit::Finish { stream });
+                        self.remember_finished(stream, k.index);
+                    }
+                }
+            }
+        }
+        self.kept = kept;
+    }
+
     /// When [`ClientSession::handle_timeout`] is due next (the next playback report).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_report
@@ -640,7 +842,11 @@ impl ClientSession {
 
 impl ClientSession {
     fn transmit(&mut self, op: Transmit) {
-        self.out.push_back(ClientOutput::Transmit(op));
+        // Without a carrier nothing can be sent: what matters is kept (turns) and sent again
+        // once the session is back; the rest (reports, a truncate) is moot by then.
+        if self.link == LinkState::Up {
+            self.out.push_back(ClientOutput::Transmit(op));
+        }
     }
 
     fn send(&mut self, event: ClientEvent) {
@@ -698,6 +904,7 @@ impl ClientSession {
             playout: Playout::new(codec.sample_rate(), self.config.start_threshold_ms),
             frames: Vec::new(),
             ended: false,
+            received_end: 0,
         });
         let n = self.replies.len();
         &mut self.replies[n - 1]
@@ -811,7 +1018,29 @@ impl ClientSession {
             ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
                 self.report_interval =
                     Duration::from_millis(session.voq.played_report_interval_ms.max(10));
+                if session.voq.resume_token.is_some() {
+                    self.resume_token = session.voq.resume_token.clone();
+                }
                 self.session = Some(session.clone());
+            }
+            ServerEvent::VoqSessionResumed { session, voq } => {
+                self.report_interval =
+                    Duration::from_millis(session.voq.played_report_interval_ms.max(10));
+                self.resume_token = session.voq.resume_token.clone();
+                self.session = Some(session.clone());
+                let voq = voq.as_ref().clone();
+                self.on_resumed(now, &voq);
+            }
+            ServerEvent::Error { error }
+                if self.link == LinkState::Resuming
+                    && error.error_code() == Some(ErrorCode::Unauthorized) =>
+            {
+                // The server will not give the session back (the token expired, was used, or
+                // is not this fleet's). The shell starts a new session; nothing said is lost.
+                self.resume_token = None;
+                self.out.push_back(ClientOutput::ResumeRefused {
+                    message: error.message.clone(),
+                });
             }
             ServerEvent::InputAudioBufferCommitted {
                 item_id,
@@ -826,6 +1055,7 @@ impl ClientSession {
                 if let Some(index) = self.turns.iter().position(|t| &t.item_id == item_id) {
                     // Confirmed: the server will not stop this turn's stream any more.
                     self.finished.retain(|_, i| *i != index);
+                    self.kept.retain(|k| k.index != index);
                     let t = &mut self.turns[index];
                     t.frames_confirmed = Some(*frames);
                     t.audio_ms_confirmed = Some(*audio_ms);

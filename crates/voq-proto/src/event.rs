@@ -107,6 +107,72 @@ pub struct VoqSessionUpdate {
     /// else (docs/PROTOCOL.md, "Authentication"). Never echoed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Token>,
+    /// Resume a session this client lost (docs/PROTOCOL.md, "Resuming a session"): counts only
+    /// in the first event of a connection, like `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeRequest>,
+}
+
+/// `session.voq.resume` of a connection's first `session.update`: the session to take back and
+/// where the client stands in the reply it was receiving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The resume token of the session's latest `session.created` / `voq.session.resumed`.
+    pub token: Token,
+    /// The reply the client was receiving when the connection broke, if it has not all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ResumeReply>,
+}
+
+/// Where the client stands in a reply: it holds every sample before `from_pts` and wants the
+/// rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeReply {
+    /// The response.
+    pub response_id: String,
+    /// The first sample the client does not hold (24 kHz samples from the response's start).
+    pub from_pts: u64,
+    /// The client's playback position in the reply, in ms: where the server's send-ahead
+    /// cursor starts on the new connection.
+    #[serde(default)]
+    pub played_ms: u64,
+}
+
+/// What a resumed session holds, in `voq.session.resumed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumedState {
+    /// User turns of the session that the server holds audio of: open turns (send the rest
+    /// from `held_pts`) and turns committed lately (with their `committed` counts: the
+    /// confirmation the client may have missed).
+    pub turns: Vec<HeldTurn>,
+    /// The reply that goes on, if any: its audio comes on a new agent-audio stream for the same
+    /// response, from `from_pts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ResumedReply>,
+}
+
+/// A user turn as the resumed session holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldTurn {
+    /// The turn's item id (its stream header's).
+    pub item_id: String,
+    /// The end of the audio held, in samples: the client sends the turn again from the first
+    /// frame that starts at or after it, on a new stream with the same item id.
+    pub held_pts: u64,
+    /// The turn was committed: what `input_audio_buffer.committed` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<VoqCommitted>,
+}
+
+/// The reply that goes on after a resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumedReply {
+    /// The response.
+    pub response_id: String,
+    /// Its assistant item.
+    pub item_id: String,
+    /// The first sample the new stream carries.
+    pub from_pts: u64,
 }
 
 /// A bearer token (a JWT). Its `Debug` never shows it: debug output ends up in logs, and whoever
@@ -239,6 +305,16 @@ pub enum ServerEvent {
         /// What went wrong, and the client event it is about.
         error: ErrorInfo,
     },
+    /// voq extension: the session of a `session.update` with `voq.resume` was taken back
+    /// (instead of `session.created`): same id and conversation, a new resume token, and what
+    /// the server holds.
+    #[serde(rename = "voq.session.resumed")]
+    VoqSessionResumed {
+        /// The session's settings, as `session.created` has them.
+        session: SessionInfo,
+        /// What the server holds of the session's turns and reply.
+        voq: Box<ResumedState>,
+    },
     /// voq extension: the answer to `voq.ping`.
     #[serde(rename = "voq.pong")]
     VoqPong {
@@ -290,6 +366,11 @@ pub struct VoqSessionInfo {
     /// The server's id in its fleet (QUIC-LB server id, hex), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id: Option<String>,
+    /// A token to take the session back on a new connection, to any server of the fleet,
+    /// when this one is lost (docs/PROTOCOL.md, "Resuming a session"); present when the server
+    /// keeps sessions in a store. Each one works once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
 }
 
 /// Where a response is: `in_progress` in `response.created`, how it ended in `response.done`.
@@ -692,6 +773,7 @@ impl ServerEvent {
             }
             Self::ConversationItemTruncated { .. } => "conversation.item.truncated",
             Self::Error { .. } => "error",
+            Self::VoqSessionResumed { .. } => "voq.session.resumed",
             Self::VoqPong { .. } => "voq.pong",
         }
     }
@@ -802,6 +884,7 @@ pub const SERVER_EVENT_TYPES: &[&str] = &[
     "response.output_audio_transcript.done",
     "conversation.item.truncated",
     "error",
+    "voq.session.resumed",
     "voq.pong",
 ];
 
@@ -940,6 +1023,7 @@ mod tests {
                 played_report_interval_ms: 50,
                 transport: "quic".into(),
                 server_id: None,
+                resume_token: None,
             },
         };
         let json = serde_json::to_value(&session).unwrap();

@@ -26,6 +26,7 @@ pub mod mux;
 pub mod pacing;
 pub mod playout;
 pub mod realtime;
+pub mod resume;
 pub mod server;
 pub mod stream;
 pub mod wire;

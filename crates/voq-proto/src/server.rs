@@ -61,7 +61,9 @@ use crate::event::{
     self, ClientEvent, ResponseInfo, ResponseStatus, ServerEvent, SessionInfo, VoqResponseStats,
     VoqSessionInfo,
 };
+use crate::event::{HeldTurn, ResumeReply, ResumedReply, ResumedState};
 use crate::pacing::{Lead, SendAhead};
+use crate::resume::{self, EndedResponse, SessionSnapshot, SnapshotReply, SnapshotTurn};
 use crate::stream::{OutStream, StreamId, Transmit};
 use crate::wire::{self, AudioHeader, AudioItem, AudioStreamDecoder, DecodedEvent, StreamKind};
 
@@ -112,6 +114,12 @@ pub struct ServerConfig {
     pub max_event_rate: u32,
     /// Events a client may send at once above the rate. Default 200.
     pub max_event_burst: u32,
+    /// Keep what a snapshot needs (the audio of open turns, the reply's unplayed frames):
+    /// the server keeps sessions in a store so that they can be resumed
+    /// ([`ServerSession::snapshot`], [`ServerSession::resume`]). Default off.
+    pub resumable: bool,
+    /// The resume token `session.created` / `voq.session.resumed` hand the client.
+    pub resume_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +139,8 @@ impl Default for ServerConfig {
             max_turn_audio: Duration::from_secs(120),
             max_event_rate: 50,
             max_event_burst: 200,
+            resumable: false,
+            resume_token: None,
         }
     }
 }
@@ -273,6 +283,11 @@ struct Turn {
     /// End of the last frame, in samples.
     end: u64,
     last_pts: Option<u32>,
+    /// The frames received, for snapshots (only when the session is resumable; at most
+    /// [`MAX_HELD_AUDIO`] payload bytes, a prefix of the turn).
+    held: Vec<(u32, Vec<u8>)>,
+    held_bytes: usize,
+    held_full: bool,
 }
 
 #[derive(Debug)]
@@ -290,6 +305,12 @@ struct Response {
     stats: VoqResponseStats,
     /// The agent's transcript of the response so far (bounded by [`MAX_TRANSCRIPT`]).
     transcript: String,
+    /// Frames sent and not yet reported played, for snapshots (resumable sessions only; the
+    /// newest [`MAX_HELD_AUDIO`] payload bytes).
+    sent: VecDeque<(u32, Vec<u8>)>,
+    /// Resumed from a snapshot whose agent had not finished: nobody produces the rest, so the
+    /// response fails once what the snapshot held is sent.
+    orphaned: bool,
 }
 
 /// Transcript kept per response for `response.output_audio_transcript.done`; deltas past it are
@@ -356,12 +377,31 @@ pub struct ServerSession {
     /// The event-rate bucket: tokens left, and when it was last filled.
     event_tokens: f64,
     event_tokens_at: Option<Instant>,
+    /// Turns a resumed session holds whose client has not yet opened their stream again, by
+    /// item id.
+    parked: BTreeMap<String, Turn>,
+    /// Turns committed lately (for a resumed client that missed the confirmation).
+    recent_commits: VecDeque<HeldTurn>,
+    /// The last response that ended.
+    last_ended: Option<EndedResponse>,
+    /// Counts changes a snapshot would see: a shell saves when it moved.
+    revision: u64,
+    /// Frames of held audio this session took over from its snapshot (open turns' audio and
+    /// the reply's rest): what a resume saved the client from sending, or sends again.
+    resumed_frames: u64,
 }
 
 impl ServerSession {
     /// Starts a session; `session.created` is the first output.
-    pub fn new(config: ServerConfig, _now: Instant) -> Self {
-        let mut s = Self {
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        let mut s = Self::blank(config, now);
+        let session = s.info();
+        s.send(ServerEvent::SessionCreated { session });
+        s
+    }
+
+    fn blank(config: ServerConfig, _now: Instant) -> Self {
+        Self {
             input_codec: Codec::Pcm16,
             output_codec: config.output_codec,
             server_vad: config.initial_turn_detection.clone(),
@@ -384,10 +424,229 @@ impl ServerSession {
             next_event: 0,
             event_tokens: 0.0,
             event_tokens_at: None,
+            parked: BTreeMap::new(),
+            recent_commits: VecDeque::new(),
+            last_ended: None,
+            revision: 0,
+            resumed_frames: 0,
+        }
+    }
+
+    /// Takes back a session from its snapshot (another connection, maybe another server): the
+    /// same id, settings and conversation; open turns wait for the client to send the rest on
+    /// new streams with the same item ids; the reply goes on from `reply.from_pts` on a new
+    /// stream. The first outputs are [`ServerOutput::TurnAudio`] for the audio the snapshot
+    /// holds of open turns (the shell rebuilds them), then `voq.session.resumed`.
+    pub fn resume(
+        config: ServerConfig,
+        snapshot: SessionSnapshot,
+        reply: Option<ResumeReply>,
+        now: Instant,
+    ) -> Result<Self, String> {
+        let codec = |name: &str| {
+            name.parse::<Codec>()
+                .map_err(|_| format!("snapshot names codec \"{name}\""))
         };
+        let mut s = Self::blank(config, now);
+        s.last_now = Some(now);
+        s.config.session_id = snapshot.session_id;
+        s.input_codec = codec(&snapshot.input_codec)?;
+        s.output_codec = codec(&snapshot.output_codec)?;
+        s.server_vad = snapshot.turn_detection;
+        s.config.send_ahead = Lead::from_ms(snapshot.send_ahead_ms);
+        s.next_id = snapshot.next_id;
+        s.next_event = snapshot.next_event;
+        s.last_committed = snapshot.last_committed;
+        s.seen_items = snapshot.seen_items.into();
+        s.items = snapshot.items.into();
+        s.recent_commits = snapshot.recent_commits.into();
+        s.last_ended = snapshot.last_ended;
+        for t in snapshot.open_turns {
+            let codec = codec(&t.codec)?;
+            let mut turn = Turn::new();
+            turn.state = TurnState::Receiving {
+                header: AudioHeader {
+                    item_id: t.item_id.clone(),
+                    response_id: None,
+                    codec: codec.name().into(),
+                    sample_rate: codec.sample_rate(),
+                    frame_ms: t.frame_ms,
+                },
+                codec,
+            };
+            for (pts, payload) in resume::decode_frames(&t.audio)? {
+                let samples = codec.samples_in(&payload, t.frame_ms);
+                turn.account(pts, &payload, samples, true);
+                s.resumed_frames += 1;
+                s.out.push_back(ServerOutput::TurnAudio {
+                    item_id: t.item_id.clone(),
+                    codec,
+                    pts,
+                    payload,
+                });
+            }
+            s.parked.insert(t.item_id, turn);
+        }
+        let mut state = ResumedState {
+            turns: s
+                .parked
+                .iter()
+                .map(|(item_id, t)| HeldTurn {
+                    item_id: item_id.clone(),
+                    held_pts: t.end,
+                    committed: None,
+                })
+                .chain(s.recent_commits.iter().cloned())
+                .collect(),
+            reply: None,
+        };
+        let mut repeat_done = None;
+        match (snapshot.reply, reply) {
+            (Some(r), asked) => {
+                let codec = codec(&r.codec)?;
+                let from = asked
+                    .as_ref()
+                    .filter(|a| a.response_id == r.response_id)
+                    .map_or(0, |a| a.from_pts);
+                let queue: VecDeque<(u32, Vec<u8>)> = resume::decode_frames(&r.audio)?
+                    .into_iter()
+                    .filter(|(pts, payload)| {
+                        *pts as u64 + codec.samples_in(payload, crate::FRAME_MS) > from
+                    })
+                    .collect();
+                let stream = OutStream(s.next_stream);
+                s.next_stream += 1;
+                let mut pacer = SendAhead::new(s.config.send_ahead);
+                if let Some(a) = asked.as_ref().filter(|a| a.response_id == r.response_id) {
+                    let from_ms = a.from_pts * 1000 / codec.sample_rate() as u64;
+                    pacer.on_report(now, a.played_ms, from_ms.saturating_sub(a.played_ms));
+                }
+                s.resumed_frames += queue.len() as u64;
+                state.reply = Some(ResumedReply {
+                    response_id: r.response_id.clone(),
+                    item_id: r.item_id.clone(),
+                    from_pts: queue.front().map_or(r.next_pts, |(p, _)| *p as u64),
+                });
+                s.response = Some(Response {
+                    id: r.response_id,
+                    item_id: r.item_id,
+                    stream,
+                    codec,
+                    pacer,
+                    queue,
+                    next_pts: r.next_pts,
+                    agent_done: r.agent_done,
+                    stats: r.stats,
+                    transcript: r.transcript,
+                    sent: VecDeque::new(),
+                    orphaned: !r.agent_done,
+                });
+            }
+            (None, Some(asked)) => {
+                if let Some(ended) = s
+                    .last_ended
+                    .clone()
+                    .filter(|e| e.response_id == asked.response_id)
+                {
+                    repeat_done = Some(ended);
+                }
+            }
+            (None, None) => {}
+        }
         let session = s.info();
-        s.send(ServerEvent::SessionCreated { session });
-        s
+        s.send(ServerEvent::VoqSessionResumed {
+            session,
+            voq: Box::new(state),
+        });
+        if let Some(ended) = repeat_done {
+            s.send(ServerEvent::ResponseDone {
+                response: ResponseInfo {
+                    id: ended.response_id,
+                    status: ended.status,
+                    item_id: ended.item_id,
+                    voq: Some(ended.stats),
+                },
+            });
+        }
+        if let Some(r) = &s.response {
+            let header = AudioHeader {
+                item_id: r.item_id.clone(),
+                response_id: Some(r.id.clone()),
+                codec: r.codec.name().into(),
+                sample_rate: r.codec.sample_rate(),
+                frame_ms: crate::FRAME_MS,
+            };
+            let mut bytes = Vec::new();
+            wire::encode_header(StreamKind::AgentAudio, &header, &mut bytes);
+            let stream = r.stream;
+            s.transmit(Transmit::Open { stream, bytes });
+            s.release(now);
+        }
+        Ok(s)
+    }
+
+    /// What a store keeps of this session so that it can be resumed
+    /// ([`ServerSession::resume`]). Complete only for a [`ServerConfig::resumable`] session.
+    pub fn snapshot(&self) -> SessionSnapshot {
+        let frames = |held: &[(u32, Vec<u8>)]| {
+            resume::encode_frames(held.iter().map(|(p, b)| (*p, b.as_slice())))
+        };
+        let open = self.turns.values().chain(self.parked.values());
+        let open_turns = open
+            .filter(|_| self.server_vad.is_none())
+            .filter_map(|t| match &t.state {
+                TurnState::Receiving { header, codec } => Some(SnapshotTurn {
+                    item_id: header.item_id.clone(),
+                    codec: codec.name().into(),
+                    frame_ms: header.frame_ms,
+                    audio: frames(&t.held),
+                }),
+                TurnState::AwaitingHeader => None,
+            })
+            .collect();
+        let reply = self.response.as_ref().map(|r| SnapshotReply {
+            response_id: r.id.clone(),
+            item_id: r.item_id.clone(),
+            codec: r.codec.name().into(),
+            next_pts: r.next_pts,
+            agent_done: r.agent_done && !r.orphaned,
+            stats: r.stats.clone(),
+            audio: resume::encode_frames(
+                r.sent
+                    .iter()
+                    .chain(r.queue.iter())
+                    .map(|(p, b)| (*p, b.as_slice())),
+            ),
+            transcript: r.transcript.clone(),
+        });
+        SessionSnapshot {
+            version: resume::SNAPSHOT_VERSION,
+            session_id: self.config.session_id.clone(),
+            input_codec: self.input_codec.name().into(),
+            output_codec: self.output_codec.name().into(),
+            turn_detection: self.server_vad.clone(),
+            send_ahead_ms: self.config.send_ahead.as_ms(),
+            next_id: self.next_id,
+            next_event: self.next_event,
+            last_committed: self.last_committed.clone(),
+            seen_items: self.seen_items.iter().cloned().collect(),
+            items: self.items.iter().cloned().collect(),
+            open_turns,
+            recent_commits: self.recent_commits.iter().cloned().collect(),
+            reply,
+            last_ended: self.last_ended.clone(),
+        }
+    }
+
+    /// Frames of held audio taken over at [`ServerSession::resume`].
+    pub fn resumed_frames(&self) -> u64 {
+        self.resumed_frames
+    }
+
+    /// Moves whenever something a snapshot holds changes: a shell compares it with the
+    /// revision it saved last.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// The session's settings (the send-ahead lead as the client last set it).
@@ -649,6 +908,7 @@ impl ServerSession {
         r.next_pts += samples as u64;
         r.stats.audio_ms_generated = r.next_pts * 1000 / r.codec.sample_rate() as u64;
         r.queue.push_back((pts, payload));
+        self.revision += 1;
         self.release(now);
     }
 
@@ -689,6 +949,7 @@ impl ServerSession {
         }
         if let Some(r) = self.response.as_mut().filter(|r| r.id == response_id) {
             r.agent_done = true;
+            self.revision += 1;
             self.release(now);
         }
     }
@@ -804,6 +1065,27 @@ impl Turn {
             audio_samples: 0,
             end: 0,
             last_pts: None,
+            held: Vec::new(),
+            held_bytes: 0,
+            held_full: false,
+        }
+    }
+
+    /// Counts a frame the turn now holds (and keeps it for snapshots when `hold`).
+    fn account(&mut self, pts: u32, payload: &[u8], samples: u64, hold: bool) {
+        self.last_pts = Some(pts);
+        self.frames += 1;
+        self.bytes += payload.len() as u64;
+        self.audio_samples += samples;
+        self.end = self.end.max(pts as u64 + samples);
+        if hold && !self.held_full {
+            if self.held_bytes + payload.len() <= resume::MAX_HELD_AUDIO {
+                self.held_bytes += payload.len();
+                self.held.push((pts, payload.to_vec()));
+            } else {
+                // A prefix: the snapshot's turn ends here; the client sends the rest again.
+                self.held_full = true;
+            }
         }
     }
 
@@ -827,6 +1109,7 @@ impl ServerSession {
                 played_report_interval_ms: self.config.played_report_interval.as_millis() as u64,
                 transport: self.config.transport.clone(),
                 server_id: self.config.server_id.clone(),
+                resume_token: self.config.resume_token.clone(),
             },
         }
     }
@@ -842,6 +1125,7 @@ impl ServerSession {
     }
 
     fn send(&mut self, event: ServerEvent) {
+        self.revision += 1;
         let mut bytes = Vec::new();
         self.next_event += 1;
         let body = event::to_json_with_id(&event, &format!("event_{}", self.next_event));
@@ -1056,6 +1340,17 @@ impl ServerSession {
             } => {
                 if let Some(r) = self.response.as_mut().filter(|r| r.id == response_id) {
                     r.pacer.on_report(now, played_ms, buffered_ms);
+                    // What was played is heard: a resumed session never sends it again.
+                    let played = played_ms * r.codec.sample_rate() as u64 / 1000;
+                    let frame = r.codec.frame_samples() as u64;
+                    while r
+                        .sent
+                        .front()
+                        .is_some_and(|(pts, _)| *pts as u64 + frame <= played)
+                    {
+                        r.sent.pop_front();
+                        self.revision += 1;
+                    }
                     self.release(now);
                 }
                 // Reports for an ended response are normal (they cross the reset): ignore.
@@ -1070,6 +1365,31 @@ impl ServerSession {
                 Code::StreamRefused,
                 "clients may only open user audio streams".to_string(),
             ))
+        } else if let Some(parked) = self.parked.remove(&header.item_id) {
+            // A turn of a resumed session goes on: its stream carries the rest, same codec.
+            match (&parked.state, self.turns.get_mut(&stream)) {
+                (
+                    TurnState::Receiving {
+                        header: held,
+                        codec,
+                    },
+                    Some(t),
+                ) if held.codec == header.codec && held.frame_ms == header.frame_ms => {
+                    let codec = *codec;
+                    let decoder = std::mem::take(&mut t.decoder);
+                    *t = parked;
+                    t.decoder = decoder;
+                    t.state = TurnState::Receiving { header, codec };
+                    None
+                }
+                _ => Some((
+                    Code::BadHeader,
+                    format!(
+                        "item_id \"{}\" goes on a held turn with another codec",
+                        header.item_id
+                    ),
+                )),
+            }
         } else if header.item_id.is_empty() || self.seen_items.contains(&header.item_id) {
             Some((
                 Code::BadHeader,
@@ -1128,11 +1448,9 @@ impl ServerSession {
             );
             return self.fail_turn(stream, Code::LimitExceeded, &msg);
         }
-        turn.last_pts = Some(pts);
-        turn.frames += 1;
-        turn.bytes += payload.len() as u64;
-        turn.audio_samples += samples;
-        turn.end = turn.end.max(pts as u64 + samples);
+        let hold = self.config.resumable && self.server_vad.is_none();
+        turn.account(pts, &payload, samples, hold);
+        self.revision += 1;
         if self.server_vad.is_some() {
             if self.vad.frames == 0 {
                 self.vad.start_sample = pts as u64;
@@ -1192,6 +1510,18 @@ impl ServerSession {
             samples,
         } = turn;
         let previous_item_id = self.last_committed.replace(item_id.clone());
+        if self.recent_commits.len() >= resume::MAX_RECENT_COMMITS {
+            self.recent_commits.pop_front();
+        }
+        self.recent_commits.push_back(HeldTurn {
+            item_id: item_id.clone(),
+            held_pts: samples.end,
+            committed: Some(event::VoqCommitted {
+                frames,
+                audio_ms,
+                bytes,
+            }),
+        });
         self.send(ServerEvent::InputAudioBufferCommitted {
             item_id: item_id.clone(),
             previous_item_id,
@@ -1280,6 +1610,8 @@ impl ServerSession {
             agent_done: false,
             transcript: String::new(),
             stats: VoqResponseStats::default(),
+            sent: VecDeque::new(),
+            orphaned: false,
         });
     }
 
@@ -1309,6 +1641,16 @@ impl ServerSession {
             }
             r.stats.frames_sent += 1;
             r.stats.bytes_sent += bytes.len() as u64;
+            if self.config.resumable {
+                r.sent.push_back((pts, payload));
+                let mut held: usize = r.sent.iter().map(|(_, b)| b.len()).sum();
+                while held > resume::MAX_HELD_AUDIO {
+                    let Some((_, b)) = r.sent.pop_front() else {
+                        break;
+                    };
+                    held -= b.len();
+                }
+            }
             let end = r.queue.front().map_or(r.next_pts, |(p, _)| *p as u64);
             r.stats.audio_ms_sent = end * 1000 / rate;
             if let Some(item) = self.items.iter_mut().find(|(id, ..)| *id == r.item_id) {
@@ -1319,6 +1661,11 @@ impl ServerSession {
                 bytes,
             };
             self.out.push_back(ServerOutput::Transmit(op));
+        }
+        if r.orphaned && r.queue.is_empty() {
+            let msg = "the server that ran this response's agent was lost before the agent \
+                       finished: the reply ends with what was kept of it";
+            return self.fail_response(ErrorCode::AgentFailed, msg);
         }
         if r.agent_done && r.queue.is_empty() {
             let stream = r.stream;
@@ -1346,6 +1693,12 @@ impl ServerSession {
         }
         self.out.push_back(ServerOutput::ResponseEnded {
             response_id: r.id.clone(),
+            status,
+            stats: r.stats.clone(),
+        });
+        self.last_ended = Some(EndedResponse {
+            response_id: r.id.clone(),
+            item_id: r.item_id.clone(),
             status,
             stats: r.stats.clone(),
         });

@@ -138,6 +138,7 @@ fn describe(o: &ClientOutput) -> Value {
         ClientOutput::TurnStopped { item_id, code } => {
             json!({ "turn_stopped": [item_id, code] })
         }
+        ClientOutput::ResumeRefused { message } => json!({ "resume_refused": message }),
         ClientOutput::Event(e) => json!({ "event": e.kind() }),
         ClientOutput::Problem(p) => json!({ "problem": p.code.as_str() }),
     }

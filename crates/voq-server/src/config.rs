@@ -176,6 +176,16 @@ pub struct ServeConfig {
     /// the routers converge [default: 2000].
     #[arg(long, value_name = "MS")]
     pub withdraw_grace_ms: Option<u64>,
+    /// Keep sessions resumable in this store, so that a client whose connection is lost gets
+    /// its session back (docs/DEPLOY.md, "Resumable sessions"): `memory` (this process),
+    /// `file:PATH` (an embedded database: survives a restart of this server) or
+    /// `redis://HOST:PORT[/DB]` (shared by a fleet; give every server the same
+    /// --fleet-secret-file). Off by default.
+    #[arg(long, value_name = "SPEC")]
+    pub session_store: Option<String>,
+    /// How long after its last save a session may be resumed, in seconds [default: 120].
+    #[arg(long, value_name = "S")]
+    pub resume_window_s: Option<u64>,
 }
 
 /// Settings with every default applied.
@@ -217,6 +227,9 @@ pub struct Settings {
     pub anycast: Option<AnycastSettings>,
     /// Announcing the anycast route through a routing daemon (`None`: not ours to announce).
     pub announce: Option<crate::announce::AnnounceSettings>,
+    /// Resumable sessions: the store and token keys (`None`: sessions end with their
+    /// connection).
+    pub resumption: Option<std::sync::Arc<crate::resume::Resumption>>,
 }
 
 /// A server of an anycast fleet: handshakes on the shared address, calls on its own.
@@ -367,6 +380,7 @@ impl Default for Settings {
             opus: voq_audio::OpusConfig::default(),
             anycast: None,
             announce: None,
+            resumption: None,
         }
     }
 }
@@ -427,6 +441,8 @@ impl ServeConfig {
             resume_at_sessions: self.resume_at_sessions.or(file.resume_at_sessions),
             shed_at_lag_ms: self.shed_at_lag_ms.or(file.shed_at_lag_ms),
             withdraw_grace_ms: self.withdraw_grace_ms.or(file.withdraw_grace_ms),
+            session_store: self.session_store.or(file.session_store),
+            resume_window_s: self.resume_window_s.or(file.resume_window_s),
         }
     }
 
@@ -652,7 +668,28 @@ impl ServeConfig {
             }
             (None, Err(_)) => None,
         };
+        let resumption = match &merged.session_store {
+            None => None,
+            Some(spec) => {
+                let store = crate::resume::open_store(spec)?;
+                let keys = match &fleet {
+                    Some(f) => crate::resume::ResumeKeys::from_secret(&f.resume_secret()),
+                    None => crate::resume::ResumeKeys::random()?,
+                };
+                let window = match merged.resume_window_s {
+                    None => crate::resume::DEFAULT_RESUME_WINDOW,
+                    Some(0) => anyhow::bail!("resume-window-s must be at least 1"),
+                    Some(s) => Duration::from_secs(s),
+                };
+                Some(std::sync::Arc::new(crate::resume::Resumption {
+                    keys,
+                    store,
+                    window,
+                }))
+            }
+        };
         Ok(Settings {
+            resumption,
             opus: voq_audio::OpusConfig {
                 complexity: merged.opus_complexity.unwrap_or(d.opus.complexity).min(10),
                 ..d.opus

@@ -70,6 +70,16 @@ impl FleetKeys {
         Arc::new(hkdf::Prk::from(okm))
     }
 
+    /// The secret of resume tokens ([`crate::resume::ResumeKeys::from_secret`]).
+    pub fn resume_secret(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Only an output longer than 255 hash lengths fails; this is one.
+        let _ = self
+            .expand(&[b"voq resume token"], hkdf::HKDF_SHA256)
+            .fill(&mut out);
+        out
+    }
+
     /// The key of stateless-reset tokens.
     pub fn reset_key(&self) -> Arc<hmac::Key> {
         let okm = self.expand(&[b"voq stateless reset"], hmac::HMAC_SHA256);

@@ -15,6 +15,7 @@ pub mod origin;
 pub mod prefix;
 mod realtime;
 mod record;
+pub mod resume;
 mod session;
 pub mod stats;
 pub mod tls;
@@ -227,6 +228,7 @@ impl Server {
             max_call_duration: settings.max_call_duration,
             refusal_log: Arc::default(),
             carrier_name: None,
+            resumption: settings.resumption.clone(),
             opus: settings.opus,
             prefixes: settings
                 .prefix_caps

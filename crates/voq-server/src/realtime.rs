@@ -46,6 +46,8 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     ctx.carrier_name = Some("realtime");
+    // A Realtime client has no resume token to come back with.
+    ctx.resumption = None;
     ctx.proto.respond_to_push_to_talk = false;
     ctx.proto.initial_turn_detection = Some(serde_json::json!({"type": "server_vad"}));
     let (near, far) = tokio::io::duplex(INTERNAL_BUFFER);

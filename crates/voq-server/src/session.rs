@@ -95,6 +95,8 @@ pub(crate) struct SessionContext {
     /// The carrier name reported to the client when it is not the link's own (`realtime`: the
     /// Realtime endpoint's sessions run over an in-process WebSocket link).
     pub carrier_name: Option<&'static str>,
+    /// Resumable sessions (`None`: a session ends with its connection).
+    pub resumption: Option<Arc<crate::resume::Resumption>>,
 }
 
 impl SessionContext {
@@ -165,19 +167,68 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
         }
     };
     let mut control = control;
-    // Nothing of the session runs before its token is verified: with the token in the first
-    // event, the streams the client opened meanwhile wait in the carrier (bounded by QUIC flow
-    // control), unread, and are dropped with the connection if the token is refused.
-    let (grant, _admission, first_bytes) = match credential {
-        Credential::Open => (None, None, Vec::new()),
-        Credential::Admitted(grant, admission) => (Some(grant), Some(admission), Vec::new()),
-        Credential::FirstEvent => match authenticate_first_event(&link, &mut control, &ctx).await {
-            Some((grant, admission, bytes)) => (Some(grant), Some(admission), bytes),
+    ctx.proto.resumable = ctx.resumption.is_some();
+    // The first event is read before the session starts when it may carry a token or a resume
+    // request. Nothing of the session runs before its token is verified: with the token in the
+    // first event, the streams the client opened meanwhile wait in the carrier (bounded by QUIC
+    // flow control), unread, and are dropped with the connection if the token is refused.
+    let reads_first = ctx.resumption.is_some() || matches!(credential, Credential::FirstEvent);
+    let (first_event, first_bytes) = if reads_first {
+        match read_first_event(&mut control).await {
+            Some(first) => first,
             None => return,
-        },
+        }
+    } else {
+        (None, Vec::new())
+    };
+    let resume_request = first_event.as_deref().and_then(resume_request_of);
+    if let (Some(resumption), Some(request)) = (ctx.resumption.clone(), resume_request) {
+        let Some(resumed) = resume(&link, &mut control, &ctx, &resumption, request).await else {
+            return;
+        };
+        let agent = match ctx.agent_factory.session() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("agent could not start: {e:#}");
+                link.close(Code::AgentFailed, "agent could not start");
+                return;
+            }
+        };
+        let (core, generation) = resumed;
+        info!(session = %core.config().session_id, generation, "session resumed");
+        let mut shell = Shell::new(link, agent, &mut ctx, control, connected_at);
+        shell.core = core;
+        shell.generation = generation;
+        shell.call_deadline = ctx.max_call_duration.map(|d| Instant::now() + d);
+        shell.run(&mut ctx).await;
+        info!("session ended");
+        return;
+    }
+    let (grant, _admission) = match credential {
+        Credential::Open => (None, None),
+        Credential::Admitted(grant, admission) => (Some(grant), Some(admission)),
+        Credential::FirstEvent => {
+            let token = first_event.as_deref().and_then(token_of);
+            let auth = ctx.auth.clone();
+            let Some(auth) = auth else { return };
+            match auth.admit(
+                token.as_deref(),
+                &ctx.agent_name,
+                std::time::SystemTime::now(),
+            ) {
+                Ok((grant, admission)) => (Some(grant), Some(admission)),
+                Err(refused) => {
+                    refuse(&link, &mut control.0, &ctx, &refused).await;
+                    return;
+                }
+            }
+        }
     };
     if let Some(grant) = &grant {
         info!(subject = %grant.subject, kid = ?grant.kid, "session authenticated");
+    }
+    if let Some(resumption) = &ctx.resumption {
+        ctx.proto.resume_token = Some(resumption.token(&ctx.proto.session_id, 0));
     }
     // The agent's session only now: an unauthenticated client never makes one.
     let agent = match ctx.agent_factory.session() {
@@ -204,18 +255,13 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
     info!("session ended");
 }
 
-/// Reads the session's first control event, takes the token from it and admits the session.
-/// Returns the grant, the admission and the bytes read (the event goes on to the session); on
-/// refusal, tells the client (an `error` event, then the close code and reason) and returns
-/// `None`.
-async fn authenticate_first_event(
-    link: &Link,
+/// Reads the session's first control event (within [`AUTH_TIMEOUT`]): its body, if one came
+/// whole, and every byte read (which go on to the session). `None` if the client closed first.
+async fn read_first_event(
     control: &mut (SendHalf, RecvHalf),
-    ctx: &SessionContext,
-) -> Option<(crate::auth::Grant, crate::auth::Admission, Vec<u8>)> {
+) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
     use voq_proto::wire::{DecodedEvent, EventDecoder};
     use voq_transport::carrier::Read;
-    let auth = ctx.auth.as_ref()?;
     let mut decoder = EventDecoder::default();
     let mut read = Vec::new();
     let first = tokio::time::timeout(AUTH_TIMEOUT, async {
@@ -233,22 +279,79 @@ async fn authenticate_first_event(
         }
     })
     .await;
-    let token = match first {
-        Ok(Some(DecodedEvent::Event(body))) => token_of(&body),
-        Ok(Some(DecodedEvent::Skipped(_))) | Err(_) => None,
+    match first {
+        Ok(Some(DecodedEvent::Event(body))) => Some((Some(body), read)),
+        Ok(Some(DecodedEvent::Skipped(_))) | Err(_) => Some((None, read)),
         Ok(None) => {
             debug!("closed before its first event");
-            return None;
+            None
         }
-    };
-    match auth.admit(
-        token.as_deref(),
-        &ctx.agent_name,
-        std::time::SystemTime::now(),
-    ) {
-        Ok((grant, admission)) => Some((grant, admission, read)),
-        Err(refused) => {
-            refuse(link, &mut control.0, ctx, &refused).await;
+    }
+}
+
+/// `session.voq.resume` of a `session.update` event, if that is what `body` is.
+fn resume_request_of(body: &[u8]) -> Option<voq_proto::event::ResumeRequest> {
+    let event: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if event.get("type")?.as_str()? != "session.update" {
+        return None;
+    }
+    serde_json::from_value(event.pointer("/session/voq/resume")?.clone()).ok()
+}
+
+/// Takes a session back for `request`: the core (its first outputs the held audio and
+/// `voq.session.resumed`) and the generation it now holds. On refusal, tells the client (an
+/// `error` event with `unauthorized`, then the close) and returns `None`.
+async fn resume(
+    link: &Link,
+    control: &mut (SendHalf, RecvHalf),
+    ctx: &SessionContext,
+    resumption: &crate::resume::Resumption,
+    request: voq_proto::event::ResumeRequest,
+) -> Option<(ServerSession, u64)> {
+    use crate::resume::ResumeError;
+    use crate::stats::ResumeResult;
+    ctx.stats.resumes.get(ResumeResult::Attempted).inc();
+    let started = std::time::Instant::now();
+    let claimed = resumption.claim(request.token.as_str()).await;
+    ctx.stats
+        .store_latency_us
+        .add(started.elapsed().as_micros() as u64);
+    ctx.stats.store_requests.inc();
+    let result = claimed.and_then(|(generation, bytes)| {
+        let snapshot = voq_proto::resume::SessionSnapshot::from_bytes(&bytes)
+            .map_err(ResumeError::Snapshot)?;
+        let mut config = ctx.proto.clone();
+        config.resume_token = Some(resumption.token(&snapshot.session_id, generation));
+        config.resumable = true;
+        let now = Instant::now().into_std();
+        let core = ServerSession::resume(config, snapshot, request.reply, now)
+            .map_err(ResumeError::Snapshot)?;
+        Ok((core, generation))
+    });
+    match result {
+        Ok(resumed) => {
+            ctx.stats.resumes.get(ResumeResult::Succeeded).inc();
+            ctx.stats
+                .resumed_audio_frames
+                .add(resumed.0.resumed_frames());
+            Some(resumed)
+        }
+        Err(e) => {
+            let kind = match &e {
+                ResumeError::Store(_) => ResumeResult::StoreFailed,
+                _ => ResumeResult::Refused,
+            };
+            ctx.stats.resumes.get(kind).inc();
+            info!("resume refused: {e}");
+            let message = e.to_string();
+            let event = voq_proto::event::ServerEvent::error(ErrorCode::Unauthorized, &message);
+            let mut bytes = Vec::new();
+            let body = voq_proto::event::to_json_with_id(&event, "event_1");
+            if voq_proto::wire::encode_event(&body, &mut bytes).is_ok() {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), control.0.write_all(&bytes)).await;
+            }
+            link.close(Code::Unauthorized, &message);
             None
         }
     }
@@ -336,6 +439,13 @@ struct Shell {
     /// been counted yet: setup as the server sees it.
     connected_at: Instant,
     first_audio_counted: bool,
+    /// The store generation this session holds (0 when new; one more at each resume).
+    generation: u64,
+    /// Snapshots for the saver task, and the core revision last handed over.
+    saver: Option<watch::Sender<Option<Arc<Vec<u8>>>>>,
+    saved_revision: u64,
+    /// Fires when the store says the session was taken back on another connection.
+    claimed_elsewhere: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Shell {
@@ -366,12 +476,86 @@ impl Shell {
             call_deadline: None,
             connected_at,
             first_audio_counted: false,
+            generation: 0,
+            saver: None,
+            saved_revision: u64::MAX,
+            claimed_elsewhere: None,
         }
+    }
+
+    /// Starts the task that writes this session's snapshots to the store (the latest one
+    /// whenever the store is ready: a slow store costs freshness, never the call).
+    fn start_saver(&mut self, ctx: &SessionContext) {
+        let Some(resumption) = ctx.resumption.clone() else {
+            return;
+        };
+        let (tx, mut rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
+        let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel();
+        let stats = ctx.stats.clone();
+        let session_id = self.core.config().session_id.clone();
+        let generation = self.generation;
+        tokio::spawn(
+            async move {
+                let mut failures_logged = 0u32;
+                while rx.changed().await.is_ok() {
+                    let Some(bytes) = rx.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    let started = std::time::Instant::now();
+                    let saved = resumption
+                        .store
+                        .save(&session_id, generation, &bytes, resumption.window)
+                        .await;
+                    stats.store_requests.inc();
+                    stats
+                        .store_latency_us
+                        .add(started.elapsed().as_micros() as u64);
+                    match saved {
+                        Ok(true) => stats.snapshot_bytes.add(bytes.len() as u64),
+                        Ok(false) => {
+                            info!("the session was resumed on another connection");
+                            let _ = claimed_tx.send(());
+                            return;
+                        }
+                        Err(e) => {
+                            stats.store_failures.inc();
+                            if failures_logged < 3 {
+                                failures_logged += 1;
+                                warn!("cannot save the session's snapshot: {e:#}");
+                            }
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        self.saver = Some(tx);
+        self.claimed_elsewhere = Some(claimed_rx);
+    }
+
+    /// Hands the saver the session's snapshot if it changed since the last one.
+    fn save_snapshot(&mut self) {
+        let Some(saver) = &self.saver else { return };
+        if self.core.is_closed() || self.core.revision() == self.saved_revision {
+            return;
+        }
+        self.saved_revision = self.core.revision();
+        let bytes = self.core.snapshot().to_bytes();
+        if bytes.len() > crate::resume::MAX_SNAPSHOT_BYTES {
+            debug!(
+                bytes = bytes.len(),
+                "snapshot over the store's bound: not saved"
+            );
+            return;
+        }
+        let _ = saver.send(Some(Arc::new(bytes)));
     }
 
     async fn run(&mut self, ctx: &mut SessionContext) {
         let mut rtt_tick = tokio::time::interval(RTT_INTERVAL);
         let mut draining = false;
+        self.start_saver(ctx);
+        let mut claimed = self.claimed_elsewhere.take();
         loop {
             self.drain(ctx);
             if self.core.is_closed() {
@@ -385,12 +569,27 @@ impl Shell {
                     self.on_inbound(msg);
                 }
                 msg = self.agent_rx.recv(), if wants_audio => {
-                    if let Some(msg) = msg { self.on_agent(msg) }
+                    if let Some(msg) = msg {
+                        let done = matches!(msg, AgentMsg::Done { .. });
+                        self.on_agent(msg);
+                        if done {
+                            // The whole reply is known now: what a resume can replay in full.
+                            self.save_snapshot();
+                        }
+                    }
                 }
                 _ = sleep_until(wake), if wake.is_some() => {
                     self.core.handle_timeout(Instant::now().into_std());
                 }
-                _ = rtt_tick.tick() => self.core.handle_rtt(self.link.rtt()),
+                _ = rtt_tick.tick() => {
+                    self.core.handle_rtt(self.link.rtt());
+                    self.save_snapshot();
+                }
+                _ = async { claimed.as_mut()?.await.ok() }, if claimed.is_some() => {
+                    // Another connection holds the session now: this one is stale.
+                    self.link.close(Code::GoingAway, "the session was resumed on another connection");
+                    break;
+                }
                 _ = sleep_until(self.call_deadline), if self.call_deadline.is_some() => {
                     self.call_deadline = None;
                     info!("the call reached its maximum duration");
@@ -410,6 +609,8 @@ impl Shell {
                 }
                 reason = self.link.closed() => {
                     debug!("connection closed: {reason}");
+                    // What the session held when the connection went: what a resume gets.
+                    self.save_snapshot();
                     self.core.handle_control_closed(Instant::now().into_std());
                     self.drain(ctx);
                     break;
@@ -439,7 +640,10 @@ impl Shell {
         };
         match msg {
             Inbound::Control(bytes) => self.core.handle_control(now, &bytes),
-            Inbound::ControlClosed => self.core.handle_control_closed(now),
+            Inbound::ControlClosed => {
+                self.save_snapshot();
+                self.core.handle_control_closed(now)
+            }
             Inbound::Opened(..) => {}
             Inbound::Data(id, bytes) => self.core.handle_stream_data(now, id, &bytes),
             Inbound::Fin(id) => self.core.handle_stream_fin(now, id),
@@ -489,7 +693,16 @@ impl Shell {
 
     /// Carries out everything the core asks for. Never awaits: writes go to writer tasks.
     fn drain(&mut self, ctx: &SessionContext) {
+        let mut milestone = false;
         while let Some(out) = self.core.poll_output() {
+            // A commit, a response starting or ending: saved at once, not at the next tick, so
+            // that a server lost right after still leaves them in the store.
+            milestone |= matches!(
+                out,
+                ServerOutput::TurnCommitted { .. }
+                    | ServerOutput::StartResponse { .. }
+                    | ServerOutput::ResponseEnded { .. }
+            );
             match out {
                 ServerOutput::Transmit(op) => {
                     if let voq_proto::stream::Transmit::Write { bytes, .. } = &op {
@@ -644,6 +857,9 @@ impl Shell {
                     }
                 }
             }
+        }
+        if milestone {
+            self.save_snapshot();
         }
     }
 

@@ -67,6 +67,36 @@ impl LabelValue for Limit {
     }
 }
 
+/// How a request to resume a session went (`voq_resumes_total{result=…}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeResult {
+    /// A connection's first event asked for a session back.
+    Attempted,
+    /// It got it.
+    Succeeded,
+    /// The token was forged, expired, used already, or its session is gone.
+    Refused,
+    /// The store failed or did not answer in time.
+    StoreFailed,
+}
+
+impl LabelValue for ResumeResult {
+    const ALL: &'static [Self] = &[
+        Self::Attempted,
+        Self::Succeeded,
+        Self::Refused,
+        Self::StoreFailed,
+    ];
+    fn label_value(self) -> &'static str {
+        match self {
+            Self::Attempted => "attempted",
+            Self::Succeeded => "succeeded",
+            Self::Refused => "refused",
+            Self::StoreFailed => "store_failed",
+        }
+    }
+}
+
 macro_rules! stats {
     ($($name:ident: $help:literal),* $(,)?) => {
         /// Counters of one server. Each is exported as `voq_<name>_total`; sessions are one
@@ -78,6 +108,8 @@ macro_rules! stats {
             /// Sessions closed or refused at a limit, by limit
             /// (`voq_limits_exceeded_total{limit="call_duration"}`).
             pub limits_exceeded: LabelledCounter<Limit>,
+            /// Resume requests, by result (`voq_resumes_total{result="succeeded"}`).
+            pub resumes: LabelledCounter<ResumeResult>,
             /// Authentication's counters, when it is on.
             pub auth: Option<Arc<AuthStats>>,
             /// The anycast socket's counters, on a server of an anycast fleet.
@@ -113,6 +145,11 @@ stats! {
     internal_errors: "failures of the server's own making (a bug or a resource failure)",
     first_audio_ms: "sum over sessions of the ms from the connection being up (handshake done) to the first user audio frame: setup as the server sees it (divide by voq_first_audio_sessions_total)",
     first_audio_sessions: "sessions whose first user audio frame arrived (the count of voq_first_audio_ms_total)",
+    store_requests: "session store requests (snapshot saves and resume claims)",
+    store_failures: "session store requests that failed or timed out",
+    store_latency_us: "sum of the session store requests' latency in microseconds (divide by voq_store_requests_total)",
+    snapshot_bytes: "bytes of session snapshots saved",
+    resumed_audio_frames: "frames of held audio a resumed session took over (open turns) or sends again (the reply's rest)",
 }
 
 impl Stats {
@@ -133,6 +170,12 @@ impl Stats {
             "sessions closed or refused at a per-session limit, by limit",
             "limit",
             self.limits_exceeded.iter(),
+        );
+        out.by(
+            "voq_resumes_total",
+            "requests to resume a session, by result",
+            "result",
+            self.resumes.iter(),
         );
         if let Some(auth) = &self.auth {
             out.single(

@@ -134,7 +134,9 @@ impl Pair {
                 ClientOutput::TurnStopped { item_id, code } => {
                     self.turn_stops.push((item_id, code))
                 }
-                ClientOutput::Transmit(Transmit::Reset { .. }) | ClientOutput::Problem(_) => {}
+                ClientOutput::Transmit(Transmit::Reset { .. })
+                | ClientOutput::Problem(_)
+                | ClientOutput::ResumeRefused { .. } => {}
             }
         }
         while let Some(o) = self.server.poll_output() {

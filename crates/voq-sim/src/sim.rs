@@ -599,6 +599,9 @@ impl Sim {
                 }
                 ClientOutput::Event(_) => {}
                 ClientOutput::Problem(p) => c.warnings.push(format!("client: {p}")),
+                ClientOutput::ResumeRefused { message } => c
+                    .warnings
+                    .push(format!("client: resume refused: {message}")),
                 ClientOutput::TurnStopped { item_id, code } => c
                     .warnings
                     .push(format!("client: server stopped {item_id} (code {code})")),

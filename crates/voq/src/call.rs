@@ -29,6 +29,14 @@ pub struct CallArgs {
     /// idle timeout. What was received is still written and reported.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub dead_after: Duration,
+    /// When the server keeps sessions resumable and the connection is lost (or silent for
+    /// --resume-after), reconnect and take the session back, trying for this long; nothing the
+    /// server had not confirmed is lost, and the reply plays on. 0: never.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub resume_within: Duration,
+    /// With a resumable session, give a silent connection up after this long and reconnect.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub resume_after: Duration,
     /// Write every control event of the call, both directions, as JSON lines
     /// (`{"at_ms", "direction": "sent"|"received", "event"}`), exactly as they crossed the wire.
     #[arg(long, value_name = "FILE.jsonl")]
@@ -148,6 +156,8 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         }),
         record_events: args.events.is_some(),
         dead_after: (!args.dead_after.is_zero()).then_some(args.dead_after),
+        resume_within: (!args.resume_within.is_zero()).then_some(args.resume_within),
+        resume_after: args.resume_after,
         ..Default::default()
     };
     let outcome = client.call(&target, opts).await;
