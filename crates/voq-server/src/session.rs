@@ -141,6 +141,11 @@ pub(crate) async fn run(link: Link, mut ctx: SessionContext, credential: Credent
     let remote = link.remote_address();
     let carrier = link.carrier();
     ctx.proto.transport = ctx.carrier_name.unwrap_or(carrier.as_str()).into();
+    if ctx.resumption.is_some() {
+        // A shared store holds every server's sessions: their ids must be unique in the
+        // fleet, not only in this process (`sess_N` of two servers would overwrite each other).
+        ctx.proto.session_id = fleet_unique_session_id();
+    }
     let session_id = ctx.proto.session_id.clone();
     // `instrument`, never `span.enter()` across an await: an entered guard stays on the worker
     // thread while this task is parked, and other sessions' lines would carry this id.
@@ -289,6 +294,18 @@ async fn read_first_event(
     }
 }
 
+/// `sess_` and 96 random bits in hex: unique across a fleet's servers.
+fn fleet_unique_session_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 12];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // No randomness: the process-wide counter is still unique here, at least.
+        return crate::next_session_id();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sess_{hex}")
+}
+
 /// `session.voq.resume` of a `session.update` event, if that is what `body` is.
 fn resume_request_of(body: &[u8]) -> Option<voq_proto::event::ResumeRequest> {
     let event: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -348,8 +365,14 @@ async fn resume(
             let mut bytes = Vec::new();
             let body = voq_proto::event::to_json_with_id(&event, "event_1");
             if voq_proto::wire::encode_event(&body, &mut bytes).is_ok() {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), control.0.write_all(&bytes)).await;
+                // The event first, whole, then the close: a client that sees a refusal (not just
+                // a closed connection) starts a new session instead of trying the token again.
+                let delivered = async {
+                    let _ = control.0.write_all(&bytes).await;
+                    control.0.finish();
+                    control.0.stopped().await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), delivered).await;
             }
             link.close(Code::Unauthorized, &message);
             None

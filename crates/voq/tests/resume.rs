@@ -277,3 +277,63 @@ fn killed_mid_turn_ws() {
 fn killed_mid_reply_ws() {
     killed_server_call_resumes("ws", KillAt::MidReply);
 }
+
+/// A server restarted without a shared store (`memory`) cannot give the session back: the
+/// client is refused, starts a new session and sends the unconfirmed turn from its start.
+/// The conversation starts over; nothing the user said is lost.
+#[test]
+fn a_session_its_store_lost_starts_again_with_nothing_said_lost() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Server::start(port, "memory", "0a01", &rec_a);
+    let call = voq()
+        .args(["call", &format!("https://127.0.0.1:{port}"), "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .args(["--insecure", "--json", "--input-speed", "1"])
+        .env("XDG_CACHE_HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut call = Killed(call);
+    until(Duration::from_secs(20), "a second of prompt", || {
+        a.metric("voq_prompt_frames_total") >= 50
+    });
+    a.kill();
+    let b = Server::start(port, "memory", "0b02", &rec_b);
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    call.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    call.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        call.0.wait().unwrap().success(),
+        "the call failed: {stderr}"
+    );
+    assert!(stderr.contains("did not take the session back"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(report["resumes"][0]["resumed"], false, "{report}");
+    assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
+    assert_eq!(b.metric("voq_resumes_total{result=\"refused\"}"), 1);
+    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
+        .unwrap()
+        .samples;
+    let session = std::fs::read_dir(&rec_b).unwrap().next().unwrap().unwrap();
+    let recorded = voq_audio::read_wav_file(session.path().join("item_c1.wav"))
+        .unwrap()
+        .samples;
+    assert!(
+        recorded == sent,
+        "the turn sent again is not the prompt bit-exact"
+    );
+}
