@@ -87,10 +87,22 @@ struct Server {
 
 impl Server {
     fn start(port: u16, store: &str, server_id: &str, record: &Path) -> Self {
+        Self::start_behind(port, store, server_id, record, None)
+    }
+
+    /// As [`Server::start`]; behind `voq lb` at `vip` when given.
+    fn start_behind(
+        port: u16,
+        store: &str,
+        server_id: &str,
+        record: &Path,
+        vip: Option<u16>,
+    ) -> Self {
+        let tunnel = vip.map_or("off".to_string(), |v| format!("127.0.0.1:{v}"));
         let mut child = voq()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--agent", "echo", "--session-store", store])
-            .args(["--server-id", server_id, "--lb-tunnel", "off"])
+            .args(["--server-id", server_id, "--lb-tunnel", &tunnel])
             .args(["--metrics", "127.0.0.1:0", "--record"])
             .arg(record)
             .env("VOQ_FLEET_SECRET", FLEET_SECRET)
@@ -336,4 +348,231 @@ fn a_session_its_store_lost_starts_again_with_nothing_said_lost() {
         recorded == sent,
         "the turn sent again is not the prompt bit-exact"
     );
+}
+
+/// Three servers behind `voq lb` sharing Redis: the one holding the call is killed; the balancer
+/// marks it down, the client's new connection lands on another server, which takes the session
+/// back from Redis.
+fn through_the_balancer(transport: &str, at: KillAt) {
+    let Some((_redis, redis_port)) = redis() else {
+        return;
+    };
+    let store = format!("redis://127.0.0.1:{redis_port}");
+    let vip = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ["01", "02", "03"];
+    let ports: Vec<u16> = ids.iter().map(|_| free_port()).collect();
+    let mut lb = voq();
+    lb.args(["lb", "--listen", &format!("127.0.0.1:{vip}")]);
+    for (id, port) in ids.iter().zip(&ports) {
+        lb.args(["--backend", &format!("{id}=127.0.0.1:{port}")]);
+    }
+    let _lb = Killed(
+        lb.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut servers: Vec<Option<Server>> = ids
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| {
+            let rec = dir.path().join(id);
+            Some(Server::start_behind(*port, &store, id, &rec, Some(vip)))
+        })
+        .collect();
+    let out = dir.path().join("reply.wav");
+    let call = voq()
+        .args(["call", &format!("https://127.0.0.1:{vip}"), "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--insecure", "--json", "--transport", transport])
+        .args([
+            "--input-speed",
+            match at {
+                KillAt::MidTurn => "1",
+                KillAt::MidReply => "0",
+            },
+        ])
+        .env("XDG_CACHE_HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut call = Killed(call);
+    // The server that holds the call: the one the prompt (or the reply) flows through.
+    let (metric, threshold) = match at {
+        KillAt::MidTurn => ("voq_prompt_frames_total", 50),
+        KillAt::MidReply => ("voq_agent_bytes_sent_total", 48_000),
+    };
+    let mut holder = None;
+    until(Duration::from_secs(20), "the call under way", || {
+        holder = servers
+            .iter()
+            .position(|s| s.as_ref().unwrap().metric(metric) >= threshold);
+        holder.is_some()
+    });
+    let holder = holder.unwrap();
+    let killed = servers[holder].take().unwrap();
+    let saved = killed.metric("voq_store_requests_total");
+    until(Duration::from_secs(5), "a saved snapshot", || {
+        killed.metric("voq_store_requests_total") > saved
+    });
+    killed.kill();
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    call.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    call.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        call.0.wait().unwrap().success(),
+        "the call failed: {stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let resumes = report["resumes"].as_array().unwrap();
+    assert_eq!(resumes.len(), 1, "{report}");
+    assert_eq!(resumes[0]["resumed"], true, "{report}");
+    let now_on = report["server_id"].as_str().unwrap();
+    assert_ne!(now_on, ids[holder], "{report}");
+    assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
+    assert_eq!(report["reply"]["status"], "completed", "{report}");
+    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
+        .unwrap()
+        .samples;
+    let got = voq_audio::read_wav_file(&out).unwrap().samples;
+    assert!(got.len() >= sent.len() && got[..sent.len()] == sent[..]);
+    let taker = ids.iter().position(|i| *i == now_on).unwrap();
+    let taker = servers[taker].as_ref().unwrap();
+    assert_eq!(taker.metric("voq_resumes_total{result=\"succeeded\"}"), 1);
+}
+
+#[test]
+fn through_the_balancer_killed_mid_turn_quic() {
+    through_the_balancer("quic", KillAt::MidTurn);
+}
+
+#[test]
+fn through_the_balancer_killed_mid_reply_webtransport() {
+    through_the_balancer("webtransport", KillAt::MidReply);
+}
+
+/// A TCP relay whose connections the test can cut (as a network change cuts a WebSocket).
+struct Relay {
+    port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let conns = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut held = conns.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, live }
+    }
+
+    /// Cuts every connection through the relay now.
+    fn cut(&self) {
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A WebSocket cut by the network mid-turn while its server lives on: the client reconnects
+/// (through the same relay), the server takes the session back from its own store (`memory`),
+/// and the turn goes on from where the server held it.
+#[test]
+fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let server = Server::start(port, "memory", "0a01", &rec);
+    let relay = Relay::start(port);
+    let call = voq()
+        .args([
+            "call",
+            &format!("http://127.0.0.1:{}", relay.port),
+            "--input",
+        ])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .args(["--json", "--transport", "ws", "--input-speed", "1"])
+        .env("XDG_CACHE_HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut call = Killed(call);
+    until(Duration::from_secs(20), "a second of prompt", || {
+        server.metric("voq_prompt_frames_total") >= 50
+    });
+    let saved = server.metric("voq_store_requests_total");
+    until(Duration::from_secs(5), "a saved snapshot", || {
+        server.metric("voq_store_requests_total") > saved
+    });
+    relay.cut();
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    call.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    call.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        call.0.wait().unwrap().success(),
+        "the call failed: {stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(report["resumes"][0]["resumed"], true, "{report}");
+    assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
+    let gap = report["resumes"][0]["gap_ms"].as_f64().unwrap();
+    assert!(
+        gap < 1000.0,
+        "a cut WebSocket is noticed at once: gap {gap} ms"
+    );
+    let session = std::fs::read_dir(&rec).unwrap().next().unwrap().unwrap();
+    let recorded = voq_audio::read_wav_file(session.path().join("item_c1.wav"))
+        .unwrap()
+        .samples;
+    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
+        .unwrap()
+        .samples;
+    assert!(recorded == sent, "the turn is not the prompt bit-exact");
+    assert_eq!(server.metric("voq_resumes_total{result=\"succeeded\"}"), 1);
 }
