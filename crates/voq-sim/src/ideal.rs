@@ -69,6 +69,11 @@ pub struct Pair {
     pub client_ops: Vec<Transmit>,
     /// `ClientOutput::TurnStopped`: (item id, code).
     pub turn_stops: Vec<(String, u64)>,
+    /// Between [`Pair::lose_server`] and the client's resume request: the snapshot the store
+    /// holds, and the config a new server starts with.
+    lost: Option<(voq_proto::resume::SessionSnapshot, ServerConfig)>,
+    /// Control bytes from the client not yet read whole while the server is lost.
+    pending_control: voq_proto::wire::EventDecoder,
 }
 
 impl Pair {
@@ -92,7 +97,54 @@ impl Pair {
             turn_audio: Vec::new(),
             client_ops: Vec::new(),
             turn_stops: Vec::new(),
+            lost: None,
+            pending_control: Default::default(),
         }
+    }
+
+    /// The server is lost (as to `kill -9`) with what its store last saved, `snapshot`: both
+    /// directions' packets in flight are gone, the client's carrier is down. Call
+    /// [`Pair::reconnect`] to hand the client a new one; the first event it sends then starts
+    /// a new server from the snapshot, as a server of the fleet would.
+    pub fn lose_server(&mut self, snapshot: voq_proto::resume::SessionSnapshot) {
+        self.to_server.clear();
+        self.to_client.clear();
+        self.agent = None;
+        let config = self.server.config().clone();
+        self.lost = Some((snapshot, config));
+        self.client.handle_disconnected(self.now);
+        self.drain();
+    }
+
+    /// A new carrier is up for the client.
+    pub fn reconnect(&mut self) {
+        self.client.handle_reconnected(self.now);
+        self.drain();
+    }
+
+    /// While the server is lost: reads the client's first event and starts the new server
+    /// from the snapshot and the event's resume request.
+    fn resume_server(&mut self, bytes: &[u8]) {
+        self.pending_control.push(bytes);
+        let Some(voq_proto::wire::DecodedEvent::Event(body)) = self.pending_control.poll_event()
+        else {
+            return;
+        };
+        let Some((snapshot, config)) = self.lost.take() else {
+            return;
+        };
+        use voq_proto::event::{CLIENT_EVENT_TYPES, ClientEvent, parse};
+        let reply = match parse::<ClientEvent>(&body, CLIENT_EVENT_TYPES).map(|r| r.event) {
+            Ok(ClientEvent::SessionUpdate { session }) => {
+                session.voq.and_then(|v| v.resume).and_then(|r| r.reply)
+            }
+            _ => None,
+        };
+        match ServerSession::resume(config, snapshot, reply, self.now) {
+            Ok(server) => self.server = server,
+            Err(e) => panic!("the snapshot does not resume: {e}"),
+        }
+        self.drain();
     }
 
     /// Takes both sessions' outputs: stream operations go on the network, reply frames are
@@ -140,6 +192,9 @@ impl Pair {
             }
         }
         while let Some(o) = self.server.poll_output() {
+            if self.lost.is_some() {
+                continue; // a lost server says nothing to anyone
+            }
             match &o {
                 ServerOutput::Transmit(Transmit::Control(b)) => {
                     self.to_client.push_back((at, ToClient::Control(b.clone())))
@@ -183,6 +238,7 @@ impl Pair {
         let now = self.now;
         while let Some((_, m)) = self.to_server.pop_front_if(|(t, _)| *t <= now) {
             match m {
+                ToServer::Control(b) if self.lost.is_some() => self.resume_server(&b),
                 ToServer::Control(b) => self.server.handle_control(now, &b),
                 ToServer::Data(s, b) => self.server.handle_stream_data(now, s, &b),
                 ToServer::Fin(s) => self.server.handle_stream_fin(now, s),
@@ -227,7 +283,7 @@ impl Pair {
             }
             self.drain();
         }
-        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+        if self.lost.is_none() && self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
         }
         if self.client.poll_timeout().is_some_and(|t| t <= now) {

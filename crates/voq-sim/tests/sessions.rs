@@ -316,3 +316,123 @@ fn a_refused_session_update_changes_nothing() {
     };
     assert_eq!(session.input_audio_format, "pcm16");
 }
+
+/// The server is lost mid-turn (its store holds the first second); the client keeps capturing,
+/// reconnects, and a new server takes the session back: the turn it commits is the whole prompt,
+/// each frame once, and the client sent again only what the store did not hold.
+#[test]
+fn a_turn_survives_its_server_and_only_the_unheld_rest_is_sent_again() {
+    let server = ServerConfig {
+        resumable: true,
+        resume_token: Some("token".into()),
+        ..Default::default()
+    };
+    let mut h = Pair::new(server, ClientConfig::default(), 25);
+    h.run_for(100);
+    let prompt = speech(24_000 * 2, 4);
+    let frames: Vec<&[i16]> = prompt.chunks(FRAME).collect();
+    h.client.start_turn(h.now);
+    let send = |h: &mut Pair, f: &[i16]| {
+        let payload: Vec<u8> = f.iter().flat_map(|s| s.to_le_bytes()).collect();
+        h.client
+            .send_audio(h.now, &payload, f.len() as u32)
+            .unwrap();
+        h.drain();
+    };
+    for f in &frames[..50] {
+        send(&mut h, f);
+        h.step();
+    }
+    h.run_for(100);
+    // The store saved 50 frames; then the server is gone.
+    let snapshot = h.server.snapshot();
+    assert_eq!(snapshot.open_turns.len(), 1);
+    h.lose_server(snapshot);
+    let writes_before = h.client_ops.len();
+    // The user goes on talking while the client reconnects.
+    for f in &frames[50..70] {
+        send(&mut h, f);
+        h.step();
+    }
+    assert_eq!(
+        h.client_ops.len(),
+        writes_before,
+        "nothing is sent while the carrier is down"
+    );
+    h.reconnect();
+    h.turn_audio.clear();
+    for f in &frames[70..] {
+        send(&mut h, f);
+        h.step();
+    }
+    h.client.end_turn(h.now);
+    h.run_for(300);
+    let resumed = h.events_of("voq.session.resumed");
+    assert_eq!(resumed.len(), 1);
+    let ServerEvent::VoqSessionResumed { voq, .. } = resumed[0] else {
+        unreachable!()
+    };
+    assert_eq!(voq.turns[0].held_pts, 50 * FRAME as u64);
+    // The new server holds the 50 frames from the store and got the other 50 from the client:
+    // each once, in order, the prompt exactly.
+    let held: Vec<i16> = h
+        .turn_audio
+        .iter()
+        .flat_map(|(_, _, p)| p.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
+        .collect();
+    assert_eq!(
+        held.len(),
+        prompt.len(),
+        "held {} of {}",
+        held.len(),
+        prompt.len()
+    );
+    assert!(held == prompt, "the turn is the prompt exactly");
+    let turn = &h.client.turns()[0];
+    assert_eq!(turn.frames_confirmed, Some(100));
+    // Sent twice in all: only the frames the server did not hold (50..100) after the break.
+    let resent = h.client_ops[writes_before..]
+        .iter()
+        .filter(|o| matches!(o, Transmit::Write { .. }))
+        .count();
+    assert_eq!(resent, 50);
+}
+
+/// The server is lost mid-reply: the new server sends the rest from the sample the client had
+/// reached, and the client plays on with nothing repeated or skipped.
+#[test]
+fn a_reply_survives_its_server_with_nothing_heard_twice_or_skipped() {
+    let server = ServerConfig {
+        resumable: true,
+        resume_token: Some("token".into()),
+        send_ahead: voq_proto::pacing::Lead::from_ms(1000),
+        ..Default::default()
+    };
+    let mut h = Pair::new(server, ClientConfig::default(), 25);
+    let reply = speech(24_000 * 3, 5);
+    h.agent_script = reply.clone();
+    h.send_turn(&speech(4800, 6));
+    h.run_for(1200);
+    let snapshot = h.server.snapshot();
+    assert!(snapshot.reply.as_ref().is_some_and(|r| r.agent_done));
+    h.lose_server(snapshot);
+    h.run_for(200);
+    h.reconnect();
+    h.run_for(3000);
+    let r = h.client.responses().next().unwrap();
+    assert_eq!(r.status, Some(ResponseStatus::Completed));
+    assert_eq!(r.underruns, 0, "the lead covered the break");
+    let start = h.rendered.iter().position(|s| *s != 0).unwrap();
+    let first = reply.iter().position(|s| *s != 0).unwrap();
+    let played = &h.rendered[start - first..];
+    assert!(
+        played.len() >= reply.len(),
+        "{} of {}",
+        played.len(),
+        reply.len()
+    );
+    assert!(
+        played[..reply.len()] == reply[..],
+        "played once, in order, nothing skipped"
+    );
+}
