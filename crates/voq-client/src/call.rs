@@ -582,6 +582,8 @@ struct Call<'a> {
     /// The server's first answer on a connection (`session.created`, `voq.session.resumed`)
     /// arrived since this was last cleared.
     session_answered: bool,
+    /// The server said it is draining (`going_away`) and the session can move.
+    going_away: bool,
     link: Link,
     /// The last `error` event, for the message when the server then ends the call.
     last_server_error: Option<String>,
@@ -644,6 +646,7 @@ impl<'a> Call<'a> {
             started: Instant::now(),
             resume_refused: None,
             session_answered: false,
+            going_away: false,
             last_server_error: None,
             link,
             session,
@@ -771,7 +774,8 @@ impl<'a> Call<'a> {
                     }
                     Some(msg) => {
                         self.on_inbound(msg)?;
-                        None
+                        std::mem::take(&mut self.going_away)
+                            .then(|| "the server is draining (going_away)".to_string())
                     }
                 },
                 _ = sleep_until(next_capture.or(wake)), if next_capture.is_some() || wake.is_some() => {
@@ -1049,6 +1053,15 @@ impl<'a> Call<'a> {
                         warn!(pts, "reply frame far beyond the audio so far: not kept");
                     }
                     self.session.push_reply_audio(&response_id, pts, &pcm);
+                }
+                ClientOutput::Event(voq_proto::event::ServerEvent::Error { error })
+                    if error.error_code() == Some(voq_proto::ErrorCode::GoingAway)
+                        && self.session.can_resume() =>
+                {
+                    // The server is draining: take the session to another server now rather
+                    // than finish on this one (the reply goes on from where it is).
+                    tracing::info!("the server is draining: moving the session");
+                    self.going_away = true;
                 }
                 ClientOutput::Event(voq_proto::event::ServerEvent::Error { error }) => {
                     warn!("server error {}: {}", error.code, error.message);

@@ -354,6 +354,19 @@ fn a_session_its_store_lost_starts_again_with_nothing_said_lost() {
 /// marks it down, the client's new connection lands on another server, which takes the session
 /// back from Redis.
 fn through_the_balancer(transport: &str, at: KillAt) {
+    through_the_balancer_ending(transport, at, End::Kill);
+}
+
+/// How the server holding the call ends.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum End {
+    /// SIGKILL.
+    Kill,
+    /// SIGTERM: a graceful drain (`going_away`).
+    Drain,
+}
+
+fn through_the_balancer_ending(transport: &str, at: KillAt, end: End) {
     let Some((_redis, redis_port)) = redis() else {
         return;
     };
@@ -419,7 +432,16 @@ fn through_the_balancer(transport: &str, at: KillAt) {
     until(Duration::from_secs(5), "a saved snapshot", || {
         killed.metric("voq_store_requests_total") > saved
     });
-    killed.kill();
+    match end {
+        End::Kill => killed.kill(),
+        End::Drain => {
+            let pid = killed.child.0.id().to_string();
+            let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            assert!(status.success());
+            // It drains (and exits) on its own; dropped at the end of the test.
+            servers[holder] = Some(killed);
+        }
+    }
     let mut stdout = Vec::new();
     let mut stderr = String::new();
     call.0
@@ -451,6 +473,10 @@ fn through_the_balancer(transport: &str, at: KillAt) {
         .samples;
     let got = voq_audio::read_wav_file(&out).unwrap().samples;
     assert!(got.len() >= sent.len() && got[..sent.len()] == sent[..]);
+    if end == End::Drain {
+        let reason = resumes[0]["reason"].as_str().unwrap();
+        assert!(reason.contains("draining"), "{reason}");
+    }
     let taker = ids.iter().position(|i| *i == now_on).unwrap();
     let taker = servers[taker].as_ref().unwrap();
     assert_eq!(taker.metric("voq_resumes_total{result=\"succeeded\"}"), 1);
@@ -575,4 +601,11 @@ fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
         .samples;
     assert!(recorded == sent, "the turn is not the prompt bit-exact");
     assert_eq!(server.metric("voq_resumes_total{result=\"succeeded\"}"), 1);
+}
+
+/// A graceful drain (SIGTERM) of the server holding the call: the client takes the session to
+/// another server at once, mid-reply, instead of finishing on the draining one.
+#[test]
+fn through_the_balancer_a_drain_moves_the_call_mid_reply_quic() {
+    through_the_balancer_ending("quic", KillAt::MidReply, End::Drain);
 }
