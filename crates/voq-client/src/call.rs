@@ -901,7 +901,11 @@ impl<'a> Call<'a> {
                     .context("cannot open the control stream")?;
                 anyhow::Ok((link, control))
             };
-            match tokio::time::timeout(left.min(Duration::from_secs(3)), attempt).await {
+            // Short attempts first: a server that drops Initials (crashed, still counted up by a
+            // balancer) must not hold the call for a whole handshake timeout; each attempt has
+            // a new connection ID, so a balancer's hash may pick another server.
+            let patience = Duration::from_millis(750 * u64::from(attempts.min(4)));
+            match tokio::time::timeout(left.min(patience), attempt).await {
                 Ok(Ok((link, control))) => {
                     let (streams, inbound_rx) = Streams::start(link.clone(), control);
                     self.link = link;

@@ -396,8 +396,46 @@ impl Server {
     /// [`shutdown`](Self::shutdown) begins with it; call it alone to take a server out of
     /// service and drain it later.
     pub fn stop_accepting(&self) {
+        // The accept loop refuses what still arrives (see `accept_loop`).
         let _ = self.shutdown.send(true);
+    }
+
+    /// Ends the server as a crash would (`kill -9`): from now on nothing leaves its address —
+    /// no goodbye reaches any client (its UDP socket is swapped for one nobody listens to, so the
+    /// closes of its dropped connections go nowhere; its TCP connections are closed as the
+    /// kernel closes a dead process's) — and every task stops. Sessions' last snapshots stay
+    /// where they were saved. For tests and benchmarks of what survives a lost server.
+    pub fn crash(&mut self) {
+        let ip = self
+            .endpoint
+            .local_addr()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        let ip = if ip.is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            ip
+        };
+        match std::net::UdpSocket::bind((ip, 0)) {
+            Ok(dead) => {
+                if let Err(e) = self.endpoint.rebind(dead) {
+                    warn!("crash: cannot swap the socket: {e}");
+                }
+            }
+            Err(e) => warn!("crash: no socket to swap in: {e}"),
+        }
         self.endpoint.set_server_config(None);
+        for task in [
+            Some(&self.accept),
+            self.web.as_ref(),
+            self.metrics.as_ref(),
+            self.rotation.as_ref(),
+            self.fleet_watch.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
+        }
     }
 
     /// Graceful shutdown: stop accepting, refuse new turns, let sessions finish what they are
@@ -759,7 +797,23 @@ async fn accept_loop(
             session::run(link, ctx, credential).await;
         });
     }
-    while sessions.join_next().await.is_some() {}
+    // Draining: new connections are refused at once (CONNECTION_REFUSED) rather than left
+    // unanswered, so a client taking its session elsewhere (or a new one behind a balancer
+    // that still counts this server up) tries again at once instead of waiting out a
+    // handshake timeout.
+    let mut accepting = true;
+    loop {
+        tokio::select! {
+            done = sessions.join_next() => if done.is_none() { break },
+            incoming = endpoint.accept(), if accepting => match incoming {
+                Some(incoming) => {
+                    ctx.stats.connections_refused.inc();
+                    incoming.refuse();
+                }
+                None => accepting = false,
+            },
+        }
+    }
 }
 
 /// Completes the handshake as far as the carrier needs before the session starts.

@@ -17,7 +17,7 @@ use voq_client::{CallOptions, CallOutcome, Client, Target, Trust};
 use voq_proto::Codec;
 use voq_server::{Server, SessionEvent, SessionEventKind, Settings};
 
-use super::scenario::{Dir, Phase, PhaseBlackout, Scenario};
+use super::scenario::{Dir, LoseHow, Phase, PhaseBlackout, Scenario};
 use crate::proxy::{Direction, NetemProxy, ProxyStats};
 
 /// The audio a scenario needs, loaded once.
@@ -149,7 +149,16 @@ struct Fleet {
 
 impl Fleet {
     async fn start(s: &Scenario, p: &Prepared) -> anyhow::Result<Self> {
+        // Servers that may lose a call to each other share a session store and token keys.
+        let resumption = s.lose_server.map(|_| {
+            std::sync::Arc::new(voq_server::resume::Resumption {
+                keys: voq_server::resume::ResumeKeys::from_secret(b"voq bench: one fleet's secret"),
+                store: std::sync::Arc::new(voq_server::resume::MemoryStore::default()),
+                window: Duration::from_secs(60),
+            })
+        });
         let settings = |quic_lb: Option<voq_server::QuicLbSettings>| Settings {
+            resumption: resumption.clone(),
             agent_speed: s.agent.speed,
             drain_timeout: Duration::from_secs(1),
             record: p.record.clone(),
@@ -211,6 +220,26 @@ impl Fleet {
         }
     }
 
+    /// Loses the server holding a call (the one with a session open): crashed in place, or
+    /// drained (taken out of the fleet, shutting down on its own).
+    fn lose_holder(&mut self, how: LoseHow) {
+        let holder = self
+            .servers
+            .iter()
+            .position(|s| s.stats().sessions_started.total() > s.stats().sessions_ended.get());
+        let Some(i) = holder else {
+            tracing::warn!("bench: no server holds a call to lose");
+            return;
+        };
+        match how {
+            LoseHow::Kill => self.servers[i].crash(),
+            LoseHow::Drain => {
+                let server = self.servers.remove(i);
+                tokio::spawn(server.shutdown());
+            }
+        }
+    }
+
     /// The servers first: their sessions close through the balancer, which must still be
     /// there to carry the goodbyes.
     async fn shutdown(self) {
@@ -229,7 +258,7 @@ async fn reliable(
     seed: u64,
     result: &mut RunResult,
 ) -> anyhow::Result<()> {
-    let fleet = Fleet::start(s, p).await?;
+    let mut fleet = Fleet::start(s, p).await?;
     let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
     let events_tx = std::sync::Arc::new(events_tx);
     let collectors: Vec<_> = fleet
@@ -265,8 +294,23 @@ async fn reliable(
                 // A new client: a new first flight (and, behind the balancer, a new hash).
                 client = Client::new(&fleet.trust()?, SocketAddr::from(([127, 0, 0, 1], 0)))?;
             }
-            let observed =
-                observed_call(&client, &target, opts.clone(), &blackout, s, &events).await;
+            let (lose_tx, mut lose_rx) = tokio::sync::mpsc::unbounded_channel();
+            let lose = move || {
+                let _ = lose_tx.send(());
+            };
+            let observing =
+                observed_call(&client, &target, opts.clone(), &blackout, &lose, s, &events);
+            tokio::pin!(observing);
+            let observed = loop {
+                tokio::select! {
+                    observed = &mut observing => break observed,
+                    Some(()) = lose_rx.recv() => {
+                        if let Some(l) = s.lose_server {
+                            fleet.lose_holder(l.how);
+                        }
+                    }
+                }
+            };
             if let Ok(out) = &observed.outcome {
                 exact += u32::from(out.reply_received == p.prompt);
             }
@@ -280,7 +324,7 @@ async fn reliable(
         let first = first.ok_or_else(|| anyhow::anyhow!("no call was made"))?;
         let second = if s.call.resume {
             // The same client again: it holds a session ticket now, so it resumes with 0-RTT.
-            Some(observed_call(&client, &target, opts, &blackout, s, &events).await)
+            Some(observed_call(&client, &target, opts, &blackout, &|| {}, s, &events).await)
         } else {
             None
         };
@@ -378,6 +422,20 @@ fn calls_metrics(
             .insert("rebinds".into(), first.rebinds as f64);
     }
     let first_outcome = first.outcome?;
+    if s.lose_server.is_some() {
+        // The resume: from the client giving the lost connection up to the session being back
+        // on a new one (audio can flow again), and whether the session itself came back.
+        let resume = first_outcome.report.resumes.first();
+        let m = &mut result.metrics;
+        m.insert(
+            "resumed".into(),
+            f64::from(u8::from(resume.is_some_and(|r| r.resumed))),
+        );
+        if let Some(r) = resume {
+            m.insert("resume_gap_ms".into(), r.gap_ms);
+            m.insert("resume_lost_at_ms".into(), r.lost_at_ms);
+        }
+    }
     let first_events = call_events(&events.borrow(), first.started);
     call_metrics(s, p, &first_outcome, &first_events, &mut result.metrics);
     if let Some(second) = second {
@@ -657,14 +715,23 @@ async fn reliable_netns(
                     &target,
                     opts.clone(),
                     &blackout,
+                    &|| {},
                     &scenario,
                     &events_a,
                 )
                 .await;
                 let second = if resume {
                     Some(
-                        observed_call(&client, &target, opts, &blackout, &scenario, &events_a)
-                            .await,
+                        observed_call(
+                            &client,
+                            &target,
+                            opts,
+                            &blackout,
+                            &|| {},
+                            &scenario,
+                            &events_a,
+                        )
+                        .await,
                     )
                 } else {
                     None
@@ -733,6 +800,7 @@ async fn observed_call(
     target: &Target,
     opts: CallOptions,
     blackout: &dyn Fn(Direction, Duration),
+    lose_server: &dyn Fn(),
     s: &Scenario,
     events: &watch::Receiver<Vec<SessionEvent>>,
 ) -> Observed {
@@ -789,10 +857,31 @@ async fn observed_call(
             rebind,
             &mut rebound,
         );
+        // The server holding the call is lost (the scenario's `lose_server`).
+        let losses: Vec<PhaseBlackout> = s
+            .lose_server
+            .iter()
+            .map(|l| PhaseBlackout {
+                phase: l.phase,
+                at_ms: l.at_ms,
+                duration_ms: 0.0,
+                direction: Dir::Both,
+            })
+            .collect();
+        let mut lost = Vec::new();
+        let lose_triggers = fire_blackouts(
+            &losses,
+            started,
+            events.clone(),
+            phase_at,
+            |_, _| lose_server(),
+            &mut lost,
+        );
         tokio::select! {
             r = call => r,
             () = triggers => unreachable!("the triggers never complete"),
             () = rebind_triggers => unreachable!("the triggers never complete"),
+            () = lose_triggers => unreachable!("the triggers never complete"),
         }
     };
     // The collector runs on another task: wait until it holds the call's last event (its

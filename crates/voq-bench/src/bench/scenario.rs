@@ -108,7 +108,31 @@ pub struct Scenario {
     pub fleet: Option<FleetSpec>,
     /// The loss-free scenario whose turn-hold time `prompt_extra_delay_*` subtracts.
     pub baseline: Option<String>,
+    /// The server holding the call is lost mid-call (behind a balancer, servers sharing a
+    /// session store): the call resumes on another.
+    pub lose_server: Option<LoseServer>,
     pub targets: Vec<TargetSpec>,
+}
+
+/// The server holding the call is lost `at_ms` after a phase of the call.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoseServer {
+    pub phase: Phase,
+    #[serde(default)]
+    pub at_ms: f64,
+    /// `kill` (a crash: no goodbye; the default) or `drain` (a graceful shutdown).
+    #[serde(default)]
+    pub how: LoseHow,
+}
+
+/// How a server is lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoseHow {
+    #[default]
+    Kill,
+    Drain,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +161,8 @@ struct ScenarioToml {
     fleet: Option<FleetSpec>,
     #[serde(default)]
     baseline: Option<String>,
+    #[serde(default)]
+    lose_server: Option<LoseServer>,
     #[serde(default)]
     targets: Vec<TargetSpec>,
 }
@@ -522,6 +548,12 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
             "scenario \"{name}\": rebind needs QUIC or WebTransport (a TCP connection cannot \
              move to a new address)"
         );
+        anyhow::ensure!(
+            s.lose_server.is_none() || (s.balancer.is_some() && s.carrier == Carrier::Quic),
+            "scenario \"{name}\": lose_server needs a balancer (QUIC through the UDP proxy): the \
+             call resumes on another of its servers (WebTransport and WebSocket are measured by \
+             crates/voq/tests/resume.rs)"
+        );
         if let Some(b) = s.balancer {
             anyhow::ensure!(
                 (2..=15).contains(&b.servers),
@@ -571,6 +603,7 @@ pub fn parse_figure(id: &str, text: &str, quick: bool) -> anyhow::Result<Figure>
             balancer: s.balancer,
             fleet: s.fleet,
             baseline: s.baseline,
+            lose_server: s.lose_server,
             targets: s.targets,
         });
     }
