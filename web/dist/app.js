@@ -177,6 +177,7 @@ var SERVER_EVENT_TYPES = [
   "response.output_audio_transcript.done",
   "conversation.item.truncated",
   "error",
+  "voq.session.resumed",
   "voq.pong"
 ];
 var str = (k) => (v) => typeof v[k] === "string" ? null : `"${k}" must be a string`;
@@ -232,6 +233,10 @@ var CHECKS = {
   "response.output_audio_transcript.done": [str("response_id"), str("item_id"), num("output_index"), u32("content_index"), str("transcript")],
   "conversation.item.truncated": [str("item_id"), u32("content_index"), num("audio_end_ms")],
   error: [obj("error", [str("type"), str("code"), str("message"), optional("event_id", str("event_id"))])],
+  "voq.session.resumed": [
+    session,
+    obj("voq", [(v) => Array.isArray(v.turns) ? null : '"turns" must be an array'])
+  ],
   "voq.pong": [num("id")]
 };
 function parseServerEvent(body) {
@@ -2058,6 +2063,10 @@ var Reconnector = class {
     if (k) k.itemId = itemId;
     else this.kept.push({ turn, itemId, packets: [], bytes: 0, ended: false });
   }
+  /** The audio kept of `turn` (the reconnector's own list: read it before the next input). */
+  packetsOf(turn) {
+    return this.done ? null : this.find(turn)?.packets ?? null;
+  }
   /** A packet of a started turn went to the session. */
   turnAudio(turn, payload, samples) {
     const k = this.done ? void 0 : this.find(turn);
@@ -2418,14 +2427,42 @@ var ClientSession = class {
       }
     };
     if (this.config.sendAheadMs !== void 0) session2.session.voq = { send_ahead_ms: this.config.sendAheadMs };
+    if (this.config.resume) session2.session.voq = { ...session2.session.voq, resume: this.config.resume };
     this.send(session2);
   }
+  /** The resume token of the latest `session.created` / `voq.session.resumed`, if any. */
+  get resumeToken() {
+    return this._session?.voq.resume_token ?? null;
+  }
+  /**
+   * Where this client stands in the reply it is receiving (no `response.done` yet, not
+   * interrupted): what a resume request names so the reply goes on from there. `null` if none.
+   */
+  get resumePoint() {
+    const r = this.replies[this.replies.length - 1];
+    if (!r || r.stats.status !== void 0 || r.stats.interrupt || done(r.state)) return null;
+    return { response_id: r.stats.responseId, from_pts: r.receivedEnd, played_ms: ms(r.played) };
+  }
+  /**
+   * Goes on where `from` (the same session on a lost connection) left off: its current reply
+   * (its playout keeps playing, and frames of the new stream for the same response join it)
+   * and the numbering of its item ids (the server refuses an item id it has seen).
+   */
+  continueFrom(from) {
+    this.nextTurn = Math.max(this.nextTurn, from.nextTurn);
+    const r = from.replies[from.replies.length - 1];
+    if (r && !done(r.state)) this.replies.push({ ...r, stream: null, ended: false });
+  }
   // ---- the user's audio ----
-  /** Starts a user turn; returns its item id. A turn still open is ended first. */
-  startTurn(now) {
+  /**
+   * Starts a user turn; returns its item id. A turn still open is ended first. `resume`: the
+   * rest of a turn of a resumed session, under its item id, from its pts (`frames` and `bytes`:
+   * what the server holds of it already, counted as sent).
+   */
+  startTurn(now, resume) {
     if (this.sending) this.endTurn(now);
     const index = this._turns.length;
-    const itemId = `item_c${this.nextTurn}`;
+    const itemId = resume?.itemId ?? `item_c${this.nextTurn}`;
     const stream = this.nextTurn;
     this.nextTurn += 1;
     const bytes = encodeHeader(StreamKind.UserAudio, {
@@ -2435,8 +2472,14 @@ var ClientSession = class {
       frame_ms: FRAME_MS
     });
     this.push({ type: "open_stream", stream, bytes });
-    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0, framesDropped: 0 });
-    this.sending = { stream, nextPts: 0, index, stopped: false };
+    this._turns.push({
+      itemId,
+      framesSent: resume?.frames ?? 0,
+      bytesSent: resume?.bytes ?? 0,
+      audioMsSent: ms(resume?.pts ?? 0),
+      framesDropped: 0
+    });
+    this.sending = { stream, nextPts: resume?.pts ?? 0, index, stopped: false };
     return itemId;
   }
   /** Whether a user turn is open. */
@@ -2808,7 +2851,8 @@ var ClientSession = class {
       played: 0,
       buffered: 0,
       frames: [],
-      ended: false
+      ended: false,
+      receivedEnd: 0
     };
     this.replies.push(r);
     this.push({ type: "playout_start", responseId, codec, startThresholdMs: this.config.startThresholdMs });
@@ -2852,12 +2896,15 @@ var ClientSession = class {
     }
     if (done(r.state)) return;
     r.frames.push([pts, wireBytes]);
+    const samples = info.codec === "pcm16" ? payload.length / 2 : SAMPLE_RATE * FRAME_MS / 1e3;
+    r.receivedEnd = Math.max(r.receivedEnd, pts + samples);
     this.push({ type: "reply_frame", responseId: info.responseId, codec: info.codec, pts, payload });
   }
   onEvent(now, event) {
     switch (event.type) {
       case "session.created":
       case "session.updated":
+      case "voq.session.resumed":
         this.reportInterval = Math.max(10, event.session.voq.played_report_interval_ms);
         this._session = event.session;
         if (this.nextPing === null && this.config.pingIntervalMs !== null) this.ping(now);
@@ -2902,7 +2949,13 @@ var ClientSession = class {
         break;
       case "response.done": {
         const r = this.reply(event.response.id);
-        if (r) r.stats.status = event.response.status;
+        if (r) {
+          r.stats.status = event.response.status;
+          if (r.stream === null && !r.ended && event.response.status !== "completed" && !done(r.state)) {
+            r.ended = true;
+            this.push({ type: "playout_finish", responseId: r.stats.responseId });
+          }
+        }
         break;
       }
       case "conversation.item.truncated": {
@@ -2966,6 +3019,13 @@ var VoqClient = class extends Emitter {
   pumping = false;
   totals = { turns: 0, frames: 0, bytes: 0, captured: 0 };
   lastResponse = null;
+  /**
+   * A resume asked for and not yet answered: the kept turns wait for `voq.session.resumed` to
+   * learn what the server holds of them.
+   */
+  pendingResume = null;
+  /** The server refused the last resume: the next new session starts afresh. */
+  resumeRefused = false;
   connectMs = null;
   attempts = [];
   codecWarnings = [];
@@ -3210,7 +3270,7 @@ var VoqClient = class extends Emitter {
     });
   }
   // ---- turns ----
-  newSession() {
+  newSession(resume) {
     const cfg = {
       inputCodec: this.inputCodec,
       outputCodec: this.outputCodec,
@@ -3218,6 +3278,7 @@ var VoqClient = class extends Emitter {
     };
     if (this.opts.startThresholdMs !== void 0) cfg.startThresholdMs = this.opts.startThresholdMs;
     if (this.opts.sendAheadMs !== void 0) cfg.sendAheadMs = this.opts.sendAheadMs;
+    if (resume) cfg.resume = resume;
     return new ClientSession(cfg);
   }
   beginTurn(limit, keep) {
@@ -3264,7 +3325,17 @@ var VoqClient = class extends Emitter {
   finishTurn(t) {
     const s = t.session;
     if (s === this._session) s.endTurn(this.now());
-    const stats = s?.turns.find((x) => x.itemId === t.itemId);
+    let stats = s?.turns.find((x) => x.itemId === t.itemId);
+    const kept = this.pendingResume && t.keep ? this.reconnector.packetsOf(t) : null;
+    if (kept) {
+      let samples = 0;
+      let bytes = 0;
+      for (const [p, n] of kept) {
+        samples += n;
+        bytes += p.length;
+      }
+      stats = { framesSent: kept.length, audioMsSent: Math.floor(samples * 1e3 / 24e3), bytesSent: bytes };
+    }
     this.queue = this.queue.filter((x) => x !== t);
     this.active = null;
     this.totals.turns += 1;
@@ -3301,7 +3372,10 @@ var VoqClient = class extends Emitter {
       t.pending.push([payload, samples]);
       return;
     }
-    if (t.session !== this._session) return;
+    if (t.session !== this._session) {
+      if (this.pendingResume && t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
+      return;
+    }
     this._session.sendAudio(this.now(), payload, samples);
     if (t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
     this.pump();
@@ -3380,8 +3454,12 @@ var VoqClient = class extends Emitter {
     conn.transport.close(Code.NoError, reason);
     if (this._state === "closed") return false;
     const cur = this._session.currentResponse;
-    if (cur) this.finishPlayout(cur.responseId);
+    if (cur && !this.mayResume()) this.finishPlayout(cur.responseId);
     return true;
+  }
+  /** Whether a lost connection is followed by a resume of the same session. */
+  mayResume() {
+    return this.opts.reconnect !== false && !this.resumeRefused && this._session.resumeToken !== null;
   }
   /** The connection is gone: the reconnector says what comes next. */
   lost(conn, reason) {
@@ -3389,12 +3467,28 @@ var VoqClient = class extends Emitter {
     this.reconnector.handleLost(this.now(), reason);
     this.pump();
   }
-  /** A new session for a new connection: the kept turns are sent again, whole, in order. */
+  /**
+   * A session for a new connection. Resumable: the same session, asked back with its token
+   * (the kept turns wait for the answer, which says what the server holds of them; the reply
+   * goes on). Otherwise a new session: the kept turns are sent again, whole, in order.
+   */
   restartSession(turns) {
     this._state = "reconnecting";
     const last = this._session.currentResponse ?? this._session.responses[this._session.responses.length - 1] ?? null;
     if (last) this.lastResponse = last;
     this.netQueue = [];
+    const old = this._session;
+    const token = this.mayResume() ? old.resumeToken : null;
+    if (token !== null) {
+      const request = { token };
+      const point = old.resumePoint;
+      if (point) request.reply = point;
+      this._session = this.newSession(request);
+      this._session.continueFrom(old);
+      this.pendingResume = { turns, replyId: point?.response_id ?? null };
+      return;
+    }
+    this.pendingResume = null;
     this._session = this.newSession();
     const now = this.now();
     for (const r of turns) {
@@ -3600,8 +3694,57 @@ var VoqClient = class extends Emitter {
     this._session.handlePlayout(this.now(), s);
     this.pump();
   }
+  /**
+   * The server took the session back: each kept turn goes on from what it holds (the rest on a
+   * stream with the same item id; a turn it committed meanwhile is confirmed), new input
+   * streams start for server VAD.
+   */
+  completeResume(state) {
+    const p = this.pendingResume;
+    if (!p) return;
+    this.pendingResume = null;
+    const now = this.now();
+    for (const r of p.turns) {
+      const t = r.turn;
+      const held = state.turns.find((h) => h.item_id === r.itemId);
+      if (held?.committed) {
+        this.reconnector.handleCommitted(r.itemId);
+        t.session = this._session;
+        continue;
+      }
+      const from = held?.held_pts ?? 0;
+      let pts = 0;
+      let first = 0;
+      let bytes = 0;
+      while (first < r.packets.length && pts < from) {
+        const [payload, samples] = r.packets[first++];
+        pts += samples;
+        bytes += payload.length;
+      }
+      t.itemId = this._session.startTurn(now, { itemId: r.itemId, pts, frames: first, bytes });
+      t.session = this._session;
+      for (const [payload, samples] of r.packets.slice(first)) this._session.sendAudio(now, payload, samples);
+      if (r.ended) this._session.endTurn(now);
+    }
+    const a = this.active;
+    if (a && !a.keep) {
+      a.stopped = false;
+      a.itemId = this._session.startTurn(now);
+      a.session = this._session;
+    }
+    if (p.replyId !== null && state.reply?.response_id !== p.replyId) {
+      this.finishPlayout(p.replyId);
+    }
+  }
   onServerEvent(e) {
     switch (e.type) {
+      case "voq.session.resumed":
+        this.resumeRefused = false;
+        this.completeResume(e.voq);
+        break;
+      case "session.created":
+        this.resumeRefused = false;
+        break;
       case "input_audio_buffer.committed":
         this.reconnector.handleCommitted(e.item_id);
         break;
@@ -3610,6 +3753,11 @@ var VoqClient = class extends Emitter {
         break;
       case "error":
         this.emit("warning", { type: "warning", message: `server error ${e.error.code}: ${e.error.message}` });
+        if (e.error.code === "unauthorized" && this.pendingResume) {
+          this.resumeRefused = true;
+          if (this.pendingResume.replyId !== null) this.finishPlayout(this.pendingResume.replyId);
+          this.pendingResume = null;
+        }
         if (e.error.code === "going_away") this.reconnector.handleGoingAway(this.now());
         break;
       default:

@@ -46,9 +46,12 @@ const missing = !existsSync(CHROMIUM)
     ? `${VOQ_BIN} is missing (cargo build -p voq, or set VOQ_BIN)`
     : null;
 
-/** Starts `voq serve` and resolves with its page URL (the first http:// URL it prints). */
-function startServer(recordDir, agent = 'echo') {
-  const proc = spawn(VOQ_BIN, ['serve', '--listen', '127.0.0.1:0', '--agent', agent, '--record', recordDir], {
+/**
+ * Starts `voq serve` and resolves with its page URL (the first http:// URL it prints). `extra`:
+ * more arguments; `listen`: the address (an OS-chosen port by default).
+ */
+function startServer(recordDir, agent = 'echo', extra = [], listen = '127.0.0.1:0') {
+  const proc = spawn(VOQ_BIN, ['serve', '--listen', listen, '--agent', agent, '--record', recordDir, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
@@ -68,6 +71,37 @@ function startServer(recordDir, agent = 'echo') {
     proc.on('exit', (code) => reject(new Error(`voq serve exited (${code}):\n${out}`)));
   });
   return { proc, url, log: () => out };
+}
+
+/** A TCP port free on loopback just now. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A counter of a server's Prometheus metrics (0 while they cannot be read). */
+async function metric(port, name) {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line ? Number(line.split(' ').at(-1)) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Polls `ready` (async) until it holds; fails after `ms`. */
+async function until(ms, what, ready) {
+  for (const deadline = Date.now() + ms; !(await ready()); ) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 describe('browser call', { skip: missing ?? false }, () => {
@@ -156,8 +190,8 @@ describe('browser call', { skip: missing ?? false }, () => {
    * opus), and against the prompt (looser: the fake microphone's path into the page glitches
    * under load, which is Chromium's, not voq's).
    */
-  async function checkRecording(sessionId, itemId, captured, codec) {
-    const wav = path.join(tmp, 'record', sessionId, `${itemId}.wav`);
+  async function checkRecording(sessionId, itemId, captured, codec, dir = path.join(tmp, 'record')) {
+    const wav = path.join(dir, sessionId, `${itemId}.wav`);
     // The server writes the recording on a blocking thread after it commits the turn (long
     // before the page has played the echo), the WAV first, then the JSON sidecar: once the
     // sidecar parses, the WAV is complete.
@@ -361,6 +395,49 @@ describe('browser call', { skip: missing ?? false }, () => {
     const ended = r.events.find((e) => e.type === 'playback.ended')?.event;
     assert.equal(ended?.reason, 'interrupted');
     assert.equal(ended?.played_ms, heard);
+  });
+
+  // A call outlives its server (issue #15): `kill -9` of `voq serve` a second into the page's
+  // turn; another `voq serve` on the same port with the same session store (file:) takes the
+  // session back. The page's client resumes it: the turn goes on from what the store held, under
+  // the same item id, and the new server's recording is what the page captured, exactly.
+  // WebSocket, so that the new server's own development certificate needs no new hash.
+  test('a call outlives its server (kill -9, websocket)', { timeout: 90000 }, async () => {
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const store = path.join(tmp, 'sessions.redb');
+    const [recA, recB] = [path.join(tmp, 'record-resume-a'), path.join(tmp, 'record-resume-b')];
+    const extra = ['--session-store', `file:${store}`, '--metrics', `127.0.0.1:${metricsPort}`];
+    const a = startServer(recA, 'echo', extra, `127.0.0.1:${port}`);
+    let b = null;
+    try {
+      const at = await a.url;
+      const calling = call('resume-kill9-websocket', 'transport=websocket&codec=pcm16&capture=worklet', at);
+      // A second of the turn reached the server, and a snapshot of it the store.
+      await until(20000, 'a second of the turn at the server', async () => (await metric(metricsPort, 'voq_prompt_frames_total')) >= 50);
+      const saved = await metric(metricsPort, 'voq_store_requests_total');
+      await until(5000, 'a snapshot in the store', async () => (await metric(metricsPort, 'voq_store_requests_total')) > saved);
+      const exited = new Promise((resolve) => a.proc.once('exit', resolve));
+      a.proc.kill('SIGKILL');
+      await exited;
+      b = startServer(recB, 'echo', extra, `127.0.0.1:${port}`);
+      await b.url;
+      const r = await calling;
+      const committed = checkPlayback('resume-kill9-websocket', r);
+      const types = r.events.map((e) => e.type);
+      assert.ok(types.includes('transport.reconnecting'), `no reconnect: ${types.join(' ')}`);
+      const resumed = r.events.find((e) => e.type === 'voq.session.resumed')?.event;
+      assert.ok(resumed, `the session was not resumed: ${types.join(' ')}\n${b.log()}`);
+      const held = resumed.voq.turns.find((t) => t.item_id === committed.item_id);
+      assert.ok(held && held.held_pts >= 50 * 480, `the store held ${JSON.stringify(resumed.voq.turns)}`);
+      assert.equal(resumed.session.id, r.outcome.stats.sessionId);
+      const rec = await checkRecording(r.outcome.stats.sessionId, committed.item_id, r.captured, 'pcm16', recB);
+      process.stdout.write(`# resume-kill9-websocket: ${JSON.stringify({ heldMs: held.held_pts / 24, recMs: rec.recMs, playedMs: r.outcome.playback.played_ms })}\n`);
+      assert.ok(rec.vsCapture.equal, `the new server's recording differs from what the page captured: ${JSON.stringify(rec.vsCapture)}`);
+    } finally {
+      a.proc.kill('SIGKILL');
+      b?.proc.kill('SIGTERM');
+    }
   });
 
   // The page works with every built-in agent: they differ only in what comes back. echo and

@@ -141,6 +141,11 @@ pub struct CallOptions {
 /// After this long without a word from the server while a turn or reply is under way, the
 /// client says so (a warning) and keeps waiting until [`CallOptions::dead_after`].
 pub const SILENCE_NOTICE: Duration = Duration::from_secs(1);
+/// Reconnecting: a new connection attempt this often while none has won, at most
+/// [`DIAL_RACE`] at once, each given up after [`DIAL_TIMEOUT`].
+const DIAL_STAGGER: Duration = Duration::from_millis(250);
+const DIAL_RACE: usize = 3;
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// While a turn or reply is under way and the server has been quiet this long, the client
 /// pings it (`voq.ping`): a live server's pong keeps the silence short.
 const LIVENESS_PING: Duration = Duration::from_millis(250);
@@ -879,88 +884,59 @@ impl<'a> Call<'a> {
         self.session.handle_disconnected(lost_at.into_std());
         self.link
             .close(Code::NoError, "connection given up: reconnecting");
+        let deadline = lost_at + within;
         let mut attempts = 0u32;
-        let mut backoff = Duration::from_millis(50);
         loop {
-            if lost_at.elapsed() >= within {
-                anyhow::bail!(
-                    "{reason}; reconnecting failed for {:.1} s ({attempts} attempts)",
-                    within.as_secs_f64()
-                );
+            let (client, target) = (self.client, self.target.clone());
+            let (link, control) =
+                match dial_race(client, &target, opts, deadline, &mut attempts).await {
+                    Ok(won) => won,
+                    Err(e) => anyhow::bail!(
+                        "{reason}; reconnecting failed for {:.1} s ({attempts} attempts): {e:#}",
+                        within.as_secs_f64()
+                    ),
+                };
+            let (streams, inbound_rx) = Streams::start(link.clone(), control);
+            self.link = link;
+            self.streams = streams;
+            self.inbound_rx = inbound_rx;
+            self.last_server_error = None;
+            self.session_answered = false;
+            self.resume_refused = None;
+            let resuming = self.session.handle_reconnected(Instant::now().into_std());
+            self.drain()?;
+            // The session is back when the server answers the first event.
+            if let Err(e) = self.await_first_answer(deadline).await {
+                debug!("reconnection attempt {attempts} failed: {e:#}");
+                self.session.handle_disconnected(Instant::now().into_std());
+                self.link.close(Code::NoError, "reconnecting");
+                continue;
             }
-            attempts += 1;
-            let left = within.saturating_sub(lost_at.elapsed());
-            let connect =
-                self.client
-                    .connect_with(&self.target, opts.transport, opts.token.as_ref(), false);
-            let attempt = async {
-                let (link, _) = connect.await?;
-                let control = link
-                    .open_bi()
-                    .await
-                    .context("cannot open the control stream")?;
-                anyhow::Ok((link, control))
+            if self.resume_refused.is_some() && resuming {
+                // Go again at once, for a new session this time (the session forgot its token):
+                // the unconfirmed turns go from their start.
+                self.session.handle_disconnected(Instant::now().into_std());
+                self.link
+                    .close(Code::NoError, "resume refused: new session");
+                continue;
+            }
+            let report = crate::report::ResumeReport {
+                reason: reason.clone(),
+                lost_at_ms: ms(lost_at.saturating_duration_since(self.started)),
+                gap_ms: ms(lost_at.elapsed()),
+                attempts,
+                resumed: resuming,
+                server_id: self.session.session().and_then(|s| s.voq.server_id.clone()),
             };
-            // Short attempts first: a server that drops Initials (crashed, still counted up by a
-            // balancer) must not hold the call for a whole handshake timeout; each attempt has
-            // a new connection ID, so a balancer's hash may pick another server.
-            let patience = Duration::from_millis(750 * u64::from(attempts.min(4)));
-            match tokio::time::timeout(left.min(patience), attempt).await {
-                Ok(Ok((link, control))) => {
-                    let (streams, inbound_rx) = Streams::start(link.clone(), control);
-                    self.link = link;
-                    self.streams = streams;
-                    self.inbound_rx = inbound_rx;
-                    self.last_server_error = None;
-                    self.session_answered = false;
-                    self.resume_refused = None;
-                    let resuming = self.session.handle_reconnected(Instant::now().into_std());
-                    self.drain()?;
-                    // The session is back when the server answers the first event.
-                    match self.await_first_answer(lost_at + within).await {
-                        Ok(()) => {
-                            let refused = self.resume_refused.is_some() && resuming;
-                            if refused {
-                                // Go again at once, for a new session this time (the session
-                                // forgot its token): the unconfirmed turns go from their start.
-                                self.session.handle_disconnected(Instant::now().into_std());
-                                self.link
-                                    .close(Code::NoError, "resume refused: new session");
-                                continue;
-                            }
-                            let report = crate::report::ResumeReport {
-                                reason: reason.clone(),
-                                lost_at_ms: ms(lost_at.saturating_duration_since(self.started)),
-                                gap_ms: ms(lost_at.elapsed()),
-                                attempts,
-                                resumed: resuming,
-                                server_id: self
-                                    .session
-                                    .session()
-                                    .and_then(|s| s.voq.server_id.clone()),
-                            };
-                            tracing::info!(
-                                gap_ms = report.gap_ms,
-                                attempts,
-                                resumed = resuming,
-                                "the call goes on over a new connection"
-                            );
-                            self.report.resumes.push(report);
-                            self.resume_refused = None;
-                            return Ok(());
-                        }
-                        Err(e) => {
-                            debug!("reconnection attempt {attempts} failed: {e:#}");
-                            self.session.handle_disconnected(Instant::now().into_std());
-                            self.link.close(Code::NoError, "reconnecting");
-                        }
-                    }
-                }
-                Ok(Err(e)) => debug!("reconnection attempt {attempts} failed: {e:#}"),
-                Err(_) => debug!("reconnection attempt {attempts} timed out"),
-            }
-            tokio::time::sleep(backoff.min(left)).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            tracing::info!(
+                gap_ms = report.gap_ms,
+                attempts,
+                resumed = resuming,
+                "the call goes on over a new connection"
+            );
+            self.report.resumes.push(report);
+            self.resume_refused = None;
+            return Ok(());
         }
     }
 
@@ -1225,6 +1201,70 @@ impl<'a> Call<'a> {
             turns,
             responses,
             events,
+        }
+    }
+}
+
+/// Connects again, as a staggered race: a new attempt every [`DIAL_STAGGER`] while none has
+/// won (at most [`DIAL_RACE`] in flight, each with its own connection ID, so a balancer may
+/// hash it to another server), failed attempts retried with backoff; the first whose control
+/// stream opens wins. A server that drops new connections (crashed, still counted up by a
+/// balancer) costs a stagger, not a handshake timeout.
+async fn dial_race(
+    client: &Client,
+    target: &Target,
+    opts: &CallOptions,
+    deadline: Instant,
+    attempts: &mut u32,
+) -> anyhow::Result<(
+    Link,
+    (
+        voq_transport::carrier::SendHalf,
+        voq_transport::carrier::RecvHalf,
+    ),
+)> {
+    use futures_util::StreamExt;
+    let mut racing = futures_util::stream::FuturesUnordered::new();
+    let mut next_start = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    let mut last_error = anyhow::anyhow!("no attempt finished");
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(last_error);
+        }
+        if racing.len() < DIAL_RACE && now >= next_start {
+            *attempts += 1;
+            let connect = client.connect_with(target, opts.transport, opts.token.as_ref(), false);
+            racing.push(async move {
+                let attempt = async {
+                    let (link, _) = connect.await?;
+                    let control = link
+                        .open_bi()
+                        .await
+                        .context("cannot open the control stream")?;
+                    anyhow::Ok((link, control))
+                };
+                tokio::time::timeout(DIAL_TIMEOUT, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!("no handshake within {DIAL_TIMEOUT:?}"))
+                    })
+            });
+            next_start = now + DIAL_STAGGER;
+        }
+        tokio::select! {
+            Some(result) = racing.next() => match result {
+                Ok(won) => return Ok(won),
+                Err(e) => {
+                    debug!("reconnection attempt failed: {e:#}");
+                    last_error = e;
+                    // Try again soon, not at once: a refusing server must not be hammered.
+                    next_start = next_start.min(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            },
+            _ = tokio::time::sleep_until(next_start.min(deadline)) => {}
         }
     }
 }

@@ -339,18 +339,7 @@ impl ClientSession {
         }
         let index = self.turns.len();
         let item_id = format!("item_c{}", self.next_turn);
-        let stream = OutStream(self.next_turn);
-        self.next_turn += 1;
-        let header = AudioHeader {
-            item_id: item_id.clone(),
-            response_id: None,
-            codec: self.config.input_codec.name().into(),
-            sample_rate: self.config.input_codec.sample_rate(),
-            frame_ms: FRAME_MS,
-        };
-        let mut bytes = Vec::new();
-        wire::encode_header(StreamKind::UserAudio, &header, &mut bytes);
-        self.transmit(Transmit::Open { stream, bytes });
+        let stream = self.open_turn_stream(&item_id);
         self.turns.push(TurnStats {
             item_id: item_id.clone(),
             ..Default::default()
@@ -745,18 +734,7 @@ impl ClientSession {
                 .iter()
                 .find(|h| h.item_id == item_id && h.committed.is_none())
                 .map_or(0, |h| h.held_pts);
-            let stream = OutStream(self.next_turn);
-            self.next_turn += 1;
-            let header = AudioHeader {
-                item_id,
-                response_id: None,
-                codec: self.config.input_codec.name().into(),
-                sample_rate: self.config.input_codec.sample_rate(),
-                frame_ms: FRAME_MS,
-            };
-            let mut bytes = Vec::new();
-            wire::encode_header(StreamKind::UserAudio, &header, &mut bytes);
-            self.transmit(Transmit::Open { stream, bytes });
+            let stream = self.open_turn_stream(&item_id);
             for (pts, payload) in k.frames.iter().filter(|(pts, _)| *pts as u64 >= from) {
                 let mut bytes = Vec::with_capacity(payload.len() + wire::FRAME_OVERHEAD);
                 if wire::encode_frame(*pts, payload, &mut bytes).is_ok() {
@@ -841,6 +819,24 @@ impl ClientSession {
 }
 
 impl ClientSession {
+    /// Opens a user-audio stream for `item_id` (its header written): a new turn, or the rest of
+    /// a kept one after a resume.
+    fn open_turn_stream(&mut self, item_id: &str) -> OutStream {
+        let stream = OutStream(self.next_turn);
+        self.next_turn += 1;
+        let header = AudioHeader {
+            item_id: item_id.into(),
+            response_id: None,
+            codec: self.config.input_codec.name().into(),
+            sample_rate: self.config.input_codec.sample_rate(),
+            frame_ms: FRAME_MS,
+        };
+        let mut bytes = Vec::new();
+        wire::encode_header(StreamKind::UserAudio, &header, &mut bytes);
+        self.transmit(Transmit::Open { stream, bytes });
+        stream
+    }
+
     fn transmit(&mut self, op: Transmit) {
         // Without a carrier nothing can be sent: what matters is kept (turns) and sent again
         // once the session is back; the rest (reports, a truncate) is moot by then.
@@ -1080,6 +1076,15 @@ impl ClientSession {
             ServerEvent::ResponseDone { response } => {
                 if let Some(r) = self.reply(&response.id) {
                     r.stats.status = Some(response.status);
+                    if r.stream.is_none()
+                        && !r.ended
+                        && response.status != ResponseStatus::Completed
+                    {
+                        // Ended before its stream reached us (a stream reset before its header
+                        // arrived is never seen): nothing more will come for it.
+                        r.ended = true;
+                        r.playout.finish();
+                    }
                 }
             }
             ServerEvent::ConversationItemTruncated {

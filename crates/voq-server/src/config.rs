@@ -672,9 +672,10 @@ impl ServeConfig {
             None => None,
             Some(spec) => {
                 let store = crate::resume::open_store(spec)?;
-                let keys = match &fleet {
-                    Some(f) => crate::resume::ResumeKeys::from_secret(&f.resume_secret()),
-                    None => crate::resume::ResumeKeys::random()?,
+                let keys = match (&fleet, store.token_secret()) {
+                    (Some(f), _) => crate::resume::ResumeKeys::from_secret(&f.resume_secret()),
+                    (None, Some(kept)) => crate::resume::ResumeKeys::from_secret(&kept),
+                    (None, None) => crate::resume::ResumeKeys::random()?,
                 };
                 let window = match merged.resume_window_s {
                     None => crate::resume::DEFAULT_RESUME_WINDOW,

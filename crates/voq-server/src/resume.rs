@@ -57,6 +57,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// What the store is, for logs (`memory`, `file:PATH`, `redis://ADDR`).
     fn describe(&self) -> String;
+
+    /// A secret the store keeps for this server's resume tokens when no fleet secret is given,
+    /// so that tokens still check after a restart (the embedded store's point). `None`: the
+    /// server makes a random key of its own.
+    fn token_secret(&self) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 /// Opens the store `spec` names: `memory`, `file:PATH` (an embedded database, surviving a
@@ -241,6 +248,18 @@ pub enum ResumeError {
 
 // ---- the stores ----
 
+/// A store's `Debug` is what it is and where ([`SessionStore::describe`]).
+macro_rules! debug_as_described {
+    ($($store:ident),*) => {$(
+        impl std::fmt::Debug for $store {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({})", stringify!($store), self.describe())
+            }
+        }
+    )*};
+}
+debug_as_described!(MemoryStore, FileStore, RedisStore);
+
 /// Snapshots in this process's memory: for tests, and for a server that needs resumption
 /// across connections but not across its own restarts.
 #[derive(Default)]
@@ -254,12 +273,6 @@ type MemoryRecord = (u64, Vec<u8>, u64);
 impl MemoryStore {
     fn prune(map: &mut HashMap<String, MemoryRecord>, now_ms: u64) {
         map.retain(|_, (_, _, expires)| *expires > now_ms);
-    }
-}
-
-impl std::fmt::Debug for MemoryStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MemoryStore({})", self.describe())
     }
 }
 
@@ -312,19 +325,50 @@ impl SessionStore for MemoryStore {
 pub struct FileStore {
     db: Arc<redb::Database>,
     path: PathBuf,
+    secret: [u8; 32],
 }
 
 const SESSIONS: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("sessions");
+/// The store's own settings: `resume_secret`, made at its creation.
+const META: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
 
 impl FileStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let db = redb::Database::create(path)
             .with_context(|| format!("cannot open the session store {}", path.display()))?;
+        let secret = Self::secret_of(&db)
+            .with_context(|| format!("session store {}: its token secret", path.display()))?;
         Ok(Self {
             db: Arc::new(db),
             path: path.to_path_buf(),
+            secret,
         })
+    }
+
+    /// The database's resume-token secret, made (random) the first time.
+    fn secret_of(db: &redb::Database) -> anyhow::Result<[u8; 32]> {
+        use ring::rand::SecureRandom;
+        let tx = db.begin_write()?;
+        let secret = {
+            let mut table = tx.open_table(META)?;
+            let stored = table
+                .get("resume_secret")?
+                .and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+            match stored {
+                Some(s) => s,
+                None => {
+                    let mut s = [0u8; 32];
+                    ring::rand::SystemRandom::new()
+                        .fill(&mut s)
+                        .map_err(|_| anyhow::anyhow!("no randomness for the token secret"))?;
+                    table.insert("resume_secret", s.as_slice())?;
+                    s
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(secret)
     }
 
     /// A record: generation (8 octets), expiry in Unix ms (8), snapshot.
@@ -398,12 +442,6 @@ impl FileStore {
     }
 }
 
-impl std::fmt::Debug for FileStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FileStore({})", self.describe())
-    }
-}
-
 impl SessionStore for FileStore {
     fn save<'a>(
         &'a self,
@@ -437,6 +475,10 @@ impl SessionStore for FileStore {
 
     fn describe(&self) -> String {
         format!("file:{}", self.path.display())
+    }
+
+    fn token_secret(&self) -> Option<[u8; 32]> {
+        Some(self.secret)
     }
 }
 
@@ -588,12 +630,6 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> anyhow::Re
     }
 }
 
-impl std::fmt::Debug for RedisStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisStore({})", self.describe())
-    }
-}
-
 impl SessionStore for RedisStore {
     fn save<'a>(
         &'a self,
@@ -736,12 +772,16 @@ mod tests {
                     .await
                     .unwrap()
             );
+            assert!(store.token_secret().is_some());
         }
+        let secret = FileStore::open(&path).unwrap().token_secret();
         let store = FileStore::open(&path).unwrap();
         assert_eq!(
             store.claim("kept", 4).await.unwrap().as_deref(),
             Some(&b"after"[..])
         );
+        // Tokens made before a restart check after it: the secret lives in the store.
+        assert_eq!(store.token_secret(), secret);
     }
 
     #[test]

@@ -187,41 +187,28 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
         (None, Vec::new())
     };
     let resume_request = first_event.as_deref().and_then(resume_request_of);
-    if let (Some(resumption), Some(request)) = (ctx.resumption.clone(), resume_request) {
-        let Some(resumed) = resume(&link, &mut control, &ctx, &resumption, request).await else {
-            return;
-        };
-        let agent = match ctx.agent_factory.session() {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("agent could not start: {e:#}");
-                link.close(Code::AgentFailed, "agent could not start");
-                return;
+    // A resume token stands for the session token: it names a session that was admitted.
+    let resumed = match (ctx.resumption.clone(), resume_request) {
+        (Some(resumption), Some(request)) => {
+            match resume(&link, &mut control, &ctx, &resumption, request).await {
+                Some(resumed) => Some(resumed),
+                None => return,
             }
-        };
-        let (core, generation) = resumed;
-        info!(session = %core.config().session_id, generation, "session resumed");
-        let mut shell = Shell::new(link, agent, &mut ctx, control, connected_at);
-        shell.core = core;
-        shell.generation = generation;
-        shell.call_deadline = ctx.max_call_duration.map(|d| Instant::now() + d);
-        shell.run(&mut ctx).await;
-        info!("session ended");
-        return;
-    }
-    let (grant, _admission) = match credential {
-        Credential::Open => (None, None),
-        Credential::Admitted(grant, admission) => (Some(grant), Some(admission)),
-        Credential::FirstEvent => {
+        }
+        _ => None,
+    };
+    let grant = match (&resumed, credential) {
+        (Some(_), _) | (None, Credential::Open) => None,
+        (None, Credential::Admitted(grant, admission)) => Some((grant, admission)),
+        (None, Credential::FirstEvent) => {
             let token = first_event.as_deref().and_then(token_of);
-            let auth = ctx.auth.clone();
-            let Some(auth) = auth else { return };
+            let Some(auth) = ctx.auth.clone() else { return };
             match auth.admit(
                 token.as_deref(),
                 &ctx.agent_name,
                 std::time::SystemTime::now(),
             ) {
-                Ok((grant, admission)) => (Some(grant), Some(admission)),
+                Ok(admitted) => Some(admitted),
                 Err(refused) => {
                     refuse(&link, &mut control.0, &ctx, &refused).await;
                     return;
@@ -229,10 +216,11 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
             }
         }
     };
+    let (grant, _admission) = grant.unzip();
     if let Some(grant) = &grant {
         info!(subject = %grant.subject, kid = ?grant.kid, "session authenticated");
     }
-    if let Some(resumption) = &ctx.resumption {
+    if let (Some(resumption), None) = (&ctx.resumption, &resumed) {
         ctx.proto.resume_token = Some(resumption.token(&ctx.proto.session_id, 0));
     }
     // The agent's session only now: an unauthenticated client never makes one.
@@ -251,9 +239,20 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
     .into_iter()
     .flatten()
     .min();
+    if let Some((core, _)) = &resumed {
+        // The session's own id from here on (recordings, observations), not the connection's.
+        ctx.proto.session_id = core.config().session_id.clone();
+    }
     let mut shell = Shell::new(link, agent, &mut ctx, control, connected_at);
-    if !first_bytes.is_empty() {
-        shell.on_inbound(Inbound::Control(first_bytes));
+    match resumed {
+        Some((core, generation)) => {
+            info!(session = %core.config().session_id, generation, "session resumed");
+            shell.core = core;
+            shell.generation = generation;
+        }
+        // The first event goes on to the session (a resume request's does not: it was answered).
+        None if !first_bytes.is_empty() => shell.on_inbound(Inbound::Control(first_bytes)),
+        None => {}
     }
     shell.call_deadline = limit.map(|d| Instant::now() + d);
     shell.run(&mut ctx).await;

@@ -151,6 +151,81 @@ impl Server {
     }
 }
 
+/// `voq call` of the carwash prompt to `url` over `transport` at `input_speed`, its report as
+/// JSON on stdout, the reply written to `out`; the ticket cache under `cache`.
+fn start_call(url: &str, transport: &str, input_speed: &str, out: &Path, cache: &Path) -> Killed {
+    let call = voq()
+        .args(["call", url, "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .arg("--output")
+        .arg(out)
+        .args(["--insecure", "--json", "--transport", transport])
+        .args(["--input-speed", input_speed])
+        .env("XDG_CACHE_HOME", cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Killed(call)
+}
+
+/// Waits for the call to end: its report and its log. A failed call fails the test, with the
+/// log.
+fn finish_call(mut call: Killed) -> (serde_json::Value, String) {
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    call.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    call.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        call.0.wait().unwrap().success(),
+        "the call failed: {stderr}"
+    );
+    (serde_json::from_slice(&stdout).unwrap(), stderr)
+}
+
+/// The carwash prompt's samples.
+fn prompt() -> Vec<i16> {
+    voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
+        .unwrap()
+        .samples
+}
+
+/// The user turn `item_c1` a server recorded under `dir` (its one session).
+fn recorded_turn(dir: &Path) -> Vec<i16> {
+    let session = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap();
+    voq_audio::read_wav_file(session.path().join("item_c1.wav"))
+        .unwrap()
+        .samples
+}
+
+/// The reply written to `out` is the echo of the whole prompt: each sample once, where it
+/// belongs, nothing repeated or skipped.
+fn assert_whole_echo(out: &Path) {
+    let sent = prompt();
+    let got = voq_audio::read_wav_file(out).unwrap().samples;
+    assert!(
+        got.len() >= sent.len(),
+        "{} of {} samples",
+        got.len(),
+        sent.len()
+    );
+    assert!(
+        got[..sent.len()] == sent[..],
+        "the reply is not the prompt bit-exact"
+    );
+    assert!(got[sent.len()..].iter().all(|s| *s == 0));
+}
+
 #[derive(Clone, Copy, Debug)]
 enum KillAt {
     /// A second of the prompt has arrived (it is sent in real time).
@@ -170,25 +245,12 @@ fn killed_server_call_resumes(transport: &str, at: KillAt) {
     let a = Server::start(port, &store, "0a01", &rec_a);
     let out = dir.path().join("reply.wav");
     let scheme = if transport == "ws" { "http" } else { "https" };
-    let call = voq()
-        .args(["call", &format!("{scheme}://127.0.0.1:{port}"), "--input"])
-        .arg(asset("prompt-carwash-24k.wav"))
-        .arg("--output")
-        .arg(&out)
-        .args(["--insecure", "--json", "--transport", transport])
-        .args([
-            "--input-speed",
-            match at {
-                KillAt::MidTurn => "1",
-                KillAt::MidReply => "0",
-            },
-        ])
-        .env("XDG_CACHE_HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let call = Killed(call);
+    let speed = match at {
+        KillAt::MidTurn => "1",
+        KillAt::MidReply => "0",
+    };
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    let call = start_call(&url, transport, speed, &out, dir.path());
     match at {
         KillAt::MidTurn => until(Duration::from_secs(20), "a second of prompt", || {
             a.metric("voq_prompt_frames_total") >= 50
@@ -204,24 +266,7 @@ fn killed_server_call_resumes(transport: &str, at: KillAt) {
     });
     a.kill(); // SIGKILL: no goodbye, no last save
     let b = Server::start(port, &store, "0b02", &rec_b);
-    let mut call = call;
-    let mut stdout = Vec::new();
-    let mut stderr = String::new();
-    call.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    call.0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = call.0.wait().unwrap();
-    assert!(status.success(), "the call failed: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let (report, _) = finish_call(call);
     let resumes = report["resumes"].as_array().unwrap();
     assert_eq!(resumes.len(), 1, "{report}");
     assert_eq!(resumes[0]["resumed"], true, "{report}");
@@ -230,29 +275,11 @@ fn killed_server_call_resumes(transport: &str, at: KillAt) {
     assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
     assert_eq!(report["reply"]["status"], "completed", "{report}");
     assert_eq!(b.metric("voq_resumes_total{result=\"succeeded\"}"), 1);
-    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
-        .unwrap()
-        .samples;
-    // The echo of the whole prompt, each sample exactly once, where it belongs.
-    let got = voq_audio::read_wav_file(&out).unwrap().samples;
-    assert!(
-        got.len() >= sent.len(),
-        "{} of {} samples",
-        got.len(),
-        sent.len()
-    );
-    assert!(
-        got[..sent.len()] == sent[..],
-        "the reply is not the prompt bit-exact"
-    );
-    assert!(got[sent.len()..].iter().all(|s| *s == 0));
+    assert_whole_echo(&out);
     if let KillAt::MidTurn = at {
         // The server that took over recorded the turn: bit-exact across the break.
-        let session = std::fs::read_dir(&rec_b).unwrap().next().unwrap().unwrap();
-        let turn = session.path().join("item_c1.wav");
-        let recorded = voq_audio::read_wav_file(&turn).unwrap().samples;
         assert!(
-            recorded == sent,
+            recorded_turn(&rec_b) == prompt(),
             "the recorded turn is not the prompt bit-exact"
         );
         // Only the unconfirmed rest crossed again: the held audio came from the store.
@@ -299,55 +326,25 @@ fn a_session_its_store_lost_starts_again_with_nothing_said_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
     let a = Server::start(port, "memory", "0a01", &rec_a);
-    let call = voq()
-        .args(["call", &format!("https://127.0.0.1:{port}"), "--input"])
-        .arg(asset("prompt-carwash-24k.wav"))
-        .args(["--insecure", "--json", "--input-speed", "1"])
-        .env("XDG_CACHE_HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut call = Killed(call);
+    let out = dir.path().join("reply.wav");
+    let url = format!("https://127.0.0.1:{port}");
+    let call = start_call(&url, "quic", "1", &out, dir.path());
     until(Duration::from_secs(20), "a second of prompt", || {
         a.metric("voq_prompt_frames_total") >= 50
     });
     a.kill();
     let b = Server::start(port, "memory", "0b02", &rec_b);
-    let mut stdout = Vec::new();
-    let mut stderr = String::new();
-    call.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    call.0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        call.0.wait().unwrap().success(),
-        "the call failed: {stderr}"
-    );
+    let (report, stderr) = finish_call(call);
     assert!(stderr.contains("did not take the session back"), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(report["resumes"][0]["resumed"], false, "{report}");
     assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
     assert_eq!(b.metric("voq_resumes_total{result=\"refused\"}"), 1);
-    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
-        .unwrap()
-        .samples;
-    let session = std::fs::read_dir(&rec_b).unwrap().next().unwrap().unwrap();
-    let recorded = voq_audio::read_wav_file(session.path().join("item_c1.wav"))
-        .unwrap()
-        .samples;
+    let recorded = recorded_turn(&rec_b);
     assert!(
-        recorded == sent,
+        recorded == prompt(),
         "the turn sent again is not the prompt bit-exact"
     );
+    assert_whole_echo(&out);
 }
 
 /// Three servers behind `voq lb` sharing Redis: the one holding the call is killed; the balancer
@@ -395,25 +392,12 @@ fn through_the_balancer_ending(transport: &str, at: KillAt, end: End) {
         })
         .collect();
     let out = dir.path().join("reply.wav");
-    let call = voq()
-        .args(["call", &format!("https://127.0.0.1:{vip}"), "--input"])
-        .arg(asset("prompt-carwash-24k.wav"))
-        .arg("--output")
-        .arg(&out)
-        .args(["--insecure", "--json", "--transport", transport])
-        .args([
-            "--input-speed",
-            match at {
-                KillAt::MidTurn => "1",
-                KillAt::MidReply => "0",
-            },
-        ])
-        .env("XDG_CACHE_HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut call = Killed(call);
+    let speed = match at {
+        KillAt::MidTurn => "1",
+        KillAt::MidReply => "0",
+    };
+    let url = format!("https://127.0.0.1:{vip}");
+    let call = start_call(&url, transport, speed, &out, dir.path());
     // The server that holds the call: the one the prompt (or the reply) flows through.
     let (metric, threshold) = match at {
         KillAt::MidTurn => ("voq_prompt_frames_total", 50),
@@ -442,25 +426,7 @@ fn through_the_balancer_ending(transport: &str, at: KillAt, end: End) {
             servers[holder] = Some(killed);
         }
     }
-    let mut stdout = Vec::new();
-    let mut stderr = String::new();
-    call.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    call.0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        call.0.wait().unwrap().success(),
-        "the call failed: {stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let (report, _) = finish_call(call);
     let resumes = report["resumes"].as_array().unwrap();
     assert_eq!(resumes.len(), 1, "{report}");
     assert_eq!(resumes[0]["resumed"], true, "{report}");
@@ -468,11 +434,7 @@ fn through_the_balancer_ending(transport: &str, at: KillAt, end: End) {
     assert_ne!(now_on, ids[holder], "{report}");
     assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
     assert_eq!(report["reply"]["status"], "completed", "{report}");
-    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
-        .unwrap()
-        .samples;
-    let got = voq_audio::read_wav_file(&out).unwrap().samples;
-    assert!(got.len() >= sent.len() && got[..sent.len()] == sent[..]);
+    assert_whole_echo(&out);
     if end == End::Drain {
         let reason = resumes[0]["reason"].as_str().unwrap();
         assert!(reason.contains("draining"), "{reason}");
@@ -544,20 +506,9 @@ fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
     let rec = dir.path().join("rec");
     let server = Server::start(port, "memory", "0a01", &rec);
     let relay = Relay::start(port);
-    let call = voq()
-        .args([
-            "call",
-            &format!("http://127.0.0.1:{}", relay.port),
-            "--input",
-        ])
-        .arg(asset("prompt-carwash-24k.wav"))
-        .args(["--json", "--transport", "ws", "--input-speed", "1"])
-        .env("XDG_CACHE_HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut call = Killed(call);
+    let out = dir.path().join("reply.wav");
+    let url = format!("http://127.0.0.1:{}", relay.port);
+    let call = start_call(&url, "ws", "1", &out, dir.path());
     until(Duration::from_secs(20), "a second of prompt", || {
         server.metric("voq_prompt_frames_total") >= 50
     });
@@ -566,25 +517,7 @@ fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
         server.metric("voq_store_requests_total") > saved
     });
     relay.cut();
-    let mut stdout = Vec::new();
-    let mut stderr = String::new();
-    call.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    call.0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        call.0.wait().unwrap().success(),
-        "the call failed: {stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let (report, _) = finish_call(call);
     assert_eq!(report["resumes"][0]["resumed"], true, "{report}");
     assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
     let gap = report["resumes"][0]["gap_ms"].as_f64().unwrap();
@@ -592,14 +525,11 @@ fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
         gap < 1000.0,
         "a cut WebSocket is noticed at once: gap {gap} ms"
     );
-    let session = std::fs::read_dir(&rec).unwrap().next().unwrap().unwrap();
-    let recorded = voq_audio::read_wav_file(session.path().join("item_c1.wav"))
-        .unwrap()
-        .samples;
-    let sent = voq_audio::read_wav_file(asset("prompt-carwash-24k.wav"))
-        .unwrap()
-        .samples;
-    assert!(recorded == sent, "the turn is not the prompt bit-exact");
+    assert!(
+        recorded_turn(&rec) == prompt(),
+        "the turn is not the prompt bit-exact"
+    );
+    assert_whole_echo(&out);
     assert_eq!(server.metric("voq_resumes_total{result=\"succeeded\"}"), 1);
 }
 

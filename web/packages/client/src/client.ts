@@ -30,7 +30,7 @@ import { connect as defaultConnect } from './connect.js';
 import type { Attempt, ConnectOptions, Connected, TransportChoice, VoqServerConfig } from './connect.js';
 import { Emitter } from './emitter.js';
 import { ClosedError, Code, UnreachableError, VoqError, codeName } from './errors.js';
-import type { Codec, ServerEventMap, SessionInfo } from './events.js';
+import type { Codec, ResumedState, ResumeRequest, ServerEventMap, SessionInfo } from './events.js';
 import { SAMPLE_RATE } from './events.js';
 import { Reconnector } from './reconnect.js';
 import type { ReconnectAction, ReconnectConfig, ReplayTurn } from './reconnect.js';
@@ -235,6 +235,13 @@ export class VoqClient extends Emitter<VoqEventMap> {
   private pumping = false;
   private totals = { turns: 0, frames: 0, bytes: 0, captured: 0 };
   private lastResponse: ResponseStats | null = null;
+  /**
+   * A resume asked for and not yet answered: the kept turns wait for `voq.session.resumed` to
+   * learn what the server holds of them.
+   */
+  private pendingResume: { turns: ReadonlyArray<ReplayTurn<Turn>>; replyId: string | null } | null = null;
+  /** The server refused the last resume: the next new session starts afresh. */
+  private resumeRefused = false;
   private connectMs: number | null = null;
   private attempts: Attempt[] = [];
   private codecWarnings: string[] = [];
@@ -506,7 +513,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
 
   // ---- turns ----
 
-  private newSession(): ClientSession {
+  private newSession(resume?: ResumeRequest): ClientSession {
     const cfg: ConstructorParameters<typeof ClientSession>[0] = {
       inputCodec: this.inputCodec,
       outputCodec: this.outputCodec,
@@ -514,6 +521,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
     };
     if (this.opts.startThresholdMs !== undefined) cfg.startThresholdMs = this.opts.startThresholdMs;
     if (this.opts.sendAheadMs !== undefined) cfg.sendAheadMs = this.opts.sendAheadMs;
+    if (resume) cfg.resume = resume;
     return new ClientSession(cfg);
   }
 
@@ -565,7 +573,19 @@ export class VoqClient extends Emitter<VoqEventMap> {
     // new session: there is nothing of it to end there.
     const s = t.session;
     if (s === this._session) s.endTurn(this.now());
-    const stats = s?.turns.find((x) => x.itemId === t.itemId);
+    let stats: { framesSent: number; audioMsSent: number; bytesSent: number } | undefined = s?.turns.find((x) => x.itemId === t.itemId);
+    const kept = this.pendingResume && t.keep ? this.reconnector.packetsOf(t) : null;
+    if (kept) {
+      // Ended while its session is being resumed: the whole turn is what the reconnector kept
+      // (it goes, from what the server holds, once the session is back).
+      let samples = 0;
+      let bytes = 0;
+      for (const [p, n] of kept) {
+        samples += n;
+        bytes += p.length;
+      }
+      stats = { framesSent: kept.length, audioMsSent: Math.floor((samples * 1000) / 24000), bytesSent: bytes };
+    }
     this.queue = this.queue.filter((x) => x !== t);
     this.active = null;
     this.totals.turns += 1;
@@ -608,8 +628,12 @@ export class VoqClient extends Emitter<VoqEventMap> {
     }
     // A stopped turn of a lost session goes nowhere; in its own session, the session drops
     // the packet and counts it (`framesDropped`). (A turn stopped with `going_away` is not
-    // `stopped` here: the reconnector keeps the packet for the next server.)
-    if (t.session !== this._session) return;
+    // `stopped` here: the reconnector keeps the packet for the next server.) While a resume is
+    // being answered, a kept turn's packets are kept: they go with the rest of the turn.
+    if (t.session !== this._session) {
+      if (this.pendingResume && t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
+      return;
+    }
     this._session.sendAudio(this.now(), payload, samples);
     if (t.keep && !t.stopped) this.reconnector.turnAudio(t, payload, samples);
     this.pump();
@@ -695,8 +719,15 @@ export class VoqClient extends Emitter<VoqEventMap> {
     conn.transport.close(Code.NoError, reason);
     if (this._state === 'closed') return false;
     const cur = this._session.currentResponse;
-    if (cur) this.finishPlayout(cur.responseId);
+    // A resumable session's reply plays on from its buffer while the client reconnects: the
+    // rest comes from the server that takes the session back.
+    if (cur && !this.mayResume()) this.finishPlayout(cur.responseId);
     return true;
+  }
+
+  /** Whether a lost connection is followed by a resume of the same session. */
+  private mayResume(): boolean {
+    return this.opts.reconnect !== false && !this.resumeRefused && this._session.resumeToken !== null;
   }
 
   /** The connection is gone: the reconnector says what comes next. */
@@ -706,12 +737,28 @@ export class VoqClient extends Emitter<VoqEventMap> {
     this.pump();
   }
 
-  /** A new session for a new connection: the kept turns are sent again, whole, in order. */
+  /**
+   * A session for a new connection. Resumable: the same session, asked back with its token
+   * (the kept turns wait for the answer, which says what the server holds of them; the reply
+   * goes on). Otherwise a new session: the kept turns are sent again, whole, in order.
+   */
   private restartSession(turns: ReadonlyArray<ReplayTurn<Turn>>): void {
     this._state = 'reconnecting';
     const last = this._session.currentResponse ?? this._session.responses[this._session.responses.length - 1] ?? null;
     if (last) this.lastResponse = last;
     this.netQueue = [];
+    const old = this._session;
+    const token = this.mayResume() ? old.resumeToken : null;
+    if (token !== null) {
+      const request: ResumeRequest = { token };
+      const point = old.resumePoint;
+      if (point) request.reply = point;
+      this._session = this.newSession(request);
+      this._session.continueFrom(old);
+      this.pendingResume = { turns, replyId: point?.response_id ?? null };
+      return;
+    }
+    this.pendingResume = null;
     this._session = this.newSession();
     const now = this.now();
     for (const r of turns) {
@@ -937,8 +984,60 @@ export class VoqClient extends Emitter<VoqEventMap> {
     this.pump();
   }
 
+  /**
+   * The server took the session back: each kept turn goes on from what it holds (the rest on a
+   * stream with the same item id; a turn it committed meanwhile is confirmed), new input
+   * streams start for server VAD.
+   */
+  private completeResume(state: ResumedState): void {
+    const p = this.pendingResume;
+    if (!p) return;
+    this.pendingResume = null;
+    const now = this.now();
+    for (const r of p.turns) {
+      const t = r.turn;
+      const held = state.turns.find((h) => h.item_id === r.itemId);
+      if (held?.committed) {
+        this.reconnector.handleCommitted(r.itemId);
+        t.session = this._session;
+        continue;
+      }
+      const from = held?.held_pts ?? 0;
+      let pts = 0;
+      let first = 0;
+      let bytes = 0;
+      while (first < r.packets.length && pts < from) {
+        const [payload, samples] = r.packets[first++]!;
+        pts += samples;
+        bytes += payload.length;
+      }
+      t.itemId = this._session.startTurn(now, { itemId: r.itemId, pts, frames: first, bytes });
+      t.session = this._session;
+      for (const [payload, samples] of r.packets.slice(first)) this._session.sendAudio(now, payload, samples);
+      if (r.ended) this._session.endTurn(now);
+    }
+    const a = this.active;
+    if (a && !a.keep) {
+      // Server VAD: a new input stream from here.
+      a.stopped = false;
+      a.itemId = this._session.startTurn(now);
+      a.session = this._session;
+    }
+    if (p.replyId !== null && state.reply?.response_id !== p.replyId) {
+      // The server holds that reply no more: play what arrived.
+      this.finishPlayout(p.replyId);
+    }
+  }
+
   private onServerEvent(e: ServerEventMap[keyof ServerEventMap]): void {
     switch (e.type) {
+      case 'voq.session.resumed':
+        this.resumeRefused = false;
+        this.completeResume(e.voq);
+        break;
+      case 'session.created':
+        this.resumeRefused = false;
+        break;
       case 'input_audio_buffer.committed':
         this.reconnector.handleCommitted(e.item_id);
         break;
@@ -947,6 +1046,13 @@ export class VoqClient extends Emitter<VoqEventMap> {
         break;
       case 'error':
         this.emit('warning', { type: 'warning', message: `server error ${e.error.code}: ${e.error.message}` });
+        if (e.error.code === 'unauthorized' && this.pendingResume) {
+          // The session cannot be taken back (the token expired or was used, the store lost it):
+          // the server closes; the next connection starts a new session with the kept turns.
+          this.resumeRefused = true;
+          if (this.pendingResume.replyId !== null) this.finishPlayout(this.pendingResume.replyId);
+          this.pendingResume = null;
+        }
         if (e.error.code === 'going_away') this.reconnector.handleGoingAway(this.now());
         break;
       default:

@@ -62,7 +62,7 @@ export interface SessionUpdateBody {
     };
     output?: { format?: AudioFormat };
   };
-  voq?: { send_ahead_ms?: number };
+  voq?: { send_ahead_ms?: number; resume?: ResumeRequest };
 }
 
 export type ClientEvent =
@@ -98,6 +98,13 @@ export interface SessionInfo {
     transport: string;
     /** The server's id in its fleet (QUIC-LB server id, hex), when it has one. */
     server_id?: string;
+    /**
+     * A token to take the session back after losing the connection, on a server that keeps
+     * sessions resumable (docs/PROTOCOL.md, "Resuming a session"). `VoqClient` uses it when its
+     * connection is lost; without one it starts a new session and sends its unconfirmed turns
+     * whole.
+     */
+    resume_token?: string;
   };
 }
 
@@ -187,8 +194,29 @@ export interface ServerEventMap {
     audio_end_ms: number;
   };
   error: { type: 'error'; error: ErrorInfo };
+  /**
+   * voq extension: the answer to a resume request (instead of `session.created`): the same
+   * session, a new resume token, and what the server holds (docs/PROTOCOL.md, "Resuming a
+   * session").
+   */
+  'voq.session.resumed': { type: 'voq.session.resumed'; session: SessionInfo; voq: ResumedState };
   /** voq extension: the answer to `voq.ping`. */
   'voq.pong': { type: 'voq.pong'; id: number };
+}
+
+/** What a resumed session holds (`voq.session.resumed`'s `voq`). */
+export interface ResumedState {
+  /** Open turns (send the rest from `held_pts`) and turns committed lately (`committed`). */
+  turns: Array<{ item_id: string; held_pts: number; committed?: { frames: number; audio_ms: number; bytes: number } }>;
+  /** The reply that goes on, on a new stream for the same response, from `from_pts`. */
+  reply?: { response_id: string; item_id: string; from_pts: number };
+}
+
+/** `session.voq.resume` of a connection's first `session.update`. */
+export interface ResumeRequest {
+  token: string;
+  /** The reply the client was receiving: it holds every sample before `from_pts`. */
+  reply?: { response_id: string; from_pts: number; played_ms: number };
 }
 
 export type ServerEventType = keyof ServerEventMap;
@@ -211,6 +239,7 @@ export const SERVER_EVENT_TYPES: readonly ServerEventType[] = [
   'response.output_audio_transcript.done',
   'conversation.item.truncated',
   'error',
+  'voq.session.resumed',
   'voq.pong',
 ];
 
@@ -282,6 +311,10 @@ const CHECKS: Record<ServerEventType, Check[]> = {
   'response.output_audio_transcript.done': [str('response_id'), str('item_id'), num('output_index'), u32('content_index'), str('transcript')],
   'conversation.item.truncated': [str('item_id'), u32('content_index'), num('audio_end_ms')],
   error: [obj('error', [str('type'), str('code'), str('message'), optional('event_id', str('event_id'))])],
+  'voq.session.resumed': [
+    session,
+    obj('voq', [(v) => (Array.isArray(v.turns) ? null : '"turns" must be an array')]),
+  ],
   'voq.pong': [num('id')],
 };
 

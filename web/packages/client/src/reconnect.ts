@@ -211,6 +211,11 @@ export class Reconnector<T = unknown> {
     else this.kept.push({ turn, itemId, packets: [], bytes: 0, ended: false });
   }
 
+  /** The audio kept of `turn` (the reconnector's own list: read it before the next input). */
+  packetsOf(turn: T): readonly Packet[] | null {
+    return this.done ? null : (this.find(turn)?.packets ?? null);
+  }
+
   /** A packet of a started turn went to the session. */
   turnAudio(turn: T, payload: Uint8Array, samples: number): void {
     const k = this.done ? undefined : this.find(turn);

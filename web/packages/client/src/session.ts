@@ -21,7 +21,7 @@
 
 import { Code, ERROR_CODES, codeName } from './errors.js';
 import type { ErrorCode } from './errors.js';
-import type { ClientEvent, Codec, ServerEvent, SessionInfo } from './events.js';
+import type { ClientEvent, Codec, ResumeRequest, ServerEvent, SessionInfo } from './events.js';
 import { FRAME_MS, SAMPLE_RATE, audioFormat, parseServerEvent, responseItemId } from './events.js';
 import type { PlayoutState } from './playout.js';
 import { AudioStreamDecoder, EventDecoder, FRAME_OVERHEAD, StreamKind, encodeEvent, encodeFrame, encodeHeader } from './wire.js';
@@ -43,6 +43,11 @@ export interface SessionConfig {
    * none (Chromium's WebTransport has no `getStats()`); `null` turns it off. Default 1000 ms.
    */
   pingIntervalMs: number | null;
+  /**
+   * Take back a session this client lost (docs/PROTOCOL.md, "Resuming a session"): sent in the
+   * first event; the server answers `voq.session.resumed` (or refuses with `unauthorized`).
+   */
+  resume?: ResumeRequest;
 }
 
 export const DEFAULT_SESSION_CONFIG: SessionConfig = {
@@ -173,6 +178,8 @@ interface Reply {
   /** Received frames: [pts, encoded bytes on the wire] — what an interrupt wastes. */
   frames: Array<[number, number]>;
   ended: boolean;
+  /** End of the audio received, in samples (frames arrive in order: all before it is held). */
+  receivedEnd: number;
 }
 
 interface Sending {
@@ -242,16 +249,47 @@ export class ClientSession {
       },
     };
     if (this.config.sendAheadMs !== undefined) session.session.voq = { send_ahead_ms: this.config.sendAheadMs };
+    if (this.config.resume) session.session.voq = { ...session.session.voq, resume: this.config.resume };
     this.send(session);
+  }
+
+  /** The resume token of the latest `session.created` / `voq.session.resumed`, if any. */
+  get resumeToken(): string | null {
+    return this._session?.voq.resume_token ?? null;
+  }
+
+  /**
+   * Where this client stands in the reply it is receiving (no `response.done` yet, not
+   * interrupted): what a resume request names so the reply goes on from there. `null` if none.
+   */
+  get resumePoint(): { response_id: string; from_pts: number; played_ms: number } | null {
+    const r = this.replies[this.replies.length - 1];
+    if (!r || r.stats.status !== undefined || r.stats.interrupt || done(r.state)) return null;
+    return { response_id: r.stats.responseId, from_pts: r.receivedEnd, played_ms: ms(r.played) };
+  }
+
+  /**
+   * Goes on where `from` (the same session on a lost connection) left off: its current reply
+   * (its playout keeps playing, and frames of the new stream for the same response join it)
+   * and the numbering of its item ids (the server refuses an item id it has seen).
+   */
+  continueFrom(from: ClientSession): void {
+    this.nextTurn = Math.max(this.nextTurn, from.nextTurn);
+    const r = from.replies[from.replies.length - 1];
+    if (r && !done(r.state)) this.replies.push({ ...r, stream: null, ended: false });
   }
 
   // ---- the user's audio ----
 
-  /** Starts a user turn; returns its item id. A turn still open is ended first. */
-  startTurn(now: number): string {
+  /**
+   * Starts a user turn; returns its item id. A turn still open is ended first. `resume`: the
+   * rest of a turn of a resumed session, under its item id, from its pts (`frames` and `bytes`:
+   * what the server holds of it already, counted as sent).
+   */
+  startTurn(now: number, resume?: { itemId: string; pts: number; frames: number; bytes: number }): string {
     if (this.sending) this.endTurn(now);
     const index = this._turns.length;
-    const itemId = `item_c${this.nextTurn}`;
+    const itemId = resume?.itemId ?? `item_c${this.nextTurn}`;
     const stream = this.nextTurn;
     this.nextTurn += 1;
     const bytes = encodeHeader(StreamKind.UserAudio, {
@@ -261,8 +299,14 @@ export class ClientSession {
       frame_ms: FRAME_MS,
     });
     this.push({ type: 'open_stream', stream, bytes });
-    this._turns.push({ itemId, framesSent: 0, bytesSent: 0, audioMsSent: 0, framesDropped: 0 });
-    this.sending = { stream, nextPts: 0, index, stopped: false };
+    this._turns.push({
+      itemId,
+      framesSent: resume?.frames ?? 0,
+      bytesSent: resume?.bytes ?? 0,
+      audioMsSent: ms(resume?.pts ?? 0),
+      framesDropped: 0,
+    });
+    this.sending = { stream, nextPts: resume?.pts ?? 0, index, stopped: false };
     return itemId;
   }
 
@@ -684,6 +728,7 @@ export class ClientSession {
       buffered: 0,
       frames: [],
       ended: false,
+      receivedEnd: 0,
     };
     this.replies.push(r);
     this.push({ type: 'playout_start', responseId, codec, startThresholdMs: this.config.startThresholdMs });
@@ -732,6 +777,8 @@ export class ClientSession {
     }
     if (done(r.state)) return;
     r.frames.push([pts, wireBytes]);
+    const samples = info.codec === 'pcm16' ? payload.length / 2 : (SAMPLE_RATE * FRAME_MS) / 1000;
+    r.receivedEnd = Math.max(r.receivedEnd, pts + samples);
     this.push({ type: 'reply_frame', responseId: info.responseId, codec: info.codec, pts, payload });
   }
 
@@ -739,6 +786,7 @@ export class ClientSession {
     switch (event.type) {
       case 'session.created':
       case 'session.updated':
+      case 'voq.session.resumed':
         this.reportInterval = Math.max(10, event.session.voq.played_report_interval_ms);
         this._session = event.session;
         if (this.nextPing === null && this.config.pingIntervalMs !== null) this.ping(now);
@@ -786,7 +834,15 @@ export class ClientSession {
         break;
       case 'response.done': {
         const r = this.reply(event.response.id);
-        if (r) r.stats.status = event.response.status;
+        if (r) {
+          r.stats.status = event.response.status;
+          if (r.stream === null && !r.ended && event.response.status !== 'completed' && !done(r.state)) {
+            // Ended before its stream reached us (a stream reset before its header arrived is
+            // never seen): nothing more will come for it.
+            r.ended = true;
+            this.push({ type: 'playout_finish', responseId: r.stats.responseId });
+          }
+        }
         break;
       }
       case 'conversation.item.truncated': {

@@ -228,6 +228,90 @@ describe('VoqClient', () => {
     await c.close();
   });
 
+  it('takes a resumable session back: only the rest of a turn goes again, under its item id', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    const pcm = { type: 'audio/pcm', rate: 24000 };
+    const session = (token: string) => ({
+      type: 'realtime',
+      id: 'sess_a1',
+      audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
+      voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', resume_token: token },
+    });
+    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session('tok1') })));
+    c.startTurn();
+    for (let i = 0; i < 10; i++) audio.frame(i);
+    t1.drop();
+    await tick();
+    expect(c.state).toBe('reconnecting');
+    // Spoken while reconnecting: kept with the turn.
+    for (let i = 10; i < 15; i++) audio.frame(i);
+    await new Promise((r) => setTimeout(r, 300)); // the first backoff
+    const t2 = accept(1);
+    await tick();
+    const first = events(t2.control!.send.bytes())[0] as { type: string; session: { voq?: unknown } };
+    expect(first.type).toBe('session.update');
+    expect(first.session.voq).toEqual({ resume: { token: 'tok1' } });
+    expect(t2.uni).toHaveLength(0); // nothing until the server says what it holds
+    // The server holds the first 6 frames of item_c1.
+    const resumed = { type: 'voq.session.resumed', session: session('tok2'), voq: { turns: [{ item_id: 'item_c1', held_pts: 6 * 480 }] } };
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify(resumed)));
+    await tick();
+    for (let i = 15; i < 17; i++) audio.frame(i);
+    const ended: unknown[] = [];
+    c.on('input.turn_ended', (e) => ended.push(e));
+    await c.endTurn();
+    // The turn's whole account: what the server held and the rest.
+    expect(ended).toEqual([{ type: 'input.turn_ended', item_id: 'item_c1', frames: 17, audio_ms: 340, bytes: 17 * 960 }]);
+    expect(t2.uni).toHaveLength(1);
+    const items = parseStream(t2.uni[0]!.bytes());
+    expect(items[0]).toMatchObject({ type: 'header', header: { item_id: 'item_c1' } });
+    const pts = items.slice(1).map((i) => (i.type === 'frame' ? i.pts : -1));
+    expect(pts).toEqual(Array.from({ length: 11 }, (_, k) => (6 + k) * 480));
+    expect(t2.uni[0]!.finished).toBe(true);
+    // The next turn is numbered on from the session's: the server refuses an id it has seen.
+    c.startTurn();
+    audio.frame(99);
+    await c.endTurn();
+    const next = parseStream(t2.uni[1]!.bytes())[0];
+    expect(next?.type === 'header' ? next.header.item_id : null).toMatch(/^item_c[2-9]$/);
+    await c.close();
+  });
+
+  it('starts a new session with the kept turns whole when the server refuses the resume', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    const pcm = { type: 'audio/pcm', rate: 24000 };
+    const session = {
+      type: 'realtime',
+      id: 'sess_a1',
+      audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
+      voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', resume_token: 'tok1' },
+    };
+    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session })));
+    c.startTurn();
+    for (let i = 0; i < 4; i++) audio.frame(i);
+    await c.endTurn();
+    t1.drop();
+    await new Promise((r) => setTimeout(r, 300));
+    const t2 = accept(1);
+    await tick();
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', code: 'unauthorized', message: 'session sess_a1 cannot be resumed' } })));
+    t2.drop();
+    await new Promise((r) => setTimeout(r, 600));
+    const t3 = accept(2);
+    await tick();
+    const first = events(t3.control!.send.bytes())[0] as { session: { voq?: unknown } };
+    expect(first.session.voq).toBeUndefined();
+    expect(t3.uni).toHaveLength(1);
+    expect(parseStream(t3.uni[0]!.bytes())).toHaveLength(5);
+    await c.close();
+  });
+
   it('does not send a turn the server stopped again after a reconnect, nor count what it dropped', async () => {
     const { c, audio, dials, accept } = client();
     const started = c.start();
