@@ -13,7 +13,8 @@
 //       no errors.
 // Timing bounds are only where the machine's load cannot reach them; each says why.
 // Calls: WebTransport (Opus); WebSocket (pcm16, Web Audio capture); auto with WebTransport
-// hidden from the page (the fallback); a barge-in against the file agent. Errors: a stale
+// hidden from the page (the fallback); a barge-in against the file agent; a call whose server is
+// killed (kill -9) mid-turn and taken back by another on the same port. Errors: a stale
 // certificate hash, the microphone denied, the server stopped, the server not answering — each
 // must fail with its VoqError code and a plain-words status line. Screenshots go to
 // web/test-results/.
