@@ -3499,6 +3499,11 @@ var VoqClient = class extends Emitter {
       for (const [p, n] of r.packets) this._session.sendAudio(now, p, n);
       if (r.ended) this._session.endTurn(now);
     }
+    this.restartVadStream(now);
+  }
+  /** Server VAD: the continuous input stream goes on from here, on a new stream of the current
+   * session (also one the old server stopped). Push-to-talk turns are the reconnector's. */
+  restartVadStream(now) {
     const a = this.active;
     if (a && !a.keep) {
       a.stopped = false;
@@ -3726,12 +3731,7 @@ var VoqClient = class extends Emitter {
       for (const [payload, samples] of r.packets.slice(first)) this._session.sendAudio(now, payload, samples);
       if (r.ended) this._session.endTurn(now);
     }
-    const a = this.active;
-    if (a && !a.keep) {
-      a.stopped = false;
-      a.itemId = this._session.startTurn(now);
-      a.session = this._session;
-    }
+    this.restartVadStream(now);
     if (p.replyId !== null && state.reply?.response_id !== p.replyId) {
       this.finishPlayout(p.replyId);
     }

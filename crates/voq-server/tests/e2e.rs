@@ -427,22 +427,6 @@ async fn graceful_shutdown_lets_the_call_finish_and_refuses_new_ones() {
     assert_eq!(stats.sessions_started.total(), stats.sessions_ended.get());
 }
 
-fn turn_stream_bytes(item_id: &str, frames: &[(u32, Vec<u8>)]) -> Vec<u8> {
-    let header = voq_proto::wire::AudioHeader {
-        item_id: item_id.into(),
-        response_id: None,
-        codec: "pcm16".into(),
-        sample_rate: 24_000,
-        frame_ms: 20,
-    };
-    let mut bytes = Vec::new();
-    voq_proto::wire::encode_header(voq_proto::wire::StreamKind::UserAudio, &header, &mut bytes);
-    for (pts, payload) in frames {
-        voq_proto::wire::encode_frame(*pts, payload, &mut bytes).unwrap();
-    }
-    bytes
-}
-
 /// Reads control events until one of `kind` arrives (with a deadline).
 async fn next_event(
     recv: &mut quinn::RecvStream,
@@ -480,7 +464,7 @@ async fn malformed_input_gets_errors_and_the_session_goes_on() {
 
     // A frame over the size limit: only that stream is stopped, with its wire code.
     let mut bad = conn.open_uni().await.unwrap();
-    let mut oversized = turn_stream_bytes("bad", &[]);
+    let mut oversized = common::turn_stream_bytes("bad", &[]);
     oversized.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
     bad.write_all(&oversized).await.unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(5), bad.stopped())
@@ -499,7 +483,7 @@ async fn malformed_input_gets_errors_and_the_session_goes_on() {
     // Timestamps going backwards: stopped with protocol_violation.
     let mut backwards = conn.open_uni().await.unwrap();
     backwards
-        .write_all(&turn_stream_bytes(
+        .write_all(&common::turn_stream_bytes(
             "back",
             &[(480, vec![0; 960]), (0, vec![0; 960])],
         ))
@@ -518,7 +502,7 @@ async fn malformed_input_gets_errors_and_the_session_goes_on() {
 
     // The session goes on: a good turn is committed with every frame.
     let mut good = conn.open_uni().await.unwrap();
-    good.write_all(&turn_stream_bytes(
+    good.write_all(&common::turn_stream_bytes(
         "good",
         &[(0, vec![1; 960]), (480, vec![2; 960])],
     ))
@@ -553,7 +537,7 @@ async fn a_client_that_never_reads_does_not_hold_up_anyone_else() {
     voq_proto::wire::encode_event(br#"{"type":"input_audio_buffer.clear"}"#, &mut bytes).unwrap();
     control.write_all(&bytes).await.unwrap();
     let mut turn = stuck.open_uni().await.unwrap();
-    turn.write_all(&turn_stream_bytes("stuck", &[(0, vec![0; 960])]))
+    turn.write_all(&common::turn_stream_bytes("stuck", &[(0, vec![0; 960])]))
         .await
         .unwrap();
     turn.finish().unwrap();

@@ -95,21 +95,16 @@ impl Raw {
     /// with `fill`; finished if `fin`.
     async fn turn(&self, item_id: &str, frames: &[(u32, i16)], fin: bool) -> quinn::SendStream {
         let mut stream = self.conn.open_uni().await.unwrap();
-        let header = voq_proto::wire::AudioHeader {
-            item_id: item_id.into(),
-            response_id: None,
-            codec: "pcm16".into(),
-            sample_rate: 24_000,
-            frame_ms: 20,
-        };
-        let mut bytes = Vec::new();
-        voq_proto::wire::encode_header(voq_proto::wire::StreamKind::UserAudio, &header, &mut bytes);
-        for (pts, fill) in frames {
-            let payload: Vec<u8> = std::iter::repeat_n(*fill, 480)
-                .flat_map(i16::to_le_bytes)
-                .collect();
-            voq_proto::wire::encode_frame(*pts, &payload, &mut bytes).unwrap();
-        }
+        let frames: Vec<(u32, Vec<u8>)> = frames
+            .iter()
+            .map(|(pts, fill)| {
+                let payload = std::iter::repeat_n(*fill, 480)
+                    .flat_map(i16::to_le_bytes)
+                    .collect();
+                (*pts, payload)
+            })
+            .collect();
+        let bytes = common::turn_stream_bytes(item_id, &frames);
         stream.write_all(&bytes).await.unwrap();
         if fin {
             stream.finish().unwrap();

@@ -167,3 +167,21 @@ pub fn check_ga(
     std::fs::write(&path, lines.join("\n")).unwrap_or_else(|e| panic!("writing the log: {e}"));
     check_ga_file(python, &path)
 }
+
+/// A pcm16 user-audio stream's bytes: the header for `item_id` and `frames` (pts, payload).
+pub fn turn_stream_bytes(item_id: &str, frames: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let header = voq_proto::wire::AudioHeader {
+        item_id: item_id.into(),
+        response_id: None,
+        codec: "pcm16".into(),
+        sample_rate: 24_000,
+        frame_ms: 20,
+    };
+    let mut bytes = Vec::new();
+    voq_proto::wire::encode_header(voq_proto::wire::StreamKind::UserAudio, &header, &mut bytes);
+    for (pts, payload) in frames {
+        voq_proto::wire::encode_frame(*pts, payload, &mut bytes)
+            .unwrap_or_else(|e| panic!("frame: {e}"));
+    }
+    bytes
+}

@@ -769,9 +769,14 @@ export class VoqClient extends Emitter<VoqEventMap> {
       for (const [p, n] of r.packets) this._session.sendAudio(now, p, n);
       if (r.ended) this._session.endTurn(now);
     }
+    this.restartVadStream(now);
+  }
+
+  /** Server VAD: the continuous input stream goes on from here, on a new stream of the current
+   * session (also one the old server stopped). Push-to-talk turns are the reconnector's. */
+  private restartVadStream(now: number): void {
     const a = this.active;
     if (a && !a.keep) {
-      // Server VAD: the continuous stream goes on from here (also one the old server stopped).
       a.stopped = false;
       a.itemId = this._session.startTurn(now);
       a.session = this._session;
@@ -1016,13 +1021,7 @@ export class VoqClient extends Emitter<VoqEventMap> {
       for (const [payload, samples] of r.packets.slice(first)) this._session.sendAudio(now, payload, samples);
       if (r.ended) this._session.endTurn(now);
     }
-    const a = this.active;
-    if (a && !a.keep) {
-      // Server VAD: a new input stream from here.
-      a.stopped = false;
-      a.itemId = this._session.startTurn(now);
-      a.session = this._session;
-    }
+    this.restartVadStream(now);
     if (p.replyId !== null && state.reply?.response_id !== p.replyId) {
       // The server holds that reply no more: play what arrived.
       this.finishPlayout(p.replyId);
