@@ -3490,6 +3490,10 @@ var VoqClient = class extends Emitter {
     }
     this.pendingResume = null;
     this._session = this.newSession();
+    this.startTurnsAgain(turns);
+  }
+  /** The kept turns, whole, as new turns of the current session, in order. */
+  startTurnsAgain(turns) {
     const now = this.now();
     for (const r of turns) {
       const t = r.turn;
@@ -3742,9 +3746,16 @@ var VoqClient = class extends Emitter {
         this.resumeRefused = false;
         this.completeResume(e.voq);
         break;
-      case "session.created":
+      case "session.created": {
         this.resumeRefused = false;
+        const p = this.pendingResume;
+        if (p) {
+          this.pendingResume = null;
+          if (p.replyId !== null) this.finishPlayout(p.replyId);
+          this.startTurnsAgain(p.turns);
+        }
         break;
+      }
       case "input_audio_buffer.committed":
         this.reconnector.handleCommitted(e.item_id);
         break;

@@ -589,6 +589,8 @@ struct Call<'a> {
     session_answered: bool,
     /// The server said it is draining (`going_away`) and the session can move.
     going_away: bool,
+    /// The answer on the new connection was `voq.session.resumed` (not a new session).
+    session_resumed: bool,
     link: Link,
     /// The last `error` event, for the message when the server then ends the call.
     last_server_error: Option<String>,
@@ -652,6 +654,7 @@ impl<'a> Call<'a> {
             resume_refused: None,
             session_answered: false,
             going_away: false,
+            session_resumed: false,
             last_server_error: None,
             link,
             session,
@@ -902,6 +905,7 @@ impl<'a> Call<'a> {
             self.inbound_rx = inbound_rx;
             self.last_server_error = None;
             self.session_answered = false;
+            self.session_resumed = false;
             self.resume_refused = None;
             let resuming = self.session.handle_reconnected(Instant::now().into_std());
             self.drain()?;
@@ -925,13 +929,14 @@ impl<'a> Call<'a> {
                 lost_at_ms: ms(lost_at.saturating_duration_since(self.started)),
                 gap_ms: ms(lost_at.elapsed()),
                 attempts,
-                resumed: resuming,
+                // Taken back, or (a server that does not resume) a new session.
+                resumed: self.session_resumed,
                 server_id: self.session.session().and_then(|s| s.voq.server_id.clone()),
             };
             tracing::info!(
                 gap_ms = report.gap_ms,
                 attempts,
-                resumed = resuming,
+                resumed = self.session_resumed,
                 "the call goes on over a new connection"
             );
             self.report.resumes.push(report);
@@ -1053,6 +1058,8 @@ impl<'a> Call<'a> {
                 ) => {
                     debug!(kind = e.kind(), "server event");
                     self.session_answered = true;
+                    self.session_resumed |=
+                        matches!(e, voq_proto::event::ServerEvent::VoqSessionResumed { .. });
                 }
                 ClientOutput::Event(e) => debug!(kind = e.kind(), "server event"),
                 ClientOutput::ResumeRefused { message } => {

@@ -675,16 +675,21 @@ impl ClientSession {
                 self.link = LinkState::Up;
                 self.session = None;
                 self.send_session_update(None);
-                // The old session's replies will not go on.
-                for r in &mut self.replies {
-                    if !r.ended {
-                        r.ended = true;
-                        r.playout.finish();
-                        r.stats.status.get_or_insert(ResponseStatus::Failed);
-                    }
-                }
+                self.end_replies_of_lost_session();
                 self.send_kept(now, &[]);
                 false
+            }
+        }
+    }
+
+    /// A new session replaces a lost one: the old session's replies will not go on (they play
+    /// what arrived).
+    fn end_replies_of_lost_session(&mut self) {
+        for r in &mut self.replies {
+            if !r.ended {
+                r.ended = true;
+                r.playout.finish();
+                r.stats.status.get_or_insert(ResponseStatus::Failed);
             }
         }
     }
@@ -1014,10 +1019,20 @@ impl ClientSession {
             ServerEvent::SessionCreated { session } | ServerEvent::SessionUpdated { session } => {
                 self.report_interval =
                     Duration::from_millis(session.voq.played_report_interval_ms.max(10));
-                if session.voq.resume_token.is_some() {
+                if session.voq.resume_token.is_some() || self.link == LinkState::Resuming {
                     self.resume_token = session.voq.resume_token.clone();
                 }
                 self.session = Some(session.clone());
+                if self.link == LinkState::Resuming
+                    && matches!(event, ServerEvent::SessionCreated { .. })
+                {
+                    // A new session where the old one was asked back (a server that does not
+                    // resume sessions): the old session's reply is over, and every kept turn
+                    // goes to this one from its start.
+                    self.link = LinkState::Up;
+                    self.end_replies_of_lost_session();
+                    self.send_kept(now, &[]);
+                }
             }
             ServerEvent::VoqSessionResumed { session, voq } => {
                 self.report_interval =

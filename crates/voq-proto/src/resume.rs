@@ -56,6 +56,24 @@ pub struct SessionSnapshot {
     /// The last response that ended: its `response.done` is repeated to a client that resumes
     /// without having seen it.
     pub last_ended: Option<EndedResponse>,
+    /// The audio of the latest committed turns, oldest first (at most [`MAX_HELD_AUDIO`] in
+    /// all): the conversation a resumed session hands its new agent.
+    #[serde(default)]
+    pub history: Vec<SnapshotTurn>,
+}
+
+/// A committed user turn handed to a resumed session's agent: its item and audio as the client
+/// sent it (the shell decodes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryTurn {
+    /// The user item.
+    pub item_id: String,
+    /// How its frames are encoded.
+    pub codec: crate::Codec,
+    /// Its stream header's frame duration.
+    pub frame_ms: u32,
+    /// Its frames: (pts, payload).
+    pub frames: Vec<(u32, Vec<u8>)>,
 }
 
 /// An open user turn in a snapshot.
@@ -201,6 +219,7 @@ mod tests {
             recent_commits: vec![],
             reply: None,
             last_ended: None,
+            history: vec![],
         };
         let err = SessionSnapshot::from_bytes(&s.to_bytes()).unwrap_err();
         assert!(err.contains("version 99"), "{err}");

@@ -203,6 +203,9 @@ pub enum ServerOutput {
     /// A per-session limit was reached and enforced (for the shell's metrics; the client was
     /// told with an `error` event).
     LimitReached(SessionLimit),
+    /// A resumed session's conversation so far, for its (new) agent: the audio of the latest
+    /// committed user turns the snapshot kept, oldest first.
+    History(Vec<resume::HistoryTurn>),
     /// A user turn ended without being committed (cleared, aborted or malformed): forget its
     /// audio.
     TurnDiscarded {
@@ -389,6 +392,10 @@ pub struct ServerSession {
     /// Frames of held audio this session took over from its snapshot (open turns' audio and
     /// the reply's rest): what a resume saved the client from sending, or sends again.
     resumed_frames: u64,
+    /// The audio of the latest committed turns (resumable sessions), oldest first, and its
+    /// payload bytes (at most [`resume::MAX_HELD_AUDIO`]).
+    history: VecDeque<resume::HistoryTurn>,
+    history_bytes: usize,
 }
 
 impl ServerSession {
@@ -429,6 +436,8 @@ impl ServerSession {
             last_ended: None,
             revision: 0,
             resumed_frames: 0,
+            history: VecDeque::new(),
+            history_bytes: 0,
         }
     }
 
@@ -461,6 +470,19 @@ impl ServerSession {
         s.items = snapshot.items.into();
         s.recent_commits = snapshot.recent_commits.into();
         s.last_ended = snapshot.last_ended;
+        for t in snapshot.history {
+            let turn = resume::HistoryTurn {
+                item_id: t.item_id,
+                codec: codec(&t.codec)?,
+                frame_ms: t.frame_ms,
+                frames: resume::decode_frames(&t.audio)?,
+            };
+            s.remember_history(turn);
+        }
+        if !s.history.is_empty() {
+            s.out
+                .push_back(ServerOutput::History(s.history.iter().cloned().collect()));
+        }
         for t in snapshot.open_turns {
             let codec = codec(&t.codec)?;
             let mut turn = Turn::new();
@@ -635,6 +657,33 @@ impl ServerSession {
             recent_commits: self.recent_commits.iter().cloned().collect(),
             reply,
             last_ended: self.last_ended.clone(),
+            history: self
+                .history
+                .iter()
+                .map(|t| SnapshotTurn {
+                    item_id: t.item_id.clone(),
+                    codec: t.codec.name().into(),
+                    frame_ms: t.frame_ms,
+                    audio: frames(&t.frames),
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps a committed turn's audio for a resumed session's agent, dropping the oldest past
+    /// [`resume::MAX_HELD_AUDIO`].
+    fn remember_history(&mut self, turn: resume::HistoryTurn) {
+        let bytes: usize = turn.frames.iter().map(|(_, p)| p.len()).sum();
+        if bytes > resume::MAX_HELD_AUDIO {
+            return;
+        }
+        self.history_bytes += bytes;
+        self.history.push_back(turn);
+        while self.history_bytes > resume::MAX_HELD_AUDIO {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= old.frames.iter().map(|(_, p)| p.len()).sum::<usize>();
         }
     }
 
@@ -815,9 +864,11 @@ impl ServerSession {
             }
             TurnState::Receiving { .. } => {}
         }
-        let Some(turn) = self.turns.remove(&stream) else {
+        let Some(mut turn) = self.turns.remove(&stream) else {
             return;
         };
+        let held = std::mem::take(&mut turn.held);
+        let held_whole = !turn.held_full;
         let TurnState::Receiving { header, codec } = turn.state else {
             return;
         };
@@ -830,6 +881,14 @@ impl ServerSession {
                 self.vad = VadSegment::default();
             }
             return;
+        }
+        if self.config.resumable && held_whole {
+            self.remember_history(resume::HistoryTurn {
+                item_id: header.item_id.clone(),
+                codec,
+                frame_ms: header.frame_ms,
+                frames: held,
+            });
         }
         let committed = CommittedTurn {
             audio_ms: turn.end * 1000 / codec.sample_rate() as u64,

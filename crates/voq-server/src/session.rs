@@ -466,6 +466,10 @@ struct Shell {
     /// Snapshots for the saver task, and the core revision last handed over.
     saver: Option<watch::Sender<Option<Arc<Vec<u8>>>>>,
     saved_revision: u64,
+    /// When a snapshot was last handed over, and how often one must be even without a change:
+    /// a save renews the record's expiry, so an idle session stays resumable.
+    saved_at: Instant,
+    refresh_every: Duration,
     /// Fires when the store says the session was taken back on another connection.
     claimed_elsewhere: Option<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -501,6 +505,8 @@ impl Shell {
             generation: 0,
             saver: None,
             saved_revision: u64::MAX,
+            saved_at: Instant::now(),
+            refresh_every: Duration::MAX,
             claimed_elsewhere: None,
         }
     }
@@ -511,6 +517,7 @@ impl Shell {
         let Some(resumption) = ctx.resumption.clone() else {
             return;
         };
+        self.refresh_every = resumption.window / 3;
         let (tx, mut rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
         let (claimed_tx, claimed_rx) = tokio::sync::oneshot::channel();
         let stats = ctx.stats.clone();
@@ -558,10 +565,12 @@ impl Shell {
     /// Hands the saver the session's snapshot if it changed since the last one.
     fn save_snapshot(&mut self) {
         let Some(saver) = &self.saver else { return };
-        if self.core.is_closed() || self.core.revision() == self.saved_revision {
+        let unchanged = self.core.revision() == self.saved_revision;
+        if self.core.is_closed() || (unchanged && self.saved_at.elapsed() < self.refresh_every) {
             return;
         }
         self.saved_revision = self.core.revision();
+        self.saved_at = Instant::now();
         let bytes = self.core.snapshot().to_bytes();
         if bytes.len() > crate::resume::MAX_SNAPSHOT_BYTES {
             debug!(
@@ -801,6 +810,19 @@ impl Shell {
                 } => {
                     // Taking the range drains it from the open stream's audio; nobody wants it.
                     drop(self.take_committed(&source_item_id, "", samples));
+                }
+                ServerOutput::History(turns) => {
+                    let items = turns.into_iter().filter_map(decode_history).collect();
+                    // Called here (before any new turn's respond), awaited on its own.
+                    let history = self.agent.clone().history(items);
+                    tokio::spawn(
+                        async move {
+                            if let Err(e) = history.await {
+                                warn!("agent history failed: {e:#}");
+                            }
+                        }
+                        .in_current_span(),
+                    );
                 }
                 ServerOutput::LimitReached(limit) => {
                     ctx.stats
@@ -1095,6 +1117,21 @@ impl LogBudget {
             LogLine::Skip
         }
     }
+}
+
+/// A kept turn's audio as 24 kHz pcm16 (an undecodable frame concealed, as for live turns).
+fn decode_history(turn: voq_proto::resume::HistoryTurn) -> Option<crate::agent::HistoryItem> {
+    let mut decoder = voq_audio::Decoder::new(turn.codec).ok()?;
+    let mut audio = Vec::new();
+    for (_, payload) in &turn.frames {
+        if decoder.decode(payload, &mut audio).is_err() {
+            let _ = decoder.conceal(&mut audio);
+        }
+    }
+    Some(crate::agent::HistoryItem {
+        item_id: turn.item_id,
+        audio,
+    })
 }
 
 fn encode_into_core(

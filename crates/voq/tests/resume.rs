@@ -90,6 +90,17 @@ impl Server {
         Self::start_behind(port, store, server_id, record, None)
     }
 
+    /// As [`Server::start`], with another agent than `echo`.
+    fn start_with_agent(
+        port: u16,
+        store: &str,
+        server_id: &str,
+        record: &Path,
+        agent: &str,
+    ) -> Self {
+        Self::spawn(port, store, server_id, record, None, agent)
+    }
+
     /// As [`Server::start`]; behind `voq lb` at `vip` when given.
     fn start_behind(
         port: u16,
@@ -98,10 +109,28 @@ impl Server {
         record: &Path,
         vip: Option<u16>,
     ) -> Self {
+        Self::spawn(port, store, server_id, record, vip, "echo")
+    }
+
+    fn spawn(
+        port: u16,
+        store: &str,
+        server_id: &str,
+        record: &Path,
+        vip: Option<u16>,
+        agent: &str,
+    ) -> Self {
         let tunnel = vip.map_or("off".to_string(), |v| format!("127.0.0.1:{v}"));
+        // "" starts a server that keeps no sessions resumable.
+        let store_args = if store.is_empty() {
+            vec![]
+        } else {
+            vec!["--session-store", store]
+        };
         let mut child = voq()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--agent", "echo", "--session-store", store])
+            .args(["--agent", agent])
+            .args(store_args)
             .args(["--server-id", server_id, "--lb-tunnel", &tunnel])
             .args(["--metrics", "127.0.0.1:0", "--record"])
             .arg(record)
@@ -144,6 +173,17 @@ impl Server {
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().last()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Waits until a snapshot taken after this call is in the store: two more saves (the first
+    /// may have been under way already, with an older snapshot; the saver writes the newest).
+    fn wait_for_a_fresh_snapshot(&self) {
+        let saved = self.metric("voq_store_requests_total");
+        until(
+            Duration::from_secs(5),
+            "a fresh snapshot in the store",
+            || self.metric("voq_store_requests_total") >= saved + 2,
+        );
     }
 
     fn kill(self) {
@@ -259,11 +299,7 @@ fn killed_server_call_resumes(transport: &str, at: KillAt) {
             a.metric("voq_agent_bytes_sent_total") >= 48_000
         }),
     }
-    // A snapshot of that moment (or later) is in the store: the saver writes within 100 ms.
-    let saved = a.metric("voq_store_requests_total");
-    until(Duration::from_secs(5), "a saved snapshot", || {
-        a.metric("voq_store_requests_total") > saved
-    });
+    a.wait_for_a_fresh_snapshot();
     a.kill(); // SIGKILL: no goodbye, no last save
     let b = Server::start(port, &store, "0b02", &rec_b);
     let (report, _) = finish_call(call);
@@ -412,10 +448,7 @@ fn through_the_balancer_ending(transport: &str, at: KillAt, end: End) {
     });
     let holder = holder.unwrap();
     let killed = servers[holder].take().unwrap();
-    let saved = killed.metric("voq_store_requests_total");
-    until(Duration::from_secs(5), "a saved snapshot", || {
-        killed.metric("voq_store_requests_total") > saved
-    });
+    killed.wait_for_a_fresh_snapshot();
     match end {
         End::Kill => killed.kill(),
         End::Drain => {
@@ -512,10 +545,7 @@ fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
     until(Duration::from_secs(20), "a second of prompt", || {
         server.metric("voq_prompt_frames_total") >= 50
     });
-    let saved = server.metric("voq_store_requests_total");
-    until(Duration::from_secs(5), "a saved snapshot", || {
-        server.metric("voq_store_requests_total") > saved
-    });
+    server.wait_for_a_fresh_snapshot();
     relay.cut();
     let (report, _) = finish_call(call);
     assert_eq!(report["resumes"][0]["resumed"], true, "{report}");
@@ -538,4 +568,125 @@ fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
 #[test]
 fn through_the_balancer_a_drain_moves_the_call_mid_reply_quic() {
     through_the_balancer_ending("quic", KillAt::MidReply, End::Drain);
+}
+
+/// The session's server is replaced by one that keeps no sessions resumable: it ignores the
+/// resume request and starts a new session, and the client sends the unconfirmed turn there
+/// from its start.
+#[test]
+fn a_server_that_does_not_resume_gets_the_turn_whole() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Server::start(port, "memory", "0a01", &rec_a);
+    let out = dir.path().join("reply.wav");
+    let url = format!("https://127.0.0.1:{port}");
+    let call = start_call(&url, "quic", "1", &out, dir.path());
+    until(Duration::from_secs(20), "a second of prompt", || {
+        a.metric("voq_prompt_frames_total") >= 50
+    });
+    a.kill();
+    let _b = Server::start(port, "", "0b02", &rec_b);
+    let (report, _) = finish_call(call);
+    assert_eq!(report["resumes"][0]["resumed"], false, "{report}");
+    assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
+    assert!(
+        recorded_turn(&rec_b) == prompt(),
+        "the turn is not the prompt bit-exact"
+    );
+    assert_whole_echo(&out);
+}
+
+/// The exec agent of a server that takes a session over gets the conversation so far: the
+/// first turn's audio, as a Realtime `conversation.item.create`, before the second turn that the
+/// lost server had under way.
+#[test]
+fn a_resumed_exec_agent_gets_the_conversation_so_far() {
+    let Some((_redis, redis_port)) = redis() else {
+        return;
+    };
+    let store = format!("redis://127.0.0.1:{redis_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("agent.py");
+    std::fs::write(
+        &script,
+        r#"import base64, json, os, sys
+out = sys.argv[1]
+buf = bytearray()
+for line in sys.stdin:
+    ev = json.loads(line)
+    t = ev.get("type")
+    if t == "conversation.item.create":
+        item = ev["item"]
+        audio = base64.b64decode(item["content"][0]["audio"])
+        with open(os.path.join(out, "history-" + item["id"] + ".raw"), "wb") as f:
+            f.write(audio)
+        with open(os.path.join(out, "log"), "a") as f:
+            f.write(t + " " + item["role"] + "\n")
+    elif t == "input_audio_buffer.append":
+        buf += base64.b64decode(ev["audio"])
+    elif t == "input_audio_buffer.commit":
+        with open(os.path.join(out, "log"), "a") as f:
+            f.write(t + " " + ev["item_id"] + "\n")
+    elif t == "response.create":
+        rid = ev["response"]["id"]
+        print(json.dumps({"type": "response.output_audio.delta", "response_id": rid,
+                          "delta": base64.b64encode(bytes(buf)).decode()}), flush=True)
+        print(json.dumps({"type": "response.done", "response": {"id": rid, "status": "completed"}}), flush=True)
+        buf = bytearray()
+"#,
+    )
+    .unwrap();
+    let (out_a, out_b) = (dir.path().join("agent-a"), dir.path().join("agent-b"));
+    std::fs::create_dir_all(&out_a).unwrap();
+    std::fs::create_dir_all(&out_b).unwrap();
+    let agent = |out: &Path| format!("exec:python3 {} {}", script.display(), out.display());
+    let port = free_port();
+    let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Server::start_with_agent(port, &store, "0a01", &rec_a, &agent(&out_a));
+    let out = dir.path().join("reply.wav");
+    let call = voq()
+        .args(["call", &format!("https://127.0.0.1:{port}"), "--input"])
+        .arg(asset("prompt-carwash-24k.wav"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--insecure", "--json", "--input-speed", "1", "--turns", "2"])
+        .env("XDG_CACHE_HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let call = Killed(call);
+    // A second into the second turn (the first is 139 frames).
+    until(
+        Duration::from_secs(30),
+        "a second of the second turn",
+        || a.metric("voq_prompt_frames_total") >= 139 + 50,
+    );
+    a.wait_for_a_fresh_snapshot();
+    a.kill();
+    let _b = Server::start_with_agent(port, &store, "0b02", &rec_b, &agent(&out_b));
+    let (report, _) = finish_call(call);
+    assert_eq!(report["resumes"][0]["resumed"], true, "{report}");
+    assert_eq!(report["prompt"]["items_committed"], 2, "{report}");
+    // The new server's agent heard the first turn as history, then the second turn.
+    let log = std::fs::read_to_string(out_b.join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "conversation.item.create user",
+            "input_audio_buffer.commit item_c2"
+        ],
+        "{log}"
+    );
+    let history = std::fs::read(out_b.join("history-item_c1.raw")).unwrap();
+    let samples: Vec<i16> = history
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert!(
+        samples == prompt(),
+        "the history is not the first turn bit-exact"
+    );
 }

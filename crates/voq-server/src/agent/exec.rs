@@ -57,6 +57,7 @@ impl AgentFactory for Exec {
             command: self.command.clone(),
             proc: Mutex::new(None),
             next: Default::default(),
+            history: Default::default(),
         }))
     }
 
@@ -78,6 +79,8 @@ struct ExecSession {
     command: String,
     proc: Mutex<Option<Proc>>,
     next: std::sync::atomic::AtomicU64,
+    /// A resumed session's conversation, for the program once it starts.
+    history: std::sync::Mutex<Vec<crate::agent::HistoryItem>>,
 }
 
 impl ExecSession {
@@ -102,6 +105,14 @@ impl ExecSession {
         let hello = json!({"type": "session.created", "session": {
             "id": format!("agent_sess_{id}"), "audio_format": "pcm16", "sample_rate": voq_audio::SAMPLE_RATE}});
         write_line(&mut proc.stdin, &hello).await?;
+        let history = std::mem::take(&mut *self.history.lock().unwrap_or_else(|p| p.into_inner()));
+        for item in history {
+            let bytes: Vec<u8> = item.audio.iter().flat_map(|s| s.to_le_bytes()).collect();
+            let event = json!({"type": "conversation.item.create", "item": {
+                "id": item.item_id, "type": "message", "role": "user",
+                "content": [{"type": "input_audio", "audio": BASE64.encode(bytes)}]}});
+            write_line(&mut proc.stdin, &event).await?;
+        }
         Ok(proc)
     }
 }
@@ -233,6 +244,15 @@ impl Agent for ExecSession {
             }
             result
         })
+    }
+
+    fn history(self: Arc<Self>, turns: Vec<crate::agent::HistoryItem>) -> AgentFuture {
+        // Kept for the program, which starts with the session's next turn (before it, here).
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(turns);
+        Box::pin(async { Ok(()) })
     }
 
     fn cancel(self: Arc<Self>, response_id: &str) -> AgentFuture {

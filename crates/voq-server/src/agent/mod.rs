@@ -59,6 +59,24 @@ pub trait Agent: Send + Sync + 'static {
     fn truncated(self: Arc<Self>, _response_id: &str, _audio_end_ms: u64) -> AgentFuture {
         Box::pin(async { Ok(()) })
     }
+
+    /// The conversation so far of a session this agent takes over (a resumed session, on a new
+    /// server): the user turns its store kept, oldest first, before any new turn. Override to
+    /// give a fresh agent the context (the exec agent hands them to its program as Realtime
+    /// `conversation.item.create` events). What an implementation does before returning its
+    /// future happens before the session's next [`Agent::respond`].
+    fn history(self: Arc<Self>, _turns: Vec<HistoryItem>) -> AgentFuture {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A user turn of the conversation before a resume ([`Agent::history`]).
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    /// The user item.
+    pub item_id: String,
+    /// Its audio, 24 kHz mono pcm16.
+    pub audio: Vec<i16>,
 }
 
 /// Makes one agent per session.

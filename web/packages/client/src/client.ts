@@ -760,6 +760,11 @@ export class VoqClient extends Emitter<VoqEventMap> {
     }
     this.pendingResume = null;
     this._session = this.newSession();
+    this.startTurnsAgain(turns);
+  }
+
+  /** The kept turns, whole, as new turns of the current session, in order. */
+  private startTurnsAgain(turns: ReadonlyArray<ReplayTurn<Turn>>): void {
     const now = this.now();
     for (const r of turns) {
       const t = r.turn;
@@ -1034,9 +1039,18 @@ export class VoqClient extends Emitter<VoqEventMap> {
         this.resumeRefused = false;
         this.completeResume(e.voq);
         break;
-      case 'session.created':
+      case 'session.created': {
         this.resumeRefused = false;
+        const p = this.pendingResume;
+        if (p) {
+          // A new session where the old one was asked back (a server that does not resume
+          // sessions): the old reply is over, the kept turns go to this one whole.
+          this.pendingResume = null;
+          if (p.replyId !== null) this.finishPlayout(p.replyId);
+          this.startTurnsAgain(p.turns);
+        }
         break;
+      }
       case 'input_audio_buffer.committed':
         this.reconnector.handleCommitted(e.item_id);
         break;

@@ -312,6 +312,36 @@ describe('VoqClient', () => {
     await c.close();
   });
 
+  it('sends the kept turns whole when the new server starts a new session instead of resuming', async () => {
+    const { c, audio, accept } = client();
+    const started = c.start();
+    const t1 = accept(0);
+    await started;
+    const pcm = { type: 'audio/pcm', rate: 24000 };
+    const session = (voq: object) => ({
+      type: 'realtime',
+      id: 'sess_b1',
+      audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
+      voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', ...voq },
+    });
+    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session({ resume_token: 'tok1' }) })));
+    c.startTurn();
+    for (let i = 0; i < 4; i++) audio.frame(i);
+    await c.endTurn();
+    t1.drop();
+    await new Promise((r) => setTimeout(r, 300));
+    const t2 = accept(1);
+    await tick();
+    expect(t2.uni).toHaveLength(0);
+    // A server without a session store: a new session, no resume token.
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session({}) })));
+    await tick();
+    expect(t2.uni).toHaveLength(1);
+    expect(parseStream(t2.uni[0]!.bytes())).toHaveLength(5);
+    expect(t2.uni[0]!.finished).toBe(true);
+    await c.close();
+  });
+
   it('does not send a turn the server stopped again after a reconnect, nor count what it dropped', async () => {
     const { c, audio, dials, accept } = client();
     const started = c.start();
