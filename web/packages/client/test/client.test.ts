@@ -26,6 +26,17 @@ function events(bytes: Uint8Array): Array<Record<string, unknown>> {
   return out;
 }
 
+/** A `session.created`/`voq.session.resumed` session object, with `voq` fields added. */
+function sessionObject(voq: object) {
+  const pcm = { type: 'audio/pcm', rate: 24000 };
+  return {
+    type: 'realtime',
+    id: 'sess_a1',
+    audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
+    voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', ...voq },
+  };
+}
+
 function client(opts: { mode?: 'push_to_talk' | 'server_vad'; keepCapturedAudio?: boolean; reconnect?: boolean; maxReconnectAttempts?: number } = {}) {
   const audio = new FakeAudio();
   const dials: Array<ReturnType<typeof deferred<Connected>>> = [];
@@ -233,13 +244,7 @@ describe('VoqClient', () => {
     const started = c.start();
     const t1 = accept(0);
     await started;
-    const pcm = { type: 'audio/pcm', rate: 24000 };
-    const session = (token: string) => ({
-      type: 'realtime',
-      id: 'sess_a1',
-      audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
-      voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', resume_token: token },
-    });
+    const session = (token: string) => sessionObject({ resume_token: token });
     t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session('tok1') })));
     c.startTurn();
     for (let i = 0; i < 10; i++) audio.frame(i);
@@ -285,13 +290,7 @@ describe('VoqClient', () => {
     const started = c.start();
     const t1 = accept(0);
     await started;
-    const pcm = { type: 'audio/pcm', rate: 24000 };
-    const session = {
-      type: 'realtime',
-      id: 'sess_a1',
-      audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
-      voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', resume_token: 'tok1' },
-    };
+    const session = sessionObject({ resume_token: 'tok1' });
     t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session })));
     c.startTurn();
     for (let i = 0; i < 4; i++) audio.frame(i);
@@ -317,13 +316,7 @@ describe('VoqClient', () => {
     const started = c.start();
     const t1 = accept(0);
     await started;
-    const pcm = { type: 'audio/pcm', rate: 24000 };
-    const session = (voq: object) => ({
-      type: 'realtime',
-      id: 'sess_b1',
-      audio: { input: { format: pcm, turn_detection: null }, output: { format: pcm } },
-      voq: { version: 'voq/1', send_ahead_ms: 2000, played_report_interval_ms: 100, transport: 'quic', ...voq },
-    });
+    const session = sessionObject;
     t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session({ resume_token: 'tok1' }) })));
     c.startTurn();
     for (let i = 0; i < 4; i++) audio.frame(i);
