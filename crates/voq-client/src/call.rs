@@ -591,6 +591,9 @@ struct Call<'a> {
     going_away: bool,
     /// The answer on the new connection was `voq.session.resumed` (not a new session).
     session_resumed: bool,
+    /// The server sent an error that ends a session (`unauthorized`, `limit_exceeded`): its
+    /// close is on purpose, and the call is not taken elsewhere.
+    ended_by_server: bool,
     link: Link,
     /// The last `error` event, for the message when the server then ends the call.
     last_server_error: Option<String>,
@@ -655,6 +658,7 @@ impl<'a> Call<'a> {
             session_answered: false,
             going_away: false,
             session_resumed: false,
+            ended_by_server: false,
             last_server_error: None,
             link,
             session,
@@ -870,12 +874,13 @@ impl<'a> Call<'a> {
 
     /// Whether a lost connection is replaced: the server gave a resume token (or refused one,
     /// once: then a new session carries the unconfirmed turns), the caller allows it, and the
-    /// server did not end the call on purpose (an `error` it sent first, other than a refused
-    /// resume).
+    /// server did not end the call on purpose (an `error` that closes a session:
+    /// `unauthorized` other than a refused resume, `limit_exceeded`). Other errors (a failed
+    /// response, a bad event) leave the session as resumable as before.
     fn may_reconnect(&self, opts: &CallOptions) -> bool {
         opts.resume_within.is_some()
             && (self.session.can_resume() || self.resume_refused.is_some())
-            && (self.last_server_error.is_none() || self.resume_refused.is_some())
+            && (!self.ended_by_server || self.resume_refused.is_some())
     }
 
     /// Replaces the lost connection: connects again (same address and carrier) until the
@@ -904,6 +909,7 @@ impl<'a> Call<'a> {
             self.streams = streams;
             self.inbound_rx = inbound_rx;
             self.last_server_error = None;
+            self.ended_by_server = false;
             self.session_answered = false;
             self.session_resumed = false;
             self.resume_refused = None;
@@ -1051,6 +1057,13 @@ impl<'a> Call<'a> {
                 ClientOutput::Event(voq_proto::event::ServerEvent::Error { error }) => {
                     warn!("server error {}: {}", error.code, error.message);
                     self.last_server_error = Some(format!("{}: {}", error.code, error.message));
+                    self.ended_by_server |= matches!(
+                        error.error_code(),
+                        Some(
+                            voq_proto::ErrorCode::Unauthorized
+                                | voq_proto::ErrorCode::LimitExceeded
+                        )
+                    );
                 }
                 ClientOutput::Event(
                     e @ (voq_proto::event::ServerEvent::VoqSessionResumed { .. }

@@ -295,3 +295,110 @@ async fn a_store_that_is_down_costs_resumption_and_nothing_else() {
     use voq_server::stats::ResumeResult;
     assert_eq!(stats.resumes.get(ResumeResult::StoreFailed).get(), 1);
 }
+
+/// An error earlier in the call (here a failed response) does not stop a later resume: only
+/// errors that end a session do. The agent fails the first turn's response; the server holding
+/// the call is lost during the second turn; the call goes on, on a server taking the same
+/// address and store, and the second turn's reply is whole.
+#[tokio::test]
+async fn a_failed_response_earlier_does_not_stop_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("agent.py");
+    std::fs::write(
+        &script,
+        r#"import base64, json, sys
+buf = bytearray()
+item = None
+for line in sys.stdin:
+    ev = json.loads(line)
+    t = ev.get("type")
+    if t == "input_audio_buffer.append":
+        buf += base64.b64decode(ev["audio"])
+    elif t == "input_audio_buffer.commit":
+        item = ev["item_id"]
+    elif t == "response.create":
+        rid = ev["response"]["id"]
+        if item == "item_c1":
+            print(json.dumps({"type": "error", "error": {"message": "the first answer fails"}}), flush=True)
+        else:
+            print(json.dumps({"type": "response.output_audio.delta", "response_id": rid,
+                              "delta": base64.b64encode(bytes(buf)).decode()}), flush=True)
+            print(json.dumps({"type": "response.done", "response": {"id": rid, "status": "completed"}}), flush=True)
+        buf = bytearray()
+"#,
+    )
+    .unwrap();
+    let agent = format!("exec:python3 {}", script.display());
+    let resumption = Arc::new(Resumption {
+        keys: ResumeKeys::from_secret(SECRET),
+        store: Arc::new(MemoryStore::default()),
+        window: Duration::from_secs(60),
+    });
+    let settings = |listen: std::net::SocketAddr| Settings {
+        listen,
+        resumption: Some(resumption.clone()),
+        ..Settings::loopback(&agent)
+    };
+    let mut a = Server::start(settings("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = a.local_addr();
+    let trust = voq_client::Trust::Insecure;
+    let client = voq_client::Client::new(&trust, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let target = voq_client::Target {
+        addr,
+        server_name: "localhost".into(),
+        tls: true,
+    };
+    let turn = common::prompt(24_000);
+    let opts = CallOptions {
+        turns: vec![turn.clone(), turn.clone()],
+        input_speed: 1.0,
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let call = tokio::spawn(async move { client.call(&target, opts).await });
+    // A second into the second turn (the first is 50 frames).
+    let stats = a.stats().clone();
+    common::until(Duration::from_secs(20), "the second turn under way", || {
+        stats.prompt_frames.get() >= 50 + 25 && stats.agent_failures.get() == 1
+    })
+    .await;
+    let saved = stats.store_requests.get();
+    common::until(Duration::from_secs(5), "a fresh snapshot", || {
+        stats.store_requests.get() >= saved + 2
+    })
+    .await;
+    a.crash();
+    drop(a);
+    // The address is free once the crashed server's endpoint has let its socket go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let b = loop {
+        match Server::start(settings(addr)).await {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e:#}");
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let outcome = call.await.unwrap().unwrap();
+    assert_eq!(outcome.report.resumes.len(), 1, "{:?}", outcome.report);
+    assert!(outcome.report.resumes[0].resumed, "{:?}", outcome.report);
+    let statuses: Vec<_> = outcome.responses.iter().map(|r| r.status).collect();
+    use voq_proto::event::ResponseStatus;
+    assert_eq!(
+        statuses,
+        [
+            Some(ResponseStatus::Failed),
+            Some(ResponseStatus::Completed)
+        ]
+    );
+    assert_eq!(
+        b.stats()
+            .resumes
+            .get(voq_server::stats::ResumeResult::Succeeded)
+            .get(),
+        1
+    );
+}
