@@ -10,6 +10,14 @@ import { FakeAudio, FakeTransport, deferred } from './fakes.js';
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
+/** Waits until the client has dialed `n` times (its reconnect backoff passed); fails after 5 s. */
+async function dialed(dials: readonly unknown[], n: number): Promise<void> {
+  for (const deadline = Date.now() + 5000; dials.length < n; ) {
+    if (Date.now() > deadline) throw new Error(`${dials.length} dials of ${n} within 5 s`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 function parseStream(bytes: Uint8Array): AudioItem[] {
   const d = new AudioStreamDecoder();
   d.push(bytes);
@@ -240,7 +248,7 @@ describe('VoqClient', () => {
   });
 
   it('takes a resumable session back: only the rest of a turn goes again, under its item id', async () => {
-    const { c, audio, accept } = client();
+    const { c, audio, dials, accept } = client();
     const started = c.start();
     const t1 = accept(0);
     await started;
@@ -253,7 +261,7 @@ describe('VoqClient', () => {
     expect(c.state).toBe('reconnecting');
     // Spoken while reconnecting: kept with the turn.
     for (let i = 10; i < 15; i++) audio.frame(i);
-    await new Promise((r) => setTimeout(r, 300)); // the first backoff
+    await dialed(dials, 2);
     const t2 = accept(1);
     await tick();
     const first = events(t2.control!.send.bytes())[0] as { type: string; session: { voq?: unknown } };
@@ -286,7 +294,7 @@ describe('VoqClient', () => {
   });
 
   it('starts a new session with the kept turns whole when the server refuses the resume', async () => {
-    const { c, audio, accept } = client();
+    const { c, audio, dials, accept } = client();
     const started = c.start();
     const t1 = accept(0);
     await started;
@@ -296,12 +304,12 @@ describe('VoqClient', () => {
     for (let i = 0; i < 4; i++) audio.frame(i);
     await c.endTurn();
     t1.drop();
-    await new Promise((r) => setTimeout(r, 300));
+    await dialed(dials, 2);
     const t2 = accept(1);
     await tick();
     t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', code: 'unauthorized', message: 'session sess_a1 cannot be resumed' } })));
     t2.drop();
-    await new Promise((r) => setTimeout(r, 600));
+    await dialed(dials, 3);
     const t3 = accept(2);
     await tick();
     const first = events(t3.control!.send.bytes())[0] as { session: { voq?: unknown } };
@@ -312,7 +320,7 @@ describe('VoqClient', () => {
   });
 
   it('sends the kept turns whole when the new server starts a new session instead of resuming', async () => {
-    const { c, audio, accept } = client();
+    const { c, audio, dials, accept } = client();
     const started = c.start();
     const t1 = accept(0);
     await started;
@@ -322,7 +330,7 @@ describe('VoqClient', () => {
     for (let i = 0; i < 4; i++) audio.frame(i);
     await c.endTurn();
     t1.drop();
-    await new Promise((r) => setTimeout(r, 300));
+    await dialed(dials, 2);
     const t2 = accept(1);
     await tick();
     expect(t2.uni).toHaveLength(0);
