@@ -239,20 +239,24 @@ async fn run_session(link: Link, mut ctx: SessionContext, credential: Credential
     .into_iter()
     .flatten()
     .min();
-    if let Some((core, _)) = &resumed {
-        // The session's own id from here on (recordings, observations), not the connection's.
-        ctx.proto.session_id = core.config().session_id.clone();
-    }
-    let mut shell = Shell::new(link, agent, &mut ctx, control, connected_at);
-    match resumed {
+    let (core, generation) = match resumed {
         Some((core, generation)) => {
             info!(session = %core.config().session_id, generation, "session resumed");
-            shell.core = core;
-            shell.generation = generation;
+            // The session's own id from here on (recordings, observations), not the
+            // connection's.
+            ctx.proto.session_id = core.config().session_id.clone();
+            (core, generation)
         }
-        // The first event goes on to the session (a resume request's does not: it was answered).
-        None if !first_bytes.is_empty() => shell.on_inbound(Inbound::Control(first_bytes)),
-        None => {}
+        None => (
+            ServerSession::new(ctx.proto.clone(), Instant::now().into_std()),
+            0,
+        ),
+    };
+    let mut shell = Shell::new(link, agent, core, control, connected_at);
+    shell.generation = generation;
+    // The first event goes on to a new session (a resume request's was answered already).
+    if generation == 0 && !first_bytes.is_empty() {
+        shell.on_inbound(Inbound::Control(first_bytes));
     }
     shell.call_deadline = limit.map(|d| Instant::now() + d);
     shell.run(&mut ctx).await;
@@ -478,13 +482,11 @@ impl Shell {
     fn new(
         link: Link,
         agent: Arc<dyn Agent>,
-        ctx: &mut SessionContext,
+        core: ServerSession,
         control: (SendHalf, RecvHalf),
         connected_at: Instant,
     ) -> Self {
         let (agent_tx, agent_rx) = mpsc::channel(16);
-        let epoch = Instant::now();
-        let core = ServerSession::new(ctx.proto.clone(), epoch.into_std());
         let (streams, inbound_rx) = Streams::start(link.clone(), control);
         Self {
             link,
