@@ -120,6 +120,33 @@ impl Server {
         vip: Option<u16>,
         agent: &str,
     ) -> Self {
+        Self::try_spawn(port, store, server_id, record, vip, agent)
+            .unwrap_or_else(|log| panic!("voq serve on port {port} did not start:\n{log}"))
+    }
+
+    /// A server on a port found free, tried again on another if that one was taken meanwhile
+    /// (by another test's socket): for the first server of a test.
+    fn start_anywhere(store: &str, server_id: &str, record: &Path, agent: &str) -> (Self, u16) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Self::try_spawn(port, store, server_id, record, None, agent) {
+                Ok(server) => return (server, port),
+                Err(log) => last = log,
+            }
+        }
+        panic!("voq serve did not start on 5 free ports:\n{last}");
+    }
+
+    /// Starts `voq serve` and waits until it listens; its log if it exited first.
+    fn try_spawn(
+        port: u16,
+        store: &str,
+        server_id: &str,
+        record: &Path,
+        vip: Option<u16>,
+        agent: &str,
+    ) -> Result<Self, String> {
         let tunnel = vip.map_or("off".to_string(), |v| format!("127.0.0.1:{v}"));
         // "" starts a server that keeps no sessions resumable.
         let store_args = if store.is_empty() {
@@ -142,23 +169,39 @@ impl Server {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        // The log says where the metrics are, then that the server listens; its end before
+        // that is a server that could not start (its port taken).
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
+            let mut log = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("metrics at http://").nth(1) {
-                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+                    let _ = tx.send(Ok(rest.split('/').next().unwrap_or("").to_string()));
+                }
+                if line.contains("voq server listening") {
+                    let _ = tx.send(Ok(String::new()));
                 }
                 if std::env::var_os("VOQ_TEST_LOG").is_some() {
                     eprintln!("[server {port}] {line}");
                 }
+                log.push_str(&line);
+                log.push('\n');
             }
+            let _ = tx.send(Err(log));
         });
-        let metrics = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-        Self {
-            child: Killed(child),
-            metrics,
+        let child = Killed(child);
+        let mut metrics = None;
+        loop {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(Ok(addr)) if !addr.is_empty() => metrics = Some(addr),
+                Ok(Ok(_)) => break,
+                Ok(Err(log)) => return Err(log),
+                Err(e) => return Err(format!("no word from voq serve within 20 s: {e}")),
+            }
         }
+        let metrics = metrics.ok_or("voq serve listens but gave no metrics address")?;
+        Ok(Self { child, metrics })
     }
 
     /// A counter of the server's metrics (0 if it cannot be read).
@@ -279,10 +322,9 @@ fn killed_server_call_resumes(transport: &str, at: KillAt) {
         return;
     };
     let store = format!("redis://127.0.0.1:{redis_port}");
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
-    let a = Server::start(port, &store, "0a01", &rec_a);
+    let (a, port) = Server::start_anywhere(&store, "0a01", &rec_a, "echo");
     let out = dir.path().join("reply.wav");
     let scheme = if transport == "ws" { "http" } else { "https" };
     let speed = match at {
@@ -358,10 +400,9 @@ fn killed_mid_reply_ws() {
 /// The conversation starts over; nothing the user said is lost.
 #[test]
 fn a_session_its_store_lost_starts_again_with_nothing_said_lost() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
-    let a = Server::start(port, "memory", "0a01", &rec_a);
+    let (a, port) = Server::start_anywhere("memory", "0a01", &rec_a, "echo");
     let out = dir.path().join("reply.wav");
     let url = format!("https://127.0.0.1:{port}");
     let call = start_call(&url, "quic", "1", &out, dir.path());
@@ -534,10 +575,9 @@ impl Relay {
 /// and the turn goes on from where the server held it.
 #[test]
 fn a_websocket_cut_by_the_network_resumes_on_the_same_server() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
-    let server = Server::start(port, "memory", "0a01", &rec);
+    let (server, port) = Server::start_anywhere("memory", "0a01", &rec, "echo");
     let relay = Relay::start(port);
     let out = dir.path().join("reply.wav");
     let url = format!("http://127.0.0.1:{}", relay.port);
@@ -575,10 +615,9 @@ fn through_the_balancer_a_drain_moves_the_call_mid_reply_quic() {
 /// from its start.
 #[test]
 fn a_server_that_does_not_resume_gets_the_turn_whole() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
-    let a = Server::start(port, "memory", "0a01", &rec_a);
+    let (a, port) = Server::start_anywhere("memory", "0a01", &rec_a, "echo");
     let out = dir.path().join("reply.wav");
     let url = format!("https://127.0.0.1:{port}");
     let call = start_call(&url, "quic", "1", &out, dir.path());
@@ -641,9 +680,8 @@ for line in sys.stdin:
     std::fs::create_dir_all(&out_a).unwrap();
     std::fs::create_dir_all(&out_b).unwrap();
     let agent = |out: &Path| format!("exec:python3 {} {}", script.display(), out.display());
-    let port = free_port();
     let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
-    let a = Server::start_with_agent(port, &store, "0a01", &rec_a, &agent(&out_a));
+    let (a, port) = Server::start_anywhere(&store, "0a01", &rec_a, &agent(&out_a));
     let out = dir.path().join("reply.wav");
     let call = voq()
         .args(["call", &format!("https://127.0.0.1:{port}"), "--input"])
