@@ -20,6 +20,9 @@ use crate::agent::{Agent, AgentMsg, ReplySink, Turn};
 use crate::record::Recorder;
 use crate::stats::{SessionEvent, SessionEventKind, Stats};
 
+/// On the clock, a snapshot is taken at most this often per MiB the last one weighed (see
+/// `Shell::save_snapshot_when_due`); the clock ticks every [`RTT_INTERVAL`].
+const SNAPSHOT_GAP_PER_MIB: Duration = Duration::from_secs(1);
 /// How often the RTT estimate is fed to the pacer.
 const RTT_INTERVAL: Duration = Duration::from_millis(100);
 /// A session whose client opens no control stream within this time is closed.
@@ -474,6 +477,8 @@ struct Shell {
     /// a save renews the record's expiry, so an idle session stays resumable.
     saved_at: Instant,
     refresh_every: Duration,
+    /// The size of the last snapshot taken, which paces the next ([`Shell::save_snapshot_when_due`]).
+    saved_len: usize,
     /// Fires when the store says the session was taken back on another connection.
     claimed_elsewhere: Option<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -509,6 +514,7 @@ impl Shell {
             saved_revision: u64::MAX,
             saved_at: Instant::now(),
             refresh_every: Duration::MAX,
+            saved_len: 0,
             claimed_elsewhere: None,
         }
     }
@@ -566,14 +572,33 @@ impl Shell {
 
     /// Hands the saver the session's snapshot if it changed since the last one.
     fn save_snapshot(&mut self) {
-        let Some(saver) = &self.saver else { return };
         let unchanged = self.core.revision() == self.saved_revision;
-        if self.core.is_closed() || (unchanged && self.saved_at.elapsed() < self.refresh_every) {
+        if !unchanged || self.saved_at.elapsed() >= self.refresh_every {
+            self.save_snapshot_anyway();
+        }
+    }
+
+    /// [`Shell::save_snapshot`] on the clock: a big snapshot less often. Encoding one costs
+    /// about 2.5 µs per KiB (an open turn of 20 s: 2.5 ms; docs/BENCHMARKS.md, "Snapshot
+    /// cost"), so one is taken at most every `SNAPSHOT_GAP_PER_MIB` per MiB it weighed last
+    /// time (at least every 100 ms): a bounded share of a core per session. What a later
+    /// snapshot would have held of an open turn the client sends again on a resume.
+    fn save_snapshot_when_due(&mut self) {
+        let gap = SNAPSHOT_GAP_PER_MIB.mul_f64(self.saved_len as f64 / (1 << 20) as f64);
+        if self.saved_at.elapsed() >= gap {
+            self.save_snapshot();
+        }
+    }
+
+    fn save_snapshot_anyway(&mut self) {
+        let Some(saver) = &self.saver else { return };
+        if self.core.is_closed() {
             return;
         }
         self.saved_revision = self.core.revision();
         self.saved_at = Instant::now();
         let bytes = self.core.snapshot().to_bytes();
+        self.saved_len = bytes.len();
         if bytes.len() > crate::resume::MAX_SNAPSHOT_BYTES {
             debug!(
                 bytes = bytes.len(),
@@ -616,7 +641,7 @@ impl Shell {
                 }
                 _ = rtt_tick.tick() => {
                     self.core.handle_rtt(self.link.rtt());
-                    self.save_snapshot();
+                    self.save_snapshot_when_due();
                 }
                 _ = async { claimed.as_mut()?.await.ok() }, if claimed.is_some() => {
                     // Another connection holds the session now: this one is stale.
