@@ -230,6 +230,9 @@ pub struct Connection {
     //
     /// The number of times a PTO has been sent without receiving an ack.
     pto_count: u32,
+    /// How many times the server resent its handshake flight early because the client repeated
+    /// its Initial CRYPTO data (RFC 9002 §6.2.3; voq patch, see VOQ-PATCH.md).
+    early_handshake_retransmits: u8,
 
     //
     // Congestion Control
@@ -355,6 +358,7 @@ impl Connection {
             next_bundled_ack_time: None,
 
             pto_count: 0,
+            early_handshake_retransmits: 0,
 
             app_limited: false,
             receiving_ecn: false,
@@ -2145,6 +2149,21 @@ impl Connection {
             ));
         }
 
+        // A server that receives CRYPTO data it already has in an Initial packet can assume the
+        // client did not receive its flight (RFC 9002 §6.2.3): the client's probe timer fired
+        // before ours, whose first PTO, before any RTT sample, is about three initial RTTs (1 s
+        // with quinn's default). Resend what is unacknowledged now rather than then, a limited
+        // number of times per connection; the anti-amplification limit still applies.
+        if self.side.is_server()
+            && space == SpaceId::Initial
+            && end <= self.spaces[space].crypto_stream.bytes_read()
+            && self.early_handshake_retransmits < MAX_EARLY_HANDSHAKE_RETRANSMITS
+            && self.resend_handshake_flight()
+        {
+            self.early_handshake_retransmits += 1;
+            self.stats.path.early_handshake_retransmits += 1;
+        }
+
         let space = &mut self.spaces[space];
         let max = end.saturating_sub(space.crypto_stream.bytes_read());
         if max > self.config.crypto_buffer_size as u64 {
@@ -2164,6 +2183,25 @@ impl Connection {
         }
 
         Ok(())
+    }
+
+    /// Queues every unacknowledged packet's data of the Initial and Handshake spaces for
+    /// retransmission at once (see [`Self::read_crypto`]). Whether there was anything to resend.
+    fn resend_handshake_flight(&mut self) -> bool {
+        let mut queued = false;
+        for id in [SpaceId::Initial, SpaceId::Handshake] {
+            let space = &mut self.spaces[id];
+            if space.crypto.is_none() {
+                continue; // keys discarded: the client has the flight
+            }
+            for packet in space.sent_packets.values_mut() {
+                if !packet.retransmits.is_empty(&self.streams) {
+                    space.pending |= mem::take(&mut packet.retransmits);
+                    queued = true;
+                }
+            }
+        }
+        queued
     }
 
     fn write_crypto(&mut self) {
@@ -4250,6 +4288,9 @@ fn get_max_ack_delay(params: &TransportParameters) -> Duration {
 
 // Prevents overflow and improves behavior in extreme circumstances
 const MAX_BACKOFF_EXPONENT: u32 = 16;
+
+/// How many times per connection a server resends its handshake flight early (voq patch).
+const MAX_EARLY_HANDSHAKE_RETRANSMITS: u8 = 3;
 
 /// Minimal remaining size to allow packet coalescing, excluding cryptographic tag
 ///

@@ -157,6 +157,9 @@ pub struct PathStats {
     pub black_holes_detected: u64,
     /// Largest UDP payload size the path currently supports
     pub current_mtu: u16,
+    /// Times a server resent its handshake flight before its probe timeout because the client
+    /// repeated its Initial (RFC 9002 §6.2.3; voq patch)
+    pub early_handshake_retransmits: u64,
 }
 
 /// Connection statistics
