@@ -1,4 +1,6 @@
-//! `voq netem`: an impaired UDP path between any client and server on this machine.
+//! `voq netem`: an impaired UDP path between any client and server on this machine, or (with
+//! `--netns`) an impaired link between two network namespaces that carries TCP as well, for
+//! programs we do not control (browsers) started inside them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,14 +10,24 @@ use voq_netem::{LinkConfig, Preset};
 
 /// Forward UDP from --listen to --target through seeded impairments (per direction: flags, a
 /// preset, or a TOML scenario with [up] and [down] tables of voq-netem link settings).
+///
+/// With --netns instead: two network namespaces joined by the impaired link (UDP and TCP alike,
+/// root only). It prints one JSON line naming them and their addresses, e.g.
+/// {"client_ns":"voq-…-a","client_addr":"198.18.0.1","server_ns":"voq-…-b","server_addr":"198.18.0.2"},
+/// and holds them until interrupted, terminated or its standard input closes; then it kills
+/// what still runs inside them and deletes them. Start programs in them with
+/// `ip netns exec NAME …` ("up" is client → server).
 #[derive(Debug, clap::Args)]
 pub struct NetemArgs {
     /// Where clients send.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: SocketAddr,
+    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "netns")]
+    pub listen: Option<SocketAddr>,
     /// The server.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub target: SocketAddr,
+    #[arg(long, value_name = "ADDR:PORT", required_unless_present = "netns")]
+    pub target: Option<SocketAddr>,
+    /// Make two network namespaces joined by the impaired link instead of a UDP proxy.
+    #[arg(long, conflicts_with_all = ["listen", "target"])]
+    pub netns: bool,
     /// Both directions from a preset: none, wifi, cellular, lossy, satellite.
     #[arg(long)]
     pub preset: Option<Preset>,
@@ -62,8 +74,10 @@ pub async fn run(args: NetemArgs) -> anyhow::Result<()> {
             link.loss = l;
         }
     }
-    let proxy =
-        voq_bench::proxy::NetemProxy::start(args.listen, args.target, up, down, args.seed).await?;
+    let (Some(listen), Some(target)) = (args.listen, args.target) else {
+        return hold_netns_link(up, down, args.seed).await;
+    };
+    let proxy = voq_bench::proxy::NetemProxy::start(listen, target, up, down, args.seed).await?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -71,7 +85,7 @@ pub async fn run(args: NetemArgs) -> anyhow::Result<()> {
             out,
             "voq netem: udp {} -> {} (seed {})",
             proxy.local_addr(),
-            args.target,
+            target,
             args.seed
         );
         let _ = out.flush();
@@ -80,4 +94,67 @@ pub async fn run(args: NetemArgs) -> anyhow::Result<()> {
     let stats = proxy.stats();
     eprintln!("{}", serde_json::to_string(&stats)?);
     Ok(())
+}
+
+/// `--netns`: make the link, say where it is, hold it until told to stop.
+async fn hold_netns_link(up: LinkConfig, down: LinkConfig, seed: u64) -> anyhow::Result<()> {
+    use voq_netns::{Direction, NetnsConfig, NetnsLink, Side};
+    if let Err(why) = NetnsLink::available() {
+        anyhow::bail!("cannot make network namespaces here: {why}");
+    }
+    let link = tokio::task::spawn_blocking(move || {
+        NetnsLink::create(NetnsConfig::new(up, down).with_seed(seed))
+    })
+    .await??;
+    let ready = serde_json::json!({
+        "client_ns": link.name(Side::A),
+        "client_addr": voq_netns::A_ADDR.to_string(),
+        "server_ns": link.name(Side::B),
+        "server_addr": voq_netns::B_ADDR.to_string(),
+    });
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{ready}")?;
+        out.flush()?;
+    }
+    stop_requested().await;
+    let stats = serde_json::json!({
+        "up": link.stats(Direction::AToB),
+        "down": link.stats(Direction::BToA),
+    });
+    tokio::task::spawn_blocking(move || link.close()).await??;
+    eprintln!("{stats}");
+    Ok(())
+}
+
+/// SIGINT, SIGTERM, or the end of standard input (the program that started us is gone), so
+/// the namespaces never outlive whoever uses them.
+async fn stop_requested() {
+    use std::io::Read;
+    use tokio::signal::unix::{SignalKind, signal};
+    // A plain thread: a blocking read would keep tokio's runtime from shutting down.
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        while !matches!(stdin.read(&mut buf), Ok(0) | Err(_)) {}
+        let _ = eof_tx.send(());
+    });
+    let stdin_closed = async {
+        let _ = eof_rx.await;
+    };
+    let terminated = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+        _ = stdin_closed => {}
+    }
 }
