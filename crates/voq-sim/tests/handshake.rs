@@ -7,6 +7,11 @@
 //! although the client (Chromium starts from 100 ms) had already told it so by repeating its
 //! Initial. voq's quinn-proto patch (third_party/quinn-proto/VOQ-PATCH.md) resends the
 //! unacknowledged flight when an Initial repeats CRYPTO data (RFC 9002 §6.2.3).
+//!
+//! The same patch makes a probe timeout resend the oldest unacknowledged packet's STREAM data
+//! too: quinn's probes resent only control frames (or a PING), so a lost tail of stream data
+//! (the WebTransport CONNECT response, the end of a turn) waited a further round trip for the
+//! probe's ACK to declare it lost.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -16,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event, TransportConfig,
+    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, StreamId,
+    TransportConfig,
 };
 
 const ONE_WAY: Duration = Duration::from_millis(50);
@@ -26,6 +32,10 @@ struct Host {
     endpoint: Endpoint,
     addr: SocketAddr,
     conns: BTreeMap<ConnectionHandle, Connection>,
+    /// Stream bytes received (all streams the peer opened), and when the last arrived.
+    received: usize,
+    last_received: Option<Instant>,
+    open: Vec<StreamId>,
 }
 
 impl Host {
@@ -39,6 +49,9 @@ impl Host {
             ),
             addr: addr.parse().unwrap(),
             conns: BTreeMap::new(),
+            received: 0,
+            last_received: None,
+            open: Vec::new(),
         }
     }
 
@@ -92,6 +105,21 @@ impl Host {
             while let Some(ev) = c.poll() {
                 connected |= matches!(ev, Event::Connected);
             }
+            // Read whatever arrived on streams the peer opened.
+            while let Some(id) = c.streams().accept(Dir::Uni) {
+                self.open.push(id);
+            }
+            for id in &self.open {
+                let mut stream = c.recv_stream(*id);
+                let Ok(mut chunks) = stream.read(true) else {
+                    continue;
+                };
+                while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+                    self.received += chunk.bytes.len();
+                    self.last_received = Some(now);
+                }
+                let _ = chunks.finalize();
+            }
             let mut buf = Vec::new();
             while let Some(t) = c.poll_transmit(now, 1, &mut buf) {
                 out.push(buf[..t.size].to_vec());
@@ -115,78 +143,118 @@ struct Handshake {
 /// since the start)`.
 type Loss<'a> = &'a dyn Fn(bool, usize, Duration) -> bool;
 
+/// A client and a server joined by a 50 ms path, on virtual time.
+struct Net {
+    client: Host,
+    server: Host,
+    /// In flight: (arrival, to_server, bytes).
+    wire: Vec<(Instant, bool, Vec<u8>)>,
+    sent_by_client: usize,
+    sent_by_server: usize,
+    start: Instant,
+    now: Instant,
+    client_connected: Option<Instant>,
+}
+
+impl Net {
+    /// The client (initial RTT `client_initial_rtt`) starts connecting.
+    fn new(client_initial_rtt: Duration) -> Self {
+        let (server_config, mut client_config) = voq_sim::tls::quic_configs();
+        let mut transport = TransportConfig::default();
+        transport.initial_rtt(client_initial_rtt);
+        client_config.transport_config(Arc::new(transport));
+        let server = Host::new(Some(server_config), "198.18.0.2:4433", 2);
+        let mut client = Host::new(None, "198.18.0.1:50000", 1);
+        let start = Instant::now();
+        let (ch, conn) = client
+            .endpoint
+            .connect(start, client_config, server.addr, "localhost")
+            .unwrap();
+        client.conns.insert(ch, conn);
+        Self {
+            client,
+            server,
+            wire: Vec::new(),
+            sent_by_client: 0,
+            sent_by_server: 0,
+            start,
+            now: start,
+            client_connected: None,
+        }
+    }
+
+    /// Runs through `lost` until `done` holds (checked at every instant something happened).
+    fn run_until(&mut self, lost: Loss<'_>, mut done: impl FnMut(&mut Self) -> bool) {
+        let deadline = self.start + Duration::from_secs(60);
+        loop {
+            let mut out = Vec::new();
+            if self.client.step(self.now, &mut out) {
+                self.client_connected = Some(self.now);
+            }
+            let since = self.now - self.start;
+            for d in out.drain(..) {
+                if !lost(false, self.sent_by_client, since) {
+                    self.wire.push((self.now + ONE_WAY, true, d));
+                }
+                self.sent_by_client += 1;
+            }
+            self.server.step(self.now, &mut out);
+            for d in out.drain(..) {
+                if !lost(true, self.sent_by_server, since) {
+                    self.wire.push((self.now + ONE_WAY, false, d));
+                }
+                self.sent_by_server += 1;
+            }
+            if done(self) {
+                return;
+            }
+            // Deliver everything due now, then jump to the next thing that happens.
+            self.wire.sort_by_key(|(t, _, _)| *t);
+            let mut delivered = false;
+            while self.wire.first().is_some_and(|(t, _, _)| *t <= self.now) {
+                delivered = true;
+                let (_, to_server, bytes) = self.wire.remove(0);
+                let mut replies = Vec::new();
+                if to_server {
+                    self.server
+                        .receive(self.now, self.client.addr, &bytes, &mut replies);
+                } else {
+                    self.client
+                        .receive(self.now, self.server.addr, &bytes, &mut replies);
+                }
+                assert!(replies.is_empty(), "no stateless responses expected");
+            }
+            if delivered {
+                continue; // let both sides answer at this instant
+            }
+            let next = [
+                self.wire.first().map(|(t, _, _)| *t),
+                self.client.timeout(),
+                self.server.timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("something is pending until the condition holds");
+            assert!(next < deadline, "not done within 60 s");
+            self.now = self.now.max(next);
+        }
+    }
+
+    fn server_conn(&mut self) -> &mut Connection {
+        self.server.conns.values_mut().next().unwrap()
+    }
+}
+
 /// One handshake: the client (initial RTT `client_initial_rtt`) connects through `lost`.
 fn handshake(client_initial_rtt: Duration, lost: Loss<'_>) -> Handshake {
-    let (server_config, mut client_config) = voq_sim::tls::quic_configs();
-    let mut transport = TransportConfig::default();
-    transport.initial_rtt(client_initial_rtt);
-    client_config.transport_config(Arc::new(transport));
-    let mut server = Host::new(Some(server_config), "198.18.0.2:4433", 2);
-    let mut client = Host::new(None, "198.18.0.1:50000", 1);
-
-    let start = Instant::now();
-    let (ch, conn) = client
-        .endpoint
-        .connect(start, client_config, server.addr, "localhost")
-        .unwrap();
-    client.conns.insert(ch, conn);
-
-    // In flight: (arrival, to_server, bytes).
-    let mut wire: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
-    let (mut sent_by_client, mut sent_by_server) = (0usize, 0usize);
-    let mut now = start;
-    let deadline = start + Duration::from_secs(60);
-    loop {
-        let mut out = Vec::new();
-        if client.step(now, &mut out) {
-            let server_stats = server.conns.values().next().unwrap().stats();
-            return Handshake {
-                client_connected: now - start,
-                early_retransmits: server_stats.path.early_handshake_retransmits,
-                server_datagrams: sent_by_server,
-            };
-        }
-        for d in out.drain(..) {
-            if !lost(false, sent_by_client, now - start) {
-                wire.push((now + ONE_WAY, true, d));
-            }
-            sent_by_client += 1;
-        }
-        server.step(now, &mut out);
-        for d in out.drain(..) {
-            if !lost(true, sent_by_server, now - start) {
-                wire.push((now + ONE_WAY, false, d));
-            }
-            sent_by_server += 1;
-        }
-        // Deliver everything due now, then jump to the next thing that happens.
-        wire.sort_by_key(|(t, _, _)| *t);
-        let mut delivered = false;
-        while wire.first().is_some_and(|(t, _, _)| *t <= now) {
-            delivered = true;
-            let (_, to_server, bytes) = wire.remove(0);
-            let mut replies = Vec::new();
-            if to_server {
-                server.receive(now, client.addr, &bytes, &mut replies);
-            } else {
-                client.receive(now, server.addr, &bytes, &mut replies);
-            }
-            assert!(replies.is_empty(), "no stateless responses expected");
-        }
-        if delivered {
-            continue; // let both sides answer at this instant
-        }
-        let next = [
-            wire.first().map(|(t, _, _)| *t),
-            client.timeout(),
-            server.timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("something is pending until the handshake completes");
-        assert!(next < deadline, "no handshake within 60 s");
-        now = now.max(next);
+    let mut net = Net::new(client_initial_rtt);
+    net.run_until(lost, |n| n.client_connected.is_some());
+    let stats = net.server_conn().stats();
+    Handshake {
+        client_connected: net.client_connected.unwrap() - net.start,
+        early_retransmits: stats.path.early_handshake_retransmits,
+        server_datagrams: net.sent_by_server,
     }
 }
 
@@ -244,4 +312,38 @@ fn early_retransmits_are_bounded_and_never_slower() {
     // (MAX_EARLY_HANDSHAKE_RETRANSMITS = 0) this measured 5.2 s: the server's own probes, backed
     // off, and the client's, met late.
     assert!(r.client_connected <= Duration::from_millis(2500), "{r:?}");
+}
+
+#[test]
+fn a_lost_tail_of_stream_data_is_resent_by_the_probe_itself() {
+    // After the handshake, with nothing else in flight, the server answers on a stream (like
+    // an HTTP/3 response) and the datagram is lost. Its probe timeout must carry the data:
+    // quinn's probe used to retransmit only control frames (or a PING), so the data came back
+    // only after the probe's ACK declared it lost, a round trip later.
+    let mut net = Net::new(Duration::from_millis(100));
+    net.run_until(&|_, _, _| false, |n| {
+        n.client_connected.is_some()
+            && n.wire.is_empty()
+            && n.server.conns.values_mut().all(|c| {
+                c.poll_timeout()
+                    .is_none_or(|t| t > n.now + Duration::from_secs(1))
+            })
+    });
+    let sent_at = net.now;
+    let first = net.sent_by_server;
+    let conn = net.server_conn();
+    let id = conn.streams().open(Dir::Uni).unwrap();
+    conn.send_stream(id).write(&[7; 43]).unwrap();
+    net.run_until(&|server, i, _| server && i == first, |n| {
+        n.client.received == 43
+    });
+    let took = net.client.last_received.unwrap() - sent_at;
+    eprintln!("a lost 43-byte tail arrived after {took:?}");
+    // One probe timeout (here 172 ms: RTT + 4 × RTTVAR + max_ack_delay, the RTT variance
+    // settled by the handshake's samples) + one way: 222 ms. Without the probe carrying the
+    // data it measured 322 ms: the probe's ACK comes back (one RTT) before the data is resent.
+    assert!(
+        took <= Duration::from_millis(260),
+        "took {took:?}: the probe did not carry the lost stream data"
+    );
 }
