@@ -16,7 +16,8 @@ use voq_netem::{LinkConfig, Preset};
 /// {"client_ns":"voq-…-a","client_addr":"198.18.0.1","server_ns":"voq-…-b","server_addr":"198.18.0.2"},
 /// and holds them until interrupted, terminated or its standard input closes; then it kills
 /// what still runs inside them and deletes them. Start programs in them with
-/// `ip netns exec NAME …` ("up" is client → server).
+/// `ip netns exec NAME …` ("up" is client → server). A line `blackout [up|down] MS` on its
+/// standard input darkens the link from then on for MS milliseconds.
 #[derive(Debug, clap::Args)]
 pub struct NetemArgs {
     /// Where clients send.
@@ -118,7 +119,33 @@ async fn hold_netns_link(up: LinkConfig, down: LinkConfig, seed: u64) -> anyhow:
         writeln!(out, "{ready}")?;
         out.flush()?;
     }
-    stop_requested().await;
+    let mut commands = stdin_commands();
+    let terminated = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::pin!(terminated);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut terminated => break,
+            line = commands.recv() => match line.as_deref().map(parse_command) {
+                // The end of standard input: whoever started us is done (or gone).
+                None => break,
+                Some(Ok((directions, duration))) => {
+                    for d in directions {
+                        link.blackout(*d, duration);
+                    }
+                }
+                Some(Err(why)) => eprintln!("voq netem: {why}"),
+            },
+        }
+    }
     let stats = serde_json::json!({
         "up": link.stats(Direction::AToB),
         "down": link.stats(Direction::BToA),
@@ -128,33 +155,39 @@ async fn hold_netns_link(up: LinkConfig, down: LinkConfig, seed: u64) -> anyhow:
     Ok(())
 }
 
-/// SIGINT, SIGTERM, or the end of standard input (the program that started us is gone), so
-/// the namespaces never outlive whoever uses them.
-async fn stop_requested() {
-    use std::io::Read;
-    use tokio::signal::unix::{SignalKind, signal};
-    // A plain thread: a blocking read would keep tokio's runtime from shutting down.
-    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+/// Lines of standard input, read on a plain thread (a blocking read would keep tokio's runtime
+/// from shutting down); the channel closes at its end.
+fn stdin_commands() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        let mut stdin = std::io::stdin().lock();
-        while !matches!(stdin.read(&mut buf), Ok(0) | Err(_)) {}
-        let _ = eof_tx.send(());
-    });
-    let stdin_closed = async {
-        let _ = eof_rx.await;
-    };
-    let terminated = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
             }
-            Err(_) => std::future::pending().await,
         }
+    });
+    rx
+}
+
+/// `blackout [up|down] MS`: lose every packet of both directions (or one) sent in the next MS
+/// milliseconds — a path that goes dark now, for tests that cannot know in advance when.
+fn parse_command(
+    line: &str,
+) -> Result<(&'static [voq_netns::Direction], std::time::Duration), String> {
+    use voq_netns::Direction;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (directions, ms): (&'static [Direction], &str) = match words.as_slice() {
+        ["blackout", ms] => (&Direction::BOTH, ms),
+        ["blackout", "up", ms] => (&[Direction::AToB], ms),
+        ["blackout", "down", ms] => (&[Direction::BToA], ms),
+        _ => return Err(format!("unknown command {line:?} (blackout [up|down] MS)")),
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
-        _ = stdin_closed => {}
+    match ms.parse::<u64>() {
+        Ok(ms) if ms <= 3_600_000 => Ok((directions, std::time::Duration::from_millis(ms))),
+        _ => Err(format!(
+            "blackout: {ms:?} is not a number of ms up to 3600000"
+        )),
     }
 }

@@ -1,9 +1,9 @@
 //! `voq netem --netns`: the link exists while the command runs, carries TCP with the delay asked
-//! for, and is gone once its standard input closes. Root only; `VOQ_NETNS_REQUIRED=1` (CI) turns
+//! for, goes dark on command, and is gone once its standard input closes. Root only; `VOQ_NETNS_REQUIRED=1` (CI) turns
 //! a skip into a failure.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,7 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
     // takes one round trip of the link (2 × 40 ms).
     let mut listener = Command::new("ip")
         .args(["netns", "exec", &server, "python3", "-c"])
-        .arg("import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('198.18.0.2',7000))\ns.listen()\nprint('ready',flush=True)\nc,_=s.accept()\nc.close()")
+        .arg("import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('198.18.0.2',7000))\ns.listen()\nprint('ready',flush=True)\nfor _ in range(2):\n  c,_=s.accept()\n  c.close()")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -68,24 +68,38 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
         .read_line(&mut ready)
         .unwrap();
     assert_eq!(ready.trim(), "ready");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &client, "python3", "-c"])
-        .arg("import socket,time\nt=time.monotonic()\ns=socket.create_connection(('198.18.0.2',7000),timeout=10)\nprint(int((time.monotonic()-t)*1000))")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let connect_ms: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let tcp_connect_ms = || -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &client, "python3", "-c"])
+            .arg("import socket,time\nt=time.monotonic()\ns=socket.create_connection(('198.18.0.2',7000),timeout=10)\nprint(int((time.monotonic()-t)*1000))")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let connect_ms = tcp_connect_ms();
     assert!(
         connect_ms >= 78,
         "a TCP handshake took {connect_ms} ms through an 80 ms RTT link"
     );
+
+    // A command it does not know is reported and ignored; a blackout darkens the link now: the
+    // SYN is lost and Linux sends it again after its 1 s initial retransmission timeout.
+    let mut stdin = link.stdin.take().unwrap();
+    stdin.write_all(b"nonsense\nblackout 500\n").unwrap();
+    stdin.flush().unwrap();
+    let connect_ms = tcp_connect_ms();
+    assert!(
+        connect_ms >= 1000,
+        "a TCP handshake through a 500 ms blackout took only {connect_ms} ms"
+    );
     listener.wait().unwrap();
 
-    drop(link.stdin.take()); // the end of its standard input ends it
+    drop(stdin); // the end of its standard input ends it
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = link.try_wait().unwrap() {
@@ -98,6 +112,13 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
         std::thread::sleep(Duration::from_millis(20)); // polling the child's exit, not a sync point
     };
     assert!(status.success());
+    let mut err = String::new();
+    link.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("unknown command \"nonsense\""), "{err}");
     let listed = namespaces();
     assert!(
         !listed.contains(&client) && !listed.contains(&server),
