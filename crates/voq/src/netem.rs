@@ -17,7 +17,8 @@ use voq_netem::{LinkConfig, Preset};
 /// and holds them until interrupted, terminated or its standard input closes; then it kills
 /// what still runs inside them and deletes them. Start programs in them with
 /// `ip netns exec NAME …` ("up" is client → server). A line `blackout [up|down] MS` on its
-/// standard input darkens the link from then on for MS milliseconds.
+/// standard input darkens the link from then on for MS milliseconds (answered on stdout with
+/// {"blackout_ms":MS} once it holds).
 #[derive(Debug, clap::Args)]
 pub struct NetemArgs {
     /// Where clients send.
@@ -141,6 +142,11 @@ async fn hold_netns_link(up: LinkConfig, down: LinkConfig, seed: u64) -> anyhow:
                     for d in directions {
                         link.blackout(*d, duration);
                     }
+                    // Said once it holds, so that a test can wait for it.
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{}", serde_json::json!({"blackout_ms": duration.as_millis() as u64}))?;
+                    out.flush()?;
                 }
                 Some(Err(why)) => eprintln!("voq netem: {why}"),
             },
