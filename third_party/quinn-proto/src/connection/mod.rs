@@ -233,6 +233,9 @@ pub struct Connection {
     /// How many times the server resent its handshake flight early because the client repeated
     /// its Initial CRYPTO data (RFC 9002 §6.2.3; voq patch, see VOQ-PATCH.md).
     early_handshake_retransmits: u8,
+    /// 1-RTT packets that arrived before the handshake completed (the peer's handshake packet
+    /// lost, its 1-RTT data not), processed once it has (voq patch, see VOQ-PATCH.md).
+    early_short_packets: Vec<(SocketAddr, Option<EcnCodepoint>, Packet)>,
 
     //
     // Congestion Control
@@ -359,6 +362,7 @@ impl Connection {
 
             pto_count: 0,
             early_handshake_retransmits: 0,
+            early_short_packets: Vec::new(),
 
             app_limited: false,
             receiving_ecn: false,
@@ -2357,6 +2361,23 @@ impl Connection {
             return;
         }
 
+        // RFC 9000 §5.7: 1-RTT packets may not be processed before the handshake completes, but
+        // may be buffered. Dropping them (as quinn did) turns a lost handshake packet into the
+        // loss of everything sent with it — a browser's HTTP/3 SETTINGS and WebTransport
+        // CONNECT, or a server's 0.5-RTT data — until the peer's probe timeout resends it.
+        let packet = match packet {
+            Some(p)
+                if self.state.is_handshake()
+                    && p.header.is_short()
+                    && self.early_short_packets.len() < MAX_EARLY_SHORT_PACKETS =>
+            {
+                trace!("buffering short packet during handshake");
+                self.early_short_packets.push((remote, ecn, p));
+                return;
+            }
+            other => other,
+        };
+
         let was_closed = self.state.is_closed();
         let was_drained = self.state.is_drained();
 
@@ -2483,6 +2504,15 @@ impl Connection {
         // Transmit CONNECTION_CLOSE if necessary
         if let State::Closed(_) = self.state {
             self.close = remote == self.path.remote;
+        }
+
+        if !self.early_short_packets.is_empty() && !self.state.is_handshake() {
+            let buffered = mem::take(&mut self.early_short_packets);
+            if let State::Established = self.state {
+                for (remote, ecn, packet) in buffered {
+                    self.handle_packet(now, remote, ecn, Some(packet), false);
+                }
+            }
         }
     }
 
@@ -4288,6 +4318,9 @@ fn get_max_ack_delay(params: &TransportParameters) -> Duration {
 
 // Prevents overflow and improves behavior in extreme circumstances
 const MAX_BACKOFF_EXPONENT: u32 = 16;
+
+/// How many 1-RTT packets a connection keeps while its handshake completes (voq patch).
+const MAX_EARLY_SHORT_PACKETS: usize = 16;
 
 /// How many times per connection a server resends its handshake flight early (voq patch).
 const MAX_EARLY_HANDSHAKE_RETRANSMITS: u8 = 3;
