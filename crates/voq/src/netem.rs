@@ -17,8 +17,9 @@ use voq_netem::{LinkConfig, Preset};
 /// and holds them until interrupted, terminated or its standard input closes; then it kills
 /// what still runs inside them and deletes them. Start programs in them with
 /// `ip netns exec NAME …` ("up" is client → server). A line `blackout [up|down] MS` on its
-/// standard input darkens the link from then on for MS milliseconds (answered on stdout with
-/// {"blackout_ms":MS} once it holds).
+/// standard input darkens the link from then on for MS milliseconds, `loss [up|down] FRACTION`
+/// sets its random loss from then on (each answered on stdout, {"blackout_ms":MS} or
+/// {"loss":FRACTION}, once it holds).
 #[derive(Debug, clap::Args)]
 pub struct NetemArgs {
     /// Where clients send.
@@ -138,15 +139,28 @@ async fn hold_netns_link(up: LinkConfig, down: LinkConfig, seed: u64) -> anyhow:
             line = commands.recv() => match line.as_deref().map(parse_command) {
                 // The end of standard input: whoever started us is done (or gone).
                 None => break,
-                Some(Ok((directions, duration))) => {
-                    for d in directions {
-                        link.blackout(*d, duration);
-                    }
-                    // Said once it holds, so that a test can wait for it.
+                Some(Ok(command)) => {
+                    let said = match command {
+                        Command::Blackout(directions, duration) => {
+                            for d in directions {
+                                link.blackout(*d, duration);
+                            }
+                            serde_json::json!({"blackout_ms": duration.as_millis() as u64})
+                        }
+                        Command::Loss(directions, loss) => {
+                            for d in directions {
+                                let mut config = link.config(*d);
+                                config.loss = loss;
+                                link.set_config(*d, config)?;
+                            }
+                            serde_json::json!({"loss": loss})
+                        }
+                    };
+                    // Said once it holds, so that a test can wait for it (nobody reading is
+                    // no reason to drop the link: only the end of stdin or a signal is).
                     use std::io::Write;
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "{}", serde_json::json!({"blackout_ms": duration.as_millis() as u64}))?;
-                    out.flush()?;
+                    let _ = writeln!(out, "{said}").and_then(|()| out.flush());
                 }
                 Some(Err(why)) => eprintln!("voq netem: {why}"),
             },
@@ -177,23 +191,40 @@ fn stdin_commands() -> tokio::sync::mpsc::UnboundedReceiver<String> {
     rx
 }
 
-/// `blackout [up|down] MS`: lose every packet of both directions (or one) sent in the next MS
-/// milliseconds — a path that goes dark now, for tests that cannot know in advance when.
-fn parse_command(
-    line: &str,
-) -> Result<(&'static [voq_netns::Direction], std::time::Duration), String> {
+/// A command on standard input.
+enum Command {
+    /// `blackout [up|down] MS`: lose every packet of both directions (or one) sent in the next
+    /// MS milliseconds — a path that goes dark now, for tests that cannot know in advance when.
+    Blackout(&'static [voq_netns::Direction], std::time::Duration),
+    /// `loss [up|down] FRACTION`: random loss from now on (the rest of the link's settings kept;
+    /// its blackout windows count from now).
+    Loss(&'static [voq_netns::Direction], f64),
+}
+
+fn parse_command(line: &str) -> Result<Command, String> {
     use voq_netns::Direction;
+    const USAGE: &str = "blackout [up|down] MS, or loss [up|down] FRACTION";
     let words: Vec<&str> = line.split_whitespace().collect();
-    let (directions, ms): (&'static [Direction], &str) = match words.as_slice() {
-        ["blackout", ms] => (&Direction::BOTH, ms),
-        ["blackout", "up", ms] => (&[Direction::AToB], ms),
-        ["blackout", "down", ms] => (&[Direction::BToA], ms),
-        _ => return Err(format!("unknown command {line:?} (blackout [up|down] MS)")),
+    let (verb, directions, value): (&str, &'static [Direction], &str) = match words.as_slice() {
+        [verb, value] => (verb, &Direction::BOTH, value),
+        [verb, "up", value] => (verb, &[Direction::AToB], value),
+        [verb, "down", value] => (verb, &[Direction::BToA], value),
+        _ => return Err(format!("unknown command {line:?} ({USAGE})")),
     };
-    match ms.parse::<u64>() {
-        Ok(ms) if ms <= 3_600_000 => Ok((directions, std::time::Duration::from_millis(ms))),
-        _ => Err(format!(
-            "blackout: {ms:?} is not a number of ms up to 3600000"
-        )),
+    match verb {
+        "blackout" => match value.parse::<u64>() {
+            Ok(ms) if ms <= 3_600_000 => Ok(Command::Blackout(
+                directions,
+                std::time::Duration::from_millis(ms),
+            )),
+            _ => Err(format!(
+                "blackout: {value:?} is not a number of ms up to 3600000"
+            )),
+        },
+        "loss" => match value.parse::<f64>() {
+            Ok(loss) if (0.0..=1.0).contains(&loss) => Ok(Command::Loss(directions, loss)),
+            _ => Err(format!("loss: {value:?} is not a fraction from 0 to 1")),
+        },
+        _ => Err(format!("unknown command {line:?} ({USAGE})")),
     }
 }

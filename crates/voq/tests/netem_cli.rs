@@ -39,10 +39,9 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut said = BufReader::new(link.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(link.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    said.read_line(&mut line).unwrap();
     let ns: serde_json::Value = serde_json::from_str(&line).unwrap();
     let (client, server) = (
         ns["client_ns"].as_str().unwrap().to_owned(),
@@ -90,8 +89,16 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
     // A command it does not know is reported and ignored; a blackout darkens the link now: the
     // SYN is lost and Linux sends it again after its 1 s initial retransmission timeout.
     let mut stdin = link.stdin.take().unwrap();
-    stdin.write_all(b"nonsense\nblackout 500\n").unwrap();
+    stdin
+        .write_all(b"nonsense\nloss 2\nloss 0\nblackout 500\n")
+        .unwrap();
     stdin.flush().unwrap();
+    // Each command it carried out is confirmed once it holds.
+    for want in [r#"{"loss":0.0}"#, r#"{"blackout_ms":500}"#] {
+        let mut line = String::new();
+        said.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), want);
+    }
     let connect_ms = tcp_connect_ms();
     assert!(
         connect_ms >= 1000,
@@ -119,6 +126,7 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
         .read_to_string(&mut err)
         .unwrap();
     assert!(err.contains("unknown command \"nonsense\""), "{err}");
+    assert!(err.contains("loss: \"2\" is not a fraction"), "{err}");
     let listed = namespaces();
     assert!(
         !listed.contains(&client) && !listed.contains(&server),
