@@ -3,10 +3,14 @@
 // Query parameters (for people and for web/e2e/call.test.mjs):
 //   transport=auto|webtransport|websocket   codec=opus|pcm16   mode=push_to_talk|server_vad
 //   autostart=1 turn_ms=N   connect, capture one push-to-talk turn of N ms, play the reply
+//   autostart=wait          the same once a test calls window.voq.go()
 //   disable_webtransport=1  hide WebTransport from the client (proves the WebSocket fallback)
 //   aec=0                   no echo-cancellation loopback
 //   capture=worklet|track-processor   how the microphone is read (default: the best available)
 //   interrupt_after_ms=N    autostart: barge in N ms after the reply starts playing
+//   talk_during_reply_ms=N  autostart: once the reply starts playing, capture a second push-to-talk
+//                           turn of N ms (double talk, for web/e2e/echo.test.mjs); the call is
+//                           complete when the server has committed that turn
 //   keep_capture=1          keep each turn's captured audio for window.voq.captured()
 // window.voq = { client, stats(), events, done, captured(itemId) } lets a test read what
 // happened; captured(itemId) is the turn's audio as the page captured and encoded it (pcm16
@@ -27,8 +31,13 @@ interface Outcome {
   turn?: unknown;
   response?: unknown;
   playback?: unknown;
+  /** `talk_during_reply_ms`: the second turn (`input.turn_ended`) and the server's commit of it. */
+  duringReply?: { turn: unknown; committed: unknown };
   interrupt?: unknown;
   stats: VoqStats | null;
+  /** Wall-clock time (Unix ms) of the call to `start()`: a test sets it beside the server's
+   *  first_frame_unix_ms (same machine, same clock) to measure setup. */
+  connectStartUnixMs?: number;
 }
 
 declare global {
@@ -39,6 +48,12 @@ declare global {
       events: LogEntry[];
       done: Promise<Outcome>;
       captured(itemId: string): number[] | null;
+      /** Wall-clock time (Unix ms) that `events[].t` counts from. */
+      pageStartUnixMs: number;
+      /** With autostart: the wall-clock time (Unix ms) of the call to `start()`, at once. */
+      connectStartUnixMs?: number;
+      /** With `autostart=wait`: starts the scripted call. */
+      go?: () => void;
     };
   }
 }
@@ -46,6 +61,7 @@ declare global {
 const params = new URLSearchParams(location.search);
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const t0 = performance.now();
+const pageStartUnixMs = performance.timeOrigin + t0;
 const events: LogEntry[] = [];
 
 if (params.get('disable_webtransport') === '1') {
@@ -363,6 +379,8 @@ async function autostart(): Promise<Outcome> {
   setStatus('Autostart: connecting and speaking…');
   let turn: unknown = null;
   let response: { type: 'response.done'; response: { id: string; status: string } } | null = null;
+  const connectStartUnixMs = performance.timeOrigin + performance.now();
+  window.voq.connectStartUnixMs = connectStartUnixMs;
   const run = async (): Promise<Outcome> => {
     const started = c.start();
     starting = started;
@@ -387,6 +405,20 @@ async function autostart(): Promise<Outcome> {
       const interrupt = c.session.responses.find((r) => r.responseId === playing.response_id)?.interrupt ?? null;
       return { ok: heard !== null && t.audio_end_ms === heard && d.response.status === 'cancelled', turn, response, interrupt: { heard, truncated: t, stats: interrupt }, stats: c.stats() };
     }
+    const duringReply = params.get('talk_during_reply_ms');
+    if (duringReply !== null) {
+      // The user speaks while the agent does: a second turn, captured as the reply plays.
+      if (!events.some((x) => x.type === 'playback.started')) await c.once('playback.started');
+      const ended = c.once('input.turn_ended');
+      c.startTurn({ durationMs: Number(duringReply) });
+      const second = await ended;
+      let committed = events.find((x) => x.type === 'input_audio_buffer.committed' && (x.event as { item_id: string }).item_id === second.item_id)?.event;
+      while (!committed) {
+        const e = await c.once('input_audio_buffer.committed');
+        if (e.item_id === second.item_id) committed = e;
+      }
+      return { ok: true, turn, duringReply: { turn: second, committed }, stats: c.stats() };
+    }
     response = await c.once('response.done');
     const id = response.response.id;
     // Wait until the reply has played out (or was cut short).
@@ -401,7 +433,7 @@ async function autostart(): Promise<Outcome> {
     setTimeout(() => resolve({ ok: false, error: { code: 'timeout', message: `no complete call within ${deadline} ms` }, turn, response, stats: c.stats() }), deadline),
   );
   try {
-    const out = await Promise.race([run(), timeout]);
+    const out: Outcome = { ...(await Promise.race([run(), timeout])), connectStartUnixMs };
     setStatus(out.ok ? 'Autostart call complete.' : `Autostart call failed: ${out.error?.message ?? 'the response did not complete'}`, out.ok ? 'ok' : 'error');
     return out;
   } catch (e) {
@@ -412,7 +444,7 @@ async function autostart(): Promise<Outcome> {
     starting = null;
     $('connect').textContent = 'Connect';
     settingsLocked(false);
-    return { ok: false, error: { code: (e as VoqError)?.code ?? 'error', message: String((e as Error)?.message ?? e) }, turn, response, stats };
+    return { ok: false, error: { code: (e as VoqError)?.code ?? 'error', message: String((e as Error)?.message ?? e) }, turn, response, stats, connectStartUnixMs };
   }
 }
 
@@ -420,6 +452,7 @@ window.voq = {
   client: null,
   stats: () => client?.stats() ?? null,
   events,
+  pageStartUnixMs,
   done: new Promise<Outcome>(() => {}),
   // A plain array: it crosses into the test (playwright's evaluate) as JSON.
   captured: (itemId) => {
@@ -430,4 +463,12 @@ window.voq = {
 if (params.get('autostart') === '1') {
   $('connect').textContent = 'Hang up';
   window.voq.done = autostart();
+} else if (params.get('autostart') === 'wait') {
+  // As autostart=1, once the test calls window.voq.go() (after changing the network, say).
+  window.voq.done = new Promise<Outcome>((resolve) => {
+    window.voq.go = () => {
+      $('connect').textContent = 'Hang up';
+      resolve(autostart());
+    };
+  });
 }

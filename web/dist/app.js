@@ -652,6 +652,8 @@ var BrowserAudio = class {
   loopback = null;
   loopbackState = "off";
   loopbackLatency = null;
+  /** The context playback runs in, once it has started. */
+  outputContext = null;
   measureTimer = null;
   opts;
   constructor(opts = {}) {
@@ -771,6 +773,7 @@ var BrowserAudio = class {
   async startPlayback() {
     if (this._player) return;
     const ctx = await this.context();
+    this.outputContext = ctx;
     const node = new AudioWorkletNode(ctx, "voq-playout", { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
     const player = new WorkletPlayer(node);
     this._player = player;
@@ -807,6 +810,10 @@ var BrowserAudio = class {
   }
   loopbackLatencyMs() {
     return this.loopbackLatency;
+  }
+  outputLatencyMs() {
+    const l = this.outputContext?.outputLatency;
+    return typeof l === "number" && Number.isFinite(l) && l >= 0 ? l * 1e3 : null;
   }
   /** `running`, `suspended` (needs a user gesture) or `closed`. */
   async contextState() {
@@ -3080,6 +3087,7 @@ var VoqClient = class extends Emitter {
   async start() {
     if (this._state !== "idle") throw new VoqError("invalid_state", `start() called in state ${this._state}`);
     this._state = "connecting";
+    const conn = this.dial(false);
     for (const w of this.codecWarnings) this.emit("warning", { type: "warning", message: w });
     if (!this.opts.codecs && (this.inputCodec === "opus" || this.outputCodec === "opus")) {
       void opusSupport().then((can) => {
@@ -3101,7 +3109,6 @@ var VoqClient = class extends Emitter {
     const playback = audio.startPlayback().then(() => {
       audio.player.onSnapshot = (s) => this.onSnapshot(s);
     });
-    const conn = this.dial(false);
     const all = Promise.allSettled([capture, playback, conn]);
     const micFailure = await Promise.race([
       capture.then(
@@ -3183,7 +3190,9 @@ var VoqClient = class extends Emitter {
     const id = cur.responseId;
     const f = await this.audioIO.player.flush(id);
     this.dropDecoder(id);
-    const behind = this.audioIO.echoLoopback() === "active" ? Math.round((this.audioIO.loopbackLatencyMs() ?? 0) * 24) : 0;
+    const loopbackMs = this.audioIO.echoLoopback() === "active" ? this.audioIO.loopbackLatencyMs() ?? 0 : 0;
+    const deviceMs = this.audioIO.outputLatencyMs?.() ?? 0;
+    const behind = Math.round((loopbackMs + deviceMs) * 24);
     const heard = f.responseId === id ? Math.max(0, f.played - behind) : void 0;
     const ms2 = this._session.interrupt(this.now(), heard);
     if (ms2 !== null) this.emit("interrupted", { type: "interrupted", response_id: id, played_ms: ms2 });
@@ -3782,6 +3791,7 @@ var VoqClient = class extends Emitter {
 var params = new URLSearchParams(location.search);
 var $ = (id) => document.getElementById(id);
 var t0 = performance.now();
+var pageStartUnixMs = performance.timeOrigin + t0;
 var events = [];
 if (params.get("disable_webtransport") === "1") {
   window.WebTransport = void 0;
@@ -4068,6 +4078,8 @@ async function autostart() {
   setStatus("Autostart: connecting and speaking…");
   let turn = null;
   let response2 = null;
+  const connectStartUnixMs = performance.timeOrigin + performance.now();
+  window.voq.connectStartUnixMs = connectStartUnixMs;
   const run = async () => {
     const started = c.start();
     starting = started;
@@ -4091,6 +4103,19 @@ async function autostart() {
       const interrupt = c.session.responses.find((r) => r.responseId === playing.response_id)?.interrupt ?? null;
       return { ok: heard !== null && t.audio_end_ms === heard && d.response.status === "cancelled", turn, response: response2, interrupt: { heard, truncated: t, stats: interrupt }, stats: c.stats() };
     }
+    const duringReply = params.get("talk_during_reply_ms");
+    if (duringReply !== null) {
+      if (!events.some((x) => x.type === "playback.started")) await c.once("playback.started");
+      const ended = c.once("input.turn_ended");
+      c.startTurn({ durationMs: Number(duringReply) });
+      const second = await ended;
+      let committed = events.find((x) => x.type === "input_audio_buffer.committed" && x.event.item_id === second.item_id)?.event;
+      while (!committed) {
+        const e = await c.once("input_audio_buffer.committed");
+        if (e.item_id === second.item_id) committed = e;
+      }
+      return { ok: true, turn, duringReply: { turn: second, committed }, stats: c.stats() };
+    }
     response2 = await c.once("response.done");
     const id = response2.response.id;
     let playback = events.find((x) => x.type === "playback.ended" && x.event.response_id === id)?.event;
@@ -4104,7 +4129,7 @@ async function autostart() {
     (resolve) => setTimeout(() => resolve({ ok: false, error: { code: "timeout", message: `no complete call within ${deadline} ms` }, turn, response: response2, stats: c.stats() }), deadline)
   );
   try {
-    const out = await Promise.race([run(), timeout]);
+    const out = { ...await Promise.race([run(), timeout]), connectStartUnixMs };
     setStatus(out.ok ? "Autostart call complete." : `Autostart call failed: ${out.error?.message ?? "the response did not complete"}`, out.ok ? "ok" : "error");
     return out;
   } catch (e) {
@@ -4114,13 +4139,14 @@ async function autostart() {
     starting = null;
     $("connect").textContent = "Connect";
     settingsLocked(false);
-    return { ok: false, error: { code: e?.code ?? "error", message: String(e?.message ?? e) }, turn, response: response2, stats };
+    return { ok: false, error: { code: e?.code ?? "error", message: String(e?.message ?? e) }, turn, response: response2, stats, connectStartUnixMs };
   }
 }
 window.voq = {
   client: null,
   stats: () => client?.stats() ?? null,
   events,
+  pageStartUnixMs,
   done: new Promise(() => {
   }),
   // A plain array: it crosses into the test (playwright's evaluate) as JSON.
@@ -4132,4 +4158,11 @@ window.voq = {
 if (params.get("autostart") === "1") {
   $("connect").textContent = "Hang up";
   window.voq.done = autostart();
+} else if (params.get("autostart") === "wait") {
+  window.voq.done = new Promise((resolve) => {
+    window.voq.go = () => {
+      $("connect").textContent = "Hang up";
+      resolve(autostart());
+    };
+  });
 }

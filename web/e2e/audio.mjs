@@ -105,7 +105,7 @@ function decimate(x, k) {
 }
 
 /** Normalized correlation of `b` against `a` shifted by `lag` (b[i] ~ a[i + lag]), over the overlap. */
-function ncc(a, b, lag) {
+export function ncc(a, b, lag) {
   let sab = 0;
   let saa = 0;
   let sbb = 0;
@@ -189,4 +189,53 @@ export function windowedCorrelation(reference, recorded, lag, rate, { winMs = 20
     den += w.energy;
   });
   return { corr: den > 0 ? num / den : 0, glitches, lags: windows.map((w) => w.lag) };
+}
+
+/**
+ * A steady sine tone (Firefox's fake microphone) in `samples` (−1…1): where it starts (`onset`:
+ * the first sample above a tenth of the peak), its frequency (zero crossings from `settleMs`
+ * after the onset on), its RMS level in dBFS (the quietest and loudest 20 ms window there), and
+ * its discontinuities: spans where the signal departs from itself one period earlier by more
+ * than `jump` — a dropped or inserted piece of audio shifts the tone's phase there (a piece a
+ * whole number of periods long does not, and cannot be seen in a tone).
+ */
+export function toneAnalysis(samples, rate, freq, { jump = 0.012, settleMs = 20 } = {}) {
+  let peak = 0;
+  for (const x of samples) peak = Math.max(peak, Math.abs(x));
+  const onset = samples.findIndex((x) => Math.abs(x) > peak / 10);
+  if (onset < 0) return { onset: -1, hz: 0, minDb: -Infinity, maxDb: -Infinity, discontinuities: [] };
+  const from = onset + Math.round((rate * settleMs) / 1000);
+  let crossings = 0;
+  let first = -1;
+  let last = -1;
+  for (let i = from + 1; i < samples.length; i++) {
+    if (samples[i - 1] < 0 !== samples[i] < 0) {
+      crossings += 1;
+      if (first < 0) first = i;
+      last = i;
+    }
+  }
+  const hz = crossings > 1 ? ((crossings - 1) / 2) * (rate / (last - first)) : 0;
+  const win = Math.round(rate / 50);
+  let minDb = Infinity;
+  let maxDb = -Infinity;
+  for (let i = from; i + win <= samples.length; i += win) {
+    let e = 0;
+    for (let j = i; j < i + win; j++) e += samples[j] * samples[j];
+    const db = 10 * Math.log10(e / win + 1e-20);
+    minDb = Math.min(minDb, db);
+    maxDb = Math.max(maxDb, db);
+  }
+  // One period, rounded: with a tone of an exact period (1 kHz at 24 kHz: 24 samples) the
+  // difference is the tone's slow drift, well under `jump`.
+  const period = Math.round(rate / freq);
+  const discontinuities = [];
+  for (let i = from + period; i < samples.length; i++) {
+    if (Math.abs(samples[i] - samples[i - period]) > jump) {
+      const prev = discontinuities.at(-1);
+      if (prev && i - prev.end <= period) prev.end = i;
+      else discontinuities.push({ start: i, end: i });
+    }
+  }
+  return { onset, hz, minDb, maxDb, discontinuities };
 }

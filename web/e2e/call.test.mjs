@@ -22,23 +22,18 @@
 // Environment: VOQ_BIN (default ../target/debug/voq from web/), CHROMIUM (default
 // /usr/bin/chromium), VOQ_E2E_FRESH_DIST=1 serves web/dist/ instead of the page compiled into
 // the binary (for working on the page without rebuilding voq).
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { bestAlignment, compareExact, readWav, speechBounds, windowedCorrelation, writeWav } from './audio.mjs';
+import { RESULTS, VOQ_BIN, freePort, metric, readRecording, repo, startServer, until, web } from './harness.mjs';
 
-const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const repo = path.dirname(web);
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
 const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
 const REPLY = path.join(repo, 'testdata/audio/reply-carwash-24k.wav');
-const RESULTS = path.join(web, 'test-results');
 const TURN_MS = 3200;
 
 const missing = !existsSync(CHROMIUM)
@@ -46,64 +41,6 @@ const missing = !existsSync(CHROMIUM)
   : !existsSync(VOQ_BIN)
     ? `${VOQ_BIN} is missing (cargo build -p voq, or set VOQ_BIN)`
     : null;
-
-/**
- * Starts `voq serve` and resolves with its page URL (the first http:// URL it prints). `extra`:
- * more arguments; `listen`: the address (an OS-chosen port by default).
- */
-function startServer(recordDir, agent = 'echo', extra = [], listen = '127.0.0.1:0') {
-  const proc = spawn(VOQ_BIN, ['serve', '--listen', listen, '--agent', agent, '--record', recordDir, ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  let out = '';
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`voq serve printed no http:// URL within 30 s:\n${out}`)), 30000);
-    const onData = (d) => {
-      out += d;
-      const m = out.match(/http:\/\/[^\s/]+\//);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[0]);
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', (d) => (out += d));
-    proc.on('exit', (code) => reject(new Error(`voq serve exited (${code}):\n${out}`)));
-  });
-  return { proc, url, log: () => out };
-}
-
-/** A TCP port free on loopback just now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** A counter of a server's Prometheus metrics (0 while they cannot be read). */
-async function metric(port, name) {
-  try {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-    return line ? Number(line.split(' ').at(-1)) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Polls `ready` (async) until it holds; fails after `ms`. */
-async function until(ms, what, ready) {
-  for (const deadline = Date.now() + ms; !(await ready()); ) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('browser call', { skip: missing ?? false }, () => {
   let chromium;
@@ -192,26 +129,7 @@ describe('browser call', { skip: missing ?? false }, () => {
    * under load, which is Chromium's, not voq's).
    */
   async function checkRecording(sessionId, itemId, captured, codec, dir = path.join(tmp, 'record')) {
-    const wav = path.join(dir, sessionId, `${itemId}.wav`);
-    // The server writes the recording on a blocking thread after it commits the turn (long
-    // before the page has played the echo), the WAV first, then the JSON sidecar: once the
-    // sidecar parses, the WAV is complete.
-    const sidecar = wav.replace(/\.wav$/, '.json');
-    let meta = null;
-    for (const deadline = Date.now() + 10000; !meta; ) {
-      try {
-        meta = JSON.parse(readFileSync(sidecar, 'utf8'));
-      } catch (e) {
-        if (Date.now() > deadline) throw new Error(`no recording of ${itemId} within 10 s (${sidecar}): ${e.message}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-    const rec = readWav(wav);
-    assert.equal(meta.kind, 'user_turn');
-    // When the turn's first frame reached the server (setup without polling counters).
-    assert.ok(meta.first_frame_unix_ms > 0 && meta.first_frame_after_connected_ms >= 0, JSON.stringify(meta));
-    assert.equal(meta.samples, rec.pcm.length);
-    assert.equal(rec.rate, 24000);
+    const { rec } = await readRecording(dir, sessionId, itemId);
     const recMs = (rec.samples.length * 1000) / 24000;
     const vsCapture = { capturedSamples: captured.length, recordedSamples: rec.pcm.length };
     if (codec === 'pcm16') {

@@ -304,6 +304,9 @@ export class VoqClient extends Emitter<VoqEventMap> {
   async start(): Promise<void> {
     if (this._state !== 'idle') throw new VoqError('invalid_state', `start() called in state ${this._state}`);
     this._state = 'connecting';
+    // Dial first: the network's round trips then overlap the audio devices' start (about 60 ms
+    // of the page's time in Chromium, measured with e2e/setup-rtt.mjs), rather than follow it.
+    const conn = this.dial(false);
     for (const w of this.codecWarnings) this.emit('warning', { type: 'warning', message: w });
     if (!this.opts.codecs && (this.inputCodec === 'opus' || this.outputCodec === 'opus')) {
       // The constructor checked that WebCodecs exists; this checks it can do Opus. If not, and
@@ -327,7 +330,6 @@ export class VoqClient extends Emitter<VoqEventMap> {
     const playback = audio.startPlayback().then(() => {
       audio.player.onSnapshot = (s) => this.onSnapshot(s);
     });
-    const conn = this.dial(false);
     // allSettled observes all three, so nothing rejects unobserved. A failed microphone (denied,
     // missing) is final: report it at once rather than after the connection settles (a slow
     // server would otherwise hold the answer for its whole connect timeout); a connection that
@@ -420,9 +422,11 @@ export class VoqClient extends Emitter<VoqEventMap> {
     const id = cur.responseId;
     const f = await this.audioIO.player.flush(id);
     this.dropDecoder(id);
-    // The worklet's cursor runs ahead of the ear by the echo-cancellation loopback's delay:
-    // truncate at what the user heard, not at what was rendered.
-    const behind = this.audioIO.echoLoopback() === 'active' ? Math.round((this.audioIO.loopbackLatencyMs() ?? 0) * 24) : 0;
+    // The worklet's cursor runs ahead of the ear by the echo-cancellation loopback's delay and
+    // the output device's latency: truncate at what the user heard, not at what was rendered.
+    const loopbackMs = this.audioIO.echoLoopback() === 'active' ? (this.audioIO.loopbackLatencyMs() ?? 0) : 0;
+    const deviceMs = this.audioIO.outputLatencyMs?.() ?? 0;
+    const behind = Math.round((loopbackMs + deviceMs) * 24);
     const heard = f.responseId === id ? Math.max(0, f.played - behind) : undefined;
     const ms = this._session.interrupt(this.now(), heard);
     if (ms !== null) this.emit('interrupted', { type: 'interrupted', response_id: id, played_ms: ms });

@@ -208,6 +208,22 @@ describe('VoqClient', () => {
     expect(events(t.control!.send.bytes())).toEqual([{ type: 'conversation.item.truncate', item_id: 'item_s2', content_index: 0, audio_end_ms: 240 }]);
   });
 
+  it('truncates at what the user heard: the output device delays the ear too', async () => {
+    const { c, audio, accept } = client();
+    audio.loopback = { state: 'active', latencyMs: 60 };
+    audio.outputLatency = 40;
+    const started = c.start();
+    const t = accept(0);
+    await started;
+    const ev = (e: object) => t.control!.recv.onData!(encodeEvent(JSON.stringify(e)));
+    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', output: [{ id: 'item_s2', type: 'message', role: 'assistant', content: [] }] } });
+    const s = t.incoming();
+    s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
+    s.onData!(encodeFrame(0, new Uint8Array(960)));
+    audio.player.played = 7200; // rendered 300 ms; the ear is 60 ms (loopback) + 40 ms (device) behind
+    expect(await c.interrupt()).toBe(200);
+  });
+
   it('sends an unconfirmed turn again, whole, after the connection drops', async () => {
     const { c, audio, dials, accept } = client();
     const started = c.start();

@@ -119,6 +119,11 @@ export class FakeAudio implements AudioIO {
   loopbackLatencyMs(): number | null {
     return this.loopback.latencyMs;
   }
+  /** Set to simulate the output device's latency (`AudioContext.outputLatency`). */
+  outputLatency: number | null = null;
+  outputLatencyMs(): number | null {
+    return this.outputLatency;
+  }
   async close(): Promise<void> {
     this.stopped = true;
   }

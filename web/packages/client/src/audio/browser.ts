@@ -122,6 +122,8 @@ export class BrowserAudio implements AudioIO {
   private loopback: Loopback | null = null;
   private loopbackState: EchoLoopbackState = 'off';
   private loopbackLatency: number | null = null;
+  /** The context playback runs in, once it has started. */
+  private outputContext: AudioContext | null = null;
   private measureTimer: ReturnType<typeof setInterval> | null = null;
   private readonly opts: BrowserAudioOptions;
 
@@ -253,6 +255,7 @@ export class BrowserAudio implements AudioIO {
   async startPlayback(): Promise<void> {
     if (this._player) return;
     const ctx = await this.context();
+    this.outputContext = ctx;
     const node = new AudioWorkletNode(ctx, 'voq-playout', { numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1] });
     const player = new WorkletPlayer(node);
     this._player = player;
@@ -291,6 +294,13 @@ export class BrowserAudio implements AudioIO {
 
   loopbackLatencyMs(): number | null {
     return this.loopbackLatency;
+  }
+
+  outputLatencyMs(): number | null {
+    // Read when asked: it changes with the output device. Chromium reports it (0 with no real
+    // device); browsers without it leave it undefined.
+    const l = this.outputContext?.outputLatency;
+    return typeof l === 'number' && Number.isFinite(l) && l >= 0 ? l * 1000 : null;
   }
 
   /** `running`, `suspended` (needs a user gesture) or `closed`. */

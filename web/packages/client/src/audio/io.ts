@@ -32,6 +32,11 @@ export interface AudioIO {
   echoLoopback(): EchoLoopbackState;
   /** Extra output latency of the loopback, when measured (ms). */
   loopbackLatencyMs(): number | null;
+  /**
+   * How long the output device takes from the audio graph to the speaker
+   * (`AudioContext.outputLatency`, ms), where the browser reports it; `null` where it does not.
+   */
+  outputLatencyMs?(): number | null;
   /** How the microphone is read (`track-processor`, `worklet`), once capture has started. */
   captureMethod?(): string | null;
   close(): Promise<void>;

@@ -1,0 +1,100 @@
+// What the browser tests share (call.test.mjs with Chromium, firefox.test.mjs with Firefox): the
+// voq binary and its servers, waiting for conditions, and reading the server's recording of a turn.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { readWav } from './audio.mjs';
+
+export const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+export const repo = path.dirname(web);
+export const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
+export const RESULTS = path.join(web, 'test-results');
+
+/**
+ * Starts `voq serve` and resolves with its page URL (the first http:// URL it prints). `extra`:
+ * more arguments; `listen`: the address (an OS-chosen port by default).
+ */
+export function startServer(recordDir, agent = 'echo', extra = [], listen = '127.0.0.1:0') {
+  const proc = spawn(VOQ_BIN, ['serve', '--listen', listen, '--agent', agent, '--record', recordDir, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let out = '';
+  const url = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`voq serve printed no http:// URL within 30 s:\n${out}`)), 30000);
+    const onData = (d) => {
+      out += d;
+      const m = out.match(/http:\/\/[^\s/]+\//);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[0]);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', (d) => (out += d));
+    proc.on('exit', (code) => reject(new Error(`voq serve exited (${code}):\n${out}`)));
+  });
+  return { proc, url, log: () => out };
+}
+
+/** A TCP port free on loopback just now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A counter of a server's Prometheus metrics (0 while they cannot be read). */
+export async function metric(port, name) {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line ? Number(line.split(' ').at(-1)) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Polls `ready` (async) until it holds; fails after `ms`. */
+export async function until(ms, what, ready) {
+  for (const deadline = Date.now() + ms; !(await ready()); ) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * The server's recording (--record DIR) of a user turn, once it is complete: { meta (the JSON
+ * sidecar), rec (readWav) }, with what every recording must satisfy checked.
+ */
+export async function readRecording(dir, sessionId, itemId) {
+  const wav = path.join(dir, sessionId, `${itemId}.wav`);
+  // The server writes the recording on a blocking thread after it commits the turn (long
+  // before the page has played the echo), the WAV first, then the JSON sidecar: once the
+  // sidecar parses, the WAV is complete.
+  const sidecar = wav.replace(/\.wav$/, '.json');
+  let meta = null;
+  for (const deadline = Date.now() + 10000; !meta; ) {
+    try {
+      meta = JSON.parse(readFileSync(sidecar, 'utf8'));
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`no recording of ${itemId} within 10 s (${sidecar}): ${e.message}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const rec = readWav(wav);
+  assert.equal(meta.kind, 'user_turn');
+  // When the turn's first frame reached the server (setup without polling counters).
+  assert.ok(meta.first_frame_unix_ms > 0 && meta.first_frame_after_connected_ms >= 0, JSON.stringify(meta));
+  assert.equal(meta.samples, rec.pcm.length);
+  assert.equal(rec.rate, 24000);
+  return { meta, rec };
+}
