@@ -115,7 +115,7 @@ impl PacketSpace {
     pub(super) fn maybe_queue_probe(
         &mut self,
         request_immediate_ack: bool,
-        streams: &mut StreamsState,
+        streams: &StreamsState,
     ) {
         if self.loss_probes == 0 {
             return;
@@ -132,18 +132,12 @@ impl PacketSpace {
             return;
         }
 
-        // Retransmit the data of the oldest in-flight packet, its STREAM frames included (voq
-        // patch): a tail whose oldest packet held only stream data (an HTTP/3 response, the end
-        // of a user's turn) was otherwise probed with whatever control frame a later packet
-        // held, or a PING, and recovered only once an ACK of the probe came back.
+        // Retransmit the data of the oldest in-flight packet
         for packet in self.sent_packets.values_mut() {
-            if !packet.retransmits.is_empty(streams) || !packet.stream_frames.is_empty() {
+            if !packet.retransmits.is_empty(streams) {
                 // Remove retransmitted data from the old packet so we don't end up retransmitting
                 // it *again* even if the copy we're sending now gets acknowledged.
                 self.pending |= mem::take(&mut packet.retransmits);
-                for frame in mem::take(&mut packet.stream_frames) {
-                    streams.retransmit(frame);
-                }
                 return;
             }
         }
