@@ -29,7 +29,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bestAlignment, compareExact, readWav, speechBounds, windowedCorrelation, writeWav } from './audio.mjs';
-import { RESULTS, VOQ_BIN, freePort, metric, readRecording, repo, startServer, until, web } from './harness.mjs';
+import { RESULTS, VOQ_BIN, checkPlayback, freePort, metric, readRecording, repo, startServer, until, web } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
@@ -164,25 +164,6 @@ describe('browser call', { skip: missing ?? false }, () => {
     };
   }
 
-  /** (b): the page's own account of the call. */
-  function checkPlayback(name, { outcome, events, console }) {
-    const detail = () => `${name}: ${JSON.stringify(outcome, null, 1)}\nconsole:\n${console.join('\n')}`;
-    assert.ok(outcome.ok, `the call did not complete: ${detail()}`);
-    assert.equal(outcome.response.response.status, 'completed', detail());
-    assert.equal(outcome.playback.reason, 'finished', detail());
-    // The echo agent answers with the turn itself: the page played all of it.
-    assert.ok(outcome.playback.played_ms >= TURN_MS - 100, `played ${outcome.playback.played_ms} ms of a ${TURN_MS} ms echo: ${detail()}`);
-    const errors = events.filter((e) => e.type === 'error' || e.type === 'client.error');
-    assert.deepEqual(errors, [], detail());
-    assert.ok(outcome.turn.audio_ms >= TURN_MS && outcome.turn.audio_ms <= TURN_MS + 20, `turn of ${outcome.turn.audio_ms} ms`);
-    const committed = events.find((e) => e.type === 'input_audio_buffer.committed')?.event;
-    assert.ok(committed, 'no input_audio_buffer.committed');
-    assert.equal(committed.voq.frames, outcome.turn.frames, 'the server holds every frame the page sent');
-    assert.equal(committed.voq.bytes, outcome.turn.bytes);
-    assert.ok(events.some((e) => e.type === 'playback.started'), 'no playback.started');
-    return committed;
-  }
-
   const calls = [
     { name: 'webtransport-opus', query: 'transport=webtransport&codec=opus', transport: 'webtransport', codec: 'opus', capture: 'track-processor' },
     // The Web Audio capture path (the fallback where MediaStreamTrackProcessor is missing).
@@ -193,7 +174,7 @@ describe('browser call', { skip: missing ?? false }, () => {
   for (const c of calls) {
     test(c.name, { timeout: 90000 }, async () => {
       const r = await call(c.name, c.query);
-      const committed = checkPlayback(c.name, r);
+      const committed = checkPlayback(c.name, r, TURN_MS);
       assert.equal(r.outcome.stats.inputCodec, c.codec);
       assert.equal(r.outcome.stats.captureMethod, c.capture);
       assert.equal(r.outcome.stats.transport, c.transport, `won by ${r.outcome.stats.transport}`);
@@ -342,7 +323,7 @@ describe('browser call', { skip: missing ?? false }, () => {
       b = startServer(recB, 'echo', extra, `127.0.0.1:${port}`);
       await b.url;
       const r = await calling;
-      const committed = checkPlayback('resume-kill9-websocket', r);
+      const committed = checkPlayback('resume-kill9-websocket', r, TURN_MS);
       const types = r.events.map((e) => e.type);
       assert.ok(types.includes('transport.reconnecting'), `no reconnect: ${types.join(' ')}`);
       const resumed = r.events.find((e) => e.type === 'voq.session.resumed')?.event;

@@ -54,17 +54,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { readWav, speechBounds, writeWav } from './audio.mjs';
+import { RESULTS, VOQ_BIN, repo, startServer, web } from './harness.mjs';
 
-const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-const repo = path.dirname(web);
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
 const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
 const REPLY = path.join(repo, 'testdata/audio/reply-carwash-24k.wav');
-const RESULTS = path.join(web, 'test-results');
 const RATE = 24000;
 /** The turn captured while the reply plays, and how much of it passes before the user speaks. */
 const TURN_MS = 8000;
@@ -349,26 +345,8 @@ describe('echo cancellation (PulseAudio room)', { skip: missing ?? false }, () =
     pulse = await startPulse(path.join(tmp, 'pa'));
     await buildRoom(pulse);
     // voq serve with the file agent: every turn is answered with the 16 s reply.
-    const proc = spawn(VOQ_BIN, ['serve', '--listen', '127.0.0.1:0', '--agent', `file:${REPLY}`, '--record', path.join(tmp, 'record')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-    });
-    let out = '';
-    server = { proc, log: () => out };
-    base = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`voq serve printed no http:// URL within 30 s:\n${out}`)), 30000);
-      const onData = (d) => {
-        out += d;
-        const m = out.match(/http:\/\/[^\s/]+\//);
-        if (m) {
-          clearTimeout(timer);
-          resolve(m[0]);
-        }
-      };
-      proc.stdout.on('data', onData);
-      proc.stderr.on('data', onData);
-      proc.on('exit', (code) => reject(new Error(`voq serve exited (${code}):\n${out}`)));
-    });
+    server = startServer(path.join(tmp, 'record'), `file:${REPLY}`);
+    base = await server.url;
     // The WebRTC page's script: @voq/client for the turn, a plain peer-connection pair for the reply.
     const { build } = await import('esbuild');
     const bundle = await build({

@@ -29,7 +29,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bestAlignment, compareExact, ncc, toneAnalysis } from './audio.mjs';
-import { RESULTS, VOQ_BIN, readRecording, startServer, web } from './harness.mjs';
+import { RESULTS, VOQ_BIN, checkPlayback, readRecording, startServer, web } from './harness.mjs';
 
 const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
 const TURN_MS = 3200;
@@ -242,25 +242,6 @@ describe('firefox call', { skip: missing ?? false }, () => {
     return { recMs: (rec.samples.length * 1000) / 24000, vsCapture, tone };
   }
 
-  /** (b): the page's own account of the call. */
-  function checkPlayback(name, { outcome, events, console }) {
-    const detail = () => `${name}: ${JSON.stringify(outcome, null, 1)}\nevents: ${events.map((e) => e.type).join(' ')}\nconsole:\n${console.join('\n')}`;
-    assert.ok(outcome.ok, `the call did not complete: ${detail()}`);
-    assert.equal(outcome.response.response.status, 'completed', detail());
-    assert.equal(outcome.playback.reason, 'finished', detail());
-    // The echo agent answers with the turn itself: the page played all of it.
-    assert.ok(outcome.playback.played_ms >= TURN_MS - 100, `played ${outcome.playback.played_ms} ms of a ${TURN_MS} ms echo: ${detail()}`);
-    const errors = events.filter((e) => e.type === 'error' || e.type === 'client.error');
-    assert.deepEqual(errors, [], detail());
-    assert.ok(outcome.turn.audio_ms >= TURN_MS && outcome.turn.audio_ms <= TURN_MS + 20, `turn of ${outcome.turn.audio_ms} ms`);
-    const committed = events.find((e) => e.type === 'input_audio_buffer.committed')?.event;
-    assert.ok(committed, 'no input_audio_buffer.committed');
-    assert.equal(committed.voq.frames, outcome.turn.frames, 'the server holds every frame the page sent');
-    assert.equal(committed.voq.bytes, outcome.turn.bytes);
-    assert.ok(events.some((e) => e.type === 'playback.started'), 'no playback.started');
-    return committed;
-  }
-
   /** A config whose certificate hash is stale (as after a server restart). */
   const staleHash = (config) => ({ ...config, webtransport: { ...config.webtransport, certificate_hashes: [{ algorithm: 'sha-256', value: '00'.repeat(32) }] } });
 
@@ -319,7 +300,7 @@ describe('firefox call', { skip: missing ?? false }, () => {
   for (const c of calls) {
     test(c.name, { timeout: 90000 }, async () => {
       const r = await call(c.name, c.query, { firefoxPrefs: c.firefoxPrefs, configJson: c.configJson });
-      const committed = checkPlayback(c.name, r);
+      const committed = checkPlayback(c.name, r, TURN_MS);
       const s = r.outcome.stats;
       assert.equal(s.inputCodec, c.codec);
       // Firefox 153 has no MediaStreamTrackProcessor: the AudioWorklet captures.

@@ -98,3 +98,26 @@ export async function readRecording(dir, sessionId, itemId) {
   assert.equal(rec.rate, 24000);
   return { meta, rec };
 }
+
+/**
+ * The page's own account of an autostart call to the echo agent (a turn of `turnMs`): it
+ * completed, the whole echo played, no errors, and the server committed every frame the page
+ * sent. Returns the `input_audio_buffer.committed` event.
+ */
+export function checkPlayback(name, { outcome, events, console }, turnMs) {
+  const detail = () => `${name}: ${JSON.stringify(outcome, null, 1)}\nevents: ${events.map((e) => e.type).join(' ')}\nconsole:\n${console.join('\n')}`;
+  assert.ok(outcome.ok, `the call did not complete: ${detail()}`);
+  assert.equal(outcome.response.response.status, 'completed', detail());
+  assert.equal(outcome.playback.reason, 'finished', detail());
+  // The echo agent answers with the turn itself: the page played all of it.
+  assert.ok(outcome.playback.played_ms >= turnMs - 100, `played ${outcome.playback.played_ms} ms of a ${turnMs} ms echo: ${detail()}`);
+  const errors = events.filter((e) => e.type === 'error' || e.type === 'client.error');
+  assert.deepEqual(errors, [], detail());
+  assert.ok(outcome.turn.audio_ms >= turnMs && outcome.turn.audio_ms <= turnMs + 20, `turn of ${outcome.turn.audio_ms} ms`);
+  const committed = events.find((e) => e.type === 'input_audio_buffer.committed')?.event;
+  assert.ok(committed, 'no input_audio_buffer.committed');
+  assert.equal(committed.voq.frames, outcome.turn.frames, 'the server holds every frame the page sent');
+  assert.equal(committed.voq.bytes, outcome.turn.bytes);
+  assert.ok(events.some((e) => e.type === 'playback.started'), 'no playback.started');
+  return committed;
+}

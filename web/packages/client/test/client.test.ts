@@ -191,9 +191,13 @@ describe('VoqClient', () => {
     expect(log).toContain('playback.ended');
   });
 
-  it('truncates at what the user heard: the echo loopback delays the ear behind the worklet', async () => {
+  it.each([
+    { why: 'the echo loopback delays the ear behind the worklet', device: null, heard: 240 },
+    { why: 'the output device delays it too', device: 40, heard: 200 },
+  ])('truncates at what the user heard: $why', async ({ device, heard }) => {
     const { c, audio, accept } = client();
     audio.loopback = { state: 'active', latencyMs: 60 };
+    audio.outputLatency = device;
     const started = c.start();
     const t = accept(0);
     await started;
@@ -202,26 +206,10 @@ describe('VoqClient', () => {
     const s = t.incoming();
     s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
     s.onData!(encodeFrame(0, new Uint8Array(960)));
-    audio.player.played = 7200; // the worklet rendered 300 ms; the ear is 60 ms behind
+    audio.player.played = 7200; // the worklet rendered 300 ms; the ear is 60 ms (+ the device's) behind
     t.control!.send.chunks = [];
-    expect(await c.interrupt()).toBe(240);
-    expect(events(t.control!.send.bytes())).toEqual([{ type: 'conversation.item.truncate', item_id: 'item_s2', content_index: 0, audio_end_ms: 240 }]);
-  });
-
-  it('truncates at what the user heard: the output device delays the ear too', async () => {
-    const { c, audio, accept } = client();
-    audio.loopback = { state: 'active', latencyMs: 60 };
-    audio.outputLatency = 40;
-    const started = c.start();
-    const t = accept(0);
-    await started;
-    const ev = (e: object) => t.control!.recv.onData!(encodeEvent(JSON.stringify(e)));
-    ev({ type: 'response.created', response: { id: 'resp_1', status: 'in_progress', output: [{ id: 'item_s2', type: 'message', role: 'assistant', content: [] }] } });
-    const s = t.incoming();
-    s.onData!(encodeHeader(StreamKind.AgentAudio, { item_id: 'item_s2', response_id: 'resp_1', codec: 'pcm16', sample_rate: 24000, frame_ms: 20 }));
-    s.onData!(encodeFrame(0, new Uint8Array(960)));
-    audio.player.played = 7200; // rendered 300 ms; the ear is 60 ms (loopback) + 40 ms (device) behind
-    expect(await c.interrupt()).toBe(200);
+    expect(await c.interrupt()).toBe(heard);
+    expect(events(t.control!.send.bytes())).toEqual([{ type: 'conversation.item.truncate', item_id: 'item_s2', content_index: 0, audio_end_ms: heard }]);
   });
 
   it('sends an unconfirmed turn again, whole, after the connection drops', async () => {
