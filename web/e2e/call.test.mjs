@@ -29,9 +29,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bestAlignment, compareExact, readWav, speechBounds, windowedCorrelation, writeWav } from './audio.mjs';
-import { RESULTS, VOQ_BIN, checkPlayback, freePort, metric, readRecording, repo, startServer, until, web } from './harness.mjs';
+import { CHROMIUM, RESULTS, VOQ_BIN, checkPlayback, freePort, metric, readRecording, repo, startServer, until, web } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
 const REPLY = path.join(repo, 'testdata/audio/reply-carwash-24k.wav');
 const TURN_MS = 3200;

@@ -56,9 +56,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promisify } from 'node:util';
 import { readWav, speechBounds, writeWav } from './audio.mjs';
-import { RESULTS, VOQ_BIN, repo, startServer, web } from './harness.mjs';
+import { CHROMIUM, RESULTS, VOQ_BIN, exited, readRecording, repo, startServer, until, web } from './harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const PROMPT = path.join(repo, 'testdata/audio/prompt-carwash-24k.wav');
 const REPLY = path.join(repo, 'testdata/audio/reply-carwash-24k.wav');
 const RATE = 24000;
@@ -89,21 +88,6 @@ const missing = !existsSync(CHROMIUM)
       : !PULSE.pactl || !PULSE.paplay || !PULSE.parec
         ? 'pactl/paplay/parec are missing (apt-get install pulseaudio-utils, or scripts/setup)'
         : null;
-
-/** Polls `ready` (async) until it returns something truthy; fails after `ms`. */
-async function until(ms, what, ready) {
-  for (const deadline = Date.now() + ms; ; ) {
-    const v = await ready();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out (${ms} ms) waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Resolves when `proc` has exited (at once if it already has). */
-function exited(proc) {
-  return proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise((r) => proc.once('exit', r));
-}
 
 /**
  * A PulseAudio daemon of the test's own: runtime dir, state, cookie and socket in `dir`, no
@@ -449,23 +433,15 @@ describe('echo cancellation (PulseAudio room)', { skip: missing ?? false }, () =
       assert.equal(stats.echoLoopback, playback === 'voq' ? 'active' : 'off', detail());
       const itemId = outcome.duringReply.committed.item_id;
       // The output device's latency as the page's AudioContext reports it (the barge-in position
-      // does not subtract it: web/README.md). A private field, read for the figure only.
+      // subtracts it too: web/README.md). A private field, read for the figure only.
       const latency = await page.evaluate(async () => {
         const ctx = await window.voq?.client?.audioIO?.ctx;
         return ctx ? { outputMs: Math.round(ctx.outputLatency * 1000), baseMs: Math.round(ctx.baseLatency * 1000) } : null;
       });
       await exited(speaker);
       const micRec = await mic.stop();
-      // The recording: the WAV is complete once its JSON sidecar parses.
       const wav = path.join(tmp, 'record', stats.sessionId, `${itemId}.wav`);
-      await until(10000, `the recording of ${itemId}`, () => {
-        try {
-          return JSON.parse(readFileSync(wav.replace(/\.wav$/, '.json'), 'utf8'));
-        } catch {
-          return null;
-        }
-      });
-      const rec = readWav(wav).samples;
+      const rec = (await readRecording(path.join(tmp, 'record'), stats.sessionId, itemId)).rec.samples;
       if (process.env.VOQ_E2E_KEEP) writeWav(path.join(tmp, `${name}-mic.wav`), micRec.samples, RATE);
       const m = measure({ mic: micRec, rec, speakAt, prompt });
       const r = { playback, run: runIndex, ...m, loopbackLatencyMs: stats.loopbackLatencyMs ?? null, outputLatencyMs: latency?.outputMs ?? null, recording: process.env.VOQ_E2E_KEEP ? wav : undefined };

@@ -11,6 +11,7 @@ import { readWav } from './audio.mjs';
 export const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 export const repo = path.dirname(web);
 export const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const RESULTS = path.join(web, 'test-results');
 
 /**
@@ -63,12 +64,35 @@ export async function metric(port, name) {
   }
 }
 
-/** Polls `ready` (async) until it holds; fails after `ms`. */
+/** Polls `ready` (async) until it returns something truthy, and returns that; fails after `ms`. */
 export async function until(ms, what, ready) {
-  for (const deadline = Date.now() + ms; !(await ready()); ) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+  for (const deadline = Date.now() + ms; ; ) {
+    const v = await ready();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out (${ms} ms) waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Resolves when `proc` has exited (at once if it already has). */
+export function exited(proc) {
+  return proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise((r) => proc.once('exit', r));
+}
+
+/**
+ * The JSON sidecar of the server's recording (--record DIR) of `itemId`, once it is there. The
+ * server writes the recording on a blocking thread after it commits the turn, the WAV first,
+ * then the sidecar: once the sidecar parses, the WAV is complete. Fails after `ms`.
+ */
+export async function readSidecar(dir, sessionId, itemId, ms = 10000) {
+  const file = path.join(dir, sessionId, `${itemId}.json`);
+  return until(ms, `the recording of ${itemId} (${file})`, () => {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8'));
+    } catch {
+      return null;
+    }
+  });
 }
 
 /**
@@ -77,19 +101,7 @@ export async function until(ms, what, ready) {
  */
 export async function readRecording(dir, sessionId, itemId) {
   const wav = path.join(dir, sessionId, `${itemId}.wav`);
-  // The server writes the recording on a blocking thread after it commits the turn (long
-  // before the page has played the echo), the WAV first, then the JSON sidecar: once the
-  // sidecar parses, the WAV is complete.
-  const sidecar = wav.replace(/\.wav$/, '.json');
-  let meta = null;
-  for (const deadline = Date.now() + 10000; !meta; ) {
-    try {
-      meta = JSON.parse(readFileSync(sidecar, 'utf8'));
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`no recording of ${itemId} within 10 s (${sidecar}): ${e.message}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const meta = await readSidecar(dir, sessionId, itemId);
   const rec = readWav(wav);
   assert.equal(meta.kind, 'user_turn');
   // When the turn's first frame reached the server (setup without polling counters).

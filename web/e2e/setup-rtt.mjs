@@ -20,14 +20,13 @@
 // Environment: VOQ_BIN (default ../target/debug/voq from web/), VOQ_NETEM_BIN (the `voq` that
 // makes the path; default VOQ_BIN), CHROMIUM (/usr/bin/chromium).
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
+import { CHROMIUM, VOQ_BIN, exited, readSidecar, web } from './harness.mjs';
 
-const web = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
-export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-export const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug/voq');
+export { CHROMIUM, VOQ_BIN };
 /** The `voq` whose `netem --netns` makes the path (VOQ_NETEM_BIN; default VOQ_BIN): comparing two
  *  servers' builds keeps one path. */
 export const NETEM_BIN = path.resolve(web, process.env.VOQ_NETEM_BIN ?? VOQ_BIN);
@@ -62,11 +61,6 @@ function waitForLine(proc, stream, ms, what, match) {
       reject(new Error(`${what}: exited (${code}):\n${out}`));
     });
   });
-}
-
-/** Resolves when `proc` has exited (at once if it already has). */
-function exited(proc) {
-  return proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise((r) => proc.once('exit', r));
 }
 
 /**
@@ -152,19 +146,6 @@ export async function startPath({ rttMs, loss, seed = 1, agent = 'echo', lossFro
   }
 }
 
-/** Polls the recording's sidecar of `itemId` until it parses. */
-async function sidecar(record, sessionId, itemId, ms = 20000) {
-  const file = path.join(record, sessionId, `${itemId}.json`);
-  for (const deadline = Date.now() + ms; ; ) {
-    try {
-      return JSON.parse(readFileSync(file, 'utf8'));
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`no recording sidecar ${file} within ${ms} ms: ${e.message}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
 /**
  * One call from a fresh Chromium (no cached connections, no session tickets) through `p`:
  * `{ setupMs, setupRtts, connectMs, transport, ... }`.
@@ -186,6 +167,15 @@ export async function measureCall(p, { carrier, codec = 'opus', rttMs, turnMs = 
     ],
   });
   try {
+    /** Setup and connect in ms and in RTTs (emulated, and the path's measured one). */
+    const figures = (setupMs, connectMs) => ({
+      setupMs: Math.round(setupMs),
+      setupRtts: Number((setupMs / rttMs).toFixed(2)),
+      measuredRttMs: p.measuredRttMs && Number(p.measuredRttMs.toFixed(2)),
+      setupMeasuredRtts: p.measuredRttMs && Number((setupMs / p.measuredRttMs).toFixed(2)),
+      connectMs,
+      connectRtts: Number((connectMs / rttMs).toFixed(2)),
+    });
     const page = await browser.newPage();
     const log = [];
     page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
@@ -219,26 +209,15 @@ export async function measureCall(p, { carrier, codec = 'opus', rttMs, turnMs = 
         )
         .then((h) => h.jsonValue());
       if (seen.failed) throw new Error(`the call failed: ${JSON.stringify(seen.failed)}`);
-      const meta = await sidecar(p.record, seen.sessionId, seen.itemId, timeoutMs);
-      const setupMs = meta.first_frame_unix_ms - seen.connectStartUnixMs;
-      return {
-        carrier,
-        transport: seen.transport,
-        setupMs: Math.round(setupMs),
-        setupRtts: Number((setupMs / rttMs).toFixed(2)),
-        measuredRttMs: p.measuredRttMs && Number(p.measuredRttMs.toFixed(2)),
-        setupMeasuredRtts: p.measuredRttMs && Number((setupMs / p.measuredRttMs).toFixed(2)),
-        connectMs: seen.connectMs,
-        connectRtts: Number((seen.connectMs / rttMs).toFixed(2)),
-      };
+      const meta = await readSidecar(p.record, seen.sessionId, seen.itemId, timeoutMs);
+      return { carrier, transport: seen.transport, ...figures(meta.first_frame_unix_ms - seen.connectStartUnixMs, seen.connectMs) };
     }
     const outcome = await page.waitForFunction(() => window.voq?.done, null, { timeout: timeoutMs + 5000 }).then((h) => h.jsonValue());
     if (!outcome.ok) {
       throw Object.assign(new Error(`the call failed: ${JSON.stringify(outcome.error)}\n${log.join('\n')}`), { outcome });
     }
     const itemId = outcome.turn?.item_id;
-    const meta = await sidecar(p.record, outcome.stats.sessionId, itemId);
-    const setupMs = meta.first_frame_unix_ms - outcome.connectStartUnixMs;
+    const meta = await readSidecar(p.record, outcome.stats.sessionId, itemId, 20000);
     const captured = keepCapture ? await page.evaluate((id) => window.voq.captured?.(id) ?? null, itemId) : null;
     return {
       carrier,
@@ -247,13 +226,7 @@ export async function measureCall(p, { carrier, codec = 'opus', rttMs, turnMs = 
       captured,
       attempts: outcome.stats.attempts,
       transport: outcome.stats.transport,
-      setupMs: Math.round(setupMs),
-      setupRtts: Number((setupMs / rttMs).toFixed(2)),
-      // The same against the path's measured round trip (emulated + forwarding).
-      measuredRttMs: p.measuredRttMs && Number(p.measuredRttMs.toFixed(2)),
-      setupMeasuredRtts: p.measuredRttMs && Number((setupMs / p.measuredRttMs).toFixed(2)),
-      connectMs: outcome.stats.connectMs,
-      connectRtts: Number((outcome.stats.connectMs / rttMs).toFixed(2)),
+      ...figures(meta.first_frame_unix_ms - outcome.connectStartUnixMs, outcome.stats.connectMs),
       firstFrameAfterConnectedMs: meta.first_frame_after_connected_ms,
       // The page's own milestones, ms after connect() (where the rest of the time goes).
       page: await page.evaluate((start) => {

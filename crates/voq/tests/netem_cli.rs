@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn namespaces() -> String {
     String::from_utf8_lossy(
@@ -107,24 +107,17 @@ fn netns_link_carries_tcp_with_its_delay_and_goes_with_its_stdin() {
     listener.wait().unwrap();
 
     drop(stdin); // the end of its standard input ends it
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = link.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "voq netem --netns did not end with its stdin"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // polling the child's exit, not a sync point
-    };
-    assert!(status.success());
-    let mut err = String::new();
-    link.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    // Its exit, waited for on a thread so that the test can give up after a deadline.
+    let (exited_tx, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = link.stderr.take().unwrap().read_to_string(&mut err);
+        let _ = exited_tx.send((link.wait(), err));
+    });
+    let (status, err) = exited
+        .recv_timeout(Duration::from_secs(20))
+        .expect("voq netem --netns did not end with its stdin");
+    assert!(status.unwrap().success(), "{err}");
     assert!(err.contains("unknown command \"nonsense\""), "{err}");
     assert!(err.contains("loss: \"2\" is not a fraction"), "{err}");
     let listed = namespaces();

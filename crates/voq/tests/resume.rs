@@ -400,28 +400,61 @@ fn killed_mid_reply_ws() {
 /// The conversation starts over; nothing the user said is lost.
 #[test]
 fn a_session_its_store_lost_starts_again_with_nothing_said_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
-    let (a, port) = Server::start_anywhere("memory", "0a01", &rec_a, "echo");
-    let out = dir.path().join("reply.wav");
-    let url = format!("https://127.0.0.1:{port}");
-    let call = start_call(&url, "quic", "1", &out, dir.path());
-    until(Duration::from_secs(20), "a second of prompt", || {
-        a.metric("voq_prompt_frames_total") >= 50
-    });
-    a.kill();
-    let b = Server::start(port, "memory", "0b02", &rec_b);
-    let (report, stderr) = finish_call(call);
-    assert!(stderr.contains("did not take the session back"), "{stderr}");
-    assert_eq!(report["resumes"][0]["resumed"], false, "{report}");
-    assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
-    assert_eq!(b.metric("voq_resumes_total{result=\"refused\"}"), 1);
-    let recorded = recorded_turn(&rec_b);
+    let r = replaced_mid_prompt("memory");
+    assert!(
+        r.stderr.contains("did not take the session back"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.report["resumes"][0]["resumed"], false, "{}", r.report);
+    assert_eq!(r.report["prompt"]["frames_confirmed"], 139, "{}", r.report);
+    assert_eq!(
+        r.replacement
+            .metric("voq_resumes_total{result=\"refused\"}"),
+        1
+    );
+    let recorded = recorded_turn(&r.recorded_by_replacement);
     assert!(
         recorded == prompt(),
         "the turn sent again is not the prompt bit-exact"
     );
-    assert_whole_echo(&out);
+    assert_whole_echo(&r.reply);
+}
+
+/// What [`replaced_mid_prompt`] left: the call's report and stderr, the replacement server and
+/// its recordings, the reply the client wrote (all in `_dir`).
+struct Replaced {
+    report: serde_json::Value,
+    stderr: String,
+    replacement: Server,
+    recorded_by_replacement: PathBuf,
+    reply: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A QUIC call to a server with no shared store (`memory`), killed a second into the prompt and
+/// replaced on the same port by one with `store` (`""`: not resumable); the call runs to its end.
+fn replaced_mid_prompt(store: &str) -> Replaced {
+    let dir = tempfile::tempdir().unwrap();
+    let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (a, port) = Server::start_anywhere("memory", "0a01", &rec_a, "echo");
+    let reply = dir.path().join("reply.wav");
+    let url = format!("https://127.0.0.1:{port}");
+    let call = start_call(&url, "quic", "1", &reply, dir.path());
+    until(Duration::from_secs(20), "a second of prompt", || {
+        a.metric("voq_prompt_frames_total") >= 50
+    });
+    a.kill();
+    let replacement = Server::start(port, store, "0b02", &rec_b);
+    let (report, stderr) = finish_call(call);
+    Replaced {
+        report,
+        stderr,
+        replacement,
+        recorded_by_replacement: rec_b,
+        reply,
+        _dir: dir,
+    }
 }
 
 /// Three servers behind `voq lb` sharing Redis: the one holding the call is killed; the balancer
@@ -615,25 +648,15 @@ fn through_the_balancer_a_drain_moves_the_call_mid_reply_quic() {
 /// from its start.
 #[test]
 fn a_server_that_does_not_resume_gets_the_turn_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let (rec_a, rec_b) = (dir.path().join("a"), dir.path().join("b"));
-    let (a, port) = Server::start_anywhere("memory", "0a01", &rec_a, "echo");
-    let out = dir.path().join("reply.wav");
-    let url = format!("https://127.0.0.1:{port}");
-    let call = start_call(&url, "quic", "1", &out, dir.path());
-    until(Duration::from_secs(20), "a second of prompt", || {
-        a.metric("voq_prompt_frames_total") >= 50
-    });
-    a.kill();
-    let _b = Server::start(port, "", "0b02", &rec_b);
-    let (report, _) = finish_call(call);
+    let r = replaced_mid_prompt("");
+    let report = &r.report;
     assert_eq!(report["resumes"][0]["resumed"], false, "{report}");
     assert_eq!(report["prompt"]["frames_confirmed"], 139, "{report}");
     assert!(
-        recorded_turn(&rec_b) == prompt(),
+        recorded_turn(&r.recorded_by_replacement) == prompt(),
         "the turn is not the prompt bit-exact"
     );
-    assert_whole_echo(&out);
+    assert_whole_echo(&r.reply);
 }
 
 /// The exec agent of a server that takes a session over gets the conversation so far: the

@@ -18,6 +18,26 @@ async function dialed(dials: readonly unknown[], n: number): Promise<void> {
   }
 }
 
+/**
+ * A resumable session (token `tok1`) whose 4-frame push-to-talk turn was not confirmed when the
+ * connection dropped; resolves once the client has dialed again, with that second connection.
+ */
+async function aKeptTurnReconnecting() {
+  const { c, audio, dials, accept } = client();
+  const started = c.start();
+  const t1 = accept(0);
+  await started;
+  t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: sessionObject({ resume_token: 'tok1' }) })));
+  c.startTurn();
+  for (let i = 0; i < 4; i++) audio.frame(i);
+  await c.endTurn();
+  t1.drop();
+  await dialed(dials, 2);
+  const t2 = accept(1);
+  await tick();
+  return { c, dials, accept, t2 };
+}
+
 function parseStream(bytes: Uint8Array): AudioItem[] {
   const d = new AudioStreamDecoder();
   d.push(bytes);
@@ -298,19 +318,7 @@ describe('VoqClient', () => {
   });
 
   it('starts a new session with the kept turns whole when the server refuses the resume', async () => {
-    const { c, audio, dials, accept } = client();
-    const started = c.start();
-    const t1 = accept(0);
-    await started;
-    const session = sessionObject({ resume_token: 'tok1' });
-    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session })));
-    c.startTurn();
-    for (let i = 0; i < 4; i++) audio.frame(i);
-    await c.endTurn();
-    t1.drop();
-    await dialed(dials, 2);
-    const t2 = accept(1);
-    await tick();
+    const { c, dials, accept, t2 } = await aKeptTurnReconnecting();
     t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', code: 'unauthorized', message: 'session sess_a1 cannot be resumed' } })));
     t2.drop();
     await dialed(dials, 3);
@@ -324,22 +332,10 @@ describe('VoqClient', () => {
   });
 
   it('sends the kept turns whole when the new server starts a new session instead of resuming', async () => {
-    const { c, audio, dials, accept } = client();
-    const started = c.start();
-    const t1 = accept(0);
-    await started;
-    const session = sessionObject;
-    t1.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session({ resume_token: 'tok1' }) })));
-    c.startTurn();
-    for (let i = 0; i < 4; i++) audio.frame(i);
-    await c.endTurn();
-    t1.drop();
-    await dialed(dials, 2);
-    const t2 = accept(1);
-    await tick();
+    const { c, t2 } = await aKeptTurnReconnecting();
     expect(t2.uni).toHaveLength(0);
     // A server without a session store: a new session, no resume token.
-    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: session({}) })));
+    t2.control!.recv.onData!(encodeEvent(JSON.stringify({ type: 'session.created', session: sessionObject({}) })));
     await tick();
     expect(t2.uni).toHaveLength(1);
     expect(parseStream(t2.uni[0]!.bytes())).toHaveLength(5);
