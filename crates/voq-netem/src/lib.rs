@@ -67,6 +67,7 @@
 //! See `docs/NETEM.md` in the repository for the model, the fields and the presets.
 
 mod config;
+pub mod limit;
 mod link;
 mod preset;
 mod rng;

@@ -54,6 +54,10 @@ fn build()
     let mut tokens = quinn_proto::ValidationTokenConfig::default();
     tokens.sent(2).log(Arc::new(quinn_proto::NoneTokenLog));
     server.validation_token_config(tokens);
-    let client = quinn_proto::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client)?));
+    // The transport settings the real server and client use (keep-alive, idle timeout, stream
+    // limits, real-time recovery), so the simulator measures what ships.
+    server.transport_config(voq_transport::quic::transport_config());
+    let mut client = quinn_proto::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client)?));
+    client.transport_config(voq_transport::quic::transport_config());
     Ok((server, client))
 }

@@ -2,9 +2,9 @@
 //! (one caller, one server). What they prove:
 //! - the user's prompt arrives at the server bit-exact and `input_audio_buffer.committed`
 //!   confirms exactly what the client sent;
-//! - a 1 s blackout in both directions mid-reply is inaudible when the send-ahead lead covers it
-//!   *and* QUIC's loss recovery after it; the receiver sees ~2.1 s of network silence, so the
-//!   default 2 s lead leaves one short stall, and strict just-in-time pacing underruns;
+//! - a 1 s blackout in both directions mid-reply is inaudible with the default 2 s send-ahead
+//!   lead (the receiver sees ~1.1 s of network silence: real-time recovery probes the path
+//!   without backoff), and strict just-in-time pacing underruns;
 //! - a barge-in truncates the agent's item exactly where the user stopped hearing it;
 //! - nothing is ever skipped or repeated, and the same seeds give the same run.
 
@@ -68,15 +68,13 @@ fn prompt_arrives_bit_exact_through_a_blackout_during_the_turn() {
     assert_clean(&s);
 }
 
-/// The default 2 s lead and a 1 s blackout both ways, mid-reply. Over real QUIC the client
-/// hears nothing for ~2.1 s, not 1 s: after the blackout the first ACK yields a ~1 s RTT sample
-/// (RFC 9002), which inflates the probe timeout while the congestion window is still full of
-/// packets not yet declared lost. So 2 s − 100 ms of buffer does not quite cover it: one short
-/// stall (the table in tests/summary.txt has the figure), where just-in-time pacing stalls for
-/// the whole outage; `a_lead_covering_quic_recovery_rides_out_the_blackout` shows the lead that
-/// makes it inaudible.
+/// The default 2 s lead and a 1 s blackout both ways, mid-reply: inaudible. With voq's
+/// real-time recovery (voq_transport::recovery) the server's probes do not back off, so the
+/// first one after the link returns carries reply audio and the client hears nothing for about
+/// 1.1 s of network silence, well inside 2 s − 100 ms of buffer. (With RFC 9002's backoff,
+/// `VOQ_QUIC_RECOVERY=rfc9002`, the silence was ~2.1 s and one stall of 150–210 ms.)
 #[test]
-fn the_default_lead_turns_a_blackout_into_one_short_stall() {
+fn the_default_lead_rides_out_a_one_second_blackout() {
     let s = run(scenarios::reply_blackout(Lead::from_ms(2000)));
     show(&s);
     let c = s.call();
@@ -86,7 +84,7 @@ fn the_default_lead_turns_a_blackout_into_one_short_stall() {
     );
     assert!(c.s2c_dropped > 0);
     assert!(
-        c.max_reply_gap_ms >= 1900,
+        (1000..=1150).contains(&c.max_reply_gap_ms),
         "network silence incl. recovery: {} ms",
         c.max_reply_gap_ms
     );
@@ -95,18 +93,11 @@ fn the_default_lead_turns_a_blackout_into_one_short_stall() {
     assert_eq!(c.played_ms, 8000);
     assert!(c.played_equals_reply, "the played audio is the reply");
     assert_clean(&s);
-    assert!(c.underruns <= 1, "{} underruns", c.underruns);
-    assert!(
-        c.stall_ms <= 300,
-        "stalled {} ms of a {} ms outage",
-        c.stall_ms,
-        c.max_reply_gap_ms
-    );
+    assert_eq!(c.underruns, 0, "stalled {} ms", c.stall_ms);
 }
 
-/// The same blackout with a lead that covers it *and* QUIC's recovery after it (~2.1 s of
-/// network silence at the client, plus the 100 ms start threshold): inaudible, and the device
-/// plays the reply as one contiguous timeline.
+/// The same blackout with a longer lead: inaudible too, and the device plays the reply as one
+/// contiguous timeline.
 #[test]
 fn a_lead_covering_quic_recovery_rides_out_the_blackout() {
     let s = run(scenarios::reply_blackout(Lead::from_ms(2500)));

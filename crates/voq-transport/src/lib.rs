@@ -15,6 +15,7 @@ use voq_proto::stream::{OutStream, StreamId};
 
 pub mod carrier;
 pub mod quic;
+pub mod recovery;
 pub mod streams;
 pub mod ws;
 

@@ -41,6 +41,7 @@ pub fn transport_config_with(use_preferred_address: bool) -> Arc<quinn::Transpor
     // once the handshake on the anycast address is confirmed; servers ignore this. Our
     // quinn-proto patch (third_party/quinn-proto/VOQ-PATCH.md).
     transport.migrate_to_preferred_address(use_preferred_address);
+    crate::recovery::apply(&mut transport);
     Arc::new(transport)
 }
 

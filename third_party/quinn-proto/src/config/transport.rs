@@ -55,6 +55,8 @@ pub struct TransportConfig {
 
     pub(crate) enable_segmentation_offload: bool,
     pub(crate) migrate_to_preferred_address: bool,
+    pub(crate) pto_backoff_grace: u32,
+    pub(crate) probes_resend_stream_data: bool,
 
     pub(crate) qlog_sink: QlogSink,
 }
@@ -366,6 +368,33 @@ impl TransportConfig {
         self
     }
 
+    /// How many probe timeouts in a row fire at the base probe timeout before the backoff starts
+    /// doubling it (RFC 9002 §6.2.1)
+    ///
+    /// Defaults to 0: every probe timeout that fires without an acknowledgement in between
+    /// doubles the next one. The backoff grows per lost probe, not per unit of time, so a path
+    /// that dropped a few acknowledgements in a row, or was dark for a second, leaves the sender
+    /// silent for seconds after it recovered. A real-time application can keep probing at the
+    /// base probe timeout for a while (two packets per probe timeout), and have the backoff
+    /// take over for paths that stay dark longer.
+    pub fn pto_backoff_grace(&mut self, probe_timeouts: u32) -> &mut Self {
+        self.pto_backoff_grace = probe_timeouts;
+        self
+    }
+
+    /// Whether a probe with no new data to carry resends a copy of the oldest unacknowledged
+    /// stream data (RFC 9002 §6.2.4 allows any data)
+    ///
+    /// Defaults to `false`: probes carry the oldest packet's non-stream frames or a PING, and
+    /// lost stream data is resent only once an acknowledgement declares its packet lost, a
+    /// round trip after the probe. `true` repairs a lost tail (the last packets of a message,
+    /// which nothing follows) with the probe itself, at the cost of sending the data twice when
+    /// only the acknowledgements were lost.
+    pub fn probes_resend_stream_data(&mut self, enabled: bool) -> &mut Self {
+        self.probes_resend_stream_data = enabled;
+        self
+    }
+
     /// qlog capture configuration to use for a particular connection
     #[cfg(feature = "qlog")]
     pub fn qlog_stream(&mut self, stream: Option<QlogStream>) -> &mut Self {
@@ -414,6 +443,8 @@ impl Default for TransportConfig {
 
             enable_segmentation_offload: true,
             migrate_to_preferred_address: false,
+            pto_backoff_grace: 0,
+            probes_resend_stream_data: false,
 
             qlog_sink: QlogSink::default(),
         }
@@ -449,6 +480,8 @@ impl fmt::Debug for TransportConfig {
             congestion_controller_factory: _,
             enable_segmentation_offload,
             migrate_to_preferred_address,
+            pto_backoff_grace,
+            probes_resend_stream_data,
             qlog_sink,
         } = self;
         let mut s = fmt.debug_struct("TransportConfig");
@@ -479,7 +512,9 @@ impl fmt::Debug for TransportConfig {
             .field("datagram_send_buffer_size", datagram_send_buffer_size)
             // congestion_controller_factory not debug
             .field("enable_segmentation_offload", enable_segmentation_offload)
-            .field("migrate_to_preferred_address", migrate_to_preferred_address);
+            .field("migrate_to_preferred_address", migrate_to_preferred_address)
+            .field("pto_backoff_grace", pto_backoff_grace)
+            .field("probes_resend_stream_data", probes_resend_stream_data);
         if cfg!(feature = "qlog") {
             s.field("qlog_stream", &qlog_sink.is_enabled());
         }

@@ -1716,6 +1716,27 @@ impl Connection {
             _ => 2,
         };
         self.spaces[space].loss_probes = self.spaces[space].loss_probes.saturating_add(count);
+        // voq: with nothing new to send, the probes resend a copy of the stream data of the
+        // oldest in-flight packets (one each), so that a lost tail (the last packets of a
+        // message, which nothing follows) is repaired by the probe itself rather than a round
+        // trip after the probe's acknowledgement. The old packets keep their frames: whichever
+        // copy is acknowledged first acknowledges the data (the send buffer drops acknowledged
+        // ranges from its retransmission queue), and their loss is still detected.
+        if space == SpaceId::Data
+            && self.config.probes_resend_stream_data
+            && !self.streams.can_send_stream_data()
+        {
+            let frames: Vec<frame::StreamMeta> = self.spaces[space]
+                .sent_packets
+                .values()
+                .filter(|packet| !packet.stream_frames.is_empty())
+                .take(count as usize)
+                .flat_map(|packet| packet.stream_frames.iter().cloned())
+                .collect();
+            for frame in frames {
+                self.streams.retransmit(frame);
+            }
+        }
         self.pto_count = self.pto_count.saturating_add(1);
         self.set_loss_detection_timer(now);
     }
@@ -1860,7 +1881,12 @@ impl Connection {
     }
 
     fn pto_time_and_space(&self, now: Instant) -> Option<(Instant, SpaceId)> {
-        let backoff = 2u32.pow(self.pto_count.min(MAX_BACKOFF_EXPONENT));
+        // voq: the first `pto_backoff_grace` probe timeouts in a row do not back off.
+        let backoff = 2u32.pow(
+            self.pto_count
+                .saturating_sub(self.config.pto_backoff_grace)
+                .min(MAX_BACKOFF_EXPONENT),
+        );
         let mut duration = self.path.rtt.pto_base() * backoff;
 
         if self.path.in_flight.ack_eliciting == 0 {

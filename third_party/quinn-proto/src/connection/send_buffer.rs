@@ -47,6 +47,10 @@ impl SendBuffer {
         range.start = base_offset.max(range.start);
         range.end = base_offset.max(range.end);
 
+        // voq: data queued for retransmission that is now acknowledged must not be sent again
+        // (a probe may have queued a copy while the original was still in flight); once the
+        // acknowledged prefix is dropped, `get` could not return it any more.
+        self.retransmits.remove(range.clone());
         self.acks.insert(range);
 
         while self.acks.min() == Some(self.offset - self.unacked_len as u64) {
@@ -171,7 +175,14 @@ impl SendBuffer {
     /// Queue a range of sent but unacknowledged data to be retransmitted
     pub(super) fn retransmit(&mut self, range: Range<u64>) {
         debug_assert!(range.end <= self.unsent, "unsent data can't be lost");
+        // voq: only what is still unacknowledged (see `ack`).
+        let base_offset = self.offset - self.unacked_len as u64;
+        let range = base_offset.max(range.start)..range.end;
+        if range.start >= range.end {
+            return;
+        }
         self.retransmits.insert(range);
+        self.retransmits.subtract(&self.acks);
     }
 
     pub(super) fn retransmit_all_for_0rtt(&mut self) {
