@@ -209,8 +209,16 @@ export async function measureCall(p, { carrier, codec = 'opus', rttMs, turnMs = 
         )
         .then((h) => h.jsonValue());
       if (seen.failed) throw new Error(`the call failed: ${JSON.stringify(seen.failed)}`);
+      // The sidecar is written when the server commits the turn (recorded_at_unix_ms).
       const meta = await readSidecar(p.record, seen.sessionId, seen.itemId, timeoutMs);
-      return { carrier, transport: seen.transport, ...figures(meta.first_frame_unix_ms - seen.connectStartUnixMs, seen.connectMs) };
+      // When the page ended the turn (its wall clock): the prompt's hold time is from there to
+      // the server's commit.
+      const turnEndedUnixMs = await page.evaluate((id) => {
+        const e = window.voq.events.find((x) => x.type === 'input.turn_ended' && x.event.item_id === id);
+        return e ? window.voq.pageStartUnixMs + e.t : null;
+      }, seen.itemId);
+      const holdMs = turnEndedUnixMs === null ? null : Math.round(meta.recorded_at_unix_ms - turnEndedUnixMs);
+      return { carrier, transport: seen.transport, holdMs, ...figures(meta.first_frame_unix_ms - seen.connectStartUnixMs, seen.connectMs) };
     }
     const outcome = await page.waitForFunction(() => window.voq?.done, null, { timeout: timeoutMs + 5000 }).then((h) => h.jsonValue());
     if (!outcome.ok) {

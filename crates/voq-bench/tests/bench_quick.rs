@@ -98,6 +98,17 @@ async fn prompt_integrity_is_exact_through_every_loss_scenario() {
         let r = m["reference_delivered_fraction"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&r), "{name}: {r}");
     }
+    // The physical limit is computed for each lossy scenario (quick: a 1 s turn, 50 frames),
+    // and the ratio printed beside it where the limit is not zero.
+    let m = &scenario(&doc, "prompt-loss-20")["metrics"];
+    let limit = m["prompt_limit_p99_ms"].as_f64().expect("limit at 20 %");
+    assert!((60.0..=400.0).contains(&limit), "20 % limit p99 {limit} ms");
+    let ratio = m["prompt_extra_delay_p99_ratio"].as_f64().expect("ratio");
+    let p99 = m["prompt_extra_delay_p99_ms"].as_f64().unwrap();
+    assert!((ratio - p99.max(0.0) / limit).abs() < 1e-9);
+    let lossless = &scenario(&doc, "prompt-loss-0")["metrics"];
+    assert_eq!(lossless["prompt_limit_p99_ms"].as_f64(), Some(0.0));
+    assert!(lossless["prompt_extra_delay_p99_ratio"].is_null());
     // The loss was real: the emulator dropped packets of the lossy runs.
     let runs = &scenario(&doc, "prompt-loss-20")["runs"];
     let dropped = &runs[0]["netem"]["up"]["dropped"]["random_loss"];
@@ -206,6 +217,59 @@ async fn every_carrier_delivers_the_prompt_through_the_same_emulated_path() {
                 .contains("netns"),
             "{name} ran through the namespace link"
         );
+    }
+}
+
+/// A call beside a TCP bulk transfer through one 2 Mbit/s bottleneck, over each carrier (root
+/// only): both flows moved data, and together no more than the bottleneck carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_and_a_tcp_bulk_transfer_share_one_bottleneck() {
+    if let Err(why) = voq_netns::NetnsLink::available() {
+        assert!(
+            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+            "network namespaces required but unavailable: {why}"
+        );
+        eprintln!("SKIPPED: the fairness figure needs network namespaces: {why}");
+        return;
+    }
+    let doc = quick(&["fairness-quic", "fairness-ws"]).await;
+    for name in ["fairness-quic", "fairness-ws"] {
+        let m = &scenario(&doc, name)["metrics"];
+        let tcp = m["tcp_bulk_kbps"].as_f64().unwrap();
+        let voq = m["voq_down_kbps"].as_f64().unwrap();
+        assert!(tcp > 100.0, "{name}: the TCP flow moved {tcp} kbit/s");
+        assert!(voq > 50.0, "{name}: the call moved {voq} kbit/s");
+        // Both through one 2 Mbit/s link (a little slack for the header estimate).
+        assert!(tcp + voq < 2100.0, "{name}: {tcp} + {voq} kbit/s");
+        let share = m["tcp_bulk_share"].as_f64().unwrap();
+        assert!((share - tcp / 2000.0).abs() < 1e-9);
+    }
+}
+
+/// The recovery figure's same-path comparison at 20 % loss (root only): every frame confirmed
+/// over both carriers, the limit and setup percentiles reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_and_websocket_recover_a_prompt_through_20_percent_loss_on_one_path() {
+    if let Err(why) = voq_netns::NetnsLink::available() {
+        assert!(
+            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+            "network namespaces required but unavailable: {why}"
+        );
+        eprintln!("SKIPPED: the recovery figure needs network namespaces: {why}");
+        return;
+    }
+    let doc = quick(&["recovery-quic-60-20", "recovery-ws-60-20"]).await;
+    for name in ["recovery-quic-60-20", "recovery-ws-60-20"] {
+        let m = &scenario(&doc, name)["metrics"];
+        assert_eq!(m["prompt_delivered_fraction"].as_f64(), Some(1.0), "{name}");
+        for key in [
+            "prompt_extra_delay_p99_ms",
+            "prompt_limit_p99_ms",
+            "setup_rtts_p99",
+            "first_prompt_byte_rtts_p99",
+        ] {
+            assert!(m[key].is_number(), "{name}: {key} missing");
+        }
     }
 }
 

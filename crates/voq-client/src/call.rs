@@ -549,7 +549,7 @@ impl Client {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use voq_transport::ws::{WsLink, websocket_config};
         let tcp = tokio::net::TcpStream::connect(target.addr).await?;
-        tcp.set_nodelay(true)?;
+        voq_transport::ws::tune_tcp(&tcp);
         let scheme = if target.tls { "wss" } else { "ws" };
         let mut url = format!("{scheme}://{}/voq", target.authority()).into_client_request()?;
         if let Some(token) = token {

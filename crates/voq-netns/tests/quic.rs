@@ -32,6 +32,24 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// and 10 ms each way; the bytes come back intact.
 #[test]
 fn quinn_echo_through_10_percent_loss() {
+    echo_through_10_percent_loss(tls());
+}
+
+/// The same bulk echo with voq's transport settings (real-time recovery: probes that resend
+/// stream data, no early backoff, the window floor, immediate ACKs): a bulk transfer is not what
+/// they are for, but they must not stall or corrupt one. An earlier patch whose probes resent
+/// stream data stalled exactly this transfer (third_party/quinn-proto/VOQ-PATCH.md).
+#[test]
+fn quinn_echo_through_10_percent_loss_with_realtime_recovery() {
+    let (mut server, mut client) = tls();
+    server.transport_config(voq_transport::quic::transport_config());
+    client.transport_config(voq_transport::quic::transport_config());
+    echo_through_10_percent_loss((server, client));
+}
+
+fn echo_through_10_percent_loss(
+    (server_config, client_config): (quinn::ServerConfig, quinn::ClientConfig),
+) {
     if let Err(why) = NetnsLink::available() {
         if std::env::var_os("VOQ_NETNS_REQUIRED").is_some_and(|v| v == "1") {
             panic!("VOQ_NETNS_REQUIRED=1 but namespaces are unavailable: {why}");
@@ -45,7 +63,6 @@ fn quinn_echo_through_10_percent_loss() {
         ..LinkConfig::default()
     };
     let link = NetnsLink::create(NetnsConfig::symmetric(lossy).with_seed(3)).unwrap();
-    let (server_config, client_config) = tls();
     let server_addr = SocketAddr::from((B_ADDR, 4433));
 
     // The server's socket is bound before the client starts, so the first Initial finds it.

@@ -93,7 +93,7 @@ async fn connection(
     ctx: WebContext,
     pending: crate::Slot,
 ) -> anyhow::Result<()> {
-    let _ = stream.set_nodelay(true);
+    voq_transport::ws::tune_tcp(&stream);
     let mut first = [0u8; 1];
     let n = tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await??;
     if n == 1 && first[0] == 0x16 {

@@ -72,7 +72,7 @@ fn prompt_arrives_bit_exact_through_a_blackout_during_the_turn() {
 /// real-time recovery (voq_transport::recovery) the server's probes do not back off, so the
 /// first one after the link returns carries reply audio and the client hears nothing for about
 /// 1.1 s of network silence, well inside 2 s − 100 ms of buffer. (With RFC 9002's backoff,
-/// `VOQ_QUIC_RECOVERY=rfc9002`, the silence was ~2.1 s and one stall of 150–210 ms.)
+/// `VOQ_RECOVERY=stock`, the silence was ~2.1 s and one stall of 150–210 ms.)
 #[test]
 fn the_default_lead_rides_out_a_one_second_blackout() {
     let s = run(scenarios::reply_blackout(Lead::from_ms(2000)));

@@ -10,6 +10,9 @@
 //!
 //! A second patch: a server keeps 1-RTT packets that overtook the client's handshake Finished
 //! (quinn dropped them).
+//!
+//! And, with the same two endpoints, one rule of voq's real-time recovery (issue #13): an ACK
+//! that the peer held through an outage does not inflate the RTT estimate.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -157,10 +160,22 @@ struct Net {
 impl Net {
     /// The client (initial RTT `client_initial_rtt`) starts connecting.
     fn new(client_initial_rtt: Duration) -> Self {
-        let (server_config, mut client_config) = voq_sim::tls::quic_configs();
         let mut transport = TransportConfig::default();
         transport.initial_rtt(client_initial_rtt);
-        client_config.transport_config(Arc::new(transport));
+        Self::with_transports(None, Arc::new(transport))
+    }
+
+    /// The client starts connecting with these transport settings (and the server's, when
+    /// given; else voq's).
+    fn with_transports(
+        server_transport: Option<Arc<TransportConfig>>,
+        client_transport: Arc<TransportConfig>,
+    ) -> Self {
+        let (mut server_config, mut client_config) = voq_sim::tls::quic_configs();
+        if let Some(t) = server_transport {
+            server_config.transport_config(t);
+        }
+        client_config.transport_config(client_transport);
         let server = Host::new(Some(server_config), "198.18.0.2:4433", 2);
         let mut client = Host::new(None, "198.18.0.1:50000", 1);
         let start = Instant::now();
@@ -341,4 +356,61 @@ fn one_rtt_packets_that_overtake_the_handshake_are_kept() {
     // at once. With them dropped (MAX_EARLY_SHORT_PACKETS = 0) it measured 950 ms: the client
     // learned of their loss only from the server's ACKs and sent them again a round trip later.
     assert!(took <= Duration::from_millis(600), "took {took:?}");
+}
+
+/// The server's smoothed RTT and the samples it discarded, 500 ms after a 1 s outage in both
+/// directions that began just after the server sent a chunk of stream data: the client got the
+/// chunk, but its ACK was lost, and so were the PING it sent then and its probes; the first of
+/// its packets to arrive after the outage acknowledges the chunk with ~1 s of reported delay.
+fn server_rtt_after_an_outage(discard_late: bool) -> (Duration, u64) {
+    let transport = || {
+        let mut t = TransportConfig::default();
+        t.initial_rtt(Duration::from_millis(100));
+        t.pto_backoff_grace(20);
+        t.discard_late_ack_rtt_samples(discard_late);
+        Arc::new(t)
+    };
+    let mut net = Net::with_transports(Some(transport()), transport());
+    let clean = |_: bool, _: usize, _: Duration| false;
+    net.run_until(&clean, |n| {
+        n.server
+            .conns
+            .values()
+            .next()
+            .is_some_and(|c| !c.is_handshaking())
+            && n.client_connected.is_some()
+    });
+    let t = net.now - net.start;
+    let server = net.server_conn();
+    let id = server.streams().open(Dir::Uni).unwrap();
+    server.send_stream(id).write(&[7; 1000]).unwrap();
+    let dark = move |_: bool, _: usize, at: Duration| {
+        at >= t + Duration::from_millis(10) && at < t + Duration::from_millis(1010)
+    };
+    let mut pinged = false;
+    net.run_until(&dark, |n| {
+        if n.client.received > 0 && !pinged {
+            n.client.conns.values_mut().next().unwrap().ping();
+            pinged = true;
+        }
+        n.now - n.start >= t + Duration::from_millis(1510)
+    });
+    let stats = net.server_conn().stats();
+    (stats.path.rtt, stats.path.late_ack_rtt_samples_discarded)
+}
+
+#[test]
+fn an_ack_held_through_an_outage_does_not_inflate_the_rtt() {
+    let (kept, discarded) = server_rtt_after_an_outage(true);
+    let (inflated, none) = server_rtt_after_an_outage(false);
+    eprintln!(
+        "server RTT after the outage: {kept:?} discarding late-ACK samples ({discarded} discarded), \
+         {inflated:?} with RFC 9002's sample"
+    );
+    assert!(discarded >= 1, "the late ACK's sample was discarded");
+    assert_eq!(none, 0);
+    // The path's RTT is 100 ms. RFC 9002 takes the ~1.1 s sample (the reported delay capped at
+    // max_ack_delay): the smoothed RTT jumps by an eighth of a second and the variation with it.
+    assert!(kept <= Duration::from_millis(120), "{kept:?}");
+    assert!(inflated >= Duration::from_millis(150), "{inflated:?}");
 }

@@ -3,7 +3,7 @@
 //! (`voq_netem::limit`: every loss repaired exactly one RTT after it), reply audio after a
 //! blackout, and a call through 50 % loss. The real QUIC state machines run with voq's transport
 //! settings (`voq_transport::quic::transport_config`, real-time recovery); with
-//! `VOQ_QUIC_RECOVERY=rfc9002` in the environment they run with quinn's defaults, and these
+//! `VOQ_RECOVERY=stock` in the environment they run with quinn's defaults, and these
 //! bounds fail (docs/BENCHMARKS.md, "Loss recovery", has both).
 
 use std::time::{Duration, Instant};

@@ -6,8 +6,8 @@
 //! of lost acknowledgements leaves the sender silent for seconds; a lost tail (the last packets
 //! of a turn, which nothing follows) waits for a probe *and* its acknowledgement; and under heavy
 //! loss CUBIC shrinks the window to two packets, fewer than a call's 20 ms frames need per round
-//! trip, so the prompt falls behind. [`apply`] sets four rules (docs/PROTOCOL.md, "Loss
-//! recovery"):
+//! trip, so the prompt falls behind; the first ACK after an outage reports the outage as a round
+//! trip. [`apply`] sets five rules (docs/PROTOCOL.md, "Loss recovery"):
 //!
 //! 1. **A window floor** ([`RealtimeFloor`]): CUBIC decides above it, but the window never falls
 //!    below [`FLOOR_RTTS`] round trips of [`FLOOR_RATE`].
@@ -16,7 +16,9 @@
 //! 3. **No backoff for the first [`PTO_BACKOFF_GRACE`] probe timeouts** in a row (patch,
 //!    `pto_backoff_grace`): a path that comes back is probed within one probe timeout; a path
 //!    that stays dark gets RFC 9002's doubling after that, and the idle timeout ends the call.
-//! 4. **Immediate acknowledgements** (the ACK frequency extension, between quinn peers): every
+//! 4. **An ACK held through an outage is no RTT sample** (patch, `discard_late_ack_rtt_samples`):
+//!    its earlier copies were lost, and its sample would measure the outage.
+//! 5. **Immediate acknowledgements** (the ACK frequency extension, between quinn peers): every
 //!    ack-eliciting packet is acknowledged at once, and the peer's acknowledgement delay counted
 //!    in the probe timeout is [`MAX_ACK_DELAY`] instead of 25 ms.
 //!
@@ -28,8 +30,9 @@
 //! it until its lead is filled. RTP's circuit-breaker rules (RFC 8083) treat fixed-rate media
 //! the same way.
 //!
-//! `VOQ_QUIC_RECOVERY=rfc9002` in the environment turns all four off (quinn's defaults), for
-//! comparison and as an operator's escape hatch.
+//! `VOQ_RECOVERY=stock` in the environment turns all five off (quinn's defaults), and the
+//! WebSocket carrier's TCP options with them ([`crate::ws::tune_tcp`]), for comparison and as an
+//! operator's escape hatch.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -58,23 +61,24 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(5);
 /// Which loss recovery a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The four rules of this module (the default).
+    /// The five rules of this module (the default).
     Realtime,
-    /// quinn's defaults (RFC 9002 as written): `VOQ_QUIC_RECOVERY=rfc9002`.
-    Rfc9002,
+    /// The stacks' own defaults: quinn's (RFC 9002 as written) and, on the WebSocket carrier,
+    /// the kernel's TCP timers (only `TCP_NODELAY` is set): `VOQ_RECOVERY=stock`.
+    Stock,
 }
 
 impl Mode {
-    /// The mode the environment asks for: `VOQ_QUIC_RECOVERY` = `realtime` (or unset) or
-    /// `rfc9002`; anything else is reported once on stderr and the default kept.
+    /// The mode the environment asks for: `VOQ_RECOVERY` = `realtime` (or unset) or `stock`;
+    /// anything else is reported once on stderr and the default kept.
     pub fn from_env() -> Mode {
         static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
-        *MODE.get_or_init(|| match std::env::var("VOQ_QUIC_RECOVERY").as_deref() {
+        *MODE.get_or_init(|| match std::env::var("VOQ_RECOVERY").as_deref() {
             Err(_) | Ok("") | Ok("realtime") => Mode::Realtime,
-            Ok("rfc9002") => Mode::Rfc9002,
+            Ok("stock") => Mode::Stock,
             Ok(other) => {
                 eprintln!(
-                    "voq: VOQ_QUIC_RECOVERY={other:?} is neither \"realtime\" nor \"rfc9002\"; using realtime"
+                    "voq: VOQ_RECOVERY={other:?} is neither \"realtime\" nor \"stock\"; using realtime"
                 );
                 Mode::Realtime
             }
@@ -89,12 +93,13 @@ pub fn apply(transport: &mut quinn::TransportConfig) {
 
 /// Sets this recovery mode on a transport configuration.
 pub fn apply_mode(transport: &mut quinn::TransportConfig, mode: Mode) {
-    if mode == Mode::Rfc9002 {
+    if mode == Mode::Stock {
         return;
     }
     transport.congestion_controller_factory(Arc::new(RealtimeFloorFactory::default()));
     transport.probes_resend_stream_data(true);
     transport.pto_backoff_grace(PTO_BACKOFF_GRACE);
+    transport.discard_late_ack_rtt_samples(true);
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(0u32.into());
     ack.max_ack_delay(Some(MAX_ACK_DELAY));

@@ -27,6 +27,33 @@ use voq_proto::mux::{MuxConfig, MuxConnection, MuxOutput, Side, StreamError, Str
 
 use crate::carrier::{LinkError, Read, WriteEnd};
 
+/// How long TCP may hold unacknowledged data before the kernel ends the connection
+/// (`TCP_USER_TIMEOUT`): the same as a QUIC connection's idle timeout, so a dead path ends a
+/// call over either carrier alike instead of after Linux's ~15 minutes of retransmissions.
+pub const TCP_USER_TIMEOUT: Duration = crate::quic::IDLE_TIMEOUT;
+
+/// Tunes a WebSocket's TCP connection for a call, on both ends (docs/PROTOCOL.md, "Loss
+/// recovery"): no Nagle delay (`TCP_NODELAY`: a 20 ms frame leaves at once); on Linux, thin-stream
+/// linear timeouts (`TCP_THIN_LINEAR_TIMEOUTS`: while fewer than four packets are in flight,
+/// the first six retransmission timeouts do not back off — the kernel's counterpart of our
+/// QUIC probe grace) and [`TCP_USER_TIMEOUT`]. Each option that fails is logged and skipped:
+/// none is needed for correctness. With `VOQ_RECOVERY=stock` only `TCP_NODELAY` is set.
+pub fn tune_tcp(stream: &tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!("TCP_NODELAY: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if crate::recovery::Mode::from_env() == crate::recovery::Mode::Realtime {
+        let socket = socket2::SockRef::from(stream);
+        if let Err(e) = socket.set_tcp_thin_linear_timeouts(true) {
+            debug!("TCP_THIN_LINEAR_TIMEOUTS: {e}");
+        }
+        if let Err(e) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+            debug!("TCP_USER_TIMEOUT: {e}");
+        }
+    }
+}
+
 /// Largest message accepted (a mux frame of stream bytes).
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// WebSocket close codes are `CLOSE_CODE_BASE + voq code`.

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::run::RunResult;
-use super::scenario::{Figure, Network, Scenario, TargetSpec, fmt_num};
+use super::scenario::{Dir, Figure, Network, Phase, Scenario, TargetSpec, fmt_num};
 
 /// The JSON document: `{"scenarios": [{"name", "carrier", "network", "metrics", …}], …}`.
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +157,41 @@ pub fn metric_value(name: &str) -> &'static str {
     }
 }
 
+/// Seeds of the physical-limit model per scenario (its p99 is then stable to a frame).
+const LIMIT_RUNS: usize = 2000;
+
+/// The physical limit of the scenario's prompt (`voq_netem::limit`: every lost transmission
+/// repaired exactly one RTT after it left, over the client → server link's loss process), as
+/// (p50, p99) extra delay in ms for a turn of `frames` 20 ms frames. Blackouts tied to the
+/// `turn` phase start that long after the turn's first frame (the model has no handshake).
+fn physical_limit(s: &Scenario, frames: usize) -> Option<(f64, f64)> {
+    use std::time::{Duration, Instant};
+    let mut up = s.network.up.clone();
+    up.blackouts.extend(
+        s.network
+            .blackouts
+            .iter()
+            .filter(|b| b.phase == Phase::Turn && b.direction != Dir::Down)
+            .map(|b| voq_netem::Blackout {
+                start_ms: b.at_ms,
+                duration_ms: b.duration_ms,
+            }),
+    );
+    let rtt = Duration::from_secs_f64(s.network.rtt_ms() / 1000.0);
+    let all = voq_netem::limit::turn_extra_delays(
+        Instant::now(),
+        &up,
+        rtt,
+        frames,
+        Duration::from_millis(20),
+        1,
+        LIMIT_RUNS,
+    )
+    .ok()?;
+    let ms = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    Some((ms(0.5), ms(0.99)))
+}
+
 /// Aggregates one scenario's runs. `baseline_hold_ms` is the p50 turn-hold time of its loss-free
 /// baseline.
 pub fn aggregate(
@@ -208,10 +243,29 @@ pub fn aggregate(
             metrics.insert((*name).to_string(), d.mean);
         }
     }
+    for name in ["setup_rtts", "first_prompt_byte_rtts"] {
+        if let Some(d) = distributions.get(name) {
+            metrics.insert(format!("{name}_p99"), d.p99);
+        }
+    }
     if let Some(d) = distributions.get("prompt_extra_delay_ms") {
         metrics.insert("prompt_extra_delay_p50_ms".into(), d.p50);
         metrics.insert("prompt_extra_delay_p99_ms".into(), d.p99);
         metrics.remove("prompt_extra_delay_ms");
+        let frames = distributions
+            .get("prompt_frames_sent")
+            .map(|f| f.p50 as usize);
+        if let Some((limit_p50, limit_p99)) = frames.and_then(|n| physical_limit(s, n)) {
+            metrics.insert("prompt_limit_p50_ms".into(), limit_p50);
+            metrics.insert("prompt_limit_p99_ms".into(), limit_p99);
+            // A ratio to a limit of 0 (no loss, or a blackout the turn outlasts) says nothing.
+            if limit_p99 >= 1.0 {
+                metrics.insert(
+                    "prompt_extra_delay_p99_ratio".into(),
+                    d.p99.max(0.0) / limit_p99,
+                );
+            }
+        }
     }
     let targets = s
         .targets

@@ -688,6 +688,13 @@ async fn reliable_netns(
             }
         }
     })?;
+    let bulk = if s.network.competing_tcp {
+        Some(TcpBulk::start(&link)?)
+    } else {
+        None
+    };
+    let down_before = link.stats(voq_netns::Direction::BToA);
+    let call_started = std::time::Instant::now();
     let outcome = async {
         let (hash, server_events) = ready_rx.await??;
         let (events_tx, events) = watch::channel(Vec::<SessionEvent>::new());
@@ -749,12 +756,113 @@ async fn reliable_netns(
         anyhow::Ok(())
     }
     .await;
+    if let Some(bulk) = bulk {
+        // Shares over the call: the TCP flow's payload, and the rest of what the link
+        // delivered server → client (voq's packets; TCP's headers, ~3.6 % of a full segment,
+        // are taken off the TCP side's bytes first).
+        let secs = call_started.elapsed().as_secs_f64();
+        let tcp_bytes = bulk.stop();
+        let down = link.stats(voq_netns::Direction::BToA);
+        let delivered = down.delivered_bytes - down_before.delivered_bytes;
+        let tcp_wire = tcp_bytes as f64 * (1.0 + 52.0 / 1448.0);
+        let voq_bytes = (delivered as f64 - tcp_wire).max(0.0);
+        result.metrics.insert(
+            "tcp_bulk_kbps".into(),
+            tcp_bytes as f64 * 8.0 / secs / 1000.0,
+        );
+        result
+            .metrics
+            .insert("voq_down_kbps".into(), voq_bytes * 8.0 / secs / 1000.0);
+        if let Some(rate) = s.network.down.rate_kbps {
+            result.metrics.insert(
+                "tcp_bulk_share".into(),
+                tcp_bytes as f64 * 8.0 / secs / 1000.0 / rate as f64,
+            );
+        }
+    }
     let _ = stop_tx.send(());
     let joined = tokio::task::spawn_blocking(move || server_thread.join()).await;
     if !matches!(joined, Ok(Ok(Ok(())))) {
         tracing::warn!("bench: the namespace server thread did not end cleanly");
     }
     outcome
+}
+
+/// A TCP bulk transfer from the server's namespace to the client's, as fast as TCP (the
+/// kernel's CUBIC) lets it, for as long as it runs: the competing flow of a congestion-safety
+/// scenario.
+struct TcpBulk {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl TcpBulk {
+    const PORT: u16 = 5201;
+
+    fn start(link: &voq_netns::NetnsLink) -> anyhow::Result<Self> {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use voq_netns::{A_ADDR, Side};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let received = std::sync::Arc::new(AtomicU64::new(0));
+        let listener = link
+            .ns(Side::A)
+            .enter(|| std::net::TcpListener::bind((A_ADDR, Self::PORT)))??;
+        let (sink_stop, sink_received) = (stop.clone(), received.clone());
+        let sink = std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = vec![0u8; 64 * 1024];
+            while !sink_stop.load(Ordering::Relaxed) {
+                match conn.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        sink_received.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let send_stop = stop.clone();
+        let sender = link.ns(Side::B).spawn_thread(move || {
+            let mut conn = std::net::TcpStream::connect((A_ADDR, Self::PORT))?;
+            conn.set_write_timeout(Some(Duration::from_millis(200)))?;
+            let chunk = vec![0u8; 64 * 1024];
+            while !send_stop.load(Ordering::Relaxed) {
+                match conn.write(&chunk) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })?;
+        let sender = std::thread::spawn(move || {
+            let _ = sender.join();
+        });
+        Ok(Self {
+            stop,
+            received,
+            threads: vec![sink, sender],
+        })
+    }
+
+    /// Stops the transfer; the payload bytes the client's side received.
+    fn stop(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let bytes = self.received.load(Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        bytes
+    }
 }
 
 fn netns_blackout(link: &voq_netns::NetnsLink, dir: Direction, duration: Duration) {

@@ -47,6 +47,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("bargein", include_str!("../../../../bench/bargein.toml")),
     ("carriers", include_str!("../../../../bench/carriers.toml")),
+    ("recovery", include_str!("../../../../bench/recovery.toml")),
+    ("fairness", include_str!("../../../../bench/fairness.toml")),
 ];
 
 /// One scenario file: a figure of the report.
@@ -210,6 +212,10 @@ pub struct Network {
     pub blackouts: Vec<PhaseBlackout>,
     /// Through network namespaces (voq-netns) rather than the UDP proxy.
     pub netns: bool,
+    /// A TCP bulk transfer from the server's namespace to the client's runs for the whole call
+    /// through the same link (netns only): what share each gets (`tcp_bulk_kbps`,
+    /// `voq_down_kbps`).
+    pub competing_tcp: bool,
     /// A one-line summary for tables.
     pub description: String,
 }
@@ -653,6 +659,14 @@ fn network(table: &toml::Table) -> anyhow::Result<Network> {
         Some(v) => v.as_bool().context("netns must be true or false")?,
         None => false,
     };
+    let competing_tcp = match both.remove("competing_tcp") {
+        Some(v) => v.as_bool().context("competing_tcp must be true or false")?,
+        None => false,
+    };
+    anyhow::ensure!(
+        netns || !competing_tcp,
+        "competing_tcp needs netns = true (the TCP flow crosses the namespace link)"
+    );
     let up_over = take_table(&mut both, "up")?;
     let down_over = take_table(&mut both, "down")?;
     let blackouts: Vec<PhaseBlackout> = match both.remove("blackouts") {
@@ -678,11 +692,15 @@ fn network(table: &toml::Table) -> anyhow::Result<Network> {
     if netns {
         description += " (netns)";
     }
+    if competing_tcp {
+        description += " + TCP bulk";
+    }
     Ok(Network {
         up,
         down,
         blackouts,
         netns,
+        competing_tcp,
         description,
     })
 }

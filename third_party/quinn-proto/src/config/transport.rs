@@ -57,6 +57,7 @@ pub struct TransportConfig {
     pub(crate) migrate_to_preferred_address: bool,
     pub(crate) pto_backoff_grace: u32,
     pub(crate) probes_resend_stream_data: bool,
+    pub(crate) discard_late_ack_rtt_samples: bool,
 
     pub(crate) qlog_sink: QlogSink,
 }
@@ -395,6 +396,20 @@ impl TransportConfig {
         self
     }
 
+    /// Whether an RTT sample is discarded when the peer reports having held the ACK longer than
+    /// the smoothed RTT (at least 25 ms) and four times its `max_ack_delay`
+    ///
+    /// Defaults to `false` (RFC 9002 §5.1: every ACK that newly acknowledges the largest packet
+    /// is a sample). Such an ACK is the first to arrive after the peer's earlier ACKs were lost,
+    /// typically after an outage: its sample measures the outage (RFC 9002 then caps the
+    /// reported delay at `max_ack_delay`), inflates the smoothed RTT and its variation, and with
+    /// them the probe timeout, for many round trips after the path is back. Counted in
+    /// `PathStats::late_ack_rtt_samples_discarded`.
+    pub fn discard_late_ack_rtt_samples(&mut self, enabled: bool) -> &mut Self {
+        self.discard_late_ack_rtt_samples = enabled;
+        self
+    }
+
     /// qlog capture configuration to use for a particular connection
     #[cfg(feature = "qlog")]
     pub fn qlog_stream(&mut self, stream: Option<QlogStream>) -> &mut Self {
@@ -445,6 +460,7 @@ impl Default for TransportConfig {
             migrate_to_preferred_address: false,
             pto_backoff_grace: 0,
             probes_resend_stream_data: false,
+            discard_late_ack_rtt_samples: false,
 
             qlog_sink: QlogSink::default(),
         }
@@ -482,6 +498,7 @@ impl fmt::Debug for TransportConfig {
             migrate_to_preferred_address,
             pto_backoff_grace,
             probes_resend_stream_data,
+            discard_late_ack_rtt_samples,
             qlog_sink,
         } = self;
         let mut s = fmt.debug_struct("TransportConfig");
@@ -514,7 +531,8 @@ impl fmt::Debug for TransportConfig {
             .field("enable_segmentation_offload", enable_segmentation_offload)
             .field("migrate_to_preferred_address", migrate_to_preferred_address)
             .field("pto_backoff_grace", pto_backoff_grace)
-            .field("probes_resend_stream_data", probes_resend_stream_data);
+            .field("probes_resend_stream_data", probes_resend_stream_data)
+            .field("discard_late_ack_rtt_samples", discard_late_ack_rtt_samples);
         if cfg!(feature = "qlog") {
             s.field("qlog_stream", &qlog_sink.is_enabled());
         }

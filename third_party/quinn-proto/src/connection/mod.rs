@@ -1576,7 +1576,24 @@ impl Connection {
                 )
             };
             let rtt = now.saturating_duration_since(self.spaces[space].largest_acked_packet_sent);
-            self.path.rtt.update(ack_delay, rtt);
+            // voq: an ACK the peer says it held for longer than a round trip (and far longer
+            // than its max_ack_delay) is the first to get through after the peer's earlier ACKs
+            // were lost — an outage, typically. Its sample measures the outage, not the path,
+            // and would inflate the probe timeout for many round trips after the path is back.
+            let reported_delay =
+                Duration::from_micros(ack.delay << self.peer_params.ack_delay_exponent.0);
+            let late = self.config.discard_late_ack_rtt_samples
+                && space == SpaceId::Data
+                && reported_delay
+                    > cmp::max(
+                        cmp::max(self.path.rtt.get(), Duration::from_millis(25)),
+                        self.ack_frequency.peer_max_ack_delay * 4,
+                    );
+            if late {
+                self.stats.path.late_ack_rtt_samples_discarded += 1;
+            } else {
+                self.path.rtt.update(ack_delay, rtt);
+            }
             if self.path.first_packet_after_rtt_sample.is_none() {
                 self.path.first_packet_after_rtt_sample =
                     Some((space, self.spaces[space].next_packet_number));

@@ -160,6 +160,9 @@ pub struct PathStats {
     /// Times a server resent its handshake flight before its probe timeout because the client
     /// repeated its Initial (RFC 9002 §6.2.3; voq patch)
     pub early_handshake_retransmits: u64,
+    /// RTT samples discarded because the peer reported holding the ACK for longer than a round
+    /// trip (`TransportConfig::discard_late_ack_rtt_samples`; voq patch)
+    pub late_ack_rtt_samples_discarded: u64,
 }
 
 /// Connection statistics
