@@ -7,7 +7,7 @@
 //! of a turn, which nothing follows) waits for a probe *and* its acknowledgement; and under heavy
 //! loss CUBIC shrinks the window to two packets, fewer than a call's 20 ms frames need per round
 //! trip, so the prompt falls behind; the first ACK after an outage reports the outage as a round
-//! trip. [`apply`] sets five rules (docs/PROTOCOL.md, "Loss recovery"):
+//! trip. [`apply`] sets six rules (docs/PROTOCOL.md, "Loss recovery"):
 //!
 //! 1. **A window floor** ([`RealtimeFloor`]): CUBIC decides above it, but the window never falls
 //!    below [`FLOOR_RTTS`] round trips of [`FLOOR_RATE`].
@@ -21,6 +21,10 @@
 //! 5. **Immediate acknowledgements** (the ACK frequency extension, between quinn peers): every
 //!    ack-eliciting packet is acknowledged at once, and the peer's acknowledgement delay counted
 //!    in the probe timeout is [`MAX_ACK_DELAY`] instead of 25 ms.
+//! 6. **A doubled handshake** (patch, `redundant_handshake`): the client's first Initial and its
+//!    Finished, and the server's first flight, each leave twice, so a flight is lost only when
+//!    both copies are (p² for independent loss p); and an [`INITIAL_RTT`] of 100 ms, so the probe
+//!    for a flight lost all the same comes after 300 ms, not a second.
 //!
 //! Why the floor stays congestion-safe: it is a fixed budget, [`FLOOR_RATE`] bytes a second
 //! over [`FLOOR_RTTS`] round trips (~2 Mbit/s at most), whatever the loss; retransmissions and
@@ -30,7 +34,7 @@
 //! it until its lead is filled. RTP's circuit-breaker rules (RFC 8083) treat fixed-rate media
 //! the same way.
 //!
-//! `VOQ_RECOVERY=stock` in the environment turns all five off (quinn's defaults), and the
+//! `VOQ_RECOVERY=stock` in the environment turns all six off (quinn's defaults), and the
 //! WebSocket carrier's TCP options with them ([`crate::ws::tune_tcp`]), for comparison and as an
 //! operator's escape hatch.
 
@@ -58,10 +62,16 @@ pub const PTO_BACKOFF_GRACE: u32 = 20;
 /// packet at once; this bounds a timer's slack).
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(5);
 
+/// The RTT assumed before the first sample (RFC 9002 §6.2.2 says 333 ms; Chromium uses 100 ms,
+/// and so does voq): a handshake flight lost despite its copy (rule 6) is probed after three of
+/// them, 300 ms. On paths longer than that the client's first probe may be spurious: one
+/// datagram.
+pub const INITIAL_RTT: Duration = Duration::from_millis(100);
+
 /// Which loss recovery a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The five rules of this module (the default).
+    /// The six rules of this module (the default).
     Realtime,
     /// The stacks' own defaults: quinn's (RFC 9002 as written) and, on the WebSocket carrier,
     /// the kernel's TCP timers (only `TCP_NODELAY` is set): `VOQ_RECOVERY=stock`.
@@ -100,6 +110,8 @@ pub fn apply_mode(transport: &mut quinn::TransportConfig, mode: Mode) {
     transport.probes_resend_stream_data(true);
     transport.pto_backoff_grace(PTO_BACKOFF_GRACE);
     transport.discard_late_ack_rtt_samples(true);
+    transport.redundant_handshake(true);
+    transport.initial_rtt(INITIAL_RTT);
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(0u32.into());
     ack.max_ack_delay(Some(MAX_ACK_DELAY));

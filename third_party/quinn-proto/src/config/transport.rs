@@ -58,6 +58,7 @@ pub struct TransportConfig {
     pub(crate) pto_backoff_grace: u32,
     pub(crate) probes_resend_stream_data: bool,
     pub(crate) discard_late_ack_rtt_samples: bool,
+    pub(crate) redundant_handshake: bool,
 
     pub(crate) qlog_sink: QlogSink,
 }
@@ -410,6 +411,21 @@ impl TransportConfig {
         self
     }
 
+    /// Whether each side sends its first handshake flight twice
+    ///
+    /// Defaults to `false`. A client sends its first Initial and then a copy of its CRYPTO data
+    /// in a second datagram, and its handshake Finished twice; a server sends its first flight
+    /// (Initial and Handshake) twice, within the anti-amplification limit. Before any RTT sample
+    /// a lost flight costs a probe timeout of three initial RTTs (a second with the default
+    /// 333 ms); with independent loss `p` a doubled flight is lost with probability `p²`. The
+    /// copies cost one datagram per flight. A server does not treat a copy of the client's
+    /// Initial that arrives within a quarter of the initial RTT of its own flight as a sign that
+    /// its flight was lost.
+    pub fn redundant_handshake(&mut self, enabled: bool) -> &mut Self {
+        self.redundant_handshake = enabled;
+        self
+    }
+
     /// qlog capture configuration to use for a particular connection
     #[cfg(feature = "qlog")]
     pub fn qlog_stream(&mut self, stream: Option<QlogStream>) -> &mut Self {
@@ -461,6 +477,7 @@ impl Default for TransportConfig {
             pto_backoff_grace: 0,
             probes_resend_stream_data: false,
             discard_late_ack_rtt_samples: false,
+            redundant_handshake: false,
 
             qlog_sink: QlogSink::default(),
         }
@@ -499,6 +516,7 @@ impl fmt::Debug for TransportConfig {
             pto_backoff_grace,
             probes_resend_stream_data,
             discard_late_ack_rtt_samples,
+            redundant_handshake,
             qlog_sink,
         } = self;
         let mut s = fmt.debug_struct("TransportConfig");
@@ -532,7 +550,8 @@ impl fmt::Debug for TransportConfig {
             .field("migrate_to_preferred_address", migrate_to_preferred_address)
             .field("pto_backoff_grace", pto_backoff_grace)
             .field("probes_resend_stream_data", probes_resend_stream_data)
-            .field("discard_late_ack_rtt_samples", discard_late_ack_rtt_samples);
+            .field("discard_late_ack_rtt_samples", discard_late_ack_rtt_samples)
+            .field("redundant_handshake", redundant_handshake);
         if cfg!(feature = "qlog") {
             s.field("qlog_stream", &qlog_sink.is_enabled());
         }

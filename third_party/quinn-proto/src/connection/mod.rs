@@ -390,6 +390,11 @@ impl Connection {
             // Kick off the connection
             this.write_crypto();
             this.init_0rtt();
+            if this.config.redundant_handshake {
+                // voq: the first Initial, then a copy of its CRYPTO data in a second datagram
+                // (the copy is the second of these probes; see `redundant_handshake`).
+                this.spaces[SpaceId::Initial].loss_probes = 2;
+            }
         }
         this
     }
@@ -2119,6 +2124,15 @@ impl Connection {
         if let Some(data) = remaining {
             self.handle_coalesced(now, remote, ecn, data);
         }
+        if self.config.redundant_handshake {
+            // voq: the first flight, then a copy of it (see `redundant_handshake`); the
+            // anti-amplification limit still applies to the copy.
+            for space in [SpaceId::Initial, SpaceId::Handshake] {
+                if self.spaces[space].crypto.is_some() {
+                    self.spaces[space].loss_probes = 2;
+                }
+            }
+        }
 
         self.config.qlog_sink.emit_recovery_metrics(
             self.pto_count,
@@ -2167,6 +2181,7 @@ impl Connection {
 
     fn read_crypto(
         &mut self,
+        now: Instant,
         space: SpaceId,
         crypto: &frame::Crypto,
         payload_len: usize,
@@ -2201,9 +2216,15 @@ impl Connection {
         // before ours, whose first PTO, before any RTT sample, is about three initial RTTs (1 s
         // with quinn's default). Resend what is unacknowledged now rather than then, a limited
         // number of times per connection; the anti-amplification limit still applies.
+        // A copy that arrives within a quarter of the initial RTT of our flight (the client's
+        // redundant first Initial, `redundant_handshake`) says nothing of the flight's fate.
+        let flight_age = self.spaces[SpaceId::Initial]
+            .time_of_last_ack_eliciting_packet
+            .map(|sent| now.saturating_duration_since(sent));
         if self.side.is_server()
             && space == SpaceId::Initial
             && end <= self.spaces[space].crypto_stream.bytes_read()
+            && flight_age.is_none_or(|age| age >= self.config.initial_rtt / 4)
             && self.early_handshake_retransmits < MAX_EARLY_HANDSHAKE_RETRANSMITS
             && self.resend_handshake_flight()
         {
@@ -2740,6 +2761,10 @@ impl Connection {
                     }
                     self.handle_peer_params(params)?;
                     self.issue_first_cids(now);
+                    if self.config.redundant_handshake && self.spaces[SpaceId::Handshake].crypto.is_some() {
+                        // voq: the Finished, then a copy (see `redundant_handshake`).
+                        self.spaces[SpaceId::Handshake].loss_probes = 2;
+                    }
                 } else {
                     // Server-only
                     self.spaces[SpaceId::Data].pending.handshake_done = true;
@@ -2846,7 +2871,7 @@ impl Connection {
             match frame {
                 Frame::Padding | Frame::Ping => {}
                 Frame::Crypto(frame) => {
-                    self.read_crypto(packet.header.space(), &frame, payload_len)?;
+                    self.read_crypto(now, packet.header.space(), &frame, payload_len)?;
                 }
                 Frame::Ack(ack) => {
                     self.on_ack_received(now, packet.header.space(), ack)?;
@@ -2938,7 +2963,7 @@ impl Connection {
             }
             match frame {
                 Frame::Crypto(frame) => {
-                    self.read_crypto(SpaceId::Data, &frame, payload_len)?;
+                    self.read_crypto(now, SpaceId::Data, &frame, payload_len)?;
                 }
                 Frame::Stream(frame) => {
                     if self.streams.received(frame, payload_len)?.should_transmit() {
