@@ -37,6 +37,8 @@ struct Host {
     received: usize,
     last_received: Option<Instant>,
     open: Vec<StreamId>,
+    /// When a connection of this host was lost (timed out, closed by the peer).
+    lost: Option<Instant>,
 }
 
 impl Host {
@@ -53,6 +55,7 @@ impl Host {
             received: 0,
             last_received: None,
             open: Vec::new(),
+            lost: None,
         }
     }
 
@@ -105,6 +108,9 @@ impl Host {
             }
             while let Some(ev) = c.poll() {
                 connected |= matches!(ev, Event::Connected);
+                if matches!(ev, Event::ConnectionLost { .. }) {
+                    self.lost.get_or_insert(now);
+                }
             }
             // Read whatever arrived on streams the peer opened.
             while let Some(id) = c.streams().accept(Dir::Uni) {
@@ -413,4 +419,60 @@ fn an_ack_held_through_an_outage_does_not_inflate_the_rtt() {
     // max_ack_delay): the smoothed RTT jumps by an eighth of a second and the variation with it.
     assert!(kept <= Duration::from_millis(120), "{kept:?}");
     assert!(inflated >= Duration::from_millis(150), "{inflated:?}");
+}
+
+/// A path that goes dark for good in the middle of a transfer (issue #13, "bad input"): with
+/// voq's recovery the probes do not back off for the first 20 probe timeouts, then double as
+/// RFC 9002 says; the idle timeout (30 s) ends the connection on both sides, and what each side
+/// sent meanwhile is bounded.
+#[test]
+fn a_path_dark_for_good_is_probed_boundedly_and_ends_at_the_idle_timeout() {
+    let voq = voq_transport::quic::transport_config();
+    let mut net = Net::with_transports(Some(voq.clone()), voq);
+    net.run_until(&|_, _, _| false, |n| {
+        n.client_connected.is_some()
+            && n.server
+                .conns
+                .values()
+                .next()
+                .is_some_and(|c| !c.is_handshaking())
+    });
+    let dark_from = net.now - net.start;
+    let server = net.server_conn();
+    let id = server.streams().open(Dir::Uni).unwrap();
+    server.send_stream(id).write(&[5; 100_000]).unwrap();
+    let (client_before, server_before) = (net.sent_by_client, net.sent_by_server);
+    let dark = move |_: bool, _: usize, at: Duration| at >= dark_from;
+    net.run_until(&dark, |n| {
+        n.client.lost.is_some() && n.server.lost.is_some()
+    });
+    let client_lost = net.client.lost.unwrap() - net.start - dark_from;
+    let server_lost = net.server.lost.unwrap() - net.start - dark_from;
+    let (client_sent, server_sent) = (
+        net.sent_by_client - client_before,
+        net.sent_by_server - server_before,
+    );
+    eprintln!(
+        "dark for good: the client gave up after {client_lost:?} ({client_sent} datagrams), \
+         the server after {server_lost:?} ({server_sent} datagrams)"
+    );
+    let idle = voq_transport::quic::IDLE_TIMEOUT;
+    assert!(
+        client_lost <= idle + Duration::from_secs(1),
+        "{client_lost:?}"
+    );
+    assert!(
+        server_lost <= idle + Duration::from_secs(1),
+        "{server_lost:?}"
+    );
+    // 20 probe timeouts at the base (~0.3 s each before any backoff here), then doubling:
+    // two probes each, plus what the window let out before the path went dark.
+    assert!(
+        server_sent <= 150,
+        "the server sent {server_sent} datagrams into the dark"
+    );
+    assert!(
+        client_sent <= 100,
+        "the client sent {client_sent} datagrams into the dark"
+    );
 }
