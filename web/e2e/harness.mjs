@@ -14,6 +14,20 @@ export const VOQ_BIN = path.resolve(web, process.env.VOQ_BIN ?? '../target/debug
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const RESULTS = path.join(web, 'test-results');
 
+/** The value at quantile `q` (0–1) of `xs`, nearest rank. */
+export function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
+}
+
+/** `opt(name, dflt)`: the value after `--name` on a script's command line, or `dflt`. */
+export function cliOptions(args = process.argv.slice(2)) {
+  return (name, dflt) => {
+    const i = args.indexOf(`--${name}`);
+    return i >= 0 ? args[i + 1] : dflt;
+  };
+}
+
 /**
  * Starts `voq serve` and resolves with its page URL (the first http:// URL it prints). `extra`:
  * more arguments; `listen`: the address (an OS-chosen port by default).

@@ -14,20 +14,11 @@
 // carrier's loss-free median, as `voq bench` does for the native client.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { VOQ_BIN, web } from './harness.mjs';
+import { VOQ_BIN, cliOptions, quantile, web } from './harness.mjs';
 import { measureCall, netnsUnavailable, startPath } from './setup-rtt.mjs';
 
-function quantile(xs, q) {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
-}
-
 async function main() {
-  const args = process.argv.slice(2);
-  const opt = (name, dflt) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? args[i + 1] : dflt;
-  };
+  const opt = cliOptions();
   const why = netnsUnavailable();
   if (why) {
     console.error(`prompt-delay: ${why}`);

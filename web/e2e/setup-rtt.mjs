@@ -24,7 +24,7 @@ import { chmodSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFile
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CHROMIUM, VOQ_BIN, exited, readSidecar, web } from './harness.mjs';
+import { CHROMIUM, VOQ_BIN, cliOptions, exited, quantile, readSidecar, web } from './harness.mjs';
 
 export { CHROMIUM, VOQ_BIN };
 /** The `voq` whose `netem --netns` makes the path (VOQ_NETEM_BIN; default VOQ_BIN): comparing two
@@ -252,17 +252,8 @@ export async function measureCall(p, { carrier, codec = 'opus', rttMs, turnMs = 
   }
 }
 
-function quantile(xs, q) {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))];
-}
-
 async function main() {
-  const args = process.argv.slice(2);
-  const opt = (name, dflt) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? args[i + 1] : dflt;
-  };
+  const opt = cliOptions();
   const why = netnsUnavailable();
   if (why) {
     console.error(`setup-rtt: ${why}`);

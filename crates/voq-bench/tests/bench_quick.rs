@@ -14,6 +14,22 @@ fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench")
 }
 
+/// Whether network namespaces are available; when not, says why `what` is skipped (and fails
+/// when `VOQ_NETNS_REQUIRED` is set, as in CI).
+fn netns_or_skip(what: &str) -> bool {
+    match voq_netns::NetnsLink::available() {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
+                "network namespaces required but unavailable: {why}"
+            );
+            eprintln!("SKIPPED: {what} needs network namespaces: {why}");
+            false
+        }
+    }
+}
+
 /// Runs the quick bench on `scenarios` into a temporary directory; returns the parsed JSON.
 async fn quick(scenarios: &[&str]) -> Value {
     let out = tempfile::tempdir().unwrap();
@@ -194,12 +210,7 @@ async fn send_ahead_sweep_reports_both_sides_of_the_trade_off() {
 /// The same call over each carrier through one netns link (root only; CI runs as root).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_carrier_delivers_the_prompt_through_the_same_emulated_path() {
-    if let Err(why) = voq_netns::NetnsLink::available() {
-        assert!(
-            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
-            "network namespaces required but unavailable: {why}"
-        );
-        eprintln!("SKIPPED: the carriers figure needs network namespaces: {why}");
+    if !netns_or_skip("the carriers figure") {
         return;
     }
     let doc = quick(&["carriers"]).await;
@@ -224,12 +235,7 @@ async fn every_carrier_delivers_the_prompt_through_the_same_emulated_path() {
 /// only): both flows moved data, and together no more than the bottleneck carries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_and_a_tcp_bulk_transfer_share_one_bottleneck() {
-    if let Err(why) = voq_netns::NetnsLink::available() {
-        assert!(
-            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
-            "network namespaces required but unavailable: {why}"
-        );
-        eprintln!("SKIPPED: the fairness figure needs network namespaces: {why}");
+    if !netns_or_skip("the fairness figure") {
         return;
     }
     let doc = quick(&["fairness-quic", "fairness-ws"]).await;
@@ -250,12 +256,7 @@ async fn a_call_and_a_tcp_bulk_transfer_share_one_bottleneck() {
 /// over both carriers, the limit and setup percentiles reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_and_websocket_recover_a_prompt_through_20_percent_loss_on_one_path() {
-    if let Err(why) = voq_netns::NetnsLink::available() {
-        assert!(
-            std::env::var_os("VOQ_NETNS_REQUIRED").is_none(),
-            "network namespaces required but unavailable: {why}"
-        );
-        eprintln!("SKIPPED: the recovery figure needs network namespaces: {why}");
+    if !netns_or_skip("the recovery figure") {
         return;
     }
     let doc = quick(&["recovery-quic-60-20", "recovery-ws-60-20"]).await;
