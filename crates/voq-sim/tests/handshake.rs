@@ -164,11 +164,16 @@ struct Net {
 }
 
 impl Net {
-    /// The client (initial RTT `client_initial_rtt`) starts connecting.
+    /// The client (initial RTT `client_initial_rtt`) starts connecting to a server with
+    /// quinn's default transport settings (what the first two patches are tested against: its
+    /// own first probe timeout is then about a second, so an early resend is what answers).
     fn new(client_initial_rtt: Duration) -> Self {
         let mut transport = TransportConfig::default();
         transport.initial_rtt(client_initial_rtt);
-        Self::with_transports(None, Arc::new(transport))
+        Self::with_transports(
+            Some(Arc::new(TransportConfig::default())),
+            Arc::new(transport),
+        )
     }
 
     /// The client starts connecting with these transport settings (and the server's, when
